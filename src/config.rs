@@ -1,0 +1,237 @@
+//! Configuration from the environment, checked once at start.
+
+use std::net::SocketAddr;
+
+use crate::domain::PhoneNumber;
+
+/// Where the server may run: production refuses to start without its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub env: Environment,
+    /// `postgres://...` or `sqlite://...`; SQLite file `onboard.db` when unset.
+    pub database_url: String,
+    pub listen_addr: SocketAddr,
+    /// The URL Twilio and Stripe call us on: signatures are checked against it, never the Host header.
+    pub public_url: String,
+    pub twilio_account_sid: Option<String>,
+    /// Without it, dev mode: signatures are not checked.
+    pub twilio_auth_token: Option<String>,
+    pub onboarding_number: Option<PhoneNumber>,
+    pub stripe_payment_link: String,
+    pub stripe_webhook_secrets: Vec<String>,
+    /// The admin API is off when unset.
+    pub admin_token: Option<String>,
+    pub log_format: LogFormat,
+    /// Override the flows compiled into the binary with files from this folder.
+    pub flows_dir: Option<String>,
+}
+
+/// Development's stand-in, so `serve` works with nothing set.
+pub const DEV_PAYMENT_LINK: &str = "https://buy.stripe.com/test_onboard_dev";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name}: {problem}")]
+    Invalid { name: &'static str, problem: String },
+    #[error("ONBOARD_ENV=production needs {0} to be set")]
+    MissingInProduction(&'static str),
+}
+
+impl std::fmt::Debug for Config {
+    // Secrets stay out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("env", &self.env)
+            .field("listen_addr", &self.listen_addr)
+            .field("public_url", &self.public_url)
+            .field(
+                "twilio_auth_token",
+                &self.twilio_auth_token.as_ref().map(|_| "***"),
+            )
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let env = match get("ONBOARD_ENV").as_deref() {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "ONBOARD_ENV",
+                    problem: format!("{other:?} is not development or production"),
+                });
+            }
+        };
+        let listen_addr = get("LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
+            .parse()
+            .map_err(|e| ConfigError::Invalid {
+                name: "LISTEN_ADDR",
+                problem: format!("{e} (expected host:port, e.g. 127.0.0.1:3000)"),
+            })?;
+        let public_url = match get("PUBLIC_URL") {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => {
+                return Err(ConfigError::Invalid {
+                    name: "PUBLIC_URL",
+                    problem: format!("{url:?} must start with http:// or https://"),
+                });
+            }
+            None => format!("http://{listen_addr}"),
+        };
+        let onboarding_number = get("ONBOARDING_NUMBER")
+            .map(|raw| {
+                PhoneNumber::parse(&raw).map_err(|e| ConfigError::Invalid {
+                    name: "ONBOARDING_NUMBER",
+                    problem: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "LOG_FORMAT",
+                    problem: format!("{other:?} is not json or pretty"),
+                });
+            }
+        };
+        let stripe_payment_link = get("STRIPE_PAYMENT_LINK");
+        if let Some(link) = &stripe_payment_link {
+            if !link.starts_with("https://") || link.contains('?') {
+                return Err(ConfigError::Invalid {
+                    name: "STRIPE_PAYMENT_LINK",
+                    problem: "must be an https:// Payment Link without a query string".to_owned(),
+                });
+            }
+        }
+        let config = Config {
+            env,
+            database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://onboard.db".to_owned()),
+            listen_addr,
+            twilio_account_sid: get("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token: get("TWILIO_AUTH_TOKEN"),
+            onboarding_number,
+            stripe_payment_link: stripe_payment_link
+                .clone()
+                .unwrap_or_else(|| DEV_PAYMENT_LINK.to_owned()),
+            stripe_webhook_secrets: get("STRIPE_WEBHOOK_SECRET")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            admin_token: get("ADMIN_TOKEN"),
+            log_format,
+            flows_dir: get("FLOWS_DIR"),
+            public_url,
+        };
+        if env == Environment::Production {
+            let required: [(&'static str, bool); 6] = [
+                ("TWILIO_ACCOUNT_SID", config.twilio_account_sid.is_some()),
+                ("TWILIO_AUTH_TOKEN", config.twilio_auth_token.is_some()),
+                ("PUBLIC_URL", get("PUBLIC_URL").is_some()),
+                ("ONBOARDING_NUMBER", config.onboarding_number.is_some()),
+                ("STRIPE_PAYMENT_LINK", stripe_payment_link.is_some()),
+                (
+                    "STRIPE_WEBHOOK_SECRET",
+                    !config.stripe_webhook_secrets.is_empty(),
+                ),
+            ];
+            if let Some((name, _)) = required.iter().find(|(_, present)| !present) {
+                return Err(ConfigError::MissingInProduction(name));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Dev mode: no Twilio auth token, so webhook signatures are not checked.
+    pub fn signatures_checked(&self) -> bool {
+        self.twilio_auth_token.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn runs_with_nothing_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, "sqlite://onboard.db");
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.public_url, "http://127.0.0.1:3000");
+        assert!(!c.signatures_checked());
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_secrets() {
+        assert_eq!(
+            config(&[("ONBOARD_ENV", "production")]).unwrap_err(),
+            ConfigError::MissingInProduction("TWILIO_ACCOUNT_SID")
+        );
+        let full = [
+            ("ONBOARD_ENV", "production"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("PUBLIC_URL", "https://onboard.example.com/"),
+            ("ONBOARDING_NUMBER", "+447700900000"),
+            ("STRIPE_PAYMENT_LINK", "https://buy.stripe.com/abc"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b"),
+        ];
+        let c = config(&full).unwrap();
+        assert_eq!(c.public_url, "https://onboard.example.com");
+        assert_eq!(c.stripe_webhook_secrets, vec!["whsec_a", "whsec_b"]);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = config(&[("LISTEN_ADDR", "nope")]).unwrap_err();
+        assert!(err.to_string().starts_with("LISTEN_ADDR"), "{err}");
+        let err = config(&[("ONBOARDING_NUMBER", "07700900000")]).unwrap_err();
+        assert!(err.to_string().starts_with("ONBOARDING_NUMBER"), "{err}");
+        let err = config(&[("STRIPE_PAYMENT_LINK", "http://x")]).unwrap_err();
+        assert!(err.to_string().starts_with("STRIPE_PAYMENT_LINK"), "{err}");
+        let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(err.to_string().starts_with("LOG_FORMAT"), "{err}");
+    }
+}

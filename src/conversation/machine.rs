@@ -1,0 +1,612 @@
+//! The onboarding conversation as a statig state machine: a pure decision core.
+//!
+//! [`step`] maps (state, answers, event) to (new state, replies, commands). It does no I/O: the shell
+//! around it runs the commands (allocate a number, release one, place a call) and feeds their results
+//! back as events.
+
+use statig::blocking::IntoStateMachineExt as _;
+use statig::prelude::*;
+
+use super::parse::{self, BusinessAnswer, Keyword};
+use super::state::{Gate, StateName};
+use crate::domain::{Notify, PhoneNumber, PhoneType};
+use crate::flows::{Catalog, MessageKey};
+
+/// Something that happened to an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An SMS from the owner.
+    Text(String),
+    PaymentConfirmed,
+    PaymentRevoked,
+    NumberAllocated(PhoneNumber),
+    PoolEmpty,
+    /// A call proved that forwarding works.
+    TestCallDetected,
+    /// The owner called their new number from their own phone: proves nothing.
+    OwnCallNotProof,
+    /// No proof arrived within the verification window.
+    VerifyTimedOut,
+}
+
+impl Event {
+    /// The stable name used in state history, logs and fixtures.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Text(_) => "sms",
+            Event::PaymentConfirmed => "payment_confirmed",
+            Event::PaymentRevoked => "payment_revoked",
+            Event::NumberAllocated(_) => "number_allocated",
+            Event::PoolEmpty => "pool_empty",
+            Event::TestCallDetected => "test_call",
+            Event::OwnCallNotProof => "own_call",
+            Event::VerifyTimedOut => "verify_timed_out",
+        }
+    }
+}
+
+/// Work the shell must do for the conversation, then report back as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Ask the pool for a number; answer with `NumberAllocated` or `PoolEmpty`.
+    AllocateNumber,
+    /// Payment was revoked: the number goes to quarantine.
+    ReleaseNumber,
+    /// Place the forwarding verification call.
+    PlaceVerifyCall,
+}
+
+/// What the conversation remembers about an owner between events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub state: StateName,
+    pub gate: Option<Gate>,
+    pub business_type: Option<String>,
+    pub location: Option<String>,
+    pub business_name: Option<String>,
+    pub owner_name: Option<String>,
+    pub notify: Option<Notify>,
+    pub phone_type: Option<PhoneType>,
+    pub misses: i32,
+    pub opted_out: bool,
+    pub paid: bool,
+    pub number: Option<PhoneNumber>,
+}
+
+impl Default for Conversation {
+    fn default() -> Self {
+        Self {
+            state: StateName::S1BusinessTypeLocation,
+            gate: None,
+            business_type: None,
+            location: None,
+            business_name: None,
+            owner_name: None,
+            notify: None,
+            phone_type: None,
+            misses: 0,
+            opted_out: false,
+            paid: false,
+            number: None,
+        }
+    }
+}
+
+/// What one event did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// The texts to send, in order; the shell joins them into one message.
+    pub replies: Vec<String>,
+    pub commands: Vec<Command>,
+    /// Every state change, in order (S8 to S9 to COMPLETE is two).
+    pub transitions: Vec<(StateName, StateName)>,
+}
+
+/// What the core reads but never changes.
+pub struct Context<'a> {
+    pub catalog: &'a Catalog,
+    /// The payment link with this owner's `client_reference_id`.
+    pub payment_link: &'a str,
+}
+
+/// The statig context: the world's read-only facts plus what this event produced.
+pub struct Turn<'a> {
+    ctx: &'a Context<'a>,
+    event: &'a Event,
+    /// The state the event was dispatched in, for superstate handlers.
+    current: StateName,
+    out: Decision,
+}
+
+impl Turn<'_> {
+    fn say(&mut self, key: MessageKey, vars: &[(&str, &str)]) {
+        self.out.replies.push(self.ctx.catalog.render(key, vars));
+    }
+
+    fn run(&mut self, command: Command) {
+        self.out.commands.push(command);
+    }
+}
+
+/// Runs one event through the conversation.
+pub fn step(conversation: &mut Conversation, event: &Event, ctx: &Context<'_>) -> Decision {
+    let mut turn = Turn {
+        ctx,
+        event,
+        current: conversation.state,
+        out: Decision::default(),
+    };
+
+    if conversation.opted_out {
+        // Until START, a text changes nothing and gets no answer; provider events still apply silently.
+        match event {
+            Event::Text(text) => {
+                if parse::keyword(text, true) == Some(Keyword::OptIn) {
+                    conversation.opted_out = false;
+                    turn.say(MessageKey::OptedIn, &[]);
+                    conversation.prompt(&mut turn);
+                }
+                return turn.out;
+            }
+            _ => {
+                let decision = dispatch(conversation, &mut turn);
+                return Decision {
+                    replies: Vec::new(),
+                    ..decision
+                };
+            }
+        }
+    }
+    dispatch(conversation, &mut turn)
+}
+
+fn dispatch(conversation: &mut Conversation, turn: &mut Turn<'_>) -> Decision {
+    let mut machine = conversation.clone().uninitialized_state_machine();
+    *machine.state_mut() = State::from_name(conversation.state);
+    // There are no entry actions (questions are asked on transition), so restoring says nothing.
+    let mut machine = machine.init_with_context(turn);
+
+    let event = turn.event.clone();
+    machine.handle_with_context(&event, turn);
+    // S9 passes straight on: the event that reached it also completes onboarding.
+    if machine.state().name() == StateName::S9TestCallDetected {
+        machine.handle_with_context(&Event::TestCallDetected, turn);
+    }
+    *conversation = machine.inner().clone();
+    conversation.state = machine.state().name();
+    std::mem::take(&mut turn.out)
+}
+
+#[state_machine(
+    initial = "State::s1_business_type_location()",
+    state(derive(Debug, Clone, Copy, PartialEq, Eq)),
+    after_transition = "Self::after_transition"
+)]
+impl Conversation {
+    /// Keywords and provider events that mean the same in every state.
+    #[superstate]
+    fn onboarding(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Text(text) => match parse::keyword(text, false) {
+                Some(Keyword::OptOut) => {
+                    self.opted_out = true;
+                    Handled
+                }
+                Some(Keyword::OptIn) => {
+                    self.prompt(context);
+                    Handled
+                }
+                Some(Keyword::Help) => {
+                    let step = context.ctx.catalog.render(step_key(context.current), &[]);
+                    context.say(MessageKey::Help, &[("step", &step)]);
+                    Handled
+                }
+                Some(Keyword::Restart) => {
+                    self.clear_answers();
+                    context.say(MessageKey::Restart, &[]);
+                    if context.current == StateName::S1BusinessTypeLocation {
+                        self.prompt(context);
+                        Handled
+                    } else {
+                        Transition(State::s1_business_type_location())
+                    }
+                }
+                None => Handled,
+            },
+            Event::PaymentConfirmed => {
+                self.paid = true;
+                Handled
+            }
+            Event::PaymentRevoked => {
+                let was_paid = self.paid;
+                self.paid = false;
+                if self.number.take().is_some() {
+                    context.run(Command::ReleaseNumber);
+                }
+                if was_paid {
+                    context.say(
+                        MessageKey::PaymentRevoked,
+                        &[("payment_link", context.ctx.payment_link)],
+                    );
+                }
+                if context.current.is_past_gate() && context.current != StateName::Complete {
+                    self.gate = Some(Gate::PaymentRequired);
+                    Transition(State::s5_confirm_live())
+                } else {
+                    Handled
+                }
+            }
+            // Only an owner held at S5 asks for a number; anywhere else these are stale.
+            Event::NumberAllocated(_)
+            | Event::PoolEmpty
+            | Event::TestCallDetected
+            | Event::OwnCallNotProof
+            | Event::VerifyTimedOut => Handled,
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s1_business_type_location(
+        &mut self,
+        context: &mut Turn<'_>,
+        event: &Event,
+    ) -> Outcome<State> {
+        let Some(text) = answer(event) else {
+            return Super;
+        };
+        match parse::business(text) {
+            BusinessAnswer::TradeAndPlace { trade, place } => {
+                self.business_type = Some(trade);
+                self.location = Some(place);
+                Transition(State::s2_business_name())
+            }
+            BusinessAnswer::One(one) if self.business_type.is_some() => {
+                self.location = Some(parse::title_case(strip_place_prefix(&one)));
+                Transition(State::s2_business_name())
+            }
+            BusinessAnswer::One(trade) => {
+                let trade = parse::capitalise_first(&trade);
+                context.say(MessageKey::S1AskPlace, &[("business_type", &trade)]);
+                self.business_type = Some(trade);
+                Handled
+            }
+            BusinessAnswer::Unreadable => self.miss(context, MessageKey::S1Retry),
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s2_business_name(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        let Some(text) = answer(event) else {
+            return Super;
+        };
+        match parse::bounded_text(text, 80) {
+            Some(name) => {
+                self.business_name = Some(name);
+                Transition(State::s3_owner_name())
+            }
+            None => self.miss(context, MessageKey::S2Retry),
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s3_owner_name(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        let Some(text) = answer(event) else {
+            return Super;
+        };
+        match parse::bounded_text(text, 60) {
+            Some(name) => {
+                self.owner_name = Some(name);
+                Transition(State::s4_notification_pref())
+            }
+            None => self.miss(context, MessageKey::S3Retry),
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s4_notification_pref(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        let Some(text) = answer(event) else {
+            return Super;
+        };
+        match parse::notify(text) {
+            Some(notify) => {
+                self.notify = Some(notify);
+                Transition(State::s5_confirm_live())
+            }
+            None => self.miss(context, MessageKey::S4Retry),
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s5_confirm_live(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PaymentConfirmed => {
+                self.paid = true;
+                if self.gate == Some(Gate::PaymentRequired) {
+                    context.run(Command::AllocateNumber);
+                }
+                Handled
+            }
+            Event::NumberAllocated(number) => {
+                self.number = Some(number.clone());
+                self.gate = None;
+                Transition(State::s6_phone_type())
+            }
+            Event::PoolEmpty => {
+                self.gate = Some(Gate::AwaitingNumber);
+                context.say(MessageKey::S5Waitlist, &[]);
+                Handled
+            }
+            Event::Text(text) if parse::keyword(text, false).is_none() => {
+                if parse::is_yes(text) {
+                    self.misses = 0;
+                    if self.paid {
+                        context.run(Command::AllocateNumber);
+                    } else {
+                        self.gate = Some(Gate::PaymentRequired);
+                        context.say(
+                            MessageKey::S5Pay,
+                            &[("payment_link", context.ctx.payment_link)],
+                        );
+                    }
+                    Handled
+                } else if parse::is_edit(text) {
+                    self.clear_answers();
+                    Transition(State::s1_business_type_location())
+                } else if parse::is_negative(text) {
+                    context.say(MessageKey::S5Explain, &[]);
+                    Handled
+                } else {
+                    self.miss(context, MessageKey::S5Explain)
+                }
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s6_phone_type(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        let Some(text) = answer(event) else {
+            return Super;
+        };
+        match parse::phone_type(text) {
+            // Forwarding guard: instructions never go out without an allocated number.
+            Some(_) if self.number.is_none() => {
+                self.gate = Some(Gate::AwaitingNumber);
+                context.run(Command::AllocateNumber);
+                Transition(State::s5_confirm_live())
+            }
+            Some(phone_type) => {
+                self.phone_type = Some(phone_type);
+                Transition(State::s7_fwd_sent())
+            }
+            None => self.miss(context, MessageKey::S6Retry),
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s7_fwd_sent(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        let Some(text) = answer(event) else {
+            return Super;
+        };
+        if parse::is_done(text) {
+            context.run(Command::PlaceVerifyCall);
+            Transition(State::s8_fwd_confirmed())
+        } else {
+            self.miss(context, MessageKey::S7Retry)
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s8_fwd_confirmed(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::TestCallDetected => Transition(State::s9_test_call_detected()),
+            Event::OwnCallNotProof => {
+                context.say(MessageKey::VerifyOwnCall, &[]);
+                Handled
+            }
+            Event::VerifyTimedOut => {
+                context.say(MessageKey::VerifyTroubleshoot, &[]);
+                Handled
+            }
+            Event::Text(text) if parse::keyword(text, false).is_none() => {
+                if parse::is_call_me(text) || parse::is_done(text) {
+                    context.run(Command::PlaceVerifyCall);
+                    context.say(MessageKey::S8Ask, &[]);
+                } else {
+                    context.say(MessageKey::S8Waiting, &[]);
+                }
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn s9_test_call_detected(&mut self, event: &Event) -> Outcome<State> {
+        match event {
+            Event::TestCallDetected => Transition(State::complete()),
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "onboarding")]
+    fn complete(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        match answer(event) {
+            Some(_) => {
+                context.say(MessageKey::CompleteAck, &[]);
+                Handled
+            }
+            None => Super,
+        }
+    }
+}
+
+impl Conversation {
+    /// Entering a state resets the miss count and asks its question.
+    fn after_transition(&mut self, source: &State, target: &State, context: &mut Turn<'_>) {
+        let (from, to) = (source.name(), target.name());
+        self.state = to;
+        self.misses = 0;
+        context.out.transitions.push((from, to));
+        self.prompt(context);
+    }
+
+    /// Says the current state's question (entering it, or again after START).
+    fn prompt(&self, context: &mut Turn<'_>) {
+        let catalog = context.ctx.catalog;
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let reply = match self.state {
+            StateName::S1BusinessTypeLocation => catalog.render(MessageKey::S1Ask, &[]),
+            StateName::S2BusinessName => catalog.render(
+                MessageKey::S2Ask,
+                &[
+                    ("business_type", &text(&self.business_type)),
+                    ("location", &text(&self.location)),
+                ],
+            ),
+            StateName::S3OwnerName => catalog.render(
+                MessageKey::S3Ask,
+                &[("business_name", &text(&self.business_name))],
+            ),
+            StateName::S4NotificationPref => catalog.render(
+                MessageKey::S4Ask,
+                &[("owner_name", &text(&self.owner_name))],
+            ),
+            StateName::S5ConfirmLive => {
+                let notify = match &self.notify {
+                    Some(Notify::Email(address)) => address.clone(),
+                    _ => "SMS".to_owned(),
+                };
+                catalog.render(
+                    MessageKey::S5Summary,
+                    &[
+                        ("business_type", &text(&self.business_type)),
+                        ("location", &text(&self.location)),
+                        ("business_name", &text(&self.business_name)),
+                        ("owner_name", &text(&self.owner_name)),
+                        ("notify", &notify),
+                    ],
+                )
+            }
+            StateName::S6PhoneType => catalog.render(
+                MessageKey::S6Ask,
+                &[(
+                    "number",
+                    self.number
+                        .as_ref()
+                        .map(PhoneNumber::as_str)
+                        .unwrap_or_default(),
+                )],
+            ),
+            StateName::S7FwdSent => {
+                let (Some(number), Some(phone_type)) = (&self.number, self.phone_type) else {
+                    return;
+                };
+                let key = match phone_type {
+                    PhoneType::Iphone => MessageKey::FwdIphone,
+                    PhoneType::Android => MessageKey::FwdAndroid,
+                    PhoneType::Landline => MessageKey::FwdLandline,
+                };
+                catalog.render(
+                    key,
+                    &[
+                        ("number", number.as_str()),
+                        ("number_national", &number.national()),
+                    ],
+                )
+            }
+            StateName::S8FwdConfirmed => catalog.render(MessageKey::S8Ask, &[]),
+            // S9 passes straight on; COMPLETE says it.
+            StateName::S9TestCallDetected => return,
+            StateName::Complete => catalog.render(MessageKey::Complete, &[]),
+        };
+        context.out.replies.push(reply);
+    }
+
+    /// An answer that does not fit: the hint, and from the third miss in a row, how to get help.
+    fn miss(&mut self, context: &mut Turn<'_>, hint: MessageKey) -> Outcome<State> {
+        self.misses += 1;
+        context.say(hint, &[]);
+        if self.misses >= 3 {
+            context.say(MessageKey::Stuck, &[]);
+        }
+        Handled
+    }
+
+    /// RESTART and EDIT: the answers go; payment and number stay.
+    fn clear_answers(&mut self) {
+        self.gate = None;
+        self.business_type = None;
+        self.location = None;
+        self.business_name = None;
+        self.owner_name = None;
+        self.notify = None;
+        self.phone_type = None;
+        self.misses = 0;
+    }
+}
+
+/// The text of an ordinary answer; keywords and provider events go to the superstate.
+fn answer(event: &Event) -> Option<&str> {
+    match event {
+        Event::Text(text) if parse::keyword(text, false).is_none() => Some(text),
+        _ => None,
+    }
+}
+
+fn strip_place_prefix(place: &str) -> &str {
+    let lower = place.to_lowercase();
+    for prefix in ["based in ", "in ", "near ", "from "] {
+        if lower.starts_with(prefix) {
+            return &place[prefix.len()..];
+        }
+    }
+    place
+}
+
+fn step_key(state: StateName) -> MessageKey {
+    match state {
+        StateName::S1BusinessTypeLocation => MessageKey::StepS1,
+        StateName::S2BusinessName => MessageKey::StepS2,
+        StateName::S3OwnerName => MessageKey::StepS3,
+        StateName::S4NotificationPref => MessageKey::StepS4,
+        StateName::S5ConfirmLive => MessageKey::StepS5,
+        StateName::S6PhoneType => MessageKey::StepS6,
+        StateName::S7FwdSent => MessageKey::StepS7,
+        StateName::S8FwdConfirmed => MessageKey::StepS8,
+        StateName::S9TestCallDetected => MessageKey::StepS9,
+        StateName::Complete => MessageKey::StepComplete,
+    }
+}
+
+impl State {
+    fn name(&self) -> StateName {
+        match self {
+            State::S1BusinessTypeLocation {} => StateName::S1BusinessTypeLocation,
+            State::S2BusinessName {} => StateName::S2BusinessName,
+            State::S3OwnerName {} => StateName::S3OwnerName,
+            State::S4NotificationPref {} => StateName::S4NotificationPref,
+            State::S5ConfirmLive {} => StateName::S5ConfirmLive,
+            State::S6PhoneType {} => StateName::S6PhoneType,
+            State::S7FwdSent {} => StateName::S7FwdSent,
+            State::S8FwdConfirmed {} => StateName::S8FwdConfirmed,
+            State::S9TestCallDetected {} => StateName::S9TestCallDetected,
+            State::Complete {} => StateName::Complete,
+        }
+    }
+
+    fn from_name(name: StateName) -> Self {
+        match name {
+            StateName::S1BusinessTypeLocation => State::s1_business_type_location(),
+            StateName::S2BusinessName => State::s2_business_name(),
+            StateName::S3OwnerName => State::s3_owner_name(),
+            StateName::S4NotificationPref => State::s4_notification_pref(),
+            StateName::S5ConfirmLive => State::s5_confirm_live(),
+            StateName::S6PhoneType => State::s6_phone_type(),
+            StateName::S7FwdSent => State::s7_fwd_sent(),
+            StateName::S8FwdConfirmed => State::s8_fwd_confirmed(),
+            StateName::S9TestCallDetected => State::s9_test_call_detected(),
+            StateName::Complete => State::complete(),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The onboarding conversation (S1 to S9): a pure core of parsers and a state machine.
+
+mod machine;
+pub mod parse;
+mod state;
+
+pub use machine::{Command, Context, Conversation, Decision, Event, step};
+pub use state::{Gate, StateName};

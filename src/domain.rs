@@ -1,0 +1,308 @@
+//! Domain types shared by every layer: parsed once at the edge, trusted everywhere after.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A phone number in E.164 form (`+` then 2 to 15 digits, the first not 0).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an E.164 phone number (expected + and 2 to 15 digits, e.g. +447700900123)")]
+pub struct InvalidPhoneNumber;
+
+impl PhoneNumber {
+    pub fn parse(raw: &str) -> Result<Self, InvalidPhoneNumber> {
+        let raw = raw.trim();
+        let digits = raw.strip_prefix('+').ok_or(InvalidPhoneNumber)?;
+        let valid = (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidPhoneNumber)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form safe for logs and lists: `+44*******123`.
+    pub fn masked(&self) -> String {
+        mask_phone(&self.0)
+    }
+
+    pub fn country(&self) -> Country {
+        Country::of(self)
+    }
+
+    /// The NANP area code (`+1 415 ...` gives `415`); other countries' numbers carry none we use.
+    pub fn area_code(&self) -> Option<&str> {
+        match self.country() {
+            Country::Us => self.0.get(2..5),
+            _ => None,
+        }
+    }
+
+    /// The number as dialled inside its own country, which some forwarding codes want.
+    pub fn national(&self) -> String {
+        match self.country() {
+            Country::Us => self.0[2..].to_owned(),
+            Country::Gb => format!("0{}", &self.0[3..]),
+            Country::Other => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Debug output masks the number, so a stray `?` in a log line cannot leak it.
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        PhoneNumber::parse(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e}")))
+    }
+}
+
+impl std::str::FromStr for PhoneNumber {
+    type Err = InvalidPhoneNumber;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Masks any caller id, E.164 or not: keeps the first three and last three characters.
+pub fn mask_phone(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 6))
+}
+
+/// Masks an email address for logs and lists: `j***@example.com`.
+pub fn mask_email(raw: &str) -> String {
+    match raw.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+/// The countries we sell numbers in; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Country {
+    #[serde(rename = "GB")]
+    Gb,
+    #[serde(rename = "US")]
+    Us,
+    #[serde(rename = "XX")]
+    Other,
+}
+
+impl Country {
+    pub fn of(phone: &PhoneNumber) -> Self {
+        let s = phone.as_str();
+        if s.starts_with("+44") {
+            Country::Gb
+        } else if s.starts_with("+1") {
+            Country::Us
+        } else {
+            Country::Other
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Country::Gb => "GB",
+            Country::Us => "US",
+            Country::Other => "XX",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "GB" => Some(Country::Gb),
+            "US" => Some(Country::Us),
+            "XX" => Some(Country::Other),
+            _ => None,
+        }
+    }
+}
+
+/// The language the bot speaks to an owner, chosen by their number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Locale {
+    EnGb,
+    EnUs,
+}
+
+impl Locale {
+    pub const ALL: [Locale; 2] = [Locale::EnGb, Locale::EnUs];
+
+    /// en-US for +1 numbers, en-GB for +44 and everyone else.
+    pub fn for_phone(phone: &PhoneNumber) -> Self {
+        match phone.country() {
+            Country::Us => Locale::EnUs,
+            _ => Locale::EnGb,
+        }
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Locale::EnGb => "en-GB",
+            Locale::EnUs => "en-US",
+        }
+    }
+
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.tag() == tag)
+    }
+}
+
+/// Our id for an owner; also the Stripe `client_reference_id`, so it sticks to `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// Accepts only what we could have issued, so a forged Stripe payload cannot smuggle SQL or markup.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How an owner wants to hear about missed calls. Stored as `sms` or the email address itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notify {
+    Sms,
+    Email(String),
+}
+
+impl Notify {
+    pub fn to_stored(&self) -> String {
+        match self {
+            Notify::Sms => "sms".to_owned(),
+            Notify::Email(address) => address.clone(),
+        }
+    }
+
+    pub fn from_stored(raw: &str) -> Self {
+        if raw == "sms" {
+            Notify::Sms
+        } else {
+            Notify::Email(raw.to_owned())
+        }
+    }
+}
+
+/// Which phone the business line is on; it decides the forwarding instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneType {
+    Iphone,
+    Android,
+    Landline,
+}
+
+impl PhoneType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhoneType::Iphone => "iphone",
+            PhoneType::Android => "android",
+            PhoneType::Landline => "landline",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "iphone" => Some(PhoneType::Iphone),
+            "android" => Some(PhoneType::Android),
+            "landline" => Some(PhoneType::Landline),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_e164_and_rejects_everything_else() {
+        assert!(PhoneNumber::parse("+447700900123").is_ok());
+        assert!(PhoneNumber::parse("+14155550123").is_ok());
+        for bad in [
+            "",
+            "+",
+            "447700900123",
+            "+0447700900123",
+            "+44 7700 900123",
+            "+1234567890123456",
+            "+4",
+            "anonymous",
+        ] {
+            assert!(PhoneNumber::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn masks_keep_only_the_ends() {
+        let uk = PhoneNumber::parse("+447700900123").unwrap();
+        assert_eq!(uk.masked(), "+44*******123");
+        assert_eq!(format!("{uk:?}"), "PhoneNumber(+44*******123)");
+        assert_eq!(mask_phone("12345"), "*****");
+        assert_eq!(mask_email("jo@example.com"), "j***@example.com");
+    }
+
+    #[test]
+    fn locale_country_and_area_code_follow_the_number() {
+        let us = PhoneNumber::parse("+14155550123").unwrap();
+        assert_eq!(Locale::for_phone(&us), Locale::EnUs);
+        assert_eq!(us.area_code(), Some("415"));
+        assert_eq!(us.national(), "4155550123");
+        let uk = PhoneNumber::parse("+447700900123").unwrap();
+        assert_eq!(Locale::for_phone(&uk), Locale::EnGb);
+        assert_eq!(uk.area_code(), None);
+        assert_eq!(uk.national(), "07700900123");
+        let fr = PhoneNumber::parse("+33612345678").unwrap();
+        assert_eq!(Locale::for_phone(&fr), Locale::EnGb);
+        assert_eq!(fr.country(), Country::Other);
+    }
+}

@@ -1,0 +1,486 @@
+//! The shell around the conversation: each inbound event runs in one database transaction.
+//!
+//! An event loads and locks the owner, runs the pure [`conversation::step`], carries out the commands it
+//! returns (allocating or releasing a number) inside the same transaction, feeds their results back in,
+//! and stores the new state with its replies. A retried provider id gets the stored answer back.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::clock::{Clock, Ids};
+use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
+use crate::domain::{ClientId, PhoneNumber, mask_phone};
+use crate::flows::{Flows, MessageKey};
+use crate::store::{
+    Allocation, Claim, Client, NewInbound, NewOutbound, NewPoolNumber, QuarantineOutcome, Store,
+    StoreError, Transition, Tx,
+};
+use crate::twilio::twiml;
+
+/// How long a released number rests before another business may have it.
+pub const DEFAULT_QUARANTINE_DAYS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no owner with id {0}")]
+    UnknownClient(ClientId),
+    #[error("number {0} is not in the pool")]
+    UnknownNumber(String),
+    #[error("the pool gave an inconsistent answer: {0}")]
+    Pool(String),
+}
+
+/// What the engine needs besides the store.
+pub struct Settings {
+    /// The Stripe Payment Link, without a query string.
+    pub payment_link: String,
+    pub quarantine: Duration,
+}
+
+/// An SMS from Twilio's webhook, fields already checked for presence.
+#[derive(Debug, Clone)]
+pub struct InboundSms {
+    pub message_sid: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+}
+
+/// What an event produced for an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub client_id: ClientId,
+    pub state: StateName,
+    /// The texts sent (or queued) to the owner, one per event; empty when nothing was said.
+    pub texts: Vec<String>,
+}
+
+pub struct Engine<S: Store> {
+    store: S,
+    flows: Arc<Flows>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    settings: Settings,
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(
+        store: S,
+        flows: Arc<Flows>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            flows,
+            clock,
+            ids,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Handles an inbound SMS and returns the TwiML to answer with: the same bytes on every retry.
+    pub async fn handle_sms(&self, sms: &InboundSms) -> Result<String, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let claim = tx
+            .claim_inbound(&NewInbound {
+                message_sid: &sms.message_sid,
+                from: &sms.from,
+                to: &sms.to,
+                body: &sms.body,
+                received_at: now,
+            })
+            .await?;
+        if let Claim::Duplicate { response } = claim {
+            tx.commit().await?;
+            tracing::info!(
+                event = "INBOUND_SMS_DUPLICATE",
+                message_sid = %sms.message_sid,
+                "retried MessageSid answered from the stored reply"
+            );
+            return Ok(response);
+        }
+
+        // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
+        let Ok(phone) = PhoneNumber::parse(&sms.from) else {
+            let response = twiml::Response::new().to_xml();
+            tx.finish_inbound(&sms.message_sid, None, &response).await?;
+            tx.commit().await?;
+            tracing::warn!(
+                event = "INBOUND_SMS_UNROUTABLE",
+                from = %mask_phone(&sms.from),
+                "SMS from a sender that is not an E.164 number; not answered"
+            );
+            return Ok(response);
+        };
+
+        let (mut client, created) = tx
+            .lock_or_create_client(&Client::new(self.ids.client_id(), phone, now))
+            .await?;
+        tracing::info!(
+            event = "INBOUND_SMS",
+            client_id = %client.id,
+            phone = %client.owner_phone.masked(),
+            state = %client.state,
+            new_client = created,
+        );
+        tracing::debug!(body = %sms.body, "inbound SMS body");
+
+        let event = Event::Text(sms.body.clone());
+        let decision = if created && conversation::parse::keyword(&sms.body, false).is_none() {
+            // The first text from a new owner is a greeting, whatever it says: ask the first question.
+            Decision {
+                replies: vec![
+                    self.flows
+                        .catalog(client.locale)
+                        .render(MessageKey::S1Ask, &[]),
+                ],
+                ..Decision::default()
+            }
+        } else {
+            self.run(&mut tx, &mut client, event, now).await?
+        };
+        let reply = if client.opted_out || decision.replies.is_empty() {
+            None
+        } else {
+            Some(decision.replies.join("\n"))
+        };
+        let response = match &reply {
+            Some(text) => twiml::Response::new().message(text).to_xml(),
+            None => twiml::Response::new().to_xml(),
+        };
+        tx.finish_inbound(&sms.message_sid, Some(&client.id), &response)
+            .await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    /// Applies a provider event (payment, test call, ...) to an owner; what the bot says goes to the outbox.
+    pub async fn apply(&self, client_id: &ClientId, event: Event) -> Result<Outcome, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut client = tx
+            .lock_client(client_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownClient(client_id.clone()))?;
+        let decision = self.run(&mut tx, &mut client, event, now).await?;
+        let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
+        tx.commit().await?;
+        Ok(Outcome {
+            client_id: client.id,
+            state: client.state,
+            texts,
+        })
+    }
+
+    /// The owner with this phone number, if any.
+    pub async fn client_by_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<Client>, EngineError> {
+        Ok(self.store.client_by_phone(phone).await?)
+    }
+
+    /// Puts numbers in the pool, then serves waiting owners first come, first served.
+    /// Returns how many numbers were new and what each served owner was told.
+    pub async fn add_numbers(
+        &self,
+        numbers: &[PhoneNumber],
+    ) -> Result<(u64, Vec<Outcome>), EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let new: Vec<NewPoolNumber> = numbers
+            .iter()
+            .map(|e164| NewPoolNumber {
+                e164: e164.clone(),
+                twilio_sid: None,
+            })
+            .collect();
+        let added = tx.add_numbers(&new, now).await?;
+        tx.commit().await?;
+        let mut countries: Vec<_> = numbers.iter().map(PhoneNumber::country).collect();
+        countries.dedup();
+        let mut served = Vec::new();
+        for country in countries {
+            served.extend(self.serve_waitlist(country).await?);
+        }
+        Ok((added, served))
+    }
+
+    /// Gives numbers to waiting owners of a country, oldest first, one transaction each, until the
+    /// pool or the waitlist runs out.
+    pub async fn serve_waitlist(
+        &self,
+        country: crate::domain::Country,
+    ) -> Result<Vec<Outcome>, EngineError> {
+        let mut served = Vec::new();
+        loop {
+            let now = self.clock.now();
+            let mut tx = self.store.begin().await?;
+            let Some(mut client) = tx.lock_waitlist(country, 1).await?.into_iter().next() else {
+                return Ok(served);
+            };
+            let decision = self
+                .run_commands(&mut tx, &mut client, vec![Command::AllocateNumber], now)
+                .await?;
+            if client.gate == Some(Gate::AwaitingNumber) {
+                // Still no number: the pool ran dry again; leave the rest waiting (and roll back).
+                return Ok(served);
+            }
+            tx.save_client(&client).await?;
+            let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
+            tx.commit().await?;
+            served.push(Outcome {
+                client_id: client.id,
+                state: client.state,
+                texts,
+            });
+        }
+    }
+
+    /// Runs an event, then every command it leads to, against the locked client, and saves it.
+    async fn run(
+        &self,
+        tx: &mut S::Tx,
+        client: &mut Client,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, EngineError> {
+        let decision = self.step(tx, client, &event, now).await?;
+        let commands = decision.commands.clone();
+        let more = self.run_commands(tx, client, commands, now).await?;
+        tx.save_client(client).await?;
+        Ok(merge(decision, more))
+    }
+
+    async fn run_commands(
+        &self,
+        tx: &mut S::Tx,
+        client: &mut Client,
+        mut commands: Vec<Command>,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, EngineError> {
+        let mut total = Decision::default();
+        // Each command's result is an event that may ask for more; the conversation cannot loop
+        // (allocation answers with a number or an empty pool, neither of which allocates again).
+        while !commands.is_empty() {
+            let command = commands.remove(0);
+            let follow_up = match command {
+                Command::AllocateNumber => {
+                    let allocation = tx
+                        .allocate_number(
+                            &client.id,
+                            client.country(),
+                            client.owner_phone.area_code(),
+                            now,
+                        )
+                        .await?;
+                    match allocation {
+                        Allocation::Allocated(number) | Allocation::AlreadyAssigned(number) => {
+                            tracing::info!(
+                                event = "NUMBER_ALLOCATED",
+                                client_id = %client.id,
+                                phone = %client.owner_phone.masked(),
+                                number = %number.masked(),
+                            );
+                            Some(Event::NumberAllocated(number))
+                        }
+                        Allocation::PoolEmpty => {
+                            tracing::warn!(
+                                event = "POOL_EMPTY",
+                                client_id = %client.id,
+                                phone = %client.owner_phone.masked(),
+                                country = client.country().code(),
+                            );
+                            Some(Event::PoolEmpty)
+                        }
+                        Allocation::ClientNotFound => {
+                            return Err(EngineError::Pool(format!(
+                                "client {} vanished during allocation",
+                                client.id
+                            )));
+                        }
+                    }
+                }
+                Command::ReleaseNumber => {
+                    // The conversation already forgot the number; the pool learns it here.
+                    if let Some(number) = client.twilio_number.take() {
+                        self.quarantine(tx, &number, now).await?;
+                    }
+                    None
+                }
+                Command::PlaceVerifyCall => {
+                    client.verify_started_at = Some(now);
+                    None
+                }
+            };
+            if let Some(event) = follow_up {
+                let decision = self.step(tx, client, &event, now).await?;
+                commands.extend(decision.commands.iter().copied());
+                total = merge(total, decision);
+            }
+        }
+        Ok(total)
+    }
+
+    /// One pure step: the client brought up to date (not yet saved) and the transitions recorded.
+    async fn step(
+        &self,
+        tx: &mut S::Tx,
+        client: &mut Client,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, EngineError> {
+        let payment_link = format!(
+            "{}?client_reference_id={}",
+            self.settings.payment_link, client.id
+        );
+        let ctx = Context {
+            catalog: self.flows.catalog(client.locale),
+            payment_link: &payment_link,
+        };
+        let mut conversation = conversation_of(client);
+        let was_opted_out = client.opted_out;
+        let decision = conversation::step(&mut conversation, event, &ctx);
+        apply_conversation(client, conversation, now);
+
+        if client.opted_out != was_opted_out {
+            let name = if client.opted_out {
+                "OPTED_OUT"
+            } else {
+                "OPTED_IN"
+            };
+            tracing::info!(event = name, client_id = %client.id, phone = %client.owner_phone.masked());
+        }
+        for (from, to) in &decision.transitions {
+            tx.record_transition(&Transition {
+                client_id: &client.id,
+                from: *from,
+                to: *to,
+                cause: event.name(),
+                at: now,
+            })
+            .await?;
+            tracing::info!(
+                event = "STATE_CHANGED",
+                client_id = %client.id,
+                phone = %client.owner_phone.masked(),
+                from = %from,
+                to = %to,
+                cause = event.name(),
+            );
+        }
+        Ok(decision)
+    }
+
+    async fn quarantine(
+        &self,
+        tx: &mut S::Tx,
+        number: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let until = now + self.settings.quarantine;
+        match tx.quarantine_number(number, until, now).await? {
+            QuarantineOutcome::Quarantined { .. } => {
+                tracing::info!(event = "NUMBER_RELEASED", number = %number.masked(), until = %until);
+                Ok(())
+            }
+            QuarantineOutcome::NotInPool => Err(EngineError::UnknownNumber(number.masked())),
+        }
+    }
+
+    /// Writes the replies of an event that did not come by SMS to the outbox, in this transaction.
+    async fn queue_replies(
+        &self,
+        tx: &mut S::Tx,
+        client: &Client,
+        decision: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, EngineError> {
+        if decision.replies.is_empty() || client.opted_out {
+            return Ok(Vec::new());
+        }
+        let body = decision.replies.join("\n");
+        tx.enqueue_outbound(&NewOutbound {
+            client_id: &client.id,
+            to: &client.owner_phone,
+            body: &body,
+            created_at: now,
+        })
+        .await?;
+        Ok(vec![body])
+    }
+}
+
+fn merge(mut first: Decision, then: Decision) -> Decision {
+    first.replies.extend(then.replies);
+    first.commands.extend(then.commands);
+    first.transitions.extend(then.transitions);
+    first
+}
+
+/// The conversation's view of a stored owner.
+pub fn conversation_of(client: &Client) -> Conversation {
+    Conversation {
+        state: client.state,
+        gate: client.gate,
+        business_type: client.business_type.clone(),
+        location: client.location.clone(),
+        business_name: client.business_name.clone(),
+        owner_name: client.owner_name.clone(),
+        notify: client.notify.clone(),
+        phone_type: client.phone_type,
+        misses: client.misses,
+        opted_out: client.opted_out,
+        paid: client.payment_active,
+        number: client.twilio_number.clone(),
+    }
+}
+
+/// Writes a conversation back onto the stored owner, keeping the times that go with its changes.
+fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) {
+    if c.paid && !client.payment_active {
+        client.paid_at = Some(now);
+    }
+    if !c.paid {
+        client.paid_at = None;
+    }
+    match c.gate {
+        Some(Gate::AwaitingNumber) => {
+            client.waitlisted_at.get_or_insert(now);
+        }
+        _ => client.waitlisted_at = None,
+    }
+    if c.state != StateName::S8FwdConfirmed {
+        client.verify_started_at = None;
+    }
+    client.state = c.state;
+    client.gate = c.gate;
+    client.business_type = c.business_type;
+    client.location = c.location;
+    client.business_name = c.business_name;
+    client.owner_name = c.owner_name;
+    client.notify = c.notify;
+    client.phone_type = c.phone_type;
+    client.misses = c.misses;
+    client.opted_out = c.opted_out;
+    client.payment_active = c.paid;
+    // A released number stays on the client until the release command has quarantined it.
+    if c.number.is_some() {
+        client.twilio_number = c.number;
+    }
+    client.updated_at = now;
+}

@@ -1,0 +1,64 @@
+//! Twilio's webhooks: inbound SMS (and, as they arrive, voice and status callbacks).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::{AppState, form};
+use crate::engine::InboundSms;
+use crate::store::Store;
+use crate::twilio::{signature, twiml};
+
+/// `POST /webhooks/twilio/sms`: one inbound text, answered with TwiML.
+pub async fn sms<S: Store>(
+    State(app): State<AppState<S>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = verified_params(&app, &uri, &headers, &body)?;
+    let field = |name: &'static str| {
+        form::get(&params, name)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
+    };
+    let sms = InboundSms {
+        message_sid: field("MessageSid")?,
+        from: field("From")?,
+        body: field("Body")?,
+        to: form::get(&params, "To").unwrap_or_default().to_owned(),
+    };
+    if sms.message_sid.is_empty() || sms.message_sid.len() > 64 {
+        return Err(ApiError::BadRequest(
+            "MessageSid must be 1 to 64 characters".into(),
+        ));
+    }
+    let response = app.engine.handle_sms(&sms).await?;
+    Ok(([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], response).into_response())
+}
+
+/// Parses the form and checks `X-Twilio-Signature` against the public URL (never the Host header).
+pub(super) fn verified_params<S: Store>(
+    app: &AppState<S>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let params = form::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(token) = &app.config.twilio_auth_token {
+        let url = match uri.path_and_query() {
+            Some(pq) => format!("{}{}", app.config.public_url, pq.as_str()),
+            None => format!("{}{}", app.config.public_url, uri.path()),
+        };
+        let header = headers
+            .get("x-twilio-signature")
+            .map(|v| v.to_str().unwrap_or_default());
+        signature::validate(token, &url, &params, header).map_err(|e| match e {
+            signature::SignatureError::Missing => ApiError::BadRequest(e.to_string()),
+            signature::SignatureError::Mismatch => ApiError::Forbidden(e.to_string()),
+        })?;
+    }
+    Ok(params)
+}

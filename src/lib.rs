@@ -1,0 +1,19 @@
+//! `onboard`: onboards small-business owners over SMS and voice.
+//!
+//! The conversation ([`conversation`]) is a pure state machine; everything around it is the shell:
+//! the [`engine`] that runs each inbound event in one transaction, HTTP webhooks ([`http`]),
+//! storage ([`store`]), and the Twilio and Stripe edges.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod conversation;
+pub mod domain;
+pub mod engine;
+pub mod flows;
+pub mod http;
+pub mod replay;
+pub mod sms;
+pub mod store;
+pub mod stripe;
+pub mod twilio;

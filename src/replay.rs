@@ -1,0 +1,406 @@
+//! Fixture conversations: an owner's texts and provider events, with what must come back.
+//!
+//! Each fixture replays in-process on a fresh in-memory SQLite database with a manual clock and
+//! sequential ids, so a run is the same every time. `onboard replay` and `cargo test` share this.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+
+use crate::clock::{ManualClock, SequentialIds};
+use crate::conversation::{Event, Gate, StateName};
+use crate::domain::PhoneNumber;
+use crate::engine::{Engine, InboundSms, Settings};
+use crate::flows::Flows;
+use crate::store::{SqliteStore, Store};
+
+/// The payment link fixtures see, so expectations can name it.
+pub const FIXTURE_PAYMENT_LINK: &str = "https://buy.stripe.com/test_fixture";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// What the conversation proves; shown when it fails.
+    pub description: Option<String>,
+    /// The owner who texts, unless a step says otherwise.
+    pub owner: PhoneNumber,
+    /// Numbers in the pool before the first step.
+    #[serde(default)]
+    pub pool: Vec<PhoneNumber>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// An inbound SMS body...
+    pub sms: Option<String>,
+    /// ...or a provider event: payment_confirmed, payment_revoked, number_allocated (with `number`),
+    /// pool_empty, test_call.
+    pub event: Option<String>,
+    /// The `MessageSid`; repeat one to replay a retry.
+    pub sid: Option<String>,
+    /// Who the step is from or for (default: the fixture's owner).
+    pub from: Option<PhoneNumber>,
+    /// For `number_allocated`: the number put in the pool for the waiting owner.
+    pub number: Option<PhoneNumber>,
+    /// Minutes to move the clock forward before the step.
+    pub after_minutes: Option<i64>,
+    #[serde(flatten)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The whole reply, exactly.
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub reply_contains: Vec<String>,
+    #[serde(default)]
+    pub reply_not_contains: Vec<String>,
+    /// True: nothing at all is said.
+    pub no_reply: Option<bool>,
+    pub state: Option<StateName>,
+    /// `"none"`, `"payment_required"` or `"awaiting_number"`.
+    pub gate: Option<String>,
+    pub opted_out: Option<bool>,
+    pub paid: Option<bool>,
+    /// The owner's allocated number, or `"none"`.
+    pub number: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Fixture {
+    /// Loads and checks a fixture: unknown keys, bad numbers and impossible steps are errors here,
+    /// not surprises halfway through a replay.
+    pub fn load(path: &Path) -> Result<Self, FixtureError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |message: String| FixtureError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let fixture: Fixture = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if fixture.steps.is_empty() {
+            return Err(invalid("no steps".into()));
+        }
+        for (i, step) in fixture.steps.iter().enumerate() {
+            let n = i + 1;
+            match (&step.sms, &step.event) {
+                (Some(_), None) => {}
+                (None, Some(event)) => {
+                    if !EVENTS.contains(&event.as_str()) {
+                        return Err(invalid(format!(
+                            "step {n}: unknown event {event:?} (expected one of {})",
+                            EVENTS.join(", ")
+                        )));
+                    }
+                    if (event == "number_allocated") != step.number.is_some() {
+                        return Err(invalid(format!(
+                            "step {n}: `number` goes with event number_allocated, and only with it"
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "step {n}: needs exactly one of sms or event"
+                    )));
+                }
+            }
+            if let Some(gate) = &step.expect.gate {
+                if gate != "none" && Gate::parse(gate).is_none() {
+                    return Err(invalid(format!("step {n}: unknown gate {gate:?}")));
+                }
+            }
+            if let Some(number) = &step.expect.number {
+                if number != "none" && PhoneNumber::parse(number).is_err() {
+                    return Err(invalid(format!("step {n}: number {number:?} is not E.164")));
+                }
+            }
+        }
+        Ok(fixture)
+    }
+}
+
+const EVENTS: [&str; 5] = [
+    "payment_confirmed",
+    "payment_revoked",
+    "number_allocated",
+    "pool_empty",
+    "test_call",
+];
+
+/// Why a fixture failed: the step, what was expected and what came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub step: usize,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step {}: expected {}, got {}",
+            self.step, self.expected, self.actual
+        )
+    }
+}
+
+/// The start of every replay's clock.
+pub fn fixture_epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-05T09:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The machinery failing, as opposed to a fixture's expectation not being met.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("reading fixtures: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no fixture files found in {0:?}")]
+    NoFixtures(Vec<PathBuf>),
+}
+
+/// Replays one fixture. `Err` is for the machinery failing (database, flows), not for a mismatch.
+pub async fn run(fixture: &Fixture, flows: Arc<Flows>) -> Result<Result<(), Failure>, ReplayError> {
+    let store = SqliteStore::in_memory().await?;
+    store.migrate().await?;
+    let clock = Arc::new(ManualClock::new(fixture_epoch()));
+    let engine = Engine::new(
+        store,
+        flows,
+        clock.clone(),
+        Arc::new(SequentialIds::default()),
+        Settings {
+            payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
+            quarantine: Duration::days(crate::engine::DEFAULT_QUARANTINE_DAYS),
+        },
+    );
+    if !fixture.pool.is_empty() {
+        engine.add_numbers(&fixture.pool).await?;
+    }
+    for (i, step) in fixture.steps.iter().enumerate() {
+        let n = i + 1;
+        if let Some(minutes) = step.after_minutes {
+            clock.advance(Duration::minutes(minutes));
+        }
+        let owner = step.from.as_ref().unwrap_or(&fixture.owner);
+        let reply = match (&step.sms, &step.event) {
+            (Some(body), _) => {
+                let twiml = engine
+                    .handle_sms(&InboundSms {
+                        message_sid: step
+                            .sid
+                            .clone()
+                            .unwrap_or_else(|| format!("SMfixture{n:04}")),
+                        from: owner.to_string(),
+                        to: "+15005550006".to_owned(),
+                        body: body.clone(),
+                    })
+                    .await?;
+                message_text(&twiml)
+            }
+            (None, Some(event)) => {
+                let Some(client) = engine.client_by_phone(owner).await? else {
+                    return Ok(Err(Failure {
+                        step: n,
+                        expected: format!("an owner {} to send {event} to", owner.masked()),
+                        actual: "no such owner (text first)".into(),
+                    }));
+                };
+                let texts = match event.as_str() {
+                    "number_allocated" => {
+                        let number = step.number.clone().expect("checked at load");
+                        let (_, served) = engine.add_numbers(&[number]).await?;
+                        served
+                            .into_iter()
+                            .filter(|o| o.client_id == client.id)
+                            .flat_map(|o| o.texts)
+                            .collect()
+                    }
+                    name => {
+                        let event = match name {
+                            "payment_confirmed" => Event::PaymentConfirmed,
+                            "payment_revoked" => Event::PaymentRevoked,
+                            "pool_empty" => Event::PoolEmpty,
+                            _ => Event::TestCallDetected,
+                        };
+                        engine.apply(&client.id, event).await?.texts
+                    }
+                };
+                (!texts.is_empty()).then(|| texts.join("\n"))
+            }
+            (None, None) => unreachable!("checked at load"),
+        };
+        let client = engine.client_by_phone(owner).await?;
+        if let Err(failure) = check(n, &step.expect, reply.as_deref(), client.as_ref()) {
+            return Ok(Err(failure));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn check(
+    step: usize,
+    expect: &Expect,
+    reply: Option<&str>,
+    client: Option<&crate::store::Client>,
+) -> Result<(), Failure> {
+    let fail = |expected: String, actual: String| {
+        Err(Failure {
+            step,
+            expected,
+            actual,
+        })
+    };
+    let shown = || format!("{:?}", reply.unwrap_or("(no reply)"));
+    if let Some(exact) = &expect.reply {
+        if reply != Some(exact.as_str()) {
+            return fail(format!("reply {exact:?}"), shown());
+        }
+    }
+    for needle in &expect.reply_contains {
+        if !reply.is_some_and(|r| r.contains(needle.as_str())) {
+            return fail(format!("a reply containing {needle:?}"), shown());
+        }
+    }
+    for needle in &expect.reply_not_contains {
+        if reply.is_some_and(|r| r.contains(needle.as_str())) {
+            return fail(format!("a reply without {needle:?}"), shown());
+        }
+    }
+    if expect.no_reply == Some(true) && reply.is_some() {
+        return fail("no reply".into(), shown());
+    }
+    if expect.no_reply == Some(false) && reply.is_none() {
+        return fail("a reply".into(), shown());
+    }
+    let needs_client = expect.state.is_some()
+        || expect.gate.is_some()
+        || expect.opted_out.is_some()
+        || expect.paid.is_some()
+        || expect.number.is_some();
+    let Some(client) = client else {
+        return if needs_client {
+            fail("an owner".into(), "none".into())
+        } else {
+            Ok(())
+        };
+    };
+    if let Some(state) = expect.state {
+        if client.state != state {
+            return fail(format!("state {state}"), client.state.to_string());
+        }
+    }
+    if let Some(gate) = &expect.gate {
+        let actual = client.gate.map(|g| g.as_str()).unwrap_or("none");
+        if actual != gate {
+            return fail(format!("gate {gate}"), actual.into());
+        }
+    }
+    if let Some(opted_out) = expect.opted_out {
+        if client.opted_out != opted_out {
+            return fail(
+                format!("opted_out {opted_out}"),
+                client.opted_out.to_string(),
+            );
+        }
+    }
+    if let Some(paid) = expect.paid {
+        if client.payment_active != paid {
+            return fail(format!("paid {paid}"), client.payment_active.to_string());
+        }
+    }
+    if let Some(number) = &expect.number {
+        let actual = client
+            .twilio_number
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "none".into());
+        if &actual != number {
+            return fail(format!("number {number}"), actual);
+        }
+    }
+    Ok(())
+}
+
+/// The text of a TwiML reply's `<Message>`, unescaped; `None` for an empty response.
+pub fn message_text(twiml: &str) -> Option<String> {
+    let start = twiml.find("<Message>")? + "<Message>".len();
+    let end = twiml[start..].find("</Message>")? + start;
+    Some(
+        twiml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The fixture files named: files as given, folders searched for `*.toml`, sorted.
+pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                let file = entry?.path();
+                if file.extension().is_some_and(|e| e == "toml") {
+                    files.push(file);
+                }
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Replays every fixture, printing one line each; true when all passed.
+pub async fn replay_all(paths: &[PathBuf], flows: Arc<Flows>) -> Result<bool, ReplayError> {
+    let files = collect(paths)?;
+    if files.is_empty() {
+        return Err(ReplayError::NoFixtures(paths.to_vec()));
+    }
+    let mut failed = 0;
+    for file in &files {
+        let outcome = match Fixture::load(file) {
+            Ok(fixture) => run(&fixture, flows.clone())
+                .await?
+                .map_err(|f| f.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => println!("ok      {}", file.display()),
+            Err(why) => {
+                failed += 1;
+                println!("FAILED  {}: {why}", file.display());
+            }
+        }
+    }
+    println!("{} passed, {} failed", files.len() - failed, failed);
+    Ok(failed == 0)
+}

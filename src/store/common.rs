@@ -1,0 +1,812 @@
+//! What the two back ends share: row types and their conversion to domain types, and, through
+//! [`impl_tx!`], the SQL of every transactional operation. The dialects differ only in row locks,
+//! so each back end's own file keeps just connecting, migrating and beginning a transaction.
+
+use chrono::{DateTime, Utc};
+
+use super::{Client, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
+use crate::conversation::{Gate, StateName};
+use crate::domain::{ClientId, Locale, Notify, PhoneNumber, PhoneType, mask_phone};
+
+/// The answer replayed for a duplicate whose first delivery recorded none.
+pub(super) const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+/// The columns of [`ClientRow`], in a macro so `concat!` can build whole queries from it
+/// (sqlx takes only `&'static str` SQL).
+macro_rules! client_columns {
+    () => {
+        "id, owner_phone, locale, state, gate, business_type, location, business_name, \
+         owner_name, notify, phone_type, misses, opted_out, payment_active, paid_at, \
+         twilio_number, waitlisted_at, verify_started_at, created_at, updated_at"
+    };
+}
+pub(super) use client_columns;
+
+/// The columns of [`OutboundRow`].
+macro_rules! outbound_columns {
+    () => {
+        "id, client_id, to_addr, body, status, attempts, twilio_sid, last_error, created_at"
+    };
+}
+pub(super) use outbound_columns;
+
+pub(super) const CLIENT_BY_PHONE: &str = concat!(
+    "SELECT ",
+    client_columns!(),
+    " FROM clients WHERE owner_phone = $1"
+);
+
+pub(super) const POOL_COUNTS: &str = "SELECT status, COUNT(*) FROM pool_numbers GROUP BY status";
+
+fn corrupt(table: &'static str, detail: String) -> StoreError {
+    StoreError::Corrupt { table, detail }
+}
+
+pub(super) fn client_id(table: &'static str, raw: String) -> Result<ClientId> {
+    ClientId::parse(&raw)
+        .ok_or_else(|| corrupt(table, format!("client id {raw:?} is not one we issue")))
+}
+
+/// Parses a stored phone number; the detail names the row and column and masks the value.
+pub(super) fn phone(table: &'static str, what: &str, raw: &str) -> Result<PhoneNumber> {
+    PhoneNumber::parse(raw)
+        .map_err(|_| corrupt(table, format!("{what}: {} is not E.164", mask_phone(raw))))
+}
+
+/// A `clients` row as stored.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClientRow {
+    id: String,
+    owner_phone: String,
+    locale: String,
+    state: String,
+    gate: Option<String>,
+    business_type: Option<String>,
+    location: Option<String>,
+    business_name: Option<String>,
+    owner_name: Option<String>,
+    notify: Option<String>,
+    phone_type: Option<String>,
+    misses: i32,
+    opted_out: bool,
+    payment_active: bool,
+    paid_at: Option<DateTime<Utc>>,
+    twilio_number: Option<String>,
+    waitlisted_at: Option<DateTime<Utc>>,
+    verify_started_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ClientRow {
+    pub(super) fn into_client(self) -> Result<Client> {
+        const T: &str = "clients";
+        let id = client_id(T, self.id)?;
+        let bad = |column: &str, value: &str| {
+            corrupt(
+                T,
+                format!("client {id}: {column} {value:?} is not a known value"),
+            )
+        };
+        let owner_phone = phone(T, &format!("client {id}: owner_phone"), &self.owner_phone)?;
+        let locale = Locale::from_tag(&self.locale).ok_or_else(|| bad("locale", &self.locale))?;
+        let state = StateName::parse(&self.state).ok_or_else(|| bad("state", &self.state))?;
+        let gate = match self.gate.as_deref() {
+            Some(raw) => Some(Gate::parse(raw).ok_or_else(|| bad("gate", raw))?),
+            None => None,
+        };
+        let phone_type = match self.phone_type.as_deref() {
+            Some(raw) => Some(PhoneType::parse(raw).ok_or_else(|| bad("phone_type", raw))?),
+            None => None,
+        };
+        let twilio_number = match self.twilio_number.as_deref() {
+            Some(raw) => Some(phone(T, &format!("client {id}: twilio_number"), raw)?),
+            None => None,
+        };
+        Ok(Client {
+            id,
+            owner_phone,
+            locale,
+            state,
+            gate,
+            business_type: self.business_type,
+            location: self.location,
+            business_name: self.business_name,
+            owner_name: self.owner_name,
+            notify: self.notify.as_deref().map(Notify::from_stored),
+            phone_type,
+            misses: self.misses,
+            opted_out: self.opted_out,
+            payment_active: self.payment_active,
+            paid_at: self.paid_at,
+            twilio_number,
+            waitlisted_at: self.waitlisted_at,
+            verify_started_at: self.verify_started_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// An `outbound_messages` row as a worker sees it.
+#[derive(sqlx::FromRow)]
+pub(super) struct OutboundRow {
+    id: i64,
+    client_id: String,
+    to_addr: String,
+    body: String,
+    status: String,
+    attempts: i32,
+    twilio_sid: Option<String>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl OutboundRow {
+    pub(super) fn into_message(self) -> Result<OutboundMessage> {
+        const T: &str = "outbound_messages";
+        let id = self.id;
+        Ok(OutboundMessage {
+            id,
+            client_id: client_id(T, self.client_id)?,
+            to: phone(T, &format!("message {id}: to_addr"), &self.to_addr)?,
+            body: self.body,
+            status: outbound_status(id, &self.status)?,
+            attempts: self.attempts,
+            twilio_sid: self.twilio_sid,
+            last_error: self.last_error,
+            created_at: self.created_at,
+        })
+    }
+}
+
+pub(super) fn outbound_status(id: i64, raw: &str) -> Result<OutboundStatus> {
+    OutboundStatus::parse(raw).ok_or_else(|| {
+        corrupt(
+            "outbound_messages",
+            format!("message {id}: status {raw:?} is not a known value"),
+        )
+    })
+}
+
+/// Whether a status callback may move a message from `from` to `to`: never away from a final
+/// status, and never backwards along pending → sending → queued → sent → final (Twilio's
+/// callbacks can arrive out of order). Repeating the current status is allowed.
+pub(super) fn status_may_move(from: OutboundStatus, to: OutboundStatus) -> bool {
+    fn rank(status: OutboundStatus) -> u8 {
+        match status {
+            OutboundStatus::Pending => 0,
+            OutboundStatus::Sending => 1,
+            OutboundStatus::Queued => 2,
+            OutboundStatus::Sent => 3,
+            OutboundStatus::Simulated
+            | OutboundStatus::Delivered
+            | OutboundStatus::Undelivered
+            | OutboundStatus::Failed
+            | OutboundStatus::Suppressed => 4,
+        }
+    }
+    !from.is_final() && rank(to) >= rank(from)
+}
+
+/// Folds the `(status, count)` rows of [`POOL_COUNTS`].
+pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
+    let mut stats = PoolStats::default();
+    for (status, count) in counts {
+        let slot = match status.as_str() {
+            "AVAILABLE" => &mut stats.available,
+            "RESERVED" => &mut stats.reserved,
+            "ASSIGNED" => &mut stats.assigned,
+            "QUARANTINED" => &mut stats.quarantined,
+            _ => {
+                return Err(corrupt(
+                    "pool_numbers",
+                    format!("{count} rows with status {status:?}"),
+                ));
+            }
+        };
+        *slot = count;
+        stats.total += count;
+    }
+    Ok(stats)
+}
+
+/// Implements [`Tx`](super::Tx) for a back end's transaction type, a newtype over
+/// `sqlx::Transaction<'static, DB>`. Both dialects run the same SQL but for row locks:
+/// - `for_update` ends a SELECT of rows this transaction goes on to change (PostgreSQL:
+///   `" FOR UPDATE"`, so concurrent transactions touching the same row queue up);
+/// - `skip_locked` ends a SELECT that takes any free rows of many (PostgreSQL:
+///   `" FOR UPDATE SKIP LOCKED"`, so concurrent allocations and outbox workers pass each other).
+///
+/// SQLite passes `""` for both: its transactions begin with `BEGIN IMMEDIATE` and so already hold
+/// the database's one write lock.
+macro_rules! impl_tx {
+    ($tx:ty, for_update = $for_update:literal, skip_locked = $skip_locked:literal $(,)?) => {
+        // A block, so these imports don't leak into the back end's module.
+        const _: () = {
+            use chrono::{DateTime, Utc};
+            use sqlx::types::Json;
+
+            use $crate::domain::{ClientId, Country, PhoneNumber};
+            use $crate::store::common::{
+                self, ClientRow, OutboundRow, client_columns, outbound_columns,
+            };
+            use $crate::store::{
+                Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound,
+                NewPoolNumber, NewWebhookEvent, OutboundMessage, OutboundStatus,
+                QuarantineOutcome, Result, Transition, Tx,
+            };
+
+            impl Tx for $tx {
+                async fn commit(self) -> Result<()> {
+                    self.0.commit().await?;
+                    Ok(())
+                }
+
+                // --- idempotency ---------------------------------------------------------
+
+                async fn claim_inbound(&mut self, msg: &NewInbound<'_>) -> Result<Claim> {
+                    // On PostgreSQL a concurrent claim of the same sid waits here until the
+                    // first transaction ends, then sees the conflict (or, after a rollback,
+                    // inserts).
+                    let inserted = sqlx::query(
+                        "INSERT INTO inbound_messages \
+                             (message_sid, from_addr, to_addr, body, received_at) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (message_sid) DO NOTHING",
+                    )
+                    .bind(msg.message_sid)
+                    .bind(msg.from)
+                    .bind(msg.to)
+                    .bind(msg.body)
+                    .bind(msg.received_at)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        return Ok(Claim::Fresh);
+                    }
+                    let response: Option<String> = sqlx::query_scalar(
+                        "SELECT response FROM inbound_messages WHERE message_sid = $1",
+                    )
+                    .bind(msg.message_sid)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                    let response = response.unwrap_or_else(|| common::EMPTY_TWIML.to_owned());
+                    Ok(Claim::Duplicate { response })
+                }
+
+                async fn finish_inbound(
+                    &mut self,
+                    message_sid: &str,
+                    client_id: Option<&ClientId>,
+                    response: &str,
+                ) -> Result<()> {
+                    let updated = sqlx::query(
+                        "UPDATE inbound_messages SET client_id = $2, response = $3 \
+                         WHERE message_sid = $1",
+                    )
+                    .bind(message_sid)
+                    .bind(client_id.map(ClientId::as_str))
+                    .bind(response)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    if updated == 0 {
+                        // Finishing a message that was never claimed would lose the answer.
+                        return Err(sqlx::Error::RowNotFound.into());
+                    }
+                    Ok(())
+                }
+
+                // --- clients -------------------------------------------------------------
+
+                async fn lock_or_create_client(&mut self, new: &Client) -> Result<(Client, bool)> {
+                    // Two first texts from one new phone: the second INSERT waits for the first
+                    // transaction, then does nothing, and the SELECT finds the first one's row.
+                    let created = sqlx::query(
+                        "INSERT INTO clients (id, owner_phone, country, locale, state, gate, \
+                             business_type, location, business_name, owner_name, notify, \
+                             phone_type, misses, opted_out, payment_active, paid_at, \
+                             twilio_number, waitlisted_at, verify_started_at, created_at, \
+                             updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                             $15, $16, $17, $18, $19, $20, $21) \
+                         ON CONFLICT (owner_phone) DO NOTHING",
+                    )
+                    .bind(new.id.as_str())
+                    .bind(new.owner_phone.as_str())
+                    .bind(new.country().code())
+                    .bind(new.locale.tag())
+                    .bind(new.state.as_str())
+                    .bind(new.gate.map(|g| g.as_str()))
+                    .bind(new.business_type.as_deref())
+                    .bind(new.location.as_deref())
+                    .bind(new.business_name.as_deref())
+                    .bind(new.owner_name.as_deref())
+                    .bind(new.notify.as_ref().map(|n| n.to_stored()))
+                    .bind(new.phone_type.map(|p| p.as_str()))
+                    .bind(new.misses)
+                    .bind(new.opted_out)
+                    .bind(new.payment_active)
+                    .bind(new.paid_at)
+                    .bind(new.twilio_number.as_ref().map(PhoneNumber::as_str))
+                    .bind(new.waitlisted_at)
+                    .bind(new.verify_started_at)
+                    .bind(new.created_at)
+                    .bind(new.updated_at)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    let row: ClientRow = sqlx::query_as(concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE owner_phone = $1",
+                        $for_update
+                    ))
+                    .bind(new.owner_phone.as_str())
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                    Ok((row.into_client()?, created))
+                }
+
+                async fn lock_client(&mut self, id: &ClientId) -> Result<Option<Client>> {
+                    sqlx::query_as::<_, ClientRow>(concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE id = $1",
+                        $for_update
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ClientRow::into_client)
+                    .transpose()
+                }
+
+                async fn lock_client_by_number(
+                    &mut self,
+                    twilio_number: &PhoneNumber,
+                ) -> Result<Option<Client>> {
+                    sqlx::query_as::<_, ClientRow>(concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE twilio_number = $1",
+                        $for_update
+                    ))
+                    .bind(twilio_number.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ClientRow::into_client)
+                    .transpose()
+                }
+
+                async fn save_client(&mut self, client: &Client) -> Result<()> {
+                    let updated = sqlx::query(
+                        "UPDATE clients SET locale = $2, state = $3, gate = $4, \
+                             business_type = $5, location = $6, business_name = $7, \
+                             owner_name = $8, notify = $9, phone_type = $10, misses = $11, \
+                             opted_out = $12, payment_active = $13, paid_at = $14, \
+                             twilio_number = $15, waitlisted_at = $16, verify_started_at = $17, \
+                             updated_at = $18 \
+                         WHERE id = $1",
+                    )
+                    .bind(client.id.as_str())
+                    .bind(client.locale.tag())
+                    .bind(client.state.as_str())
+                    .bind(client.gate.map(|g| g.as_str()))
+                    .bind(client.business_type.as_deref())
+                    .bind(client.location.as_deref())
+                    .bind(client.business_name.as_deref())
+                    .bind(client.owner_name.as_deref())
+                    .bind(client.notify.as_ref().map(|n| n.to_stored()))
+                    .bind(client.phone_type.map(|p| p.as_str()))
+                    .bind(client.misses)
+                    .bind(client.opted_out)
+                    .bind(client.payment_active)
+                    .bind(client.paid_at)
+                    .bind(client.twilio_number.as_ref().map(PhoneNumber::as_str))
+                    .bind(client.waitlisted_at)
+                    .bind(client.verify_started_at)
+                    .bind(client.updated_at)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    if updated == 0 {
+                        return Err(sqlx::Error::RowNotFound.into());
+                    }
+                    Ok(())
+                }
+
+                async fn record_transition(&mut self, t: &Transition<'_>) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO state_history (client_id, from_state, to_state, cause, at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(t.client_id.as_str())
+                    .bind(t.from.as_str())
+                    .bind(t.to.as_str())
+                    .bind(t.cause)
+                    .bind(t.at)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                // --- outbox --------------------------------------------------------------
+
+                async fn enqueue_outbound(&mut self, msg: &NewOutbound<'_>) -> Result<i64> {
+                    let id = sqlx::query_scalar(
+                        "INSERT INTO outbound_messages (client_id, to_addr, body, status, \
+                             attempts, next_attempt_at, created_at, updated_at) \
+                         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4) \
+                         RETURNING id",
+                    )
+                    .bind(msg.client_id.as_str())
+                    .bind(msg.to.as_str())
+                    .bind(msg.body)
+                    .bind(msg.created_at)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                    Ok(id)
+                }
+
+                async fn claim_outbound(
+                    &mut self,
+                    now: DateTime<Utc>,
+                    lease_until: DateTime<Utc>,
+                    limit: i64,
+                ) -> Result<Vec<OutboundMessage>> {
+                    // The first `status IN` is implied by the rest; spelled out, it lets SQLite
+                    // see that the partial index outbound_messages_due covers the query.
+                    let rows: Vec<OutboundRow> = sqlx::query_as(concat!(
+                        "UPDATE outbound_messages \
+                         SET status = 'sending', lease_until = $2, attempts = attempts + 1, \
+                             updated_at = $1 \
+                         WHERE id IN ( \
+                             SELECT id FROM outbound_messages \
+                             WHERE status IN ('pending', 'sending') \
+                               AND ((status = 'pending' AND next_attempt_at <= $1) \
+                                 OR (status = 'sending' AND lease_until < $1)) \
+                             ORDER BY id LIMIT $3",
+                        $skip_locked,
+                        ") RETURNING ",
+                        outbound_columns!()
+                    ))
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(limit)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                    let mut messages = rows
+                        .into_iter()
+                        .map(OutboundRow::into_message)
+                        .collect::<Result<Vec<_>>>()?;
+                    // RETURNING promises no order.
+                    messages.sort_by_key(|m| m.id);
+                    Ok(messages)
+                }
+
+                async fn finish_outbound(
+                    &mut self,
+                    id: i64,
+                    status: OutboundStatus,
+                    twilio_sid: Option<&str>,
+                    error: Option<&str>,
+                    retry_at: Option<DateTime<Utc>>,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    // A retry goes back to the outbox, whatever the attempt's own status was.
+                    let status = match retry_at {
+                        Some(_) => OutboundStatus::Pending,
+                        None => status,
+                    };
+                    // A message already final (a late worker whose lease had expired) stays so.
+                    sqlx::query(
+                        "UPDATE outbound_messages \
+                         SET status = $2, twilio_sid = COALESCE($3, twilio_sid), \
+                             last_error = $4, next_attempt_at = COALESCE($5, next_attempt_at), \
+                             lease_until = NULL, updated_at = $6 \
+                         WHERE id = $1 AND status NOT IN \
+                             ('delivered', 'undelivered', 'failed', 'simulated', 'suppressed')",
+                    )
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(twilio_sid)
+                    .bind(error)
+                    .bind(retry_at)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn update_outbound_status(
+                    &mut self,
+                    twilio_sid: &str,
+                    status: OutboundStatus,
+                    error_code: Option<&str>,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<ClientId>> {
+                    let row: Option<(i64, String, String)> = sqlx::query_as(concat!(
+                        "SELECT id, client_id, status FROM outbound_messages \
+                         WHERE twilio_sid = $1",
+                        $for_update
+                    ))
+                    .bind(twilio_sid)
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+                    let Some((id, client_id, current)) = row else {
+                        return Ok(None);
+                    };
+                    if common::status_may_move(common::outbound_status(id, &current)?, status) {
+                        sqlx::query(
+                            "UPDATE outbound_messages \
+                             SET status = $2, error_code = COALESCE($3, error_code), \
+                                 updated_at = $4 \
+                             WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(status.as_str())
+                        .bind(error_code)
+                        .bind(now)
+                        .execute(&mut *self.0)
+                        .await?;
+                    }
+                    Ok(Some(common::client_id("outbound_messages", client_id)?))
+                }
+
+                // --- number pool ---------------------------------------------------------
+
+                async fn allocate_number(
+                    &mut self,
+                    client_id: &ClientId,
+                    country: Country,
+                    area_code: Option<&str>,
+                    now: DateTime<Utc>,
+                ) -> Result<Allocation> {
+                    // Lock the owner first, so two allocations for one owner queue up rather
+                    // than race to two numbers. (Checking the owner before its number changes
+                    // no outcome: pool_numbers.client_id is a foreign key, so a number's owner
+                    // always exists.)
+                    let owner: Option<String> = sqlx::query_scalar(concat!(
+                        "SELECT id FROM clients WHERE id = $1",
+                        $for_update
+                    ))
+                    .bind(client_id.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+                    if owner.is_none() {
+                        return Ok(Allocation::ClientNotFound);
+                    }
+
+                    let held: Option<String> =
+                        sqlx::query_scalar("SELECT e164 FROM pool_numbers WHERE client_id = $1")
+                            .bind(client_id.as_str())
+                            .fetch_optional(&mut *self.0)
+                            .await?;
+                    if let Some(e164) = held {
+                        let number = common::phone("pool_numbers", "e164", &e164)?;
+                        return Ok(Allocation::AlreadyAssigned(number));
+                    }
+
+                    let mut picked: Option<String> = None;
+                    if let Some(area_code) = area_code {
+                        picked = sqlx::query_scalar(concat!(
+                            "SELECT e164 FROM pool_numbers \
+                             WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
+                             ORDER BY created_at, e164 LIMIT 1",
+                            $skip_locked
+                        ))
+                        .bind(country.code())
+                        .bind(area_code)
+                        .fetch_optional(&mut *self.0)
+                        .await?;
+                    }
+                    if picked.is_none() {
+                        picked = sqlx::query_scalar(concat!(
+                            "SELECT e164 FROM pool_numbers \
+                             WHERE status = 'AVAILABLE' AND country = $1 \
+                             ORDER BY created_at, e164 LIMIT 1",
+                            $skip_locked
+                        ))
+                        .bind(country.code())
+                        .fetch_optional(&mut *self.0)
+                        .await?;
+                    }
+                    let Some(e164) = picked else {
+                        return Ok(Allocation::PoolEmpty);
+                    };
+
+                    sqlx::query(
+                        "UPDATE pool_numbers \
+                         SET status = 'ASSIGNED', client_id = $2, assigned_at = $3, \
+                             updated_at = $3 \
+                         WHERE e164 = $1",
+                    )
+                    .bind(&e164)
+                    .bind(client_id.as_str())
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(Allocation::Allocated(common::phone(
+                        "pool_numbers",
+                        "e164",
+                        &e164,
+                    )?))
+                }
+
+                async fn add_numbers(
+                    &mut self,
+                    numbers: &[NewPoolNumber],
+                    now: DateTime<Utc>,
+                ) -> Result<u64> {
+                    let mut added = 0;
+                    for number in numbers {
+                        added += sqlx::query(
+                            "INSERT INTO pool_numbers \
+                                 (e164, status, country, area_code, twilio_sid, created_at, \
+                                  updated_at) \
+                             VALUES ($1, 'AVAILABLE', $2, $3, $4, $5, $5) \
+                             ON CONFLICT (e164) DO NOTHING",
+                        )
+                        .bind(number.e164.as_str())
+                        .bind(number.e164.country().code())
+                        .bind(number.e164.area_code())
+                        .bind(number.twilio_sid.as_deref())
+                        .bind(now)
+                        .execute(&mut *self.0)
+                        .await?
+                        .rows_affected();
+                    }
+                    Ok(added)
+                }
+
+                async fn quarantine_number(
+                    &mut self,
+                    e164: &PhoneNumber,
+                    until: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<QuarantineOutcome> {
+                    let held: Option<Option<String>> = sqlx::query_scalar(concat!(
+                        "SELECT client_id FROM pool_numbers WHERE e164 = $1",
+                        $for_update
+                    ))
+                    .bind(e164.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+                    let Some(client_id) = held else {
+                        return Ok(QuarantineOutcome::NotInPool);
+                    };
+                    sqlx::query(
+                        "UPDATE pool_numbers \
+                         SET status = 'QUARANTINED', client_id = NULL, reserved_at = NULL, \
+                             assigned_at = NULL, quarantined_until = $2, updated_at = $3 \
+                         WHERE e164 = $1",
+                    )
+                    .bind(e164.as_str())
+                    .bind(until)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    let client_id = client_id
+                        .map(|id| common::client_id("pool_numbers", id))
+                        .transpose()?;
+                    Ok(QuarantineOutcome::Quarantined { client_id })
+                }
+
+                async fn end_quarantines(&mut self, now: DateTime<Utc>) -> Result<u64> {
+                    let ended = sqlx::query(
+                        "UPDATE pool_numbers \
+                         SET status = 'AVAILABLE', quarantined_until = NULL, updated_at = $1 \
+                         WHERE status = 'QUARANTINED' AND quarantined_until <= $1",
+                    )
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    Ok(ended)
+                }
+
+                async fn lock_waitlist(&mut self, country: Country, limit: i64) -> Result<Vec<Client>> {
+                    let rows: Vec<ClientRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients \
+                         WHERE gate = 'awaiting_number' AND country = $1 \
+                         ORDER BY waitlisted_at NULLS LAST, id LIMIT $2",
+                        $skip_locked
+                    ))
+                    .bind(country.code())
+                    .bind(limit)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                    rows.into_iter().map(ClientRow::into_client).collect()
+                }
+
+                // --- provider webhook events ---------------------------------------------
+
+                async fn insert_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> Result<bool> {
+                    let inserted = sqlx::query(
+                        "INSERT INTO webhook_events \
+                             (provider, event_id, event_type, status, payload, received_at) \
+                         VALUES ($1, $2, $3, 'received', $4, $5) \
+                         ON CONFLICT (provider, event_id) DO NOTHING",
+                    )
+                    .bind(event.provider)
+                    .bind(event.event_id)
+                    .bind(event.event_type)
+                    .bind(Json(event.payload))
+                    .bind(event.received_at)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    Ok(inserted == 1)
+                }
+
+                async fn set_webhook_event_outcome(
+                    &mut self,
+                    provider: &str,
+                    event_id: &str,
+                    outcome: EventOutcome,
+                    error: Option<&str>,
+                ) -> Result<()> {
+                    let updated = sqlx::query(
+                        "UPDATE webhook_events SET status = $3, error = $4, processed_at = $5 \
+                         WHERE provider = $1 AND event_id = $2",
+                    )
+                    .bind(provider)
+                    .bind(event_id)
+                    .bind(outcome.as_str())
+                    .bind(error)
+                    // The contract passes no clock here; processed_at is only for operators.
+                    .bind(Utc::now())
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    if updated == 0 {
+                        return Err(sqlx::Error::RowNotFound.into());
+                    }
+                    Ok(())
+                }
+            }
+        };
+    };
+}
+pub(super) use impl_tx;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_never_moves_back() {
+        use OutboundStatus::*;
+        assert!(status_may_move(Sending, Queued));
+        assert!(status_may_move(Queued, Sent));
+        assert!(status_may_move(Sent, Delivered));
+        assert!(status_may_move(Queued, Failed));
+        assert!(status_may_move(Sent, Sent));
+        assert!(!status_may_move(Sent, Queued));
+        assert!(!status_may_move(Delivered, Failed));
+        assert!(!status_may_move(Undelivered, Delivered));
+        assert!(!status_may_move(Failed, Sent));
+        assert!(!status_may_move(Simulated, Delivered));
+        assert!(!status_may_move(Suppressed, Queued));
+    }
+
+    #[test]
+    fn unknown_pool_status_is_corrupt() {
+        let err = pool_stats(vec![("LOST".into(), 1)]).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Corrupt {
+                table: "pool_numbers",
+                ..
+            }
+        ));
+        let stats = pool_stats(vec![("AVAILABLE".into(), 3), ("ASSIGNED".into(), 2)]).unwrap();
+        assert_eq!((stats.total, stats.available, stats.assigned), (5, 3, 2));
+    }
+}

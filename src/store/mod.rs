@@ -1,0 +1,440 @@
+//! Storage behind one seam: PostgreSQL in production, SQLite as the embedded default.
+//!
+//! Every inbound event runs in one [`Tx`]. On PostgreSQL, rows are locked with `FOR UPDATE` (and the
+//! pool and outbox are claimed with `SKIP LOCKED`) so many replicas can share one database; on SQLite
+//! the transaction starts with `BEGIN IMMEDIATE`, which takes the single write lock up front.
+
+mod common;
+pub mod postgres;
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::conversation::{Gate, StateName};
+use crate::domain::{ClientId, Country, Locale, Notify, PhoneNumber, PhoneType};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value no longer parses (hand-edited row, or a bug): named so ops can find it.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An owner and everything the conversation knows about them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub id: ClientId,
+    pub owner_phone: PhoneNumber,
+    pub locale: Locale,
+    pub state: StateName,
+    pub gate: Option<Gate>,
+    pub business_type: Option<String>,
+    pub location: Option<String>,
+    pub business_name: Option<String>,
+    pub owner_name: Option<String>,
+    pub notify: Option<Notify>,
+    pub phone_type: Option<PhoneType>,
+    /// Answers in a row that did not fit the current question.
+    pub misses: i32,
+    pub opted_out: bool,
+    pub payment_active: bool,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub twilio_number: Option<PhoneNumber>,
+    /// Set while the owner waits for a number (gate `awaiting_number`): the waitlist's order.
+    pub waitlisted_at: Option<DateTime<Utc>>,
+    /// When the current forwarding test began (S8); cleared when it is proved or times out.
+    pub verify_started_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Client {
+    /// A new owner at the first question.
+    pub fn new(id: ClientId, owner_phone: PhoneNumber, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            locale: Locale::for_phone(&owner_phone),
+            owner_phone,
+            state: StateName::S1BusinessTypeLocation,
+            gate: None,
+            business_type: None,
+            location: None,
+            business_name: None,
+            owner_name: None,
+            notify: None,
+            phone_type: None,
+            misses: 0,
+            opted_out: false,
+            payment_active: false,
+            paid_at: None,
+            twilio_number: None,
+            waitlisted_at: None,
+            verify_started_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub fn country(&self) -> Country {
+        self.owner_phone.country()
+    }
+}
+
+/// What became of claiming an inbound provider id (`MessageSid`, `CallSid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First delivery: go ahead and process it.
+    Fresh,
+    /// Seen before: answer with exactly what was answered then.
+    Duplicate { response: String },
+}
+
+/// An inbound SMS as received, before it is processed.
+#[derive(Debug, Clone)]
+pub struct NewInbound<'a> {
+    pub message_sid: &'a str,
+    /// The raw `From`: usually E.164, but Twilio passes other caller ids through.
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a str,
+    pub received_at: DateTime<Utc>,
+}
+
+/// One step of an owner's state history.
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    pub client_id: &'a ClientId,
+    pub from: StateName,
+    pub to: StateName,
+    /// What caused it: `sms`, `payment_confirmed`, `number_allocated`, `test_call`, ...
+    pub cause: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// A text the server sends first (not a TwiML reply), written in the same transaction as its cause.
+#[derive(Debug, Clone)]
+pub struct NewOutbound<'a> {
+    pub client_id: &'a ClientId,
+    pub to: &'a PhoneNumber,
+    pub body: &'a str,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Delivery status of an outbound message, as Twilio reports it plus our own outbox states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundStatus {
+    /// Waiting in the outbox.
+    Pending,
+    /// Claimed by a worker and being sent.
+    Sending,
+    /// Dev mode: logged instead of sent.
+    Simulated,
+    Queued,
+    Sent,
+    Delivered,
+    Undelivered,
+    Failed,
+    /// The owner had opted out: never sent.
+    Suppressed,
+}
+
+impl OutboundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundStatus::Pending => "pending",
+            OutboundStatus::Sending => "sending",
+            OutboundStatus::Simulated => "simulated",
+            OutboundStatus::Queued => "queued",
+            OutboundStatus::Sent => "sent",
+            OutboundStatus::Delivered => "delivered",
+            OutboundStatus::Undelivered => "undelivered",
+            OutboundStatus::Failed => "failed",
+            OutboundStatus::Suppressed => "suppressed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            OutboundStatus::Pending,
+            OutboundStatus::Sending,
+            OutboundStatus::Simulated,
+            OutboundStatus::Queued,
+            OutboundStatus::Sent,
+            OutboundStatus::Delivered,
+            OutboundStatus::Undelivered,
+            OutboundStatus::Failed,
+            OutboundStatus::Suppressed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+
+    /// A final status is never replaced by a later callback.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OutboundStatus::Delivered
+                | OutboundStatus::Undelivered
+                | OutboundStatus::Failed
+                | OutboundStatus::Simulated
+                | OutboundStatus::Suppressed
+        )
+    }
+}
+
+/// A message in the outbox, as a worker sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub id: i64,
+    pub client_id: ClientId,
+    pub to: PhoneNumber,
+    pub body: String,
+    pub status: OutboundStatus,
+    pub attempts: i32,
+    pub twilio_sid: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What allocation gave an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    Allocated(PhoneNumber),
+    /// The owner already had this number: allocation is idempotent.
+    AlreadyAssigned(PhoneNumber),
+    PoolEmpty,
+    ClientNotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NumberStatus {
+    Available,
+    Reserved,
+    Assigned,
+    Quarantined,
+}
+
+impl NumberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NumberStatus::Available => "AVAILABLE",
+            NumberStatus::Reserved => "RESERVED",
+            NumberStatus::Assigned => "ASSIGNED",
+            NumberStatus::Quarantined => "QUARANTINED",
+        }
+    }
+}
+
+/// A number to put in the pool.
+#[derive(Debug, Clone)]
+pub struct NewPoolNumber {
+    pub e164: PhoneNumber,
+    pub twilio_sid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct PoolStats {
+    pub total: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub assigned: i64,
+    pub quarantined: i64,
+}
+
+/// What became of a Stripe (or other provider's) webhook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    Processed,
+    Ignored,
+    Failed,
+}
+
+impl EventOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Processed => "processed",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// A provider's webhook event as first stored.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEvent<'a> {
+    pub provider: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub payload: &'a serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The database behind the server. Cloning is cheap (a pool handle).
+pub trait Store: Clone + Send + Sync + 'static {
+    type Tx: Tx;
+
+    /// Applies this back end's migrations.
+    fn migrate(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Starts the one transaction of an inbound event.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx>> + Send;
+
+    /// Cheap round trip for readiness checks.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    fn client_by_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> impl Future<Output = Result<Option<Client>>> + Send;
+
+    fn pool_stats(&self) -> impl Future<Output = Result<PoolStats>> + Send;
+}
+
+/// One transaction. Dropped without [`Tx::commit`], it rolls back.
+pub trait Tx: Send + Sized {
+    fn commit(self) -> impl Future<Output = Result<()>> + Send;
+
+    // --- idempotency -------------------------------------------------------------------------
+    /// Claims a `MessageSid`. A concurrent claim of the same sid waits for this transaction.
+    fn claim_inbound(&mut self, msg: &NewInbound<'_>)
+    -> impl Future<Output = Result<Claim>> + Send;
+
+    /// Records the answer to a claimed message, so a retry gets it back byte for byte.
+    fn finish_inbound(
+        &mut self,
+        message_sid: &str,
+        client_id: Option<&ClientId>,
+        response: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    // --- clients -----------------------------------------------------------------------------
+    /// Locks the owner's row, creating it from `new` first if the phone is unknown. Returns the row and whether it was created.
+    fn lock_or_create_client(
+        &mut self,
+        new: &Client,
+    ) -> impl Future<Output = Result<(Client, bool)>> + Send;
+
+    fn lock_client(&mut self, id: &ClientId)
+    -> impl Future<Output = Result<Option<Client>>> + Send;
+
+    /// The owner whose allocated number this is, locked.
+    fn lock_client_by_number(
+        &mut self,
+        twilio_number: &PhoneNumber,
+    ) -> impl Future<Output = Result<Option<Client>>> + Send;
+
+    /// Writes every mutable field of the client (the id and phone never change).
+    fn save_client(&mut self, client: &Client) -> impl Future<Output = Result<()>> + Send;
+
+    fn record_transition(&mut self, t: &Transition<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    // --- outbox ------------------------------------------------------------------------------
+    fn enqueue_outbound(
+        &mut self,
+        msg: &NewOutbound<'_>,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Claims up to `limit` due messages (pending, or sending with an expired lease) for one worker:
+    /// marks them `sending` with a lease until `lease_until`, increments attempts. `SKIP LOCKED` on PostgreSQL.
+    fn claim_outbound(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<OutboundMessage>>> + Send;
+
+    /// Records the result of a send attempt: a new status, the Twilio sid if any, an error if any,
+    /// and when to try next (`Some` puts it back to pending until then).
+    fn finish_outbound(
+        &mut self,
+        id: i64,
+        status: OutboundStatus,
+        twilio_sid: Option<&str>,
+        error: Option<&str>,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Applies a status callback by Twilio sid, never moving a message back from a final status.
+    /// Returns the message's client if the sid is known.
+    fn update_outbound_status(
+        &mut self,
+        twilio_sid: &str,
+        status: OutboundStatus,
+        error_code: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<ClientId>>> + Send;
+
+    // --- number pool -------------------------------------------------------------------------
+    /// Gives the client a number of its country (its area code first), idempotently.
+    /// `SKIP LOCKED` on PostgreSQL, so concurrent allocations never wait on each other.
+    fn allocate_number(
+        &mut self,
+        client_id: &ClientId,
+        country: Country,
+        area_code: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Allocation>> + Send;
+
+    /// Adds numbers as AVAILABLE; numbers already in the pool are left as they are. Returns how many were new.
+    fn add_numbers(
+        &mut self,
+        numbers: &[NewPoolNumber],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Moves a number to QUARANTINED until `until`, detaching its client. Returns the client it had, if any,
+    /// or `Err`-free `None` with `found = false` when the number is not in the pool.
+    fn quarantine_number(
+        &mut self,
+        e164: &PhoneNumber,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<QuarantineOutcome>> + Send;
+
+    /// Returns numbers whose quarantine has ended to AVAILABLE. Returns how many.
+    fn end_quarantines(&mut self, now: DateTime<Utc>) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The longest-waiting owners of a country (gate `awaiting_number`), locked, first come first served.
+    fn lock_waitlist(
+        &mut self,
+        country: Country,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Client>>> + Send;
+
+    // --- provider webhook events -------------------------------------------------------------
+    /// Stores an event once by (provider, id). False when it was already stored.
+    fn insert_webhook_event(
+        &mut self,
+        event: &NewWebhookEvent<'_>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    fn set_webhook_event_outcome(
+        &mut self,
+        provider: &str,
+        event_id: &str,
+        outcome: EventOutcome,
+        error: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuarantineOutcome {
+    NotInPool,
+    Quarantined { client_id: Option<ClientId> },
+}

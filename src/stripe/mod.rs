@@ -1,0 +1,3 @@
+//! Stripe's edge: webhook signatures and the events we act on.
+
+pub mod signature;

@@ -1,0 +1,1428 @@
+//! The storage layer's contract, checked against both back ends: each test body is a generic
+//! function run once on an in-memory SQLite database and once on a fresh PostgreSQL database
+//! (`DATABASE_URL` names the server). The races at the end are PostgreSQL's own.
+
+mod support;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use onboard::conversation::{Gate, StateName};
+use onboard::domain::{ClientId, Country, Locale, Notify, PhoneNumber, PhoneType};
+use onboard::store::{
+    Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound, NewPoolNumber,
+    NewWebhookEvent, OutboundStatus, PgStore, PoolStats, QuarantineOutcome, SqliteStore, Store,
+    StoreError, Transition, Tx,
+};
+use sqlx::Row;
+
+const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+// --- fixtures ----------------------------------------------------------------------------------
+
+async fn sqlite() -> SqliteStore {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A fresh, migrated PostgreSQL database.
+async fn postgres_url() -> String {
+    let url = support::fresh_postgres_database().await;
+    let store = PgStore::connect(&url, 1).await.unwrap();
+    store.migrate().await.unwrap();
+    store.pool().close().await;
+    url
+}
+
+async fn postgres() -> PgStore {
+    PgStore::connect(&postgres_url().await, 4).await.unwrap()
+}
+
+/// Runs each named test body on both back ends: `sqlite::name` and `postgres::name`.
+macro_rules! on_both_back_ends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::postgres().await).await;
+            })*
+        }
+    };
+}
+
+on_both_back_ends!(
+    claim_then_duplicate_returns_the_same_response,
+    lock_or_create_twice_gives_one_client,
+    client_round_trips_every_field,
+    saving_an_unknown_client_fails,
+    transitions_are_recorded,
+    dropping_a_transaction_rolls_back,
+    corrupt_rows_are_named,
+    allocation_prefers_area_code_and_keeps_to_country,
+    allocation_is_idempotent,
+    allocation_of_unknown_client,
+    quarantine_and_its_end,
+    waitlist_is_first_come_first_served,
+    outbox_claim_lease_retry_finish,
+    status_callbacks_never_move_back,
+    webhook_event_stored_once,
+);
+
+/// Instants with microseconds: PostgreSQL keeps no finer precision.
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 9, 0, 0).unwrap()
+        + chrono::Duration::microseconds(123_456)
+        + chrono::Duration::seconds(seconds)
+}
+
+fn phone(raw: &str) -> PhoneNumber {
+    PhoneNumber::parse(raw).unwrap()
+}
+
+fn uk(n: u32) -> PhoneNumber {
+    phone(&format!("+447700{n:06}"))
+}
+
+fn us(area: &str, n: u32) -> PhoneNumber {
+    phone(&format!("+1{area}555{n:04}"))
+}
+
+fn id(raw: &str) -> ClientId {
+    ClientId::parse(raw).unwrap()
+}
+
+/// Creates (and commits) a client at S1.
+async fn create<S: Store>(store: &S, client_id: &str, owner: &PhoneNumber) -> Client {
+    let mut tx = store.begin().await.unwrap();
+    let (client, created) = tx
+        .lock_or_create_client(&Client::new(id(client_id), owner.clone(), at(0)))
+        .await
+        .unwrap();
+    assert!(created);
+    tx.commit().await.unwrap();
+    client
+}
+
+async fn add_numbers<S: Store>(store: &S, numbers: &[PhoneNumber], now: DateTime<Utc>) -> u64 {
+    let numbers: Vec<NewPoolNumber> = numbers
+        .iter()
+        .map(|n| NewPoolNumber {
+            e164: n.clone(),
+            twilio_sid: Some(format!("PN{}", &n.as_str()[1..])),
+        })
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    let added = tx.add_numbers(&numbers, now).await.unwrap();
+    tx.commit().await.unwrap();
+    added
+}
+
+async fn allocate<S: Store>(
+    store: &S,
+    client_id: &str,
+    country: Country,
+    area: Option<&str>,
+) -> Allocation {
+    let mut tx = store.begin().await.unwrap();
+    let allocation = tx
+        .allocate_number(&id(client_id), country, area, at(10))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    allocation
+}
+
+/// Raw SQL for checking what the `Store` API cannot read back.
+trait Probe: Store {
+    fn exec(&self, sql: &'static str) -> impl Future<Output = ()>;
+    /// The first column of the first row, as text (NULL and no row both give `None`).
+    fn text(&self, sql: &'static str) -> impl Future<Output = Option<String>>;
+    fn count(&self, sql: &'static str) -> impl Future<Output = i64>;
+}
+
+impl Probe for SqliteStore {
+    async fn exec(&self, sql: &'static str) {
+        sqlx::query(sql).execute(self.pool()).await.unwrap();
+    }
+    async fn text(&self, sql: &'static str) -> Option<String> {
+        let row = sqlx::query(sql)
+            .fetch_optional(self.pool())
+            .await
+            .unwrap()?;
+        row.get(0)
+    }
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+impl Probe for PgStore {
+    async fn exec(&self, sql: &'static str) {
+        sqlx::query(sql).execute(self.pool()).await.unwrap();
+    }
+    async fn text(&self, sql: &'static str) -> Option<String> {
+        let row = sqlx::query(sql)
+            .fetch_optional(self.pool())
+            .await
+            .unwrap()?;
+        row.get(0)
+    }
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+// --- idempotency and clients -------------------------------------------------------------------
+
+async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
+    let owner = uk(123);
+    let msg = NewInbound {
+        message_sid: "SM0001",
+        from: owner.as_str(),
+        to: "+447700900000",
+        body: "Plumber in Leeds",
+        received_at: at(1),
+    };
+    let response =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>Hi £5 ✓</Message></Response>";
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.claim_inbound(&msg).await.unwrap(), Claim::Fresh);
+    let (client, _) = tx
+        .lock_or_create_client(&Client::new(id("c1"), owner.clone(), at(1)))
+        .await
+        .unwrap();
+    tx.finish_inbound("SM0001", Some(&client.id), response)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    for _ in 0..2 {
+        let mut tx = store.begin().await.unwrap();
+        let claim = tx.claim_inbound(&msg).await.unwrap();
+        assert_eq!(
+            claim,
+            Claim::Duplicate {
+                response: response.to_owned()
+            }
+        );
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        store
+            .text("SELECT client_id FROM inbound_messages WHERE message_sid = 'SM0001'")
+            .await,
+        Some("c1".to_owned())
+    );
+
+    // A claim rolled back was never made.
+    let other = NewInbound {
+        message_sid: "SM0002",
+        ..msg.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.claim_inbound(&other).await.unwrap(), Claim::Fresh);
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.claim_inbound(&other).await.unwrap(), Claim::Fresh);
+    // Committed with no answer recorded: the duplicate gets the empty TwiML.
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let claim = tx.claim_inbound(&other).await.unwrap();
+    assert_eq!(
+        claim,
+        Claim::Duplicate {
+            response: EMPTY_TWIML.to_owned()
+        }
+    );
+    // Finishing a sid never claimed is a bug, not a silent no-op.
+    assert!(tx.finish_inbound("SM_UNKNOWN", None, "x").await.is_err());
+}
+
+async fn lock_or_create_twice_gives_one_client<S: Probe>(store: S) {
+    let owner = us("415", 1);
+    let first = create(&store, "first", &owner).await;
+    assert_eq!(first.locale, Locale::EnUs);
+    assert_eq!(first.state, StateName::S1BusinessTypeLocation);
+
+    let mut tx = store.begin().await.unwrap();
+    let (again, created) = tx
+        .lock_or_create_client(&Client::new(id("second"), owner.clone(), at(5)))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!created);
+    assert_eq!(again, first);
+    assert_eq!(store.count("SELECT COUNT(*) FROM clients").await, 1);
+    assert_eq!(
+        store.text("SELECT country FROM clients").await.as_deref(),
+        Some("US")
+    );
+    assert_eq!(store.client_by_phone(&owner).await.unwrap(), Some(first));
+    assert_eq!(store.client_by_phone(&us("415", 2)).await.unwrap(), None);
+}
+
+async fn client_round_trips_every_field<S: Probe>(store: S) {
+    let owner = uk(1);
+    let created = create(&store, "c1", &owner).await;
+
+    let full = Client {
+        state: StateName::S8FwdConfirmed,
+        gate: Some(Gate::AwaitingNumber),
+        business_type: Some("Plumber".into()),
+        location: Some("Leeds".into()),
+        business_name: Some("O'Brien & Sons — \"Pipes\"".into()),
+        owner_name: Some("Siân".into()),
+        notify: Some(Notify::Email("sian@example.com".into())),
+        phone_type: Some(PhoneType::Landline),
+        misses: 2,
+        opted_out: true,
+        payment_active: true,
+        paid_at: Some(at(100)),
+        twilio_number: Some(uk(999_001)),
+        waitlisted_at: Some(at(200)),
+        verify_started_at: Some(at(300)),
+        updated_at: at(400),
+        ..created.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.save_client(&full).await.unwrap();
+    assert_eq!(
+        tx.lock_client(&full.id).await.unwrap().as_ref(),
+        Some(&full)
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.lock_client_by_number(&uk(999_001))
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&full)
+    );
+    assert_eq!(tx.lock_client_by_number(&uk(999_002)).await.unwrap(), None);
+    assert_eq!(tx.lock_client(&id("nobody")).await.unwrap(), None);
+
+    let other = Client {
+        locale: Locale::EnUs,
+        gate: Some(Gate::PaymentRequired),
+        notify: Some(Notify::Sms),
+        phone_type: Some(PhoneType::Iphone),
+        ..full.clone()
+    };
+    tx.save_client(&other).await.unwrap();
+    assert_eq!(
+        tx.lock_client(&full.id).await.unwrap().as_ref(),
+        Some(&other)
+    );
+
+    // And back to nothing at all.
+    let bare = Client {
+        updated_at: at(500),
+        ..created.clone()
+    };
+    tx.save_client(&bare).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.client_by_phone(&owner).await.unwrap(), Some(bare));
+}
+
+async fn saving_an_unknown_client_fails<S: Probe>(store: S) {
+    let mut tx = store.begin().await.unwrap();
+    let ghost = Client::new(id("ghost"), uk(5), at(0));
+    assert!(tx.save_client(&ghost).await.is_err());
+}
+
+async fn transitions_are_recorded<S: Probe>(store: S) {
+    let client = create(&store, "c1", &uk(1)).await;
+    let mut tx = store.begin().await.unwrap();
+    for (from, to) in [
+        (StateName::S1BusinessTypeLocation, StateName::S2BusinessName),
+        (StateName::S2BusinessName, StateName::S3OwnerName),
+    ] {
+        let t = Transition {
+            client_id: &client.id,
+            from,
+            to,
+            cause: "sms",
+            at: at(1),
+        };
+        tx.record_transition(&t).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM state_history WHERE client_id = 'c1'")
+            .await,
+        2
+    );
+    assert_eq!(
+        store
+            .text("SELECT to_state FROM state_history ORDER BY id DESC LIMIT 1")
+            .await
+            .as_deref(),
+        Some("S3_OWNER_NAME")
+    );
+}
+
+async fn dropping_a_transaction_rolls_back<S: Probe>(store: S) {
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_or_create_client(&Client::new(id("c1"), uk(1), at(0)))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(store.client_by_phone(&uk(1)).await.unwrap(), None);
+    // The connection is usable afterwards.
+    store.ping().await.unwrap();
+    create(&store, "c1", &uk(1)).await;
+}
+
+async fn corrupt_rows_are_named<S: Probe>(store: S) {
+    create(&store, "c1", &uk(1)).await;
+    store.exec("UPDATE clients SET state = 'S99_NOWHERE'").await;
+    let mut tx = store.begin().await.unwrap();
+    match tx.lock_client(&id("c1")).await {
+        Err(StoreError::Corrupt {
+            table: "clients",
+            detail,
+        }) => {
+            assert!(detail.contains("S99_NOWHERE"), "{detail}");
+            assert!(detail.contains("c1"), "{detail}");
+        }
+        other => panic!("expected a corrupt row, got {other:?}"),
+    }
+    drop(tx);
+    store.exec("UPDATE clients SET state = 'S1_BUSINESS_TYPE_LOCATION', twilio_number = '0800 FLOWERS'").await;
+    match store.client_by_phone(&uk(1)).await {
+        Err(StoreError::Corrupt {
+            table: "clients",
+            detail,
+        }) => {
+            assert!(detail.contains("twilio_number"), "{detail}")
+        }
+        other => panic!("expected a corrupt row, got {other:?}"),
+    }
+}
+
+// --- number pool -------------------------------------------------------------------------------
+
+async fn allocation_prefers_area_code_and_keeps_to_country<S: Probe>(store: S) {
+    // Added in three batches: creation time orders the pool, then the number itself.
+    assert_eq!(
+        add_numbers(&store, &[us("415", 2), us("415", 1)], at(0)).await,
+        2
+    );
+    assert_eq!(add_numbers(&store, &[us("212", 1)], at(1)).await, 1);
+    assert_eq!(
+        add_numbers(&store, &[uk(900_001), us("415", 1)], at(2)).await,
+        1
+    );
+    assert_eq!(
+        store.pool_stats().await.unwrap(),
+        PoolStats {
+            total: 4,
+            available: 4,
+            ..PoolStats::default()
+        }
+    );
+    assert_eq!(
+        store
+            .text("SELECT area_code FROM pool_numbers WHERE e164 = '+12125550001'")
+            .await
+            .as_deref(),
+        Some("212")
+    );
+    assert_eq!(
+        store
+            .text("SELECT country FROM pool_numbers WHERE e164 = '+447700900001'")
+            .await
+            .as_deref(),
+        Some("GB")
+    );
+
+    for (client, owner) in [
+        ("a", us("212", 9001)),
+        ("b", us("646", 9002)),
+        ("c", us("415", 9003)),
+    ] {
+        create(&store, client, &owner).await;
+    }
+    for (client, owner) in [("g1", uk(1)), ("g2", uk(2))] {
+        create(&store, client, &owner).await;
+    }
+
+    // Its own area code first, even though older numbers exist elsewhere.
+    assert_eq!(
+        allocate(&store, "a", Country::Us, Some("212")).await,
+        Allocation::Allocated(us("212", 1))
+    );
+    // No number in 646: the oldest of the country.
+    assert_eq!(
+        allocate(&store, "b", Country::Us, Some("646")).await,
+        Allocation::Allocated(us("415", 1))
+    );
+    assert_eq!(
+        allocate(&store, "c", Country::Us, None).await,
+        Allocation::Allocated(us("415", 2))
+    );
+    assert_eq!(
+        allocate(&store, "g1", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_001))
+    );
+    // Country has none left; US numbers are never given to GB owners.
+    assert_eq!(
+        allocate(&store, "g2", Country::Gb, None).await,
+        Allocation::PoolEmpty
+    );
+    assert_eq!(
+        store.pool_stats().await.unwrap(),
+        PoolStats {
+            total: 4,
+            assigned: 4,
+            ..PoolStats::default()
+        }
+    );
+    assert_eq!(
+        store
+            .text("SELECT client_id FROM pool_numbers WHERE e164 = '+447700900001'")
+            .await
+            .as_deref(),
+        Some("g1")
+    );
+    // Allocation leaves the clients table to the caller.
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM clients WHERE twilio_number IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+async fn allocation_is_idempotent<S: Probe>(store: S) {
+    add_numbers(&store, &[uk(900_001), uk(900_002)], at(0)).await;
+    create(&store, "c1", &uk(1)).await;
+    let first = allocate(&store, "c1", Country::Gb, None).await;
+    assert_eq!(first, Allocation::Allocated(uk(900_001)));
+    for _ in 0..2 {
+        assert_eq!(
+            allocate(&store, "c1", Country::Gb, None).await,
+            Allocation::AlreadyAssigned(uk(900_001))
+        );
+    }
+    // Even when the pool has run dry.
+    create(&store, "c2", &uk(2)).await;
+    assert_eq!(
+        allocate(&store, "c2", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_002))
+    );
+    assert_eq!(
+        allocate(&store, "c1", Country::Gb, None).await,
+        Allocation::AlreadyAssigned(uk(900_001))
+    );
+    // An allocation rolled back gave nothing away.
+    create(&store, "c3", &uk(3)).await;
+    add_numbers(&store, &[uk(900_003)], at(1)).await;
+    let mut tx = store.begin().await.unwrap();
+    let allocation = tx
+        .allocate_number(&id("c3"), Country::Gb, None, at(5))
+        .await
+        .unwrap();
+    assert_eq!(allocation, Allocation::Allocated(uk(900_003)));
+    drop(tx);
+    assert_eq!(store.pool_stats().await.unwrap().available, 1);
+}
+
+async fn allocation_of_unknown_client<S: Probe>(store: S) {
+    add_numbers(&store, &[uk(900_001)], at(0)).await;
+    assert_eq!(
+        allocate(&store, "nobody", Country::Gb, None).await,
+        Allocation::ClientNotFound
+    );
+    assert_eq!(store.pool_stats().await.unwrap().available, 1);
+}
+
+async fn quarantine_and_its_end<S: Probe>(store: S) {
+    add_numbers(&store, &[uk(900_001), uk(900_002)], at(0)).await;
+    create(&store, "c1", &uk(1)).await;
+    assert_eq!(
+        allocate(&store, "c1", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_001))
+    );
+
+    let until = at(30 * 86_400);
+    let mut tx = store.begin().await.unwrap();
+    let outcome = tx
+        .quarantine_number(&uk(900_001), until, at(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        QuarantineOutcome::Quarantined {
+            client_id: Some(id("c1"))
+        }
+    );
+    let outcome = tx
+        .quarantine_number(&uk(900_002), until, at(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome, QuarantineOutcome::Quarantined { client_id: None });
+    let outcome = tx
+        .quarantine_number(&uk(900_003), until, at(20))
+        .await
+        .unwrap();
+    assert_eq!(outcome, QuarantineOutcome::NotInPool);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.pool_stats().await.unwrap(),
+        PoolStats {
+            total: 2,
+            quarantined: 2,
+            ..PoolStats::default()
+        }
+    );
+
+    // Quarantined numbers are not for allocation, and the owner holds none now.
+    create(&store, "c2", &uk(2)).await;
+    assert_eq!(
+        allocate(&store, "c2", Country::Gb, None).await,
+        Allocation::PoolEmpty
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.end_quarantines(until - chrono::Duration::microseconds(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(tx.end_quarantines(until).await.unwrap(), 2);
+    assert_eq!(tx.end_quarantines(until).await.unwrap(), 0);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.pool_stats().await.unwrap(),
+        PoolStats {
+            total: 2,
+            available: 2,
+            ..PoolStats::default()
+        }
+    );
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM pool_numbers WHERE quarantined_until IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        allocate(&store, "c2", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_001))
+    );
+    assert_eq!(
+        allocate(&store, "c1", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_002))
+    );
+}
+
+async fn waitlist_is_first_come_first_served<S: Probe>(store: S) {
+    // (id, owner, waitlisted at): GB owners out of order of creation, and two with one instant.
+    let waiting = [
+        ("w3", uk(3), Some(at(30))),
+        ("w1", uk(1), Some(at(10))),
+        ("w2b", uk(22), Some(at(20))),
+        ("w2a", uk(21), Some(at(20))),
+        ("us1", us("415", 1), Some(at(0))),
+    ];
+    for (client_id, owner, waitlisted_at) in &waiting {
+        let client = create(&store, client_id, owner).await;
+        let mut tx = store.begin().await.unwrap();
+        let client = Client {
+            gate: Some(Gate::AwaitingNumber),
+            waitlisted_at: *waitlisted_at,
+            ..client
+        };
+        tx.save_client(&client).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Not waiting: no gate, or waiting for payment.
+    create(&store, "idle", &uk(50)).await;
+    let payer = create(&store, "payer", &uk(51)).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.save_client(&Client {
+        gate: Some(Gate::PaymentRequired),
+        ..payer
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let ids = |clients: Vec<Client>| {
+        clients
+            .into_iter()
+            .map(|c| c.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(tx.lock_waitlist(Country::Gb, 10).await.unwrap()),
+        ["w1", "w2a", "w2b", "w3"]
+    );
+    assert_eq!(
+        ids(tx.lock_waitlist(Country::Gb, 2).await.unwrap()),
+        ["w1", "w2a"]
+    );
+    assert_eq!(
+        ids(tx.lock_waitlist(Country::Us, 10).await.unwrap()),
+        ["us1"]
+    );
+    assert!(
+        tx.lock_waitlist(Country::Other, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// --- outbox ------------------------------------------------------------------------------------
+
+async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
+    let owner = uk(1);
+    let client = create(&store, "c1", &owner).await;
+    let mut tx = store.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for (n, body) in ["one", "two", "three"].into_iter().enumerate() {
+        let msg = NewOutbound {
+            client_id: &client.id,
+            to: &owner,
+            body,
+            created_at: at(n as i64),
+        };
+        ids.push(tx.enqueue_outbound(&msg).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+    assert!(ids.is_sorted());
+
+    let claim = |now: DateTime<Utc>, lease: DateTime<Utc>, limit: i64| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let claimed = tx.claim_outbound(now, lease, limit).await.unwrap();
+            tx.commit().await.unwrap();
+            claimed
+        }
+    };
+
+    // Not yet due before it was created.
+    assert!(claim(at(-1), at(60), 10).await.is_empty());
+    let first = claim(at(5), at(65), 2).await;
+    assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(first[0].client_id, client.id);
+    assert_eq!(first[0].to, owner);
+    assert_eq!(first[0].body, "one");
+    assert_eq!(first[0].status, OutboundStatus::Sending);
+    assert_eq!(first[0].attempts, 1);
+    assert_eq!(first[0].created_at, at(0));
+    assert_eq!(first[0].twilio_sid, None);
+    let second = claim(at(6), at(66), 10).await;
+    assert_eq!(
+        second
+            .iter()
+            .map(|m| (m.id, m.attempts))
+            .collect::<Vec<_>>(),
+        [(ids[2], 1)]
+    );
+    // All leased.
+    assert!(claim(at(7), at(67), 10).await.is_empty());
+    assert!(
+        claim(at(65), at(125), 10).await.is_empty(),
+        "a lease runs until its end"
+    );
+
+    // The first worker died: its two come back once the lease has passed, the third's has not.
+    let retaken = claim(at(65) + chrono::Duration::microseconds(1), at(200), 10).await;
+    assert_eq!(
+        retaken
+            .iter()
+            .map(|m| (m.id, m.attempts))
+            .collect::<Vec<_>>(),
+        [(ids[0], 2), (ids[1], 2)]
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    tx.finish_outbound(
+        ids[0],
+        OutboundStatus::Queued,
+        Some("SM_out_1"),
+        None,
+        None,
+        at(70),
+    )
+    .await
+    .unwrap();
+    tx.finish_outbound(
+        ids[1],
+        OutboundStatus::Failed,
+        None,
+        Some("Twilio 503"),
+        Some(at(300)),
+        at(70),
+    )
+    .await
+    .unwrap();
+    tx.finish_outbound(
+        ids[2],
+        OutboundStatus::Failed,
+        None,
+        Some("invalid number"),
+        None,
+        at(70),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Only the retry comes back, and only once due.
+    assert!(claim(at(299), at(400), 10).await.is_empty());
+    let retry = claim(at(300), at(400), 10).await;
+    assert_eq!(retry.len(), 1);
+    assert_eq!((retry[0].id, retry[0].attempts), (ids[1], 3));
+    assert_eq!(retry[0].last_error.as_deref(), Some("Twilio 503"));
+
+    let mut tx = store.begin().await.unwrap();
+    tx.finish_outbound(
+        ids[1],
+        OutboundStatus::Sent,
+        Some("SM_out_2"),
+        None,
+        None,
+        at(310),
+    )
+    .await
+    .unwrap();
+    // A late worker cannot reopen a final message.
+    tx.finish_outbound(
+        ids[2],
+        OutboundStatus::Queued,
+        Some("SM_late"),
+        None,
+        None,
+        at(320),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(claim(at(10_000), at(10_060), 10).await.is_empty());
+    assert_eq!(
+        store
+            .text("SELECT status FROM outbound_messages WHERE twilio_sid = 'SM_out_1'")
+            .await
+            .as_deref(),
+        Some("queued")
+    );
+    assert_eq!(
+        store
+            .text("SELECT status FROM outbound_messages WHERE twilio_sid = 'SM_out_2'")
+            .await
+            .as_deref(),
+        Some("sent")
+    );
+    assert_eq!(store.count("SELECT COUNT(*) FROM outbound_messages WHERE status = 'failed' AND twilio_sid IS NULL AND last_error = 'invalid number'").await, 1);
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM outbound_messages WHERE lease_until IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+async fn status_callbacks_never_move_back<S: Probe>(store: S) {
+    let owner = uk(1);
+    let client = create(&store, "c1", &owner).await;
+    let mut tx = store.begin().await.unwrap();
+    let msg = NewOutbound {
+        client_id: &client.id,
+        to: &owner,
+        body: "hello",
+        created_at: at(0),
+    };
+    let out = tx.enqueue_outbound(&msg).await.unwrap();
+    tx.claim_outbound(at(1), at(60), 1).await.unwrap();
+    tx.finish_outbound(
+        out,
+        OutboundStatus::Queued,
+        Some("SM_cb"),
+        None,
+        None,
+        at(2),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let status = || store.text("SELECT status FROM outbound_messages WHERE twilio_sid = 'SM_cb'");
+    let steps = [
+        (OutboundStatus::Sent, None, "sent"),
+        (OutboundStatus::Queued, None, "sent"),
+        (OutboundStatus::Sent, None, "sent"),
+        (OutboundStatus::Undelivered, Some("30003"), "undelivered"),
+        (OutboundStatus::Delivered, None, "undelivered"),
+        (OutboundStatus::Failed, Some("30008"), "undelivered"),
+        (OutboundStatus::Sent, None, "undelivered"),
+    ];
+    for (n, (callback, code, expected)) in steps.into_iter().enumerate() {
+        let mut tx = store.begin().await.unwrap();
+        let whose = tx
+            .update_outbound_status("SM_cb", callback, code, at(10 + n as i64))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(whose, Some(id("c1")));
+        assert_eq!(
+            status().await.as_deref(),
+            Some(expected),
+            "after {callback:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .text("SELECT error_code FROM outbound_messages WHERE twilio_sid = 'SM_cb'")
+            .await
+            .as_deref(),
+        Some("30003")
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    let whose = tx
+        .update_outbound_status("SM_unknown", OutboundStatus::Delivered, None, at(99))
+        .await
+        .unwrap();
+    assert_eq!(whose, None);
+}
+
+// --- webhook events ----------------------------------------------------------------------------
+
+async fn webhook_event_stored_once<S: Probe>(store: S) {
+    let payload = serde_json::json!({"id": "evt_1", "data": {"object": {"amount_total": 2900, "note": "£ ✓"}}});
+    let event = NewWebhookEvent {
+        provider: "stripe",
+        event_id: "evt_1",
+        event_type: "checkout.session.completed",
+        payload: &payload,
+        received_at: at(0),
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.insert_webhook_event(&event).await.unwrap());
+    assert!(!tx.insert_webhook_event(&event).await.unwrap());
+    // The same id from another provider is another event.
+    assert!(
+        tx.insert_webhook_event(&NewWebhookEvent {
+            provider: "twilio",
+            ..event.clone()
+        })
+        .await
+        .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(!tx.insert_webhook_event(&event).await.unwrap());
+    tx.set_webhook_event_outcome(
+        "stripe",
+        "evt_1",
+        EventOutcome::Failed,
+        Some("no such client"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        tx.set_webhook_event_outcome("stripe", "evt_404", EventOutcome::Ignored, None)
+            .await
+            .is_err()
+    );
+    tx.commit().await.unwrap();
+
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM webhook_events WHERE provider = 'stripe' AND status = 'failed' AND error = 'no such client' AND processed_at IS NOT NULL").await,
+        1
+    );
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM webhook_events WHERE status = 'received'")
+            .await,
+        1
+    );
+    let stored = store
+        .text("SELECT CAST(payload AS TEXT) FROM webhook_events WHERE provider = 'stripe'")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
+        payload
+    );
+}
+
+// --- SQLite on disk ----------------------------------------------------------------------------
+
+struct TempDb(std::path::PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("onboard-{name}-{}.db", std::process::id()));
+        Self::remove(&path);
+        TempDb(path)
+    }
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+    fn remove(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        Self::remove(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_in_wal_mode_and_persists() {
+    let db = TempDb::new("persist");
+    let store = SqliteStore::connect(&db.url()).await.unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    for (pragma, expected) in [
+        ("PRAGMA journal_mode", "wal"),
+        ("PRAGMA foreign_keys", "1"),
+        ("PRAGMA busy_timeout", "10000"),
+    ] {
+        let row = sqlx::query(pragma).fetch_one(store.pool()).await.unwrap();
+        let value = row
+            .try_get::<String, _>(0)
+            .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(value, expected, "{pragma}");
+    }
+    create(&store, "c1", &uk(1)).await;
+    store.pool().close().await;
+
+    let reopened = SqliteStore::connect(&db.url()).await.unwrap();
+    reopened.migrate().await.unwrap();
+    assert_eq!(
+        reopened.client_by_phone(&uk(1)).await.unwrap().unwrap().id,
+        id("c1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_first_texts_make_one_client() {
+    let db = TempDb::new("race");
+    let store = SqliteStore::connect(&db.url()).await.unwrap();
+    store.migrate().await.unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut tx = store.begin().await.unwrap();
+                let new = Client::new(id(&format!("c{n}")), uk(1), at(n));
+                let (client, created) = tx.lock_or_create_client(&new).await.unwrap();
+                tx.commit().await.unwrap();
+                (client.id, created)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(
+        results
+            .iter()
+            .map(|(id, _)| id)
+            .collect::<HashSet<_>>()
+            .len(),
+        1
+    );
+    assert_eq!(store.count("SELECT COUNT(*) FROM clients").await, 1);
+}
+
+// --- PostgreSQL races --------------------------------------------------------------------------
+
+/// Waits until `n` sessions on this database are waiting for a lock: a fact, not a guess at timing.
+/// (The deadline only turns a lock that is never waited for into a failure instead of a hang.)
+async fn until_blocked(store: &PgStore, n: i64) {
+    let poll = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            if waiting >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), poll)
+        .await
+        .expect("no session ever waited for the lock");
+}
+
+/// Fails, rather than hangs, a test whose step waits on a lock it should have passed by.
+async fn promptly<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited on a lock"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_allocation_race_gives_each_number_once() {
+    const CLIENTS: usize = 200;
+    const NUMBERS: u32 = 150;
+    let url = postgres_url().await;
+    let stores = [
+        PgStore::connect(&url, 8).await.unwrap(),
+        PgStore::connect(&url, 8).await.unwrap(),
+    ];
+    let numbers: Vec<PhoneNumber> = (0..NUMBERS).map(|n| uk(900_000 + n)).collect();
+    add_numbers(&stores[0], &numbers, at(0)).await;
+    let mut tx = stores[0].begin().await.unwrap();
+    for n in 0..CLIENTS {
+        let new = Client::new(id(&format!("c{n}")), uk(n as u32), at(0));
+        tx.lock_or_create_client(&new).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let store = stores[n % 2].clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let client_id = id(&format!("c{n}"));
+                let mut tx = store.begin().await.unwrap();
+                let allocation = tx
+                    .allocate_number(&client_id, Country::Gb, None, at(1))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                (client_id, allocation)
+            })
+        })
+        .collect();
+    let mut winners = HashSet::new();
+    let mut numbers_given = HashSet::new();
+    let mut empty = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (client, Allocation::Allocated(number)) => {
+                assert!(winners.insert(client), "a client won twice");
+                assert!(numbers_given.insert(number), "a number was given twice");
+            }
+            (_, Allocation::PoolEmpty) => empty += 1,
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((winners.len(), numbers_given.len(), empty), (150, 150, 50));
+    assert_eq!(
+        stores[1].pool_stats().await.unwrap(),
+        PoolStats {
+            total: 150,
+            assigned: 150,
+            ..PoolStats::default()
+        }
+    );
+    assert_eq!(
+        stores[1]
+            .count("SELECT COUNT(DISTINCT client_id) FROM pool_numbers")
+            .await,
+        150
+    );
+}
+
+#[tokio::test]
+async fn postgres_allocation_skips_numbers_being_taken_and_serialises_one_owner() {
+    let url = postgres_url().await;
+    let (a, b) = (
+        PgStore::connect(&url, 2).await.unwrap(),
+        PgStore::connect(&url, 2).await.unwrap(),
+    );
+    add_numbers(&a, &[uk(900_001), uk(900_002), uk(900_003)], at(0)).await;
+    for (client, owner) in [("c1", uk(1)), ("c2", uk(2))] {
+        create(&a, client, &owner).await;
+    }
+
+    // c1's allocation is open; c2's passes it by without waiting and takes the next number.
+    let mut first = a.begin().await.unwrap();
+    let got = first
+        .allocate_number(&id("c1"), Country::Gb, None, at(1))
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Allocated(uk(900_001)));
+    let mut second = b.begin().await.unwrap();
+    let got = promptly(
+        "c2's allocation",
+        second.allocate_number(&id("c2"), Country::Gb, None, at(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, Allocation::Allocated(uk(900_002)));
+    second.commit().await.unwrap();
+
+    // A second allocation for c1 waits for the first, then finds the number it took.
+    let again = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let mut tx = b.begin().await.unwrap();
+            let got = tx
+                .allocate_number(&id("c1"), Country::Gb, None, at(2))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            got
+        }
+    });
+    until_blocked(&a, 1).await;
+    first.commit().await.unwrap();
+    assert_eq!(
+        again.await.unwrap(),
+        Allocation::AlreadyAssigned(uk(900_001))
+    );
+    assert_eq!(a.pool_stats().await.unwrap().available, 1);
+}
+
+#[tokio::test]
+async fn postgres_concurrent_first_texts_make_one_client() {
+    let url = postgres_url().await;
+    let (a, b) = (
+        PgStore::connect(&url, 2).await.unwrap(),
+        PgStore::connect(&url, 2).await.unwrap(),
+    );
+
+    // A deterministic interleaving: the second insert waits on the first, uncommitted one.
+    let mut first = a.begin().await.unwrap();
+    let (mine, created) = first
+        .lock_or_create_client(&Client::new(id("a1"), uk(1), at(0)))
+        .await
+        .unwrap();
+    assert!(created);
+    let second = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let mut tx = b.begin().await.unwrap();
+            let got = tx
+                .lock_or_create_client(&Client::new(id("b1"), uk(1), at(1)))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            got
+        }
+    });
+    until_blocked(&a, 1).await;
+    first.commit().await.unwrap();
+    let (theirs, created) = second.await.unwrap();
+    assert!(!created);
+    assert_eq!(theirs, mine);
+
+    // And the same again the other way round, with the first rolled back: the second creates it.
+    let mut first = b.begin().await.unwrap();
+    first
+        .lock_or_create_client(&Client::new(id("b2"), uk(2), at(0)))
+        .await
+        .unwrap();
+    let second = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let mut tx = a.begin().await.unwrap();
+            let got = tx
+                .lock_or_create_client(&Client::new(id("a2"), uk(2), at(1)))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            got
+        }
+    });
+    until_blocked(&a, 1).await;
+    drop(first);
+    let (client, created) = second.await.unwrap();
+    assert!(created);
+    assert_eq!(client.id, id("a2"));
+    assert_eq!(a.count("SELECT COUNT(*) FROM clients").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_many_first_texts_from_two_pools_make_one_client() {
+    let url = postgres_url().await;
+    let stores = [
+        PgStore::connect(&url, 4).await.unwrap(),
+        PgStore::connect(&url, 4).await.unwrap(),
+    ];
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let (store, barrier) = (stores[n % 2].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut tx = store.begin().await.unwrap();
+                let new = Client::new(id(&format!("c{n}")), uk(1), at(0));
+                let (client, created) = tx.lock_or_create_client(&new).await.unwrap();
+                tx.commit().await.unwrap();
+                (client.id, created)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    assert_eq!(
+        results
+            .iter()
+            .map(|(id, _)| id)
+            .collect::<HashSet<_>>()
+            .len(),
+        1
+    );
+    assert_eq!(stores[0].count("SELECT COUNT(*) FROM clients").await, 1);
+}
+
+#[tokio::test]
+async fn postgres_duplicate_claim_waits_for_the_first_and_gets_its_answer() {
+    let url = postgres_url().await;
+    let (a, b) = (
+        PgStore::connect(&url, 2).await.unwrap(),
+        PgStore::connect(&url, 2).await.unwrap(),
+    );
+    let msg = NewInbound {
+        message_sid: "SM1",
+        from: "+447700000001",
+        to: "+447700900000",
+        body: "hi",
+        received_at: at(0),
+    };
+
+    let mut first = a.begin().await.unwrap();
+    assert_eq!(first.claim_inbound(&msg).await.unwrap(), Claim::Fresh);
+    let retry = tokio::spawn({
+        let (b, msg) = (
+            b.clone(),
+            NewInbound {
+                received_at: at(1),
+                ..msg.clone()
+            },
+        );
+        async move {
+            let mut tx = b.begin().await.unwrap();
+            tx.claim_inbound(&msg).await.unwrap()
+        }
+    });
+    until_blocked(&a, 1).await;
+    first
+        .finish_inbound("SM1", None, "<Response>first</Response>")
+        .await
+        .unwrap();
+    first.commit().await.unwrap();
+    assert_eq!(
+        retry.await.unwrap(),
+        Claim::Duplicate {
+            response: "<Response>first</Response>".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outbox_workers_never_share_a_message() {
+    const MESSAGES: usize = 120;
+    let url = postgres_url().await;
+    let stores = [
+        PgStore::connect(&url, 4).await.unwrap(),
+        PgStore::connect(&url, 4).await.unwrap(),
+    ];
+    let owner = uk(1);
+    let client = create(&stores[0], "c1", &owner).await;
+    let mut tx = stores[0].begin().await.unwrap();
+    for n in 0..MESSAGES {
+        let body = format!("message {n}");
+        let msg = NewOutbound {
+            client_id: &client.id,
+            to: &owner,
+            body: &body,
+            created_at: at(0),
+        };
+        tx.enqueue_outbound(&msg).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // Deterministic: a worker holding a claim open does not block another, which gets the rest.
+    let mut held = stores[0].begin().await.unwrap();
+    let first = held.claim_outbound(at(1), at(60), 10).await.unwrap();
+    let mut other = stores[1].begin().await.unwrap();
+    let rest = promptly(
+        "the second worker",
+        other.claim_outbound(at(1), at(60), 1000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.len() + rest.len(), MESSAGES);
+    let first_ids: HashSet<i64> = first.iter().map(|m| m.id).collect();
+    assert!(rest.iter().all(|m| !first_ids.contains(&m.id)));
+    drop(other);
+    drop(held);
+
+    // Racing: eight workers on two pools claim small batches until the outbox is empty.
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let workers: Vec<_> = (0..8)
+        .map(|n| {
+            let (store, barrier) = (stores[n % 2].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut mine = Vec::new();
+                loop {
+                    let mut tx = store.begin().await.unwrap();
+                    let batch = tx.claim_outbound(at(2), at(60), 3).await.unwrap();
+                    tx.commit().await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch);
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for worker in workers {
+        for message in worker.await.unwrap() {
+            assert_eq!(message.attempts, 1);
+            assert!(
+                seen.insert(message.id),
+                "message {} claimed twice",
+                message.id
+            );
+        }
+    }
+    assert_eq!(seen.len(), MESSAGES);
+}
