@@ -40,7 +40,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    // A replay prints its own report; its log lines would only bury it.
+    let default_filter = match cli.command {
+        Command::Replay { .. } => "warn",
+        _ => "info,sqlx=warn,tower_http=info",
+    };
+    init_tracing(config.log_format, default_filter);
     let result = match cli.command {
         Command::Serve => app::serve(config, shutdown_signal())
             .await
@@ -75,9 +80,9 @@ async fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
     Ok(onboard::replay::replay_all(paths, flows).await?)
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+fn init_tracing(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

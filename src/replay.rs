@@ -45,7 +45,7 @@ pub struct Step {
     /// Who the step is from or for (default: the fixture's owner).
     pub from: Option<PhoneNumber>,
     /// For `number_allocated`: the number put in the pool for the waiting owner.
-    pub number: Option<PhoneNumber>,
+    pub new_number: Option<PhoneNumber>,
     /// Minutes to move the clock forward before the step.
     pub after_minutes: Option<i64>,
     #[serde(flatten)]
@@ -110,9 +110,9 @@ impl Fixture {
                             EVENTS.join(", ")
                         )));
                     }
-                    if (event == "number_allocated") != step.number.is_some() {
+                    if (event == "number_allocated") != step.new_number.is_some() {
                         return Err(invalid(format!(
-                            "step {n}: `number` goes with event number_allocated, and only with it"
+                            "step {n}: `new_number` goes with event number_allocated, and only with it"
                         )));
                     }
                 }
@@ -187,6 +187,15 @@ pub enum ReplayError {
 pub async fn run(fixture: &Fixture, flows: Arc<Flows>) -> Result<Result<(), Failure>, ReplayError> {
     let store = SqliteStore::in_memory().await?;
     store.migrate().await?;
+    run_on(store, fixture, flows).await
+}
+
+/// Replays one fixture on a migrated, empty store of any back end.
+pub async fn run_on<S: Store>(
+    store: S,
+    fixture: &Fixture,
+    flows: Arc<Flows>,
+) -> Result<Result<(), Failure>, ReplayError> {
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Engine::new(
         store,
@@ -232,7 +241,7 @@ pub async fn run(fixture: &Fixture, flows: Arc<Flows>) -> Result<Result<(), Fail
                 };
                 let texts = match event.as_str() {
                     "number_allocated" => {
-                        let number = step.number.clone().expect("checked at load");
+                        let number = step.new_number.clone().expect("checked at load");
                         let (_, served) = engine.add_numbers(&[number]).await?;
                         served
                             .into_iter()
