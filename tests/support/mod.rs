@@ -142,3 +142,5 @@ fn url_with_database(url: &str, database: &str) -> String {
     }
     out
 }
+
+pub mod app;

@@ -1,0 +1,318 @@
+//! The SMS webhook over HTTP: signatures, bad input, retries, and the admin API.
+
+mod support;
+
+use std::sync::Arc;
+
+use onboard::store::Store;
+use reqwest::StatusCode;
+use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_config};
+
+const OWNER: &str = "+447700900123";
+
+async fn client_count<S: Store>(app: &TestApp<S>) -> bool {
+    app.engine
+        .client_by_phone(&OWNER.parse().unwrap())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn a_signed_first_text_gets_the_first_question_as_twiml() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let response = app.text("SM1", OWNER, "Hi").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/xml; charset=utf-8"
+    );
+    let body = response.text().await.unwrap();
+    assert!(
+        body.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>Hi, welcome"#),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_message_sid_gets_the_identical_reply_and_changes_nothing() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    app.text("SM1", OWNER, "Hi").await;
+    let first = app
+        .text("SM2", OWNER, "Plumber in Leeds")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let retry = app
+        .text("SM2", OWNER, "Plumber in Leeds")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(first, retry);
+    let client = app
+        .engine
+        .client_by_phone(&OWNER.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(client.state.as_str(), "S2_BUSINESS_NAME");
+}
+
+#[tokio::test]
+async fn a_missing_signature_is_400_and_a_wrong_one_403_and_neither_stores_anything() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let url = format!("{}/webhooks/twilio/sms", app.address);
+    let form = [("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")];
+
+    let missing = app.http.post(&url).form(&form).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+
+    let wrong = app
+        .http
+        .post(&url)
+        .header("X-Twilio-Signature", "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert!(!client_count(&app).await);
+}
+
+#[tokio::test]
+async fn a_signature_for_other_params_is_rejected() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    // Signed for "Hi", sent with "Plumber in Leeds".
+    let url = format!("{}{}", app.config.public_url, "/webhooks/twilio/sms");
+    let signed: Vec<(String, String)> = [("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let signature = onboard::twilio::signature::compute(support::app::AUTH_TOKEN, &url, &signed);
+    let response = app
+        .http
+        .post(format!("{}/webhooks/twilio/sms", app.address))
+        .header("X-Twilio-Signature", signature)
+        .form(&[
+            ("MessageSid", "SM1"),
+            ("From", OWNER),
+            ("Body", "Plumber in Leeds"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn each_missing_field_is_a_400_naming_it() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let full = [("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")];
+    for missing in ["MessageSid", "From", "Body"] {
+        let params: Vec<(&str, &str)> = full
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+        let response = app.post_twilio("/webhooks/twilio/sms", &params).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{missing}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(missing), "{missing}: {text}");
+    }
+    assert!(!client_count(&app).await);
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_413() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let huge = "x".repeat(65 * 1024);
+    let response = app
+        .post_twilio(
+            "/webhooks/twilio/sms",
+            &[("MessageSid", "SM1"), ("From", OWNER), ("Body", &huge)],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!client_count(&app).await);
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_utf8_are_400() {
+    let app = spawn_sqlite(test_config(&[("TWILIO_AUTH_TOKEN", "")])).await;
+    for body in [
+        b"MessageSid=SM1&From=%2B447700900123&Body=%FF%FE".to_vec(),
+        b"MessageSid=SM1&From=%2B447700900123&Body=\xff".to_vec(),
+    ] {
+        let response = app
+            .http
+            .post(format!("{}/webhooks/twilio/sms", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.text().await.unwrap().contains("UTF-8"));
+    }
+    assert!(!client_count(&app).await);
+}
+
+#[tokio::test]
+async fn dev_mode_accepts_unsigned_webhooks() {
+    let app = spawn_sqlite(test_config(&[("TWILIO_AUTH_TOKEN", "")])).await;
+    let response = app
+        .http
+        .post(format!("{}/webhooks/twilio/sms", app.address))
+        .form(&[("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_sender_that_is_not_e164_gets_an_empty_response_not_an_error() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let response = app.text("SM1", "Anonymous", "Hi").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.text().await.unwrap(),
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_an_owner_to_the_token_holder_only() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    app.text("SM1", OWNER, "Hi").await;
+    app.text("SM2", OWNER, "Plumber in Leeds").await;
+    let url = format!("{}/admin/api/clients?phone=%2B447700900123", app.address);
+
+    let anonymous = app.http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let wrong = app.http.get(&url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    let response = app
+        .http
+        .get(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(json["owner_phone"], OWNER);
+    assert_eq!(json["state"], "S2_BUSINESS_NAME");
+    assert_eq!(json["gate"], serde_json::Value::Null);
+    assert_eq!(json["business_type"], "Plumber");
+    assert_eq!(json["location"], "Leeds");
+    assert_eq!(json["payment_active"], false);
+    assert_eq!(json["opted_out"], false);
+    for field in [
+        "id",
+        "business_name",
+        "owner_name",
+        "notify",
+        "twilio_number",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}");
+    }
+
+    let unknown = app
+        .http
+        .get(format!(
+            "{}/admin/api/clients?phone=%2B447700900999",
+            app.address
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let bad = app
+        .http
+        .get(format!("{}/admin/api/clients?phone=07700", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_token() {
+    let app = spawn_sqlite(test_config(&[("ADMIN_TOKEN", "")])).await;
+    let response = app
+        .http
+        .get(format!(
+            "{}/admin/api/clients?phone=%2B447700900123",
+            app.address
+        ))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn healthz_answers() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+/// Texts from one owner at the same moment are handled one after the other: no update is lost.
+#[tokio::test]
+async fn concurrent_texts_from_one_owner_are_serialised_on_postgres() {
+    let app = Arc::new(spawn_postgres(test_config(&[])).await);
+    app.text("SM0", OWNER, "Hi").await;
+    // Each is a miss at S1; a lost update would count fewer than twelve.
+    let statuses = all_at_once(&app, (1..=12).map(|i| (format!("SM{i}"), "???"))).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let client = app
+        .engine
+        .client_by_phone(&OWNER.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(client.misses, 12, "every concurrent miss was counted");
+}
+
+#[tokio::test]
+async fn concurrent_first_texts_from_a_new_owner_make_one_owner_on_postgres() {
+    let app = Arc::new(spawn_postgres(test_config(&[])).await);
+    let statuses = all_at_once(&app, (1..=8).map(|i| (format!("SM{i}"), "Hi"))).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert!(client_count(&app).await);
+}
+
+/// Sends every text from the owner at once, each on its own task.
+async fn all_at_once<S: Store>(
+    app: &Arc<TestApp<S>>,
+    texts: impl Iterator<Item = (String, &'static str)>,
+) -> Vec<StatusCode> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (sid, body) in texts {
+        let app = app.clone();
+        tasks.spawn(async move { app.text(&sid, OWNER, body).await.status() });
+    }
+    tasks.join_all().await
+}

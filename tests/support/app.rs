@@ -1,0 +1,128 @@
+//! `spawn_app()`: the whole HTTP server on a random port, over a chosen store.
+
+use std::sync::Arc;
+
+use onboard::clock::{ManualClock, SequentialIds};
+use onboard::config::Config;
+use onboard::engine::{Engine, Settings};
+use onboard::flows::Flows;
+use onboard::http::{self, AppState};
+use onboard::replay::{FIXTURE_PAYMENT_LINK, fixture_epoch};
+use onboard::store::{PgStore, SqliteStore, Store};
+use onboard::twilio::signature;
+
+pub const AUTH_TOKEN: &str = "test_auth_token";
+pub const ADMIN_TOKEN: &str = "test_admin_token";
+
+pub struct TestApp<S: Store> {
+    pub address: String,
+    pub config: Arc<Config>,
+    pub engine: Arc<Engine<S>>,
+    pub clock: Arc<ManualClock>,
+    pub http: reqwest::Client,
+}
+
+/// Settings as production would have them (signatures checked, admin on), with overrides.
+pub fn test_config(overrides: &[(&str, &str)]) -> Config {
+    let mut vars: Vec<(String, String)> = [
+        ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("PUBLIC_URL", "https://onboard.example.com"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ONBOARDING_NUMBER", "+447700900000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
+    Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    })
+    .expect("test config is valid")
+}
+
+pub async fn spawn_sqlite(config: Config) -> TestApp<SqliteStore> {
+    let store = SqliteStore::in_memory().await.expect("sqlite");
+    store.migrate().await.expect("migrate");
+    spawn_app(store, config).await
+}
+
+pub async fn spawn_postgres(config: Config) -> TestApp<PgStore> {
+    let url = super::fresh_postgres_database().await;
+    let store = PgStore::connect(&url, 10).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    spawn_app(store, config).await
+}
+
+pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
+    let clock = Arc::new(ManualClock::new(fixture_epoch()));
+    let engine = Arc::new(Engine::new(
+        store,
+        Arc::new(Flows::embedded().expect("flows")),
+        clock.clone(),
+        Arc::new(SequentialIds::default()),
+        Settings {
+            payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
+            quarantine: chrono::Duration::days(30),
+        },
+    ));
+    let config = Arc::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    let state = AppState {
+        engine: engine.clone(),
+        config: config.clone(),
+    };
+    tokio::spawn(http::serve(listener, state, std::future::pending()));
+    TestApp {
+        address,
+        config,
+        engine,
+        clock,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl<S: Store> TestApp<S> {
+    /// Posts a form to a Twilio webhook path, signed as Twilio signs it.
+    pub async fn post_twilio(&self, path: &str, params: &[(&str, &str)]) -> reqwest::Response {
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let url = format!("{}{}", self.config.public_url, path);
+        let signature = signature::compute(AUTH_TOKEN, &url, &owned);
+        self.http
+            .post(format!("{}{}", self.address, path))
+            .header("X-Twilio-Signature", signature)
+            .form(&owned)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// An inbound SMS from `from`, signed.
+    pub async fn text(&self, sid: &str, from: &str, body: &str) -> reqwest::Response {
+        self.post_twilio(
+            "/webhooks/twilio/sms",
+            &[
+                ("MessageSid", sid),
+                ("SmsSid", sid),
+                ("AccountSid", "AC00000000000000000000000000000000"),
+                ("From", from),
+                ("To", "+447700900000"),
+                ("Body", body),
+                ("NumMedia", "0"),
+            ],
+        )
+        .await
+    }
+}
