@@ -252,7 +252,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Runs an event, then every command it leads to, against the locked client, and saves it.
-    async fn run(
+    pub(crate) async fn run(
         &self,
         tx: &mut S::Tx,
         client: &mut Client,
@@ -403,7 +403,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Writes the replies of an event that did not come by SMS to the outbox, in this transaction.
-    async fn queue_replies(
+    pub(crate) async fn queue_replies(
         &self,
         tx: &mut S::Tx,
         client: &Client,

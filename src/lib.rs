@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engine;
 pub mod flows;
 pub mod http;
+pub mod payments;
 pub mod replay;
 pub mod sms;
 pub mod store;

@@ -46,6 +46,18 @@ pub struct Step {
     pub from: Option<PhoneNumber>,
     /// For `number_allocated`: the number put in the pool for the waiting owner.
     pub new_number: Option<PhoneNumber>,
+    /// ...or a Stripe webhook delivery of this event type, built, signed and verified as Stripe's
+    /// would be: checkout.session.completed, checkout.session.async_payment_succeeded,
+    /// customer.subscription.deleted, charge.refunded.
+    pub stripe: Option<String>,
+    /// The Stripe event id (default `evt_fixture_<step>`); repeat one to replay a duplicate delivery.
+    pub stripe_event_id: Option<String>,
+    /// For checkout events (default `paid`).
+    pub payment_status: Option<String>,
+    /// Default: the owner's client id; `"none"` leaves it out.
+    pub client_reference_id: Option<String>,
+    /// `"bad"` signs with the wrong secret, `"missing"` sends no signature.
+    pub signature: Option<String>,
     /// Minutes to move the clock forward before the step.
     pub after_minutes: Option<i64>,
     #[serde(flatten)]
@@ -70,6 +82,10 @@ pub struct Expect {
     pub paid: Option<bool>,
     /// The owner's allocated number, or `"none"`.
     pub number: Option<String>,
+    /// For Stripe steps: true when the delivery is refused (bad signature), and nothing changes.
+    pub rejected: Option<bool>,
+    /// For Stripe steps: `processed`, `ignored` or `duplicate`.
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +117,46 @@ impl Fixture {
         }
         for (i, step) in fixture.steps.iter().enumerate() {
             let n = i + 1;
+            let kinds = [
+                step.sms.is_some(),
+                step.event.is_some(),
+                step.stripe.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(invalid(format!(
+                    "step {n}: needs exactly one of sms, event or stripe"
+                )));
+            }
+            if let Some(kind) = &step.stripe {
+                if !STRIPE_EVENTS.contains(&kind.as_str()) {
+                    return Err(invalid(format!(
+                        "step {n}: unknown stripe event {kind:?} (expected one of {})",
+                        STRIPE_EVENTS.join(", ")
+                    )));
+                }
+                if step
+                    .signature
+                    .as_deref()
+                    .is_some_and(|s| s != "bad" && s != "missing")
+                {
+                    return Err(invalid(format!(
+                        "step {n}: signature is \"bad\" or \"missing\""
+                    )));
+                }
+            } else if step.stripe_event_id.is_some()
+                || step.payment_status.is_some()
+                || step.client_reference_id.is_some()
+                || step.signature.is_some()
+                || step.expect.rejected.is_some()
+                || step.expect.outcome.is_some()
+            {
+                return Err(invalid(format!(
+                    "step {n}: stripe_event_id, payment_status, client_reference_id, signature, \
+                     rejected and outcome go with stripe steps only"
+                )));
+            }
             match (&step.sms, &step.event) {
-                (Some(_), None) => {}
+                (Some(_), None) | (None, None) => {}
                 (None, Some(event)) => {
                     if !EVENTS.contains(&event.as_str()) {
                         return Err(invalid(format!(
@@ -136,6 +190,16 @@ impl Fixture {
         Ok(fixture)
     }
 }
+
+const STRIPE_EVENTS: [&str; 4] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "customer.subscription.deleted",
+    "charge.refunded",
+];
+
+/// The webhook secret fixtures' Stripe deliveries are signed with.
+pub const FIXTURE_STRIPE_SECRET: &str = "whsec_fixture";
 
 const EVENTS: [&str; 5] = [
     "payment_confirmed",
@@ -216,7 +280,36 @@ pub async fn run_on<S: Store>(
             clock.advance(Duration::minutes(minutes));
         }
         let owner = step.from.as_ref().unwrap_or(&fixture.owner);
+        let mut receipt = None;
         let reply = match (&step.sms, &step.event) {
+            _ if step.stripe.is_some() => {
+                let client = engine.client_by_phone(owner).await?;
+                let before = engine.store().latest_outbound_id().await?;
+                let delivery = stripe_delivery(step, n, client.as_ref(), engine.now().timestamp());
+                receipt = Some(
+                    match crate::payments::receive(
+                        &engine,
+                        &[FIXTURE_STRIPE_SECRET.to_owned()],
+                        delivery.signature.as_deref(),
+                        delivery.body.as_bytes(),
+                    )
+                    .await
+                    {
+                        Ok(receipt) => Ok(receipt.name().to_owned()),
+                        Err(crate::payments::PaymentError::Failed(e)) => return Err(e.into()),
+                        Err(rejected) => Err(rejected.to_string()),
+                    },
+                );
+                let texts: Vec<String> = engine
+                    .store()
+                    .outbound_after(before)
+                    .await?
+                    .into_iter()
+                    .filter(|m| &m.to == owner)
+                    .map(|m| m.body)
+                    .collect();
+                (!texts.is_empty()).then(|| texts.join("\n"))
+            }
             (Some(body), _) => {
                 let twiml = engine
                     .handle_sms(&InboundSms {
@@ -264,11 +357,108 @@ pub async fn run_on<S: Store>(
             (None, None) => unreachable!("checked at load"),
         };
         let client = engine.client_by_phone(owner).await?;
+        if let Err(failure) = check_receipt(n, &step.expect, receipt.as_ref()) {
+            return Ok(Err(failure));
+        }
         if let Err(failure) = check(n, &step.expect, reply.as_deref(), client.as_ref()) {
             return Ok(Err(failure));
         }
     }
     Ok(Ok(()))
+}
+
+/// A Stripe delivery as Stripe would send it.
+struct Delivery {
+    body: String,
+    signature: Option<String>,
+}
+
+fn stripe_delivery(
+    step: &Step,
+    n: usize,
+    client: Option<&crate::store::Client>,
+    now: i64,
+) -> Delivery {
+    let kind = step.stripe.as_deref().unwrap_or_default();
+    // Stripe ids derived from the owner, so a later cancellation finds the same owner.
+    let owner = client
+        .map(|c| c.id.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let reference = match step.client_reference_id.as_deref() {
+        Some("none") => serde_json::Value::Null,
+        Some(other) => other.into(),
+        None => owner.clone().into(),
+    };
+    let object = match kind {
+        "customer.subscription.deleted" => serde_json::json!({
+            "id": format!("sub_{owner}"), "object": "subscription", "customer": format!("cus_{owner}"),
+            "status": "canceled",
+        }),
+        "charge.refunded" => serde_json::json!({
+            "id": format!("ch_{owner}"), "object": "charge", "customer": format!("cus_{owner}"),
+            "payment_intent": format!("pi_{owner}"), "amount": 2900, "amount_refunded": 2900,
+            "refunded": true,
+        }),
+        _ => serde_json::json!({
+            "id": format!("cs_{owner}"), "object": "checkout.session",
+            "client_reference_id": reference,
+            "payment_status": step.payment_status.as_deref().unwrap_or("paid"),
+            "customer": format!("cus_{owner}"), "subscription": format!("sub_{owner}"),
+            "payment_intent": format!("pi_{owner}"), "amount_total": 2900, "currency": "gbp",
+        }),
+    };
+    let body = serde_json::json!({
+        "id": step.stripe_event_id.clone().unwrap_or_else(|| format!("evt_fixture_{n}")),
+        "object": "event", "type": kind, "created": now, "livemode": false,
+        "data": { "object": object },
+    })
+    .to_string();
+    let signature = match step.signature.as_deref() {
+        Some("missing") => None,
+        Some(_) => Some(crate::stripe::signature::sign(
+            body.as_bytes(),
+            "whsec_wrong",
+            now,
+        )),
+        None => Some(crate::stripe::signature::sign(
+            body.as_bytes(),
+            FIXTURE_STRIPE_SECRET,
+            now,
+        )),
+    };
+    Delivery { body, signature }
+}
+
+fn check_receipt(
+    step: usize,
+    expect: &Expect,
+    receipt: Option<&Result<String, String>>,
+) -> Result<(), Failure> {
+    let Some(receipt) = receipt else {
+        return Ok(());
+    };
+    let shown = match receipt {
+        Ok(outcome) => format!("outcome {outcome}"),
+        Err(why) => format!("rejected: {why}"),
+    };
+    let fail = |expected: String| {
+        Err(Failure {
+            step,
+            expected,
+            actual: shown.clone(),
+        })
+    };
+    match (expect.rejected, receipt) {
+        (Some(true), Ok(_)) => return fail("the delivery rejected".into()),
+        (Some(false) | None, Err(_)) => return fail("the delivery accepted".into()),
+        _ => {}
+    }
+    if let (Some(outcome), Ok(actual)) = (&expect.outcome, receipt) {
+        if outcome != actual {
+            return fail(format!("outcome {outcome}"));
+        }
+    }
+    Ok(())
 }
 
 fn check(

@@ -229,10 +229,15 @@ impl Conversation {
                         &[("payment_link", context.ctx.payment_link)],
                     );
                 }
-                if context.current.is_past_gate() && context.current != StateName::Complete {
+                // Without payment there is no number, so nobody is live: back behind the gate.
+                if context.current.is_past_gate() {
                     self.gate = Some(Gate::PaymentRequired);
                     Transition(State::s5_confirm_live())
                 } else {
+                    // An owner waiting at S5 (for payment or a number) now needs to pay again.
+                    if self.gate.is_some() {
+                        self.gate = Some(Gate::PaymentRequired);
+                    }
                     Handled
                 }
             }
@@ -265,6 +270,8 @@ impl Conversation {
                 Transition(State::s2_business_name())
             }
             BusinessAnswer::One(trade) => {
+                // Half an answer is progress: it ends a run of misses.
+                self.misses = 0;
                 let trade = parse::capitalise_first(&trade);
                 context.say(MessageKey::S1AskPlace, &[("business_type", &trade)]);
                 self.business_type = Some(trade);

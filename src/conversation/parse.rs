@@ -46,7 +46,8 @@ pub fn keyword(text: &str, opted_out: bool) -> Option<Keyword> {
 
 /// Lower-cases and strips the punctuation people wrap short answers in ("Yes!", "ok.", "'done'").
 fn normalise(text: &str) -> String {
-    text.trim()
+    text.replace(['\u{2019}', '\u{2018}'], "'")
+        .trim()
         .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
         .to_lowercase()
         .split_whitespace()
@@ -164,6 +165,8 @@ const MAX_PLACE: usize = 60;
 
 /// Reads "Plumber in Leeds", "plumber, leeds", "Electrician - Manchester", "I'm a roofer based in Bristol".
 pub fn business(text: &str) -> BusinessAnswer {
+    // Phones turn ' into a curly apostrophe as people type.
+    let text = text.replace(['\u{2019}', '\u{2018}'], "'");
     let mut rest = text.trim().trim_end_matches(['.', '!']).trim().to_owned();
     let lower = rest.to_lowercase();
     for prefix in [

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod error;
 pub mod form;
 pub mod health;
+pub mod stripe;
 pub mod twilio;
 
 use std::future::Future;
@@ -48,7 +49,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz::<S>))
-        .route("/webhooks/twilio/sms", post(twilio::sms::<S>));
+        .route("/webhooks/twilio/sms", post(twilio::sms::<S>))
+        .route("/webhooks/stripe", post(stripe::webhook::<S>));
     if state.config.admin_token.is_some() {
         let admin = Router::new()
             .route("/admin/api/clients", get(admin::client_by_phone::<S>))

@@ -25,7 +25,8 @@ pub(super) use client_columns;
 /// The columns of [`OutboundRow`].
 macro_rules! outbound_columns {
     () => {
-        "id, client_id, to_addr, body, status, attempts, twilio_sid, last_error, created_at"
+        "id, client_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
+         attempted_at, created_at"
     };
 }
 pub(super) use outbound_columns;
@@ -34,6 +35,14 @@ pub(super) const CLIENT_BY_PHONE: &str = concat!(
     "SELECT ",
     client_columns!(),
     " FROM clients WHERE owner_phone = $1"
+);
+
+pub(super) const LATEST_OUTBOUND_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM outbound_messages";
+
+pub(super) const OUTBOUND_AFTER: &str = concat!(
+    "SELECT ",
+    outbound_columns!(),
+    " FROM outbound_messages WHERE id > $1 ORDER BY id"
 );
 
 pub(super) const POOL_COUNTS: &str = "SELECT status, COUNT(*) FROM pool_numbers GROUP BY status";
@@ -139,6 +148,8 @@ pub(super) struct OutboundRow {
     attempts: i32,
     twilio_sid: Option<String>,
     last_error: Option<String>,
+    needs_reconcile: bool,
+    attempted_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
 }
 
@@ -155,6 +166,8 @@ impl OutboundRow {
             attempts: self.attempts,
             twilio_sid: self.twilio_sid,
             last_error: self.last_error,
+            needs_reconcile: self.needs_reconcile,
+            attempted_at: self.attempted_at,
             created_at: self.created_at,
         })
     }
@@ -234,7 +247,7 @@ macro_rules! impl_tx {
             use $crate::store::{
                 Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound,
                 NewPoolNumber, NewWebhookEvent, OutboundMessage, OutboundStatus,
-                QuarantineOutcome, Result, Transition, Tx,
+                QuarantineOutcome, Result, StripeKind, Transition, Tx,
             };
 
             impl Tx for $tx {
@@ -463,7 +476,7 @@ macro_rules! impl_tx {
                     let rows: Vec<OutboundRow> = sqlx::query_as(concat!(
                         "UPDATE outbound_messages \
                          SET status = 'sending', lease_until = $2, attempts = attempts + 1, \
-                             updated_at = $1 \
+                             attempted_at = $1, updated_at = $1 \
                          WHERE id IN ( \
                              SELECT id FROM outbound_messages \
                              WHERE status IN ('pending', 'sending') \
@@ -507,13 +520,36 @@ macro_rules! impl_tx {
                         "UPDATE outbound_messages \
                          SET status = $2, twilio_sid = COALESCE($3, twilio_sid), \
                              last_error = $4, next_attempt_at = COALESCE($5, next_attempt_at), \
-                             lease_until = NULL, updated_at = $6 \
+                             lease_until = NULL, needs_reconcile = FALSE, updated_at = $6 \
                          WHERE id = $1 AND status NOT IN \
                              ('delivered', 'undelivered', 'failed', 'simulated', 'suppressed')",
                     )
                     .bind(id)
                     .bind(status.as_str())
                     .bind(twilio_sid)
+                    .bind(error)
+                    .bind(retry_at)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn mark_outbound_ambiguous(
+                    &mut self,
+                    id: i64,
+                    error: &str,
+                    retry_at: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    // attempted_at is kept: it bounds the reconciliation search.
+                    sqlx::query(
+                        "UPDATE outbound_messages \
+                         SET status = 'pending', needs_reconcile = TRUE, last_error = $2, \
+                             next_attempt_at = $3, lease_until = NULL, updated_at = $4 \
+                         WHERE id = $1 AND status = 'sending'",
+                    )
+                    .bind(id)
                     .bind(error)
                     .bind(retry_at)
                     .bind(now)
@@ -725,6 +761,49 @@ macro_rules! impl_tx {
                     rows.into_iter().map(ClientRow::into_client).collect()
                 }
 
+                // --- payments -----------------------------------------------------------------
+
+                async fn link_stripe(
+                    &mut self,
+                    client_id: &ClientId,
+                    kind: StripeKind,
+                    stripe_id: &str,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    // First link wins: a Stripe object never moves to another owner.
+                    sqlx::query(
+                        "INSERT INTO stripe_links (kind, stripe_id, client_id, created_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (kind, stripe_id) DO NOTHING",
+                    )
+                    .bind(kind.as_str())
+                    .bind(stripe_id)
+                    .bind(client_id.as_str())
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn lock_client_by_stripe(
+                    &mut self,
+                    kind: StripeKind,
+                    stripe_id: &str,
+                ) -> Result<Option<Client>> {
+                    sqlx::query_as::<_, ClientRow>(concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE id = \
+                             (SELECT client_id FROM stripe_links WHERE kind = $1 AND stripe_id = $2)",
+                        $for_update
+                    ))
+                    .bind(kind.as_str())
+                    .bind(stripe_id)
+                    .fetch_optional(&mut *self.0)
+                    .await?
+                    .map(ClientRow::into_client)
+                    .transpose()
+                }
+
                 // --- provider webhook events ---------------------------------------------
 
                 async fn insert_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> Result<bool> {
@@ -743,6 +822,21 @@ macro_rules! impl_tx {
                     .await?
                     .rows_affected();
                     Ok(inserted == 1)
+                }
+
+                async fn webhook_event_status(
+                    &mut self,
+                    provider: &str,
+                    event_id: &str,
+                ) -> Result<Option<String>> {
+                    Ok(sqlx::query_scalar(concat!(
+                        "SELECT status FROM webhook_events WHERE provider = $1 AND event_id = $2",
+                        $for_update
+                    ))
+                    .bind(provider)
+                    .bind(event_id)
+                    .fetch_optional(&mut *self.0)
+                    .await?)
                 }
 
                 async fn set_webhook_event_outcome(

@@ -206,6 +206,10 @@ pub struct OutboundMessage {
     pub attempts: i32,
     pub twilio_sid: Option<String>,
     pub last_error: Option<String>,
+    /// An earlier attempt's outcome is unknown: ask Twilio before sending again.
+    pub needs_reconcile: bool,
+    /// When the latest attempt was claimed.
+    pub attempted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -303,6 +307,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Client>>> + Send;
 
     fn pool_stats(&self) -> impl Future<Output = Result<PoolStats>> + Send;
+
+    /// The newest outbox message's id (0 for none): a bookmark for [`Store::outbound_after`].
+    fn latest_outbound_id(&self) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Outbox messages written after the bookmark, oldest first.
+    fn outbound_after(&self, id: i64) -> impl Future<Output = Result<Vec<OutboundMessage>>> + Send;
 }
 
 /// One transaction. Dropped without [`Tx::commit`], it rolls back.
@@ -370,6 +380,16 @@ pub trait Tx: Send + Sized {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Puts a message whose send may or may not have gone out back in the outbox, marked so the next
+    /// attempt first asks Twilio whether it was sent.
+    fn mark_outbound_ambiguous(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Applies a status callback by Twilio sid, never moving a message back from a final status.
     /// Returns the message's client if the sid is known.
     fn update_outbound_status(
@@ -398,8 +418,7 @@ pub trait Tx: Send + Sized {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Moves a number to QUARANTINED until `until`, detaching its client. Returns the client it had, if any,
-    /// or `Err`-free `None` with `found = false` when the number is not in the pool.
+    /// Moves a number to QUARANTINED until `until`, detaching its client (which it names).
     fn quarantine_number(
         &mut self,
         e164: &PhoneNumber,
@@ -417,7 +436,31 @@ pub trait Tx: Send + Sized {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<Client>>> + Send;
 
+    // --- payments ----------------------------------------------------------------------------
+    /// Remembers that a Stripe object (customer, subscription, payment) belongs to this owner.
+    fn link_stripe(
+        &mut self,
+        client_id: &ClientId,
+        kind: StripeKind,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The owner a Stripe object belongs to, locked.
+    fn lock_client_by_stripe(
+        &mut self,
+        kind: StripeKind,
+        stripe_id: &str,
+    ) -> impl Future<Output = Result<Option<Client>>> + Send;
+
     // --- provider webhook events -------------------------------------------------------------
+    /// The stored status of an event (`received`, `processed`, `ignored`, `failed`), locked.
+    fn webhook_event_status(
+        &mut self,
+        provider: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+
     /// Stores an event once by (provider, id). False when it was already stored.
     fn insert_webhook_event(
         &mut self,
@@ -437,4 +480,22 @@ pub trait Tx: Send + Sized {
 pub enum QuarantineOutcome {
     NotInPool,
     Quarantined { client_id: Option<ClientId> },
+}
+
+/// The Stripe objects that tie later events to an owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeKind {
+    Customer,
+    Subscription,
+    PaymentIntent,
+}
+
+impl StripeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripeKind::Customer => "customer",
+            StripeKind::Subscription => "subscription",
+            StripeKind::PaymentIntent => "payment_intent",
+        }
+    }
 }

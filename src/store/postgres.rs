@@ -5,8 +5,8 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::common::{self, ClientRow};
-use super::{Client, PoolStats, Result, Store};
+use super::common::{self, ClientRow, OutboundRow};
+use super::{Client, OutboundMessage, PoolStats, Result, Store};
 use crate::domain::PhoneNumber;
 
 #[derive(Debug, Clone)]
@@ -68,6 +68,20 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         common::pool_stats(counts)
+    }
+
+    async fn latest_outbound_id(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(common::LATEST_OUTBOUND_ID)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn outbound_after(&self, id: i64) -> Result<Vec<OutboundMessage>> {
+        let rows: Vec<OutboundRow> = sqlx::query_as(common::OUTBOUND_AFTER)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(OutboundRow::into_message).collect()
     }
 }
 

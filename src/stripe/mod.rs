@@ -1,3 +1,4 @@
 //! Stripe's edge: webhook signatures and the events we act on.
 
+pub mod event;
 pub mod signature;

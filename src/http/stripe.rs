@@ -1,0 +1,37 @@
+//! Stripe's webhook.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::payments::{self, PaymentError};
+use crate::store::Store;
+
+/// `POST /webhooks/stripe`: verified over the raw body before anything is parsed or stored.
+pub async fn webhook<S: Store>(
+    State(app): State<AppState<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .map(|v| v.to_str().unwrap_or_default());
+    let receipt = payments::receive(
+        &app.engine,
+        &app.config.stripe_webhook_secrets,
+        signature,
+        &body,
+    )
+    .await
+    .map_err(|e| match e {
+        PaymentError::BadSignature(e) => ApiError::BadRequest(e.to_string()),
+        PaymentError::BadEvent(e) => ApiError::BadRequest(e.to_string()),
+        PaymentError::Failed(e) => ApiError::Engine(e),
+    })?;
+    Ok(Json(
+        serde_json::json!({ "received": true, "outcome": receipt.name() }),
+    ))
+}

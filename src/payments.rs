@@ -1,0 +1,222 @@
+//! Payments from Stripe: verify, store once, and move the owner's conversation.
+//!
+//! Each event runs in one transaction: the event row, the owner's change and any text it causes
+//! commit together, so a retry either finds the event done or does all of it.
+
+use crate::conversation::Event;
+use crate::domain::ClientId;
+use crate::engine::{Engine, EngineError};
+use crate::store::{EventOutcome, NewWebhookEvent, Store, Tx};
+use crate::stripe::event::{Envelope, PaymentAction, classify};
+use crate::stripe::signature::{self, StripeSignatureError};
+
+const PROVIDER: &str = "stripe";
+
+/// What became of a delivered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    Processed,
+    Ignored(String),
+    /// Seen before: nothing changed.
+    Duplicate,
+}
+
+impl Receipt {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Receipt::Processed => "processed",
+            Receipt::Ignored(_) => "ignored",
+            Receipt::Duplicate => "duplicate",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("Stripe-Signature: {0}")]
+    BadSignature(#[from] StripeSignatureError),
+    #[error(transparent)]
+    BadEvent(#[from] crate::stripe::event::BadEvent),
+    #[error("processing failed (stored as failed; Stripe will retry): {0}")]
+    Failed(#[from] EngineError),
+}
+
+/// Verifies a delivery's signature over the raw body, then handles it. With no secrets configured
+/// (dev mode) the signature is not checked.
+pub async fn receive<S: Store>(
+    engine: &Engine<S>,
+    secrets: &[String],
+    signature_header: Option<&str>,
+    raw_body: &[u8],
+) -> Result<Receipt, PaymentError> {
+    if !secrets.is_empty() {
+        signature::verify(
+            signature_header,
+            raw_body,
+            secrets,
+            engine.now().timestamp(),
+            signature::DEFAULT_TOLERANCE_SECS,
+        )?;
+    }
+    let (envelope, payload) = Envelope::parse(raw_body)?;
+    match handle(engine, &envelope, &payload).await {
+        Ok(receipt) => Ok(receipt),
+        Err(e) => {
+            record_failure(engine, &envelope, &payload, &e).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn handle<S: Store>(
+    engine: &Engine<S>,
+    envelope: &Envelope,
+    payload: &serde_json::Value,
+) -> Result<Receipt, EngineError> {
+    let now = engine.now();
+    let mut tx = engine.store().begin().await?;
+    match tx
+        .webhook_event_status(PROVIDER, &envelope.id)
+        .await?
+        .as_deref()
+    {
+        // A failed event is processed again on Stripe's retry; anything else is done.
+        Some("failed") => {}
+        Some(_) => {
+            tx.commit().await?;
+            tracing::info!(event = "STRIPE_EVENT_DUPLICATE", event_id = %envelope.id);
+            return Ok(Receipt::Duplicate);
+        }
+        None => {
+            tx.insert_webhook_event(&NewWebhookEvent {
+                provider: PROVIDER,
+                event_id: &envelope.id,
+                event_type: &envelope.event_type,
+                payload,
+                received_at: now,
+            })
+            .await?;
+        }
+    }
+
+    let receipt = match classify(envelope) {
+        PaymentAction::Paid {
+            client_reference_id,
+            links,
+        } => {
+            let client = match client_reference_id.as_deref().and_then(ClientId::parse) {
+                Some(id) => tx.lock_client(&id).await?,
+                None => None,
+            };
+            match client {
+                Some(mut client) => {
+                    for (kind, id) in &links {
+                        tx.link_stripe(&client.id, *kind, id, now).await?;
+                    }
+                    tracing::info!(
+                        event = "PAYMENT_CONFIRMED",
+                        client_id = %client.id,
+                        phone = %client.owner_phone.masked(),
+                        event_id = %envelope.id,
+                    );
+                    let decision = engine
+                        .run(&mut tx, &mut client, Event::PaymentConfirmed, now)
+                        .await?;
+                    engine
+                        .queue_replies(&mut tx, &client, &decision, now)
+                        .await?;
+                    Receipt::Processed
+                }
+                None => {
+                    tracing::warn!(
+                        event = "PAYMENT_UNMATCHED",
+                        event_id = %envelope.id,
+                        client_reference_id = client_reference_id.as_deref().unwrap_or("(none)"),
+                        "paid checkout names no owner we know: needs a person"
+                    );
+                    Receipt::Ignored("client_reference_id names no owner".into())
+                }
+            }
+        }
+        PaymentAction::Revoked { by } => {
+            let mut found = None;
+            for (kind, id) in &by {
+                if let Some(client) = tx.lock_client_by_stripe(*kind, id).await? {
+                    found = Some(client);
+                    break;
+                }
+            }
+            match found {
+                Some(mut client) => {
+                    tracing::info!(
+                        event = "PAYMENT_REVOKED",
+                        client_id = %client.id,
+                        phone = %client.owner_phone.masked(),
+                        event_id = %envelope.id,
+                        event_type = %envelope.event_type,
+                    );
+                    let decision = engine
+                        .run(&mut tx, &mut client, Event::PaymentRevoked, now)
+                        .await?;
+                    engine
+                        .queue_replies(&mut tx, &client, &decision, now)
+                        .await?;
+                    Receipt::Processed
+                }
+                None => {
+                    tracing::warn!(
+                        event = "PAYMENT_UNMATCHED",
+                        event_id = %envelope.id,
+                        event_type = %envelope.event_type,
+                        "revocation for a Stripe object we never linked to an owner"
+                    );
+                    Receipt::Ignored(
+                        "no owner linked to this customer, subscription or payment".into(),
+                    )
+                }
+            }
+        }
+        PaymentAction::Ignore(reason) => Receipt::Ignored(reason),
+    };
+    let (outcome, note) = match &receipt {
+        Receipt::Ignored(reason) => (EventOutcome::Ignored, Some(reason.as_str())),
+        _ => (EventOutcome::Processed, None),
+    };
+    tx.set_webhook_event_outcome(PROVIDER, &envelope.id, outcome, note)
+        .await?;
+    tx.commit().await?;
+    Ok(receipt)
+}
+
+/// The processing transaction rolled back; keep a record that it failed, and why, for ops.
+async fn record_failure<S: Store>(
+    engine: &Engine<S>,
+    envelope: &Envelope,
+    payload: &serde_json::Value,
+    error: &EngineError,
+) {
+    tracing::error!(event = "STRIPE_EVENT_FAILED", event_id = %envelope.id, error = %error);
+    let result = async {
+        let mut tx = engine.store().begin().await?;
+        tx.insert_webhook_event(&NewWebhookEvent {
+            provider: PROVIDER,
+            event_id: &envelope.id,
+            event_type: &envelope.event_type,
+            payload,
+            received_at: engine.now(),
+        })
+        .await?;
+        tx.set_webhook_event_outcome(
+            PROVIDER,
+            &envelope.id,
+            EventOutcome::Failed,
+            Some(&error.to_string()),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(event = "STRIPE_EVENT_FAILED", event_id = %envelope.id, error = %e, "could not record the failure either");
+    }
+}
