@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::clock::{RandomIds, SystemClock};
 use crate::config::Config;
 use crate::engine::{DEFAULT_QUARANTINE_DAYS, Engine, Settings};
 use crate::flows::Flows;
 use crate::http::{self, AppState};
+use crate::outbox::{Outbox, OutboxSettings, Sender};
+use crate::pool;
 use crate::store::{PgStore, SqliteStore, Store};
+use crate::twilio::client::{Credentials, TwilioClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -74,6 +78,7 @@ pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<
         Settings {
             payment_link: config.stripe_payment_link.clone(),
             quarantine: Duration::days(DEFAULT_QUARANTINE_DAYS),
+            pool_low_water: config.pool_low_water,
         },
     )
 }
@@ -92,6 +97,12 @@ pub async fn serve(
             addr: config.listen_addr,
             source,
         })?;
+    if config.stripe_webhook_secrets.is_empty() {
+        tracing::warn!(
+            event = "DEV_MODE",
+            "STRIPE_WEBHOOK_SECRET is not set: Stripe signatures are NOT checked. Never run like this in production."
+        );
+    }
     if !config.signatures_checked() {
         tracing::warn!(
             event = "DEV_MODE",
@@ -111,6 +122,8 @@ pub async fn serve(
     }
 }
 
+/// Serves HTTP with the outbox worker and the pool keeper beside it. On shutdown, HTTP drains
+/// in-flight requests first, then the worker finishes the message in hand.
 async fn run<S: Store>(
     listener: TcpListener,
     store: S,
@@ -118,11 +131,58 @@ async fn run<S: Store>(
     flows: Arc<Flows>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = AppState {
-        engine: Arc::new(engine(store, &config, flows)),
-        config,
-    };
-    http::serve(listener, state, shutdown)
-        .await
-        .map_err(StartError::Serve)
+    let engine = Arc::new(engine(store.clone(), &config, flows));
+    let (stop, stopped) = watch::channel(false);
+
+    let outbox = Outbox::new(
+        store,
+        sender(&config),
+        Arc::new(SystemClock),
+        OutboxSettings::default(),
+    );
+    let worker = tokio::spawn({
+        let stopped = stopped.clone();
+        async move { outbox.run(stopped).await }
+    });
+    let keeper = tokio::spawn({
+        let engine = engine.clone();
+        async move { pool::keep(&engine, std::time::Duration::from_secs(60), stopped).await }
+    });
+
+    let state = AppState { engine, config };
+    let served = http::serve(listener, state, shutdown).await;
+    let _ = stop.send(true);
+    let _ = worker.await;
+    let _ = keeper.await;
+    served.map_err(StartError::Serve)
+}
+
+/// Twilio when credentials are set; otherwise texts are logged and marked simulated.
+pub fn sender(config: &Config) -> Sender {
+    match (
+        &config.twilio_account_sid,
+        &config.twilio_auth_token,
+        &config.onboarding_number,
+    ) {
+        (Some(sid), Some(token), Some(from)) => Sender::Twilio {
+            client: TwilioClient::new(
+                &config.twilio_api_base,
+                Credentials {
+                    account_sid: sid.clone(),
+                    username: sid.clone(),
+                    secret: token.clone(),
+                },
+                std::time::Duration::from_secs(10),
+            ),
+            from: from.clone(),
+            status_callback: format!("{}/webhooks/twilio/message-status", config.public_url),
+        },
+        _ => {
+            tracing::warn!(
+                event = "DEV_MODE",
+                "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN or ONBOARDING_NUMBER is not set: texts are logged, not sent"
+            );
+            Sender::Simulated
+        }
+    }
 }

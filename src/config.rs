@@ -36,6 +36,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Override the flows compiled into the binary with files from this folder.
     pub flows_dir: Option<String>,
+    /// Twilio's REST API; tests point it at a mock.
+    pub twilio_api_base: String,
+    /// Below this many AVAILABLE numbers, `POOL_LOW` is logged.
+    pub pool_low_water: i64,
 }
 
 /// Development's stand-in, so `serve` works with nothing set.
@@ -154,6 +158,19 @@ impl Config {
             admin_token: get("ADMIN_TOKEN"),
             log_format,
             flows_dir: get("FLOWS_DIR"),
+            twilio_api_base: get("TWILIO_API_BASE")
+                .unwrap_or_else(|| "https://api.twilio.com".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            pool_low_water: match get("POOL_LOW_WATER") {
+                None => 3,
+                Some(raw) => raw.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        name: "POOL_LOW_WATER",
+                        problem: format!("{raw:?} is not a whole number >= 0"),
+                    }
+                })?,
+            },
             public_url,
         };
         if env == Environment::Production {
@@ -173,6 +190,11 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// Dev mode for sending: without an account sid and token, texts are logged, not sent.
+    pub fn sends_for_real(&self) -> bool {
+        self.twilio_account_sid.is_some() && self.twilio_auth_token.is_some()
     }
 
     /// Dev mode: no Twilio auth token, so webhook signatures are not checked.
@@ -231,6 +253,8 @@ mod tests {
         assert!(err.to_string().starts_with("ONBOARDING_NUMBER"), "{err}");
         let err = config(&[("STRIPE_PAYMENT_LINK", "http://x")]).unwrap_err();
         assert!(err.to_string().starts_with("STRIPE_PAYMENT_LINK"), "{err}");
+        let err = config(&[("POOL_LOW_WATER", "-1")]).unwrap_err();
+        assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.to_string().starts_with("LOG_FORMAT"), "{err}");
     }

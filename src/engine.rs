@@ -10,11 +10,11 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::{Clock, Ids};
 use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
-use crate::domain::{ClientId, PhoneNumber, mask_phone};
+use crate::domain::{ClientId, Country, PhoneNumber, mask_phone};
 use crate::flows::{Flows, MessageKey};
 use crate::store::{
-    Allocation, Claim, Client, NewInbound, NewOutbound, NewPoolNumber, QuarantineOutcome, Store,
-    StoreError, Transition, Tx,
+    Allocation, Claim, Client, NewInbound, NewOutbound, NewPoolNumber, OutboundStatus,
+    QuarantineOutcome, Store, StoreError, Transition, Tx,
 };
 use crate::twilio::twiml;
 
@@ -31,6 +31,8 @@ pub enum EngineError {
     UnknownNumber(String),
     #[error("the pool gave an inconsistent answer: {0}")]
     Pool(String),
+    #[error("number {0} is assigned to owner {1}; it can only be released from them")]
+    NumberInUse(String, ClientId),
 }
 
 /// What the engine needs besides the store.
@@ -38,6 +40,8 @@ pub struct Settings {
     /// The Stripe Payment Link, without a query string.
     pub payment_link: String,
     pub quarantine: Duration,
+    /// Below this many AVAILABLE numbers in a country, `POOL_LOW` is logged.
+    pub pool_low_water: i64,
 }
 
 /// An SMS from Twilio's webhook, fields already checked for presence.
@@ -165,6 +169,7 @@ impl<S: Store> Engine<S> {
         tx.finish_inbound(&sms.message_sid, Some(&client.id), &response)
             .await?;
         tx.commit().await?;
+        self.check_pool(&decision).await;
         Ok(response)
     }
 
@@ -179,11 +184,94 @@ impl<S: Store> Engine<S> {
         let decision = self.run(&mut tx, &mut client, event, now).await?;
         let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
         tx.commit().await?;
+        self.check_pool(&decision).await;
         Ok(Outcome {
             client_id: client.id,
             state: client.state,
             texts,
         })
+    }
+
+    /// A delivery report from Twilio. Never moves a message back from a final status; error 21610
+    /// (the owner replied STOP) marks the owner opted out.
+    pub async fn message_status(
+        &self,
+        message_sid: &str,
+        status: OutboundStatus,
+        error_code: Option<&str>,
+    ) -> Result<bool, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let client_id = tx
+            .update_outbound_status(message_sid, status, error_code, now)
+            .await?;
+        if let (Some(id), Some("21610")) = (&client_id, error_code) {
+            if let Some(mut client) = tx.lock_client(id).await? {
+                if !client.opted_out {
+                    client.opted_out = true;
+                    client.updated_at = now;
+                    tx.save_client(&client).await?;
+                    tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(client_id.is_some())
+    }
+
+    /// Sends a number no owner holds to quarantine. A number in use is refused: taking it from its
+    /// owner is a payment decision, not a pool one.
+    pub async fn release_number(&self, number: &PhoneNumber) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if let Some(client) = tx.lock_client_by_number(number).await? {
+            return Err(EngineError::NumberInUse(number.to_string(), client.id));
+        }
+        self.quarantine(&mut tx, number, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Returns numbers whose quarantine is over to the pool, and serves the waitlist with them.
+    pub async fn end_quarantines(&self) -> Result<u64, EngineError> {
+        let mut tx = self.store.begin().await?;
+        let returned = tx.end_quarantines(self.clock.now()).await?;
+        tx.commit().await?;
+        if returned > 0 {
+            tracing::info!(event = "QUARANTINE_ENDED", numbers = returned);
+            for country in [Country::Gb, Country::Us, Country::Other] {
+                self.serve_waitlist(country).await?;
+            }
+        }
+        Ok(returned)
+    }
+
+    /// A payment may have allocated a number: check what is left.
+    pub(crate) async fn after_payment(&self) {
+        self.check_pool(&Decision {
+            commands: vec![Command::AllocateNumber],
+            ..Decision::default()
+        })
+        .await;
+    }
+
+    /// Logs `POOL_LOW` when an allocation has left too few numbers.
+    async fn check_pool(&self, decision: &Decision) {
+        if !decision.commands.contains(&Command::AllocateNumber) {
+            return;
+        }
+        match self.store.pool_stats().await {
+            Ok(stats) if stats.available < self.settings.pool_low_water => {
+                tracing::warn!(
+                    event = "POOL_LOW",
+                    available = stats.available,
+                    low_water = self.settings.pool_low_water,
+                    "add numbers: onboard pool add"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(event = "POOL_STATS_FAILED", error = %e),
+        }
     }
 
     /// The owner with this phone number, if any.
@@ -243,6 +331,7 @@ impl<S: Store> Engine<S> {
             tx.save_client(&client).await?;
             let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
             tx.commit().await?;
+            self.check_pool(&decision).await;
             served.push(Outcome {
                 client_id: client.id,
                 state: client.state,

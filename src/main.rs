@@ -7,6 +7,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use onboard::app::{self, Database};
 use onboard::config::{Config, LogFormat};
+use onboard::domain::PhoneNumber;
+use onboard::engine::Engine;
+use onboard::store::Store;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +31,24 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Operate the number pool.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Add numbers (E.164); waiting owners are served at once.
+    Add {
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Add every number in a file, one a line (blank lines and # comments skipped).
+    Import { file: PathBuf },
+    /// Show numbers by status.
+    Stats,
+    /// Send a number no owner holds to quarantine.
+    Release { number: String },
 }
 
 #[tokio::main]
@@ -42,7 +63,7 @@ async fn main() -> ExitCode {
     };
     // A replay prints its own report; its log lines would only bury it.
     let default_filter = match cli.command {
-        Command::Replay { .. } => "warn",
+        Command::Replay { .. } | Command::Pool(_) => "warn",
         _ => "info,sqlx=warn,tower_http=info",
     };
     init_tracing(config.log_format, default_filter);
@@ -56,6 +77,7 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Pool(command) => pool(&config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +100,69 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
     let flows = Arc::new(app::load_flows(config)?);
     Ok(onboard::replay::replay_all(paths, flows).await?)
+}
+
+async fn pool(config: &Config, command: PoolCommand) -> anyhow::Result<()> {
+    let database = Database::connect(&config.database_url).await?;
+    database.migrate().await?;
+    let flows = Arc::new(app::load_flows(config)?);
+    match database {
+        Database::Postgres(store) => {
+            pool_on(app::engine(store, config, flows), config, command).await
+        }
+        Database::Sqlite(store) => {
+            pool_on(app::engine(store, config, flows), config, command).await
+        }
+    }
+}
+
+async fn pool_on<S: Store>(
+    engine: Engine<S>,
+    config: &Config,
+    command: PoolCommand,
+) -> anyhow::Result<()> {
+    let numbers = match &command {
+        PoolCommand::Add { numbers } => Some(parse_or_report(numbers.iter().map(String::as_str))?),
+        PoolCommand::Import { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            Some(parse_or_report(text.lines())?)
+        }
+        PoolCommand::Stats => None,
+        PoolCommand::Release { number } => {
+            let number =
+                PhoneNumber::parse(number).map_err(|e| anyhow::anyhow!("{number:?}: {e}"))?;
+            engine.release_number(&number).await?;
+            println!("{} quarantined", number);
+            None
+        }
+    };
+    if let Some(numbers) = numbers {
+        let (added, served) = engine.add_numbers(&numbers).await?;
+        println!(
+            "{added} added, {} already in the pool; {} waiting owner(s) given a number",
+            numbers.len() as u64 - added,
+            served.len()
+        );
+    }
+    let stats = engine.store().pool_stats().await?;
+    println!(
+        "{}",
+        onboard::pool::format_stats(&stats, config.pool_low_water)
+    );
+    Ok(())
+}
+
+/// Every bad line named; nothing added unless the whole list is good.
+fn parse_or_report<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<Vec<PhoneNumber>> {
+    onboard::pool::parse_numbers(lines).map_err(|bad| {
+        for line in &bad {
+            eprintln!("onboard: {line}");
+        }
+        anyhow::anyhow!("{} bad line(s): nothing was added", bad.len())
+    })
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -60,7 +60,12 @@ pub async fn receive<S: Store>(
     }
     let (envelope, payload) = Envelope::parse(raw_body)?;
     match handle(engine, &envelope, &payload).await {
-        Ok(receipt) => Ok(receipt),
+        Ok(receipt) => {
+            if receipt == Receipt::Processed {
+                engine.after_payment().await;
+            }
+            Ok(receipt)
+        }
         Err(e) => {
             record_failure(engine, &envelope, &payload, &e).await;
             Err(e.into())

@@ -269,6 +269,7 @@ pub async fn run_on<S: Store>(
         Settings {
             payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
             quarantine: Duration::days(crate::engine::DEFAULT_QUARANTINE_DAYS),
+            pool_low_water: 0,
         },
     );
     if !fixture.pool.is_empty() {

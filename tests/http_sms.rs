@@ -316,3 +316,256 @@ async fn all_at_once<S: Store>(
     }
     tasks.join_all().await
 }
+
+mod delivery_reports {
+    use super::*;
+    use onboard::store::{NewOutbound, Tx};
+
+    /// An owner with one text in the outbox, already handed to Twilio as `SM_out`.
+    async fn sent_message(app: &TestApp<onboard::store::SqliteStore>) {
+        app.text("SM1", OWNER, "Hi").await;
+        let client = app
+            .engine
+            .client_by_phone(&OWNER.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let store = app.engine.store();
+        let mut tx = store.begin().await.unwrap();
+        let id = tx
+            .enqueue_outbound(&NewOutbound {
+                client_id: &client.id,
+                to: &client.owner_phone,
+                body: "hello",
+                created_at: app.engine.now(),
+            })
+            .await
+            .unwrap();
+        let now = app.engine.now();
+        tx.claim_outbound(now, now + chrono::Duration::minutes(1), 10)
+            .await
+            .unwrap();
+        tx.finish_outbound(
+            id,
+            onboard::store::OutboundStatus::Queued,
+            Some("SM_out"),
+            None,
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn report(
+        app: &TestApp<onboard::store::SqliteStore>,
+        status: &str,
+        error: Option<&str>,
+    ) -> StatusCode {
+        let mut params = vec![("MessageSid", "SM_out"), ("MessageStatus", status)];
+        if let Some(code) = error {
+            params.push(("ErrorCode", code));
+        }
+        app.post_twilio("/webhooks/twilio/message-status", &params)
+            .await
+            .status()
+    }
+
+    async fn status(app: &TestApp<onboard::store::SqliteStore>) -> String {
+        app.engine.store().outbound_after(0).await.unwrap()[0]
+            .status
+            .as_str()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn delivery_reports_move_forward_and_never_back() {
+        let app = spawn_sqlite(test_config(&[])).await;
+        sent_message(&app).await;
+        assert_eq!(report(&app, "sent", None).await, StatusCode::NO_CONTENT);
+        assert_eq!(status(&app).await, "sent");
+        report(&app, "delivered", None).await;
+        assert_eq!(status(&app).await, "delivered");
+        // Out of order: a late "sent" must not undo "delivered".
+        report(&app, "sent", None).await;
+        assert_eq!(status(&app).await, "delivered");
+    }
+
+    #[tokio::test]
+    async fn error_21610_in_a_report_opts_the_owner_out() {
+        let app = spawn_sqlite(test_config(&[])).await;
+        sent_message(&app).await;
+        report(&app, "failed", Some("21610")).await;
+        assert_eq!(status(&app).await, "failed");
+        let client = app
+            .engine
+            .client_by_phone(&OWNER.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(client.opted_out);
+    }
+
+    #[tokio::test]
+    async fn reports_are_signed_and_complete() {
+        let app = spawn_sqlite(test_config(&[])).await;
+        let unsigned = app
+            .http
+            .post(format!("{}/webhooks/twilio/message-status", app.address))
+            .form(&[("MessageSid", "SM_out"), ("MessageStatus", "sent")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
+        let incomplete = app
+            .post_twilio(
+                "/webhooks/twilio/message-status",
+                &[("MessageSid", "SM_out")],
+            )
+            .await;
+        assert_eq!(incomplete.status(), StatusCode::BAD_REQUEST);
+        // A sid we never sent is acknowledged, so Twilio does not retry it forever.
+        let unknown = app
+            .post_twilio(
+                "/webhooks/twilio/message-status",
+                &[("MessageSid", "SM_other"), ("MessageStatus", "sent")],
+            )
+            .await;
+        assert_eq!(unknown.status(), StatusCode::NO_CONTENT);
+    }
+}
+
+mod stripe_webhook {
+    use super::*;
+    use onboard::stripe::signature;
+
+    const SECRET: &str = "whsec_test";
+
+    fn event(id: &str, client_reference_id: &str) -> String {
+        serde_json::json!({
+            "id": id, "object": "event", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_1", "payment_status": "paid",
+                "client_reference_id": client_reference_id, "customer": "cus_1"}}
+        })
+        .to_string()
+    }
+
+    async fn deliver<S: Store>(
+        app: &TestApp<S>,
+        body: &str,
+        header: Option<String>,
+    ) -> reqwest::Response {
+        let mut request = app
+            .http
+            .post(format!("{}/webhooks/stripe", app.address))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(header) = header {
+            request = request.header("Stripe-Signature", header);
+        }
+        request.send().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_signed_payment_pays_the_owner_once() {
+        let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
+        app.text("SM1", OWNER, "Hi").await;
+        let now = app.engine.now().timestamp();
+        let body = event("evt_1", "c_0000000001");
+        let response = deliver(
+            &app,
+            &body,
+            Some(signature::sign(body.as_bytes(), SECRET, now)),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let json: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(json["outcome"], "processed");
+        let again = deliver(
+            &app,
+            &body,
+            Some(signature::sign(body.as_bytes(), SECRET, now)),
+        )
+        .await;
+        let json: serde_json::Value = again.json().await.unwrap();
+        assert_eq!(json["outcome"], "duplicate");
+        let client = app
+            .engine
+            .client_by_phone(&OWNER.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(client.payment_active);
+    }
+
+    #[tokio::test]
+    async fn a_bad_or_stale_signature_is_400_and_changes_nothing() {
+        let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
+        app.text("SM1", OWNER, "Hi").await;
+        let now = app.engine.now().timestamp();
+        let body = event("evt_1", "c_0000000001");
+        for header in [
+            None,
+            Some("garbage".to_owned()),
+            Some(signature::sign(body.as_bytes(), "whsec_other", now)),
+            Some(signature::sign(body.as_bytes(), SECRET, now - 301)),
+        ] {
+            let response = deliver(&app, &body, header.clone()).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{header:?}");
+        }
+        let client = app
+            .engine
+            .client_by_phone(&OWNER.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!client.payment_active);
+        // Nothing was stored: the genuine event is still new.
+        let response = deliver(
+            &app,
+            &body,
+            Some(signature::sign(body.as_bytes(), SECRET, now)),
+        )
+        .await;
+        let json: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(json["outcome"], "processed");
+    }
+
+    #[tokio::test]
+    async fn a_signed_body_that_is_not_an_event_is_400() {
+        let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
+        let now = app.engine.now().timestamp();
+        let body = "{\"hello\": 1}";
+        let response = deliver(
+            &app,
+            body,
+            Some(signature::sign(body.as_bytes(), SECRET, now)),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn the_pool_endpoint_reports_health() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    app.engine
+        .add_numbers(&["+447700900900".parse().unwrap()])
+        .await
+        .unwrap();
+    let json: serde_json::Value = app
+        .http
+        .get(format!("{}/admin/api/pool", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["total"], 1);
+    assert_eq!(json["by_status"]["AVAILABLE"], 1);
+    assert_eq!(json["low_water"], 3);
+    assert_eq!(json["healthy"], false);
+}

@@ -30,7 +30,12 @@ const HELP: &[&str] = &["HELP", "INFO"];
 /// Classifies a message as a keyword. YES is an opt-in word only for someone who opted out;
 /// otherwise it is an ordinary answer.
 pub fn keyword(text: &str, opted_out: bool) -> Option<Keyword> {
-    let word = text.trim().to_uppercase();
+    // "Stop." and "STOP!" are still a STOP: when in doubt, honour the opt-out.
+    let word = text
+        .trim()
+        .trim_end_matches(['.', '!'])
+        .trim()
+        .to_uppercase();
     if OPT_OUT.contains(&word.as_str()) {
         Some(Keyword::OptOut)
     } else if OPT_IN.contains(&word.as_str()) || (opted_out && word == "YES") {
@@ -398,6 +403,7 @@ mod tests {
         assert_eq!(keyword(" stop ", false), Some(Keyword::OptOut));
         assert_eq!(keyword("Unsubscribe", false), Some(Keyword::OptOut));
         assert_eq!(keyword("STOP PLEASE", false), None);
+        assert_eq!(keyword("Stop.", false), Some(Keyword::OptOut));
         assert_eq!(keyword("yes", false), None);
         assert_eq!(keyword("yes", true), Some(Keyword::OptIn));
         assert_eq!(keyword("info", false), Some(Keyword::Help));

@@ -97,3 +97,28 @@ pub async fn client_by_phone<S: Store>(
         .ok_or_else(|| ApiError::NotFound("no owner with that phone".into()))?;
     Ok(Json(client.into()))
 }
+
+/// `GET /admin/api/pool`: numbers by status and whether enough are free.
+pub async fn pool<S: Store>(
+    State(app): State<AppState<S>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let stats = app
+        .engine
+        .store()
+        .pool_stats()
+        .await
+        .map_err(crate::engine::EngineError::from)?;
+    let low_water = app.config.pool_low_water;
+    Ok(Json(serde_json::json!({
+        "total": stats.total,
+        "by_status": {
+            "AVAILABLE": stats.available,
+            "RESERVED": stats.reserved,
+            "ASSIGNED": stats.assigned,
+            "QUARANTINED": stats.quarantined,
+        },
+        "available": stats.available,
+        "low_water": low_water,
+        "healthy": stats.available >= low_water,
+    })))
+}

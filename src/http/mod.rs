@@ -50,10 +50,15 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz::<S>))
         .route("/webhooks/twilio/sms", post(twilio::sms::<S>))
+        .route(
+            "/webhooks/twilio/message-status",
+            post(twilio::message_status::<S>),
+        )
         .route("/webhooks/stripe", post(stripe::webhook::<S>));
     if state.config.admin_token.is_some() {
         let admin = Router::new()
             .route("/admin/api/clients", get(admin::client_by_phone::<S>))
+            .route("/admin/api/pool", get(admin::pool::<S>))
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 admin::require_token::<S>,

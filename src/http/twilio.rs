@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::{AppState, form};
 use crate::engine::InboundSms;
+use crate::outbox;
 use crate::store::Store;
 use crate::twilio::{signature, twiml};
 
@@ -61,4 +62,27 @@ pub(super) fn verified_params<S: Store>(
         })?;
     }
     Ok(params)
+}
+
+/// `POST /webhooks/twilio/message-status`: delivery reports for the texts we sent.
+pub async fn message_status<S: Store>(
+    State(app): State<AppState<S>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = verified_params(&app, &uri, &headers, &body)?;
+    let required = |name: &'static str| {
+        form::get(&params, name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
+    };
+    let sid = required("MessageSid")?;
+    let status = outbox::twilio_status(required("MessageStatus")?);
+    let error_code = form::get(&params, "ErrorCode").filter(|c| !c.is_empty());
+    let known = app.engine.message_status(sid, status, error_code).await?;
+    if !known {
+        tracing::info!(event = "MESSAGE_STATUS_UNKNOWN_SID", message_sid = %sid);
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

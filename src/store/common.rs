@@ -476,7 +476,9 @@ macro_rules! impl_tx {
                     let rows: Vec<OutboundRow> = sqlx::query_as(concat!(
                         "UPDATE outbound_messages \
                          SET status = 'sending', lease_until = $2, attempts = attempts + 1, \
-                             attempted_at = $1, updated_at = $1 \
+                             attempted_at = CASE WHEN needs_reconcile \
+                                 THEN COALESCE(attempted_at, $1) ELSE $1 END, \
+                             updated_at = $1 \
                          WHERE id IN ( \
                              SELECT id FROM outbound_messages \
                              WHERE status IN ('pending', 'sending') \

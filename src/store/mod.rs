@@ -208,7 +208,8 @@ pub struct OutboundMessage {
     pub last_error: Option<String>,
     /// An earlier attempt's outcome is unknown: ask Twilio before sending again.
     pub needs_reconcile: bool,
-    /// When the latest attempt was claimed.
+    /// When the latest attempt was claimed; while `needs_reconcile`, when the first attempt whose
+    /// outcome is unknown was, so the search for it covers every attempt since.
     pub attempted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }

@@ -248,23 +248,18 @@ impl TwilioClient {
         parse_json(self.execute(Method::POST, url, Some(&form)).await?)
     }
 
-    /// The most recent page (up to 50) of messages from `from` to `to` sent on or after the
-    /// date, to find out whether an ambiguous send went through.
+    /// The most recent page (up to 50, newest first) of messages from `from` to `to`, to find out
+    /// whether an ambiguous send went through. No date filter: Twilio's `DateSent` filter skips
+    /// messages still queued (they have no send date yet), which are exactly the ones we look for.
     pub async fn list_messages(
         &self,
         to: &PhoneNumber,
         from: &PhoneNumber,
-        sent_on_or_after: chrono::NaiveDate,
     ) -> Result<Vec<SentMessage>, TwilioError> {
         let mut url = self.account_url(&["Messages.json"]);
         url.query_pairs_mut()
             .append_pair("To", to.as_str())
             .append_pair("From", from.as_str())
-            // Twilio's inequality filters put the operator in the name: `DateSent>=2024-05-01`.
-            .append_pair(
-                "DateSent>",
-                &sent_on_or_after.format("%Y-%m-%d").to_string(),
-            )
             .append_pair("PageSize", LIST_PAGE_SIZE);
         let page: MessagePage = parse_json(self.execute(Method::GET, url, None).await?)?;
         Ok(page.messages)

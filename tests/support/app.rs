@@ -70,6 +70,7 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
         Settings {
             payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
             quarantine: chrono::Duration::days(30),
+            pool_low_water: 3,
         },
     ));
     let config = Arc::new(config);
