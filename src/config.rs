@@ -129,13 +129,13 @@ impl Config {
             }
         };
         let stripe_payment_link = get("STRIPE_PAYMENT_LINK");
-        if let Some(link) = &stripe_payment_link {
-            if !link.starts_with("https://") || link.contains('?') {
-                return Err(ConfigError::Invalid {
-                    name: "STRIPE_PAYMENT_LINK",
-                    problem: "must be an https:// Payment Link without a query string".to_owned(),
-                });
-            }
+        if let Some(link) = &stripe_payment_link
+            && (!link.starts_with("https://") || link.contains('?'))
+        {
+            return Err(ConfigError::Invalid {
+                name: "STRIPE_PAYMENT_LINK",
+                problem: "must be an https:// Payment Link without a query string".to_owned(),
+            });
         }
         let config = Config {
             env,

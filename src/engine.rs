@@ -205,15 +205,14 @@ impl<S: Store> Engine<S> {
         let client_id = tx
             .update_outbound_status(message_sid, status, error_code, now)
             .await?;
-        if let (Some(id), Some("21610")) = (&client_id, error_code) {
-            if let Some(mut client) = tx.lock_client(id).await? {
-                if !client.opted_out {
-                    client.opted_out = true;
-                    client.updated_at = now;
-                    tx.save_client(&client).await?;
-                    tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
-                }
-            }
+        if let (Some(id), Some("21610")) = (&client_id, error_code)
+            && let Some(mut client) = tx.lock_client(id).await?
+            && !client.opted_out
+        {
+            client.opted_out = true;
+            client.updated_at = now;
+            tx.save_client(&client).await?;
+            tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
         }
         tx.commit().await?;
         Ok(client_id.is_some())

@@ -29,6 +29,8 @@ use crate::store::{OutboundMessage, OutboundStatus, Store, StoreError, Tx};
 use crate::twilio::client::{SentMessage, TwilioClient, TwilioError};
 
 /// How messages leave: through Twilio, or (dev mode, no credentials) only into the log.
+// Built once per worker: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Sender {
     Simulated,
@@ -311,13 +313,13 @@ impl<S: Store> Outbox<S> {
     /// Twilio says the owner replied STOP: we stop too.
     async fn opt_out(&self, message: &OutboundMessage) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        if let Some(mut client) = tx.lock_client(&message.client_id).await? {
-            if !client.opted_out {
-                client.opted_out = true;
-                client.updated_at = self.clock.now();
-                tx.save_client(&client).await?;
-                tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
-            }
+        if let Some(mut client) = tx.lock_client(&message.client_id).await?
+            && !client.opted_out
+        {
+            client.opted_out = true;
+            client.updated_at = self.clock.now();
+            tx.save_client(&client).await?;
+            tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
         }
         tx.commit().await
     }

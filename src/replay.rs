@@ -176,15 +176,17 @@ impl Fixture {
                     )));
                 }
             }
-            if let Some(gate) = &step.expect.gate {
-                if gate != "none" && Gate::parse(gate).is_none() {
-                    return Err(invalid(format!("step {n}: unknown gate {gate:?}")));
-                }
+            if let Some(gate) = &step.expect.gate
+                && gate != "none"
+                && Gate::parse(gate).is_none()
+            {
+                return Err(invalid(format!("step {n}: unknown gate {gate:?}")));
             }
-            if let Some(number) = &step.expect.number {
-                if number != "none" && PhoneNumber::parse(number).is_err() {
-                    return Err(invalid(format!("step {n}: number {number:?} is not E.164")));
-                }
+            if let Some(number) = &step.expect.number
+                && number != "none"
+                && PhoneNumber::parse(number).is_err()
+            {
+                return Err(invalid(format!("step {n}: number {number:?} is not E.164")));
             }
         }
         Ok(fixture)
@@ -454,10 +456,10 @@ fn check_receipt(
         (Some(false) | None, Err(_)) => return fail("the delivery accepted".into()),
         _ => {}
     }
-    if let (Some(outcome), Ok(actual)) = (&expect.outcome, receipt) {
-        if outcome != actual {
-            return fail(format!("outcome {outcome}"));
-        }
+    if let (Some(outcome), Ok(actual)) = (&expect.outcome, receipt)
+        && outcome != actual
+    {
+        return fail(format!("outcome {outcome}"));
     }
     Ok(())
 }
@@ -476,10 +478,10 @@ fn check(
         })
     };
     let shown = || format!("{:?}", reply.unwrap_or("(no reply)"));
-    if let Some(exact) = &expect.reply {
-        if reply != Some(exact.as_str()) {
-            return fail(format!("reply {exact:?}"), shown());
-        }
+    if let Some(exact) = &expect.reply
+        && reply != Some(exact.as_str())
+    {
+        return fail(format!("reply {exact:?}"), shown());
     }
     for needle in &expect.reply_contains {
         if !reply.is_some_and(|r| r.contains(needle.as_str())) {
@@ -509,10 +511,10 @@ fn check(
             Ok(())
         };
     };
-    if let Some(state) = expect.state {
-        if client.state != state {
-            return fail(format!("state {state}"), client.state.to_string());
-        }
+    if let Some(state) = expect.state
+        && client.state != state
+    {
+        return fail(format!("state {state}"), client.state.to_string());
     }
     if let Some(gate) = &expect.gate {
         let actual = client.gate.map(|g| g.as_str()).unwrap_or("none");
@@ -520,18 +522,18 @@ fn check(
             return fail(format!("gate {gate}"), actual.into());
         }
     }
-    if let Some(opted_out) = expect.opted_out {
-        if client.opted_out != opted_out {
-            return fail(
-                format!("opted_out {opted_out}"),
-                client.opted_out.to_string(),
-            );
-        }
+    if let Some(opted_out) = expect.opted_out
+        && client.opted_out != opted_out
+    {
+        return fail(
+            format!("opted_out {opted_out}"),
+            client.opted_out.to_string(),
+        );
     }
-    if let Some(paid) = expect.paid {
-        if client.payment_active != paid {
-            return fail(format!("paid {paid}"), client.payment_active.to_string());
-        }
+    if let Some(paid) = expect.paid
+        && client.payment_active != paid
+    {
+        return fail(format!("paid {paid}"), client.payment_active.to_string());
     }
     if let Some(number) = &expect.number {
         let actual = client
