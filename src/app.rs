@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::{DEFAULT_QUARANTINE_DAYS, Engine, Settings};
 use crate::flows::Flows;
 use crate::http::{self, AppState};
-use crate::outbox::{Outbox, OutboxSettings, Sender};
+use crate::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use crate::pool;
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::twilio::client::{Credentials, TwilioClient};
@@ -79,6 +79,8 @@ pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<
             payment_link: config.stripe_payment_link.clone(),
             quarantine: Duration::days(DEFAULT_QUARANTINE_DAYS),
             pool_low_water: config.pool_low_water,
+            verify_caller: config.verify_caller_number.clone(),
+            verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
         },
     )
 }
@@ -146,7 +148,7 @@ async fn run<S: Store>(
     });
     let keeper = tokio::spawn({
         let engine = engine.clone();
-        async move { pool::keep(&engine, std::time::Duration::from_secs(60), stopped).await }
+        async move { pool::keep(&engine, std::time::Duration::from_secs(15), stopped).await }
     });
 
     let state = AppState { engine, config };
@@ -176,6 +178,14 @@ pub fn sender(config: &Config) -> Sender {
             ),
             from: from.clone(),
             status_callback: format!("{}/webhooks/twilio/message-status", config.public_url),
+            calls: CallSettings {
+                from: config
+                    .verify_caller_number
+                    .clone()
+                    .unwrap_or_else(|| from.clone()),
+                status_callback: format!("{}/webhooks/twilio/call-status", config.public_url),
+                ring_seconds: config.verify_ring_seconds,
+            },
         },
         _ => {
             tracing::warn!(

@@ -40,6 +40,12 @@ pub struct Config {
     pub twilio_api_base: String,
     /// Below this many AVAILABLE numbers, `POOL_LOW` is logged.
     pub pool_low_water: i64,
+    /// Verification calls come from this number (default `ONBOARDING_NUMBER`).
+    pub verify_caller_number: Option<PhoneNumber>,
+    /// How long to wait for a test call before texting troubleshooting tips.
+    pub verify_window: std::time::Duration,
+    /// How long the verification call rings: longer than a phone's no-answer divert timer.
+    pub verify_ring_seconds: u32,
 }
 
 /// Development's stand-in, so `serve` works with nothing set.
@@ -118,6 +124,31 @@ impl Config {
                 })
             })
             .transpose()?;
+        let verify_caller_number = match get("VERIFY_CALLER_NUMBER") {
+            Some(raw) => Some(PhoneNumber::parse(&raw).map_err(|e| ConfigError::Invalid {
+                name: "VERIFY_CALLER_NUMBER",
+                problem: e.to_string(),
+            })?),
+            None => onboarding_number.clone(),
+        };
+        let verify_window = match get("VERIFY_WINDOW") {
+            None => std::time::Duration::from_secs(120),
+            Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError::Invalid {
+                name: "VERIFY_WINDOW",
+                problem: format!("{raw:?} is not a duration (e.g. 120, 90s or 2m)"),
+            })?,
+        };
+        let verify_ring_seconds = match get("VERIFY_RING_SECONDS") {
+            None => 30,
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|s| (5..=600).contains(s))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "VERIFY_RING_SECONDS",
+                    problem: format!("{raw:?} is not a whole number of seconds from 5 to 600"),
+                })?,
+        };
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -172,6 +203,9 @@ impl Config {
                 })?,
             },
             public_url,
+            verify_caller_number,
+            verify_window,
+            verify_ring_seconds,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [
@@ -201,6 +235,16 @@ impl Config {
     pub fn signatures_checked(&self) -> bool {
         self.twilio_auth_token.is_some()
     }
+}
+
+/// `120`, `90s` or `2m`.
+fn parse_duration(raw: &str) -> Option<std::time::Duration> {
+    let (digits, unit) = match raw.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (raw.strip_suffix('s').unwrap_or(raw), 1),
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    (n > 0).then(|| std::time::Duration::from_secs(n * unit))
 }
 
 #[cfg(test)]
@@ -253,6 +297,15 @@ mod tests {
         assert!(err.to_string().starts_with("ONBOARDING_NUMBER"), "{err}");
         let err = config(&[("STRIPE_PAYMENT_LINK", "http://x")]).unwrap_err();
         assert!(err.to_string().starts_with("STRIPE_PAYMENT_LINK"), "{err}");
+        let err = config(&[("VERIFY_WINDOW", "soon")]).unwrap_err();
+        assert!(err.to_string().starts_with("VERIFY_WINDOW"), "{err}");
+        assert_eq!(
+            config(&[("VERIFY_WINDOW", "3m")])
+                .unwrap()
+                .verify_window
+                .as_secs(),
+            180
+        );
         let err = config(&[("POOL_LOW_WATER", "-1")]).unwrap_err();
         assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();

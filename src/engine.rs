@@ -42,6 +42,11 @@ pub struct Settings {
     pub quarantine: Duration,
     /// Below this many AVAILABLE numbers in a country, `POOL_LOW` is logged.
     pub pool_low_water: i64,
+    /// The number verification calls come from; a call from it reaching an owner's new number
+    /// proves forwarding. None in dev mode (no calls are placed).
+    pub verify_caller: Option<PhoneNumber>,
+    /// How long to wait for proof before texting troubleshooting tips.
+    pub verify_window: Duration,
 }
 
 /// An SMS from Twilio's webhook, fields already checked for presence.
@@ -64,10 +69,10 @@ pub struct Outcome {
 
 pub struct Engine<S: Store> {
     store: S,
-    flows: Arc<Flows>,
+    pub(crate) flows: Arc<Flows>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-    settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 impl<S: Store> Engine<S> {
@@ -412,6 +417,23 @@ impl<S: Store> Engine<S> {
                 }
                 Command::PlaceVerifyCall => {
                     client.verify_started_at = Some(now);
+                    let answered = twiml::Response::new()
+                        .say(
+                            &self
+                                .flows
+                                .catalog(client.locale)
+                                .render(MessageKey::VoiceVerifyAnswered, &[]),
+                            client.locale.tag(),
+                        )
+                        .hangup()
+                        .to_xml();
+                    tx.enqueue_verify_call(&NewOutbound {
+                        client_id: &client.id,
+                        to: &client.owner_phone,
+                        body: &answered,
+                        created_at: now,
+                    })
+                    .await?;
                     None
                 }
             };
@@ -552,6 +574,7 @@ fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) 
         }
         _ => client.waitlisted_at = None,
     }
+    // The window is open only while waiting for proof.
     if c.state != StateName::S8FwdConfirmed {
         client.verify_started_at = None;
     }

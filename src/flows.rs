@@ -46,10 +46,11 @@ pub enum MessageKey {
     VerifyTroubleshoot,
     VoiceConfirmed,
     VoiceMissedCall,
+    VoiceVerifyAnswered,
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 42] = [
+    pub const ALL: [MessageKey; 43] = [
         MessageKey::S1Ask,
         MessageKey::S1AskPlace,
         MessageKey::S1Retry,
@@ -92,6 +93,7 @@ impl MessageKey {
         MessageKey::VerifyTroubleshoot,
         MessageKey::VoiceConfirmed,
         MessageKey::VoiceMissedCall,
+        MessageKey::VoiceVerifyAnswered,
     ];
 
     /// The key in the TOML file.
@@ -139,6 +141,7 @@ impl MessageKey {
             MessageKey::VerifyTroubleshoot => "verify_troubleshoot",
             MessageKey::VoiceConfirmed => "voice_confirmed",
             MessageKey::VoiceMissedCall => "voice_missed_call",
+            MessageKey::VoiceVerifyAnswered => "voice_verify_answered",
         }
     }
 
@@ -179,7 +182,9 @@ impl MessageKey {
     pub fn is_spoken(self) -> bool {
         matches!(
             self,
-            MessageKey::VoiceConfirmed | MessageKey::VoiceMissedCall
+            MessageKey::VoiceConfirmed
+                | MessageKey::VoiceMissedCall
+                | MessageKey::VoiceVerifyAnswered
         )
     }
 }

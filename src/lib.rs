@@ -20,3 +20,4 @@ pub mod sms;
 pub mod store;
 pub mod stripe;
 pub mod twilio;
+pub mod voice;

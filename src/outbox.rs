@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::PhoneNumber;
-use crate::store::{OutboundMessage, OutboundStatus, Store, StoreError, Tx};
+use crate::store::{OutboundKind, OutboundMessage, OutboundStatus, Store, StoreError, Tx};
 use crate::twilio::client::{SentMessage, TwilioClient, TwilioError};
 
 /// How messages leave: through Twilio, or (dev mode, no credentials) only into the log.
@@ -39,7 +39,19 @@ pub enum Sender {
         from: PhoneNumber,
         /// Where Twilio reports delivery: `PUBLIC_URL` + `/webhooks/twilio/message-status`.
         status_callback: String,
+        calls: CallSettings,
     },
+}
+
+/// How verification calls are placed.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// The caller id: a call from it arriving at the owner's new number is the proof.
+    pub from: PhoneNumber,
+    /// `PUBLIC_URL` + `/webhooks/twilio/call-status`.
+    pub status_callback: String,
+    /// Longer than the owner's no-answer divert, so the call is forwarded before Twilio gives up.
+    pub ring_seconds: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -163,17 +175,25 @@ impl<S: Store> Outbox<S> {
             client,
             from,
             status_callback,
+            calls,
         } = &self.sender
         else {
+            let event = match message.kind {
+                OutboundKind::Sms => "OUTBOUND_SENT",
+                OutboundKind::VerifyCall => "VERIFY_CALL_PLACED",
+            };
             tracing::info!(
-                event = "OUTBOUND_SENT",
+                event,
                 client_id = %message.client_id,
                 phone = %message.to.masked(),
                 simulated = true,
             );
-            tracing::debug!(body = %message.body, "simulated SMS");
+            tracing::debug!(body = %message.body, "simulated");
             return Ok(Attempt::Done(OutboundStatus::Simulated, None, None));
         };
+        if message.kind == OutboundKind::VerifyCall {
+            return self.place_call(client, calls, message).await;
+        }
 
         if message.needs_reconcile {
             let since = message.attempted_at.unwrap_or(message.created_at);
@@ -246,6 +266,57 @@ impl<S: Store> Outbox<S> {
         }
     }
 
+    /// Places a verification call. An ambiguous failure is not retried: a second call would ring the
+    /// owner twice, and the owner can reply CALL ME (or gets tips when the window closes).
+    async fn place_call(
+        &self,
+        client: &TwilioClient,
+        calls: &CallSettings,
+        message: &OutboundMessage,
+    ) -> Result<Attempt, StoreError> {
+        match client
+            .place_call(
+                &message.to,
+                &calls.from,
+                &message.body,
+                calls.ring_seconds,
+                Some(&calls.status_callback),
+            )
+            .await
+        {
+            Ok(call) => {
+                let mut tx = self.store.begin().await?;
+                tx.record_verify_call(
+                    &call.sid,
+                    &message.client_id,
+                    &calls.from,
+                    &message.to,
+                    self.clock.now(),
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::info!(
+                    event = "VERIFY_CALL_PLACED",
+                    client_id = %message.client_id,
+                    phone = %message.to.masked(),
+                    call_sid = %call.sid,
+                );
+                Ok(Attempt::Done(OutboundStatus::Queued, Some(call.sid), None))
+            }
+            Err(e) if e.is_safe_to_retry() => {
+                let wait = e
+                    .retry_after()
+                    .unwrap_or_else(|| self.backoff(message.attempts));
+                Ok(Attempt::Retry(e.to_string(), wait))
+            }
+            Err(e) => Ok(Attempt::Done(
+                OutboundStatus::Failed,
+                None,
+                Some(e.to_string()),
+            )),
+        }
+    }
+
     /// Records an attempt; a retry past `max_attempts` becomes a failure.
     async fn finish(&self, message: &OutboundMessage, attempt: Attempt) -> Result<(), StoreError> {
         let now = self.clock.now();
@@ -264,7 +335,7 @@ impl<S: Store> Outbox<S> {
                 .await?;
                 if status == OutboundStatus::Failed {
                     log_failed(message, error.as_deref().unwrap_or("failed"));
-                } else if status != OutboundStatus::Simulated {
+                } else if status != OutboundStatus::Simulated && message.kind == OutboundKind::Sms {
                     tracing::info!(
                         event = "OUTBOUND_SENT",
                         client_id = %message.client_id,

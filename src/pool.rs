@@ -1,5 +1,5 @@
 //! The number pool from the operator's side: reading number lists, and the background keeper that
-//! returns quarantined numbers to the pool when their time is up.
+//! returns quarantined numbers to the pool when their time is up (and closes verification windows).
 
 use std::time::Duration;
 
@@ -71,7 +71,8 @@ pub fn format_stats(stats: &PoolStats, low_water: i64) -> String {
     )
 }
 
-/// Every `period`, ends quarantines that are over and serves the waitlist, until `shutdown`.
+/// Every `period`, until `shutdown`: ends quarantines that are over (serving the waitlist), and
+/// texts tips to owners whose test call has not come in time.
 pub async fn keep<S: Store>(
     engine: &Engine<S>,
     period: Duration,
@@ -80,6 +81,9 @@ pub async fn keep<S: Store>(
     while !*shutdown.borrow() {
         if let Err(e) = engine.end_quarantines().await {
             tracing::error!(event = "POOL_KEEPER_ERROR", error = %e);
+        }
+        if let Err(e) = engine.verify_timeouts().await {
+            tracing::error!(event = "VERIFY_SWEEP_ERROR", error = %e);
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

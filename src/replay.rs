@@ -14,7 +14,11 @@ use crate::conversation::{Event, Gate, StateName};
 use crate::domain::PhoneNumber;
 use crate::engine::{Engine, InboundSms, Settings};
 use crate::flows::Flows;
-use crate::store::{SqliteStore, Store};
+use crate::store::{OutboundKind, SqliteStore, Store};
+use crate::voice::InboundCall;
+
+/// The number fixtures' verification calls come from (`call = "verifier"`).
+pub const FIXTURE_CALLER: &str = "+447700900000";
 
 /// The payment link fixtures see, so expectations can name it.
 pub const FIXTURE_PAYMENT_LINK: &str = "https://buy.stripe.com/test_fixture";
@@ -37,8 +41,9 @@ pub struct Fixture {
 pub struct Step {
     /// An inbound SMS body...
     pub sms: Option<String>,
-    /// ...or a provider event: payment_confirmed, payment_revoked, number_allocated (with `number`),
-    /// pool_empty, test_call.
+    /// ...or a provider event: payment_confirmed, payment_revoked, number_allocated (with
+    /// `new_number`), pool_empty, test_call; or `timers`, which runs the background sweeps
+    /// (quarantines ending, verification windows closing) at the fixture's clock.
     pub event: Option<String>,
     /// The `MessageSid`; repeat one to replay a retry.
     pub sid: Option<String>,
@@ -58,6 +63,15 @@ pub struct Step {
     pub client_reference_id: Option<String>,
     /// `"bad"` signs with the wrong secret, `"missing"` sends no signature.
     pub signature: Option<String>,
+    /// ...or a call to one of our numbers from this number (`"verifier"`: our verification
+    /// caller; `"owner"`: the owner's own phone).
+    pub call: Option<String>,
+    /// Who the call is to (default: the owner's allocated number).
+    pub call_to: Option<String>,
+    /// The call's `ForwardedFrom` (`"owner"` for the owner's phone).
+    pub forwarded_from: Option<String>,
+    /// The `CallSid`; repeat one to replay a retry.
+    pub call_sid: Option<String>,
     /// Minutes to move the clock forward before the step.
     pub after_minutes: Option<i64>,
     #[serde(flatten)]
@@ -86,6 +100,11 @@ pub struct Expect {
     pub rejected: Option<bool>,
     /// For Stripe steps: `processed`, `ignored` or `duplicate`.
     pub outcome: Option<String>,
+    /// For call steps: text the TwiML answer must contain.
+    #[serde(default)]
+    pub answer_contains: Vec<String>,
+    /// Whether the step queued a verification call.
+    pub call_placed: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +140,21 @@ impl Fixture {
                 step.sms.is_some(),
                 step.event.is_some(),
                 step.stripe.is_some(),
+                step.call.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(invalid(format!(
-                    "step {n}: needs exactly one of sms, event or stripe"
+                    "step {n}: needs exactly one of sms, event, stripe or call"
+                )));
+            }
+            if step.call.is_none()
+                && (step.call_to.is_some()
+                    || step.forwarded_from.is_some()
+                    || step.call_sid.is_some()
+                    || !step.expect.answer_contains.is_empty())
+            {
+                return Err(invalid(format!(
+                    "step {n}: call_to, forwarded_from, call_sid and answer_contains go with call steps only"
                 )));
             }
             if let Some(kind) = &step.stripe {
@@ -156,7 +186,6 @@ impl Fixture {
                 )));
             }
             match (&step.sms, &step.event) {
-                (Some(_), None) | (None, None) => {}
                 (None, Some(event)) => {
                     if !EVENTS.contains(&event.as_str()) {
                         return Err(invalid(format!(
@@ -170,11 +199,7 @@ impl Fixture {
                         )));
                     }
                 }
-                _ => {
-                    return Err(invalid(format!(
-                        "step {n}: needs exactly one of sms or event"
-                    )));
-                }
+                _ => {}
             }
             if let Some(gate) = &step.expect.gate
                 && gate != "none"
@@ -203,7 +228,8 @@ const STRIPE_EVENTS: [&str; 4] = [
 /// The webhook secret fixtures' Stripe deliveries are signed with.
 pub const FIXTURE_STRIPE_SECRET: &str = "whsec_fixture";
 
-const EVENTS: [&str; 5] = [
+const EVENTS: [&str; 6] = [
+    "timers",
     "payment_confirmed",
     "payment_revoked",
     "number_allocated",
@@ -272,6 +298,8 @@ pub async fn run_on<S: Store>(
             payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
             quarantine: Duration::days(crate::engine::DEFAULT_QUARANTINE_DAYS),
             pool_low_water: 0,
+            verify_caller: Some(PhoneNumber::parse(FIXTURE_CALLER).expect("a valid number")),
+            verify_window: Duration::minutes(2),
         },
     );
     if !fixture.pool.is_empty() {
@@ -283,91 +311,151 @@ pub async fn run_on<S: Store>(
             clock.advance(Duration::minutes(minutes));
         }
         let owner = step.from.as_ref().unwrap_or(&fixture.owner);
+        let client = engine.client_by_phone(owner).await?;
+        // What the step queues for the owner is read back from the outbox after it.
+        let bookmark = engine.store().latest_outbound_id().await?;
         let mut receipt = None;
-        let reply = match (&step.sms, &step.event) {
-            _ if step.stripe.is_some() => {
-                let client = engine.client_by_phone(owner).await?;
-                let before = engine.store().latest_outbound_id().await?;
-                let delivery = stripe_delivery(step, n, client.as_ref(), engine.now().timestamp());
-                receipt = Some(
-                    match crate::payments::receive(
-                        &engine,
-                        &[FIXTURE_STRIPE_SECRET.to_owned()],
-                        delivery.signature.as_deref(),
-                        delivery.body.as_bytes(),
-                    )
-                    .await
-                    {
-                        Ok(receipt) => Ok(receipt.name().to_owned()),
-                        Err(crate::payments::PaymentError::Failed(e)) => return Err(e.into()),
-                        Err(rejected) => Err(rejected.to_string()),
-                    },
-                );
-                let texts: Vec<String> = engine
-                    .store()
-                    .outbound_after(before)
-                    .await?
-                    .into_iter()
-                    .filter(|m| &m.to == owner)
-                    .map(|m| m.body)
-                    .collect();
-                (!texts.is_empty()).then(|| texts.join("\n"))
-            }
-            (Some(body), _) => {
-                let twiml = engine
-                    .handle_sms(&InboundSms {
-                        message_sid: step
-                            .sid
+        let mut answer = None;
+        let mut reply = None;
+        if let Some(body) = &step.sms {
+            let twiml = engine
+                .handle_sms(&InboundSms {
+                    message_sid: step
+                        .sid
+                        .clone()
+                        .unwrap_or_else(|| format!("SMfixture{n:04}")),
+                    from: owner.to_string(),
+                    to: "+15005550006".to_owned(),
+                    body: body.clone(),
+                })
+                .await?;
+            reply = message_text(&twiml);
+        } else if step.stripe.is_some() {
+            let delivery = stripe_delivery(step, n, client.as_ref(), engine.now().timestamp());
+            receipt = Some(
+                match crate::payments::receive(
+                    &engine,
+                    &[FIXTURE_STRIPE_SECRET.to_owned()],
+                    delivery.signature.as_deref(),
+                    delivery.body.as_bytes(),
+                )
+                .await
+                {
+                    Ok(receipt) => Ok(receipt.name().to_owned()),
+                    Err(crate::payments::PaymentError::Failed(e)) => return Err(e.into()),
+                    Err(rejected) => Err(rejected.to_string()),
+                },
+            );
+        } else if let Some(from) = &step.call {
+            let resolve = |who: &str| match who {
+                "verifier" => FIXTURE_CALLER.to_owned(),
+                "owner" => owner.to_string(),
+                other => other.to_owned(),
+            };
+            let to = match (&step.call_to, &client) {
+                (Some(to), _) => to.clone(),
+                (None, Some(c)) => c
+                    .twilio_number
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                (None, None) => String::new(),
+            };
+            answer = Some(
+                engine
+                    .handle_call(&InboundCall {
+                        call_sid: step
+                            .call_sid
                             .clone()
-                            .unwrap_or_else(|| format!("SMfixture{n:04}")),
-                        from: owner.to_string(),
-                        to: "+15005550006".to_owned(),
-                        body: body.clone(),
+                            .unwrap_or_else(|| format!("CAfixture{n:04}")),
+                        from: resolve(from),
+                        to,
+                        forwarded_from: step.forwarded_from.as_deref().map(resolve),
+                        direction: "inbound".into(),
+                        status: "ringing".into(),
                     })
-                    .await?;
-                message_text(&twiml)
-            }
-            (None, Some(event)) => {
-                let Some(client) = engine.client_by_phone(owner).await? else {
+                    .await?,
+            );
+        } else if let Some(event) = &step.event {
+            match (event.as_str(), &client) {
+                ("timers", _) => {
+                    engine.end_quarantines().await?;
+                    engine.verify_timeouts().await?;
+                }
+                ("number_allocated", _) => {
+                    let number = step.new_number.clone().expect("checked at load");
+                    engine.add_numbers(&[number]).await?;
+                }
+                (name, Some(client)) => {
+                    let event = match name {
+                        "payment_confirmed" => Event::PaymentConfirmed,
+                        "payment_revoked" => Event::PaymentRevoked,
+                        "pool_empty" => Event::PoolEmpty,
+                        _ => Event::TestCallDetected,
+                    };
+                    engine.apply(&client.id, event).await?;
+                }
+                (name, None) => {
                     return Ok(Err(Failure {
                         step: n,
-                        expected: format!("an owner {} to send {event} to", owner.masked()),
+                        expected: format!("an owner {} to send {name} to", owner.masked()),
                         actual: "no such owner (text first)".into(),
                     }));
-                };
-                let texts = match event.as_str() {
-                    "number_allocated" => {
-                        let number = step.new_number.clone().expect("checked at load");
-                        let (_, served) = engine.add_numbers(&[number]).await?;
-                        served
-                            .into_iter()
-                            .filter(|o| o.client_id == client.id)
-                            .flat_map(|o| o.texts)
-                            .collect()
-                    }
-                    name => {
-                        let event = match name {
-                            "payment_confirmed" => Event::PaymentConfirmed,
-                            "payment_revoked" => Event::PaymentRevoked,
-                            "pool_empty" => Event::PoolEmpty,
-                            _ => Event::TestCallDetected,
-                        };
-                        engine.apply(&client.id, event).await?.texts
-                    }
-                };
-                (!texts.is_empty()).then(|| texts.join("\n"))
+                }
             }
-            (None, None) => unreachable!("checked at load"),
-        };
-        let client = engine.client_by_phone(owner).await?;
-        if let Err(failure) = check_receipt(n, &step.expect, receipt.as_ref()) {
-            return Ok(Err(failure));
         }
-        if let Err(failure) = check(n, &step.expect, reply.as_deref(), client.as_ref()) {
+        let queued: Vec<_> = engine
+            .store()
+            .outbound_after(bookmark)
+            .await?
+            .into_iter()
+            .filter(|m| &m.to == owner)
+            .collect();
+        let call_placed = queued.iter().any(|m| m.kind == OutboundKind::VerifyCall);
+        if step.sms.is_none() {
+            let texts: Vec<String> = queued
+                .into_iter()
+                .filter(|m| m.kind == OutboundKind::Sms)
+                .map(|m| m.body)
+                .collect();
+            reply = (!texts.is_empty()).then(|| texts.join("\n"));
+        }
+        let client = engine.client_by_phone(owner).await?;
+        let checks = check_receipt(n, &step.expect, receipt.as_ref())
+            .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
+            .and_then(|()| check(n, &step.expect, reply.as_deref(), client.as_ref()));
+        if let Err(failure) = checks {
             return Ok(Err(failure));
         }
     }
     Ok(Ok(()))
+}
+
+fn check_call(
+    step: usize,
+    expect: &Expect,
+    answer: Option<&str>,
+    call_placed: bool,
+) -> Result<(), Failure> {
+    if let Some(placed) = expect.call_placed
+        && placed != call_placed
+    {
+        return Err(Failure {
+            step,
+            expected: format!("call_placed {placed}"),
+            actual: format!("call_placed {call_placed}"),
+        });
+    }
+    for needle in &expect.answer_contains {
+        if !answer.is_some_and(|a| a.contains(needle.as_str())) {
+            return Err(Failure {
+                step,
+                expected: format!("a call answered with {needle:?}"),
+                actual: format!("{:?}", answer.unwrap_or("(no call)")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A Stripe delivery as Stripe would send it.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use onboard::clock::{Clock, ManualClock};
 use onboard::domain::{ClientId, PhoneNumber};
-use onboard::outbox::{Outbox, OutboxSettings, Sender};
+use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use onboard::replay::fixture_epoch;
 use onboard::store::{Client, NewOutbound, OutboundMessage, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient};
@@ -59,6 +59,14 @@ fn phone(raw: &str) -> PhoneNumber {
     raw.parse().unwrap()
 }
 
+fn calls() -> CallSettings {
+    CallSettings {
+        from: phone(FROM),
+        status_callback: "https://onboard.example.com/webhooks/twilio/call-status".into(),
+        ring_seconds: 30,
+    }
+}
+
 fn twilio(server: &MockServer) -> Sender {
     Sender::Twilio {
         client: TwilioClient::new(
@@ -72,6 +80,7 @@ fn twilio(server: &MockServer) -> Sender {
         ),
         from: phone(FROM),
         status_callback: "https://onboard.example.com/webhooks/twilio/message-status".into(),
+        calls: calls(),
     }
 }
 
@@ -316,6 +325,7 @@ async fn retries_stop_after_max_attempts() {
         ),
         from: phone(FROM),
         status_callback: "https://onboard.example.com/webhooks/twilio/message-status".into(),
+        calls: calls(),
     };
     let w = world(sender).await;
     for _ in 0..3 {

@@ -54,6 +54,11 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             "/webhooks/twilio/message-status",
             post(twilio::message_status::<S>),
         )
+        .route("/webhooks/twilio/voice", post(twilio::voice::<S>))
+        .route(
+            "/webhooks/twilio/call-status",
+            post(twilio::call_status::<S>),
+        )
         .route("/webhooks/stripe", post(stripe::webhook::<S>));
     if state.config.admin_token.is_some() {
         let admin = Router::new()

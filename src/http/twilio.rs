@@ -1,4 +1,4 @@
-//! Twilio's webhooks: inbound SMS (and, as they arrive, voice and status callbacks).
+//! Twilio's webhooks: inbound SMS, voice, and delivery and call status callbacks.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,6 +11,7 @@ use crate::engine::InboundSms;
 use crate::outbox;
 use crate::store::Store;
 use crate::twilio::{signature, twiml};
+use crate::voice::{InboundCall, optional_int};
 
 /// `POST /webhooks/twilio/sms`: one inbound text, answered with TwiML.
 pub async fn sms<S: Store>(
@@ -83,6 +84,72 @@ pub async fn message_status<S: Store>(
     let known = app.engine.message_status(sid, status, error_code).await?;
     if !known {
         tracing::info!(event = "MESSAGE_STATUS_UNKNOWN_SID", message_sid = %sid);
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /webhooks/twilio/voice`: a call to one of our numbers, answered with TwiML.
+pub async fn voice<S: Store>(
+    State(app): State<AppState<S>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = verified_params(&app, &uri, &headers, &body)?;
+    let field = |name: &'static str| {
+        form::get(&params, name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
+    };
+    let optional = |name: &str| {
+        form::get(&params, name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let call = InboundCall {
+        call_sid: field("CallSid")?,
+        from: field("From")?,
+        to: field("To")?,
+        forwarded_from: optional("ForwardedFrom"),
+        direction: optional("Direction").unwrap_or_else(|| "inbound".to_owned()),
+        status: optional("CallStatus").unwrap_or_else(|| "ringing".to_owned()),
+    };
+    if call.call_sid.len() > 64 {
+        return Err(ApiError::BadRequest(
+            "CallSid must be 1 to 64 characters".into(),
+        ));
+    }
+    let response = app.engine.handle_call(&call).await?;
+    Ok(([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], response).into_response())
+}
+
+/// `POST /webhooks/twilio/call-status`: call progress, applied in `SequenceNumber` order.
+pub async fn call_status<S: Store>(
+    State(app): State<AppState<S>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = verified_params(&app, &uri, &headers, &body)?;
+    let required = |name: &'static str| {
+        form::get(&params, name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
+    };
+    let sid = required("CallSid")?;
+    let status = required("CallStatus")?;
+    let known = app
+        .engine
+        .call_status(
+            sid,
+            status,
+            optional_int(form::get(&params, "SequenceNumber")),
+            optional_int(form::get(&params, "CallDuration")),
+        )
+        .await?;
+    if !known {
+        tracing::info!(event = "CALL_STATUS_UNKNOWN_SID", call_sid = %sid);
     }
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Client, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
+use super::{Client, OutboundKind, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
 use crate::conversation::{Gate, StateName};
 use crate::domain::{ClientId, Locale, Notify, PhoneNumber, PhoneType, mask_phone};
 
@@ -26,7 +26,7 @@ pub(super) use client_columns;
 macro_rules! outbound_columns {
     () => {
         "id, client_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
-         attempted_at, created_at"
+         attempted_at, kind, created_at"
     };
 }
 pub(super) use outbound_columns;
@@ -150,6 +150,7 @@ pub(super) struct OutboundRow {
     last_error: Option<String>,
     needs_reconcile: bool,
     attempted_at: Option<DateTime<Utc>>,
+    kind: String,
     created_at: DateTime<Utc>,
 }
 
@@ -168,6 +169,13 @@ impl OutboundRow {
             last_error: self.last_error,
             needs_reconcile: self.needs_reconcile,
             attempted_at: self.attempted_at,
+            kind: match self.kind.as_str() {
+                "sms" => OutboundKind::Sms,
+                "verify_call" => OutboundKind::VerifyCall,
+                other => {
+                    return Err(corrupt(T, format!("message {id}: unknown kind {other:?}")));
+                }
+            },
             created_at: self.created_at,
         })
     }
@@ -247,7 +255,7 @@ macro_rules! impl_tx {
             use $crate::store::{
                 Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound,
                 NewPoolNumber, NewWebhookEvent, OutboundMessage, OutboundStatus,
-                QuarantineOutcome, Result, StripeKind, Transition, Tx,
+                NewCall, QuarantineOutcome, Result, StripeKind, Transition, Tx,
             };
 
             impl Tx for $tx {
@@ -460,6 +468,22 @@ macro_rules! impl_tx {
                     .bind(msg.to.as_str())
                     .bind(msg.body)
                     .bind(msg.created_at)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                    Ok(id)
+                }
+
+                async fn enqueue_verify_call(&mut self, call: &NewOutbound<'_>) -> Result<i64> {
+                    let id = sqlx::query_scalar(
+                        "INSERT INTO outbound_messages (client_id, to_addr, body, status, \
+                             attempts, next_attempt_at, created_at, updated_at, kind) \
+                         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4, 'verify_call') \
+                         RETURNING id",
+                    )
+                    .bind(call.client_id.as_str())
+                    .bind(call.to.as_str())
+                    .bind(call.body)
+                    .bind(call.created_at)
                     .fetch_one(&mut *self.0)
                     .await?;
                     Ok(id)
@@ -757,6 +781,136 @@ macro_rules! impl_tx {
                         $skip_locked
                     ))
                     .bind(country.code())
+                    .bind(limit)
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                    rows.into_iter().map(ClientRow::into_client).collect()
+                }
+
+                // --- calls --------------------------------------------------------------------
+
+                async fn claim_call(&mut self, call: &NewCall<'_>) -> Result<Claim> {
+                    let inserted = sqlx::query(
+                        "INSERT INTO calls (call_sid, direction, from_addr, to_addr, \
+                             forwarded_from, status, is_test_call, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) \
+                         ON CONFLICT (call_sid) DO NOTHING",
+                    )
+                    .bind(call.call_sid)
+                    .bind(call.direction)
+                    .bind(call.from)
+                    .bind(call.to)
+                    .bind(call.forwarded_from)
+                    .bind(call.status)
+                    .bind(call.at)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        return Ok(Claim::Fresh);
+                    }
+                    let response: Option<String> = sqlx::query_scalar(
+                        "SELECT response FROM calls WHERE call_sid = $1",
+                    )
+                    .bind(call.call_sid)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                    Ok(Claim::Duplicate {
+                        response: response.unwrap_or_else(|| common::EMPTY_TWIML.to_owned()),
+                    })
+                }
+
+                async fn finish_call(
+                    &mut self,
+                    call_sid: &str,
+                    client_id: Option<&ClientId>,
+                    is_test_call: bool,
+                    response: &str,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE calls SET client_id = $2, is_test_call = $3, response = $4 \
+                         WHERE call_sid = $1",
+                    )
+                    .bind(call_sid)
+                    .bind(client_id.map(ClientId::as_str))
+                    .bind(is_test_call)
+                    .bind(response)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn record_verify_call(
+                    &mut self,
+                    call_sid: &str,
+                    client_id: &ClientId,
+                    from: &PhoneNumber,
+                    to: &PhoneNumber,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO calls (call_sid, client_id, direction, from_addr, to_addr, \
+                             status, is_test_call, created_at, updated_at) \
+                         VALUES ($1, $2, 'outbound-api', $3, $4, 'queued', TRUE, $5, $5) \
+                         ON CONFLICT (call_sid) DO NOTHING",
+                    )
+                    .bind(call_sid)
+                    .bind(client_id.as_str())
+                    .bind(from.as_str())
+                    .bind(to.as_str())
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn update_call_status(
+                    &mut self,
+                    call_sid: &str,
+                    status: &str,
+                    sequence_number: Option<i32>,
+                    duration_secs: Option<i32>,
+                    now: DateTime<Utc>,
+                ) -> Result<bool> {
+                    // Callbacks arrive out of order: a lower SequenceNumber, or anything after a
+                    // final status, changes nothing.
+                    sqlx::query(
+                        "UPDATE calls SET status = $2, \
+                             sequence_number = COALESCE($3, sequence_number), \
+                             duration_secs = COALESCE($4, duration_secs), updated_at = $5 \
+                         WHERE call_sid = $1 \
+                           AND status NOT IN ('completed', 'busy', 'failed', 'no-answer', 'canceled') \
+                           AND (sequence_number IS NULL OR $3 IS NULL OR $3 > sequence_number)",
+                    )
+                    .bind(call_sid)
+                    .bind(status)
+                    .bind(sequence_number)
+                    .bind(duration_secs)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    let known: Option<String> =
+                        sqlx::query_scalar("SELECT call_sid FROM calls WHERE call_sid = $1")
+                            .bind(call_sid)
+                            .fetch_optional(&mut *self.0)
+                            .await?;
+                    Ok(known.is_some())
+                }
+
+                async fn lock_verify_due(
+                    &mut self,
+                    started_before: DateTime<Utc>,
+                    limit: i64,
+                ) -> Result<Vec<Client>> {
+                    let rows: Vec<ClientRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE verify_started_at IS NOT NULL \
+                             AND verify_started_at <= $1 AND state = 'S8_FWD_CONFIRMED' \
+                         ORDER BY verify_started_at, id LIMIT $2",
+                        $skip_locked
+                    ))
+                    .bind(started_before)
                     .bind(limit)
                     .fetch_all(&mut *self.0)
                     .await?;

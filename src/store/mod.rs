@@ -195,6 +195,26 @@ impl OutboundStatus {
     }
 }
 
+/// What an outbox entry sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundKind {
+    Sms,
+    VerifyCall,
+}
+
+/// A call as Twilio's voice webhook reports it.
+#[derive(Debug, Clone)]
+pub struct NewCall<'a> {
+    pub call_sid: &'a str,
+    pub direction: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub forwarded_from: Option<&'a str>,
+    pub status: &'a str,
+    pub at: DateTime<Utc>,
+}
+
 /// A message in the outbox, as a worker sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundMessage {
@@ -208,6 +228,8 @@ pub struct OutboundMessage {
     pub last_error: Option<String>,
     /// An earlier attempt's outcome is unknown: ask Twilio before sending again.
     pub needs_reconcile: bool,
+    /// A text, or a forwarding verification call (`body` is then the call's TwiML).
+    pub kind: OutboundKind,
     /// When the latest attempt was claimed; while `needs_reconcile`, when the first attempt whose
     /// outcome is unknown was, so the search for it covers every attempt since.
     pub attempted_at: Option<DateTime<Utc>>,
@@ -360,6 +382,12 @@ pub trait Tx: Send + Sized {
         msg: &NewOutbound<'_>,
     ) -> impl Future<Output = Result<i64>> + Send;
 
+    /// Queues a forwarding verification call; `body` is the TwiML played if the owner answers.
+    fn enqueue_verify_call(
+        &mut self,
+        call: &NewOutbound<'_>,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
     /// Claims up to `limit` due messages (pending, or sending with an expired lease) for one worker:
     /// marks them `sending` with a lease until `lease_until`, increments attempts. `SKIP LOCKED` on PostgreSQL.
     fn claim_outbound(
@@ -434,6 +462,47 @@ pub trait Tx: Send + Sized {
     fn lock_waitlist(
         &mut self,
         country: Country,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Client>>> + Send;
+
+    // --- calls -------------------------------------------------------------------------------
+    /// Claims a `CallSid`, as [`Tx::claim_inbound`] does a `MessageSid`.
+    fn claim_call(&mut self, call: &NewCall<'_>) -> impl Future<Output = Result<Claim>> + Send;
+
+    /// Records whose call it was, whether it was the test call, and the TwiML answered.
+    fn finish_call(
+        &mut self,
+        call_sid: &str,
+        client_id: Option<&ClientId>,
+        is_test_call: bool,
+        response: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a verification call we placed, so its status callbacks have a row to update.
+    fn record_verify_call(
+        &mut self,
+        call_sid: &str,
+        client_id: &ClientId,
+        from: &PhoneNumber,
+        to: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Applies a call status callback in `SequenceNumber` order, never moving back from a final
+    /// status. False when the call is unknown.
+    fn update_call_status(
+        &mut self,
+        call_sid: &str,
+        status: &str,
+        sequence_number: Option<i32>,
+        duration_secs: Option<i32>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Owners in S8 whose test began before `started_before` with no proof yet, locked.
+    fn lock_verify_due(
+        &mut self,
+        started_before: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<Client>>> + Send;
 

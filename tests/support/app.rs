@@ -61,6 +61,7 @@ pub async fn spawn_postgres(config: Config) -> TestApp<PgStore> {
 }
 
 pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
+    let config = Arc::new(config);
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Arc::new(Engine::new(
         store,
@@ -71,9 +72,10 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
             payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
             quarantine: chrono::Duration::days(30),
             pool_low_water: 3,
+            verify_caller: config.verify_caller_number.clone(),
+            verify_window: chrono::Duration::minutes(2),
         },
     ));
-    let config = Arc::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
