@@ -185,21 +185,18 @@ impl Fixture {
                      rejected and outcome go with stripe steps only"
                 )));
             }
-            match (&step.sms, &step.event) {
-                (None, Some(event)) => {
-                    if !EVENTS.contains(&event.as_str()) {
-                        return Err(invalid(format!(
-                            "step {n}: unknown event {event:?} (expected one of {})",
-                            EVENTS.join(", ")
-                        )));
-                    }
-                    if (event == "number_allocated") != step.new_number.is_some() {
-                        return Err(invalid(format!(
-                            "step {n}: `new_number` goes with event number_allocated, and only with it"
-                        )));
-                    }
+            if let Some(event) = &step.event {
+                if !EVENTS.contains(&event.as_str()) {
+                    return Err(invalid(format!(
+                        "step {n}: unknown event {event:?} (expected one of {})",
+                        EVENTS.join(", ")
+                    )));
                 }
-                _ => {}
+            }
+            if (step.event.as_deref() == Some("number_allocated")) != step.new_number.is_some() {
+                return Err(invalid(format!(
+                    "step {n}: `new_number` goes with event number_allocated, and only with it"
+                )));
             }
             if let Some(gate) = &step.expect.gate
                 && gate != "none"
