@@ -185,13 +185,13 @@ impl Fixture {
                      rejected and outcome go with stripe steps only"
                 )));
             }
-            if let Some(event) = &step.event {
-                if !EVENTS.contains(&event.as_str()) {
-                    return Err(invalid(format!(
-                        "step {n}: unknown event {event:?} (expected one of {})",
-                        EVENTS.join(", ")
-                    )));
-                }
+            if let Some(event) = &step.event
+                && !EVENTS.contains(&event.as_str())
+            {
+                return Err(invalid(format!(
+                    "step {n}: unknown event {event:?} (expected one of {})",
+                    EVENTS.join(", ")
+                )));
             }
             if (step.event.as_deref() == Some("number_allocated")) != step.new_number.is_some() {
                 return Err(invalid(format!(
