@@ -14,6 +14,8 @@ use crate::flows::Flows;
 use crate::http::{self, AppState};
 use crate::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use crate::pool;
+use crate::replenish::{self, CircuitBreaker, ReplenishSettings, Replenisher};
+use crate::store::replenish::ReplenishStore;
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::twilio::client::{Credentials, TwilioClient};
 
@@ -90,6 +92,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    crate::telemetry::install();
     let flows = Arc::new(load_flows(&config)?);
     let database = Database::connect(&config.database_url).await?;
     database.migrate().await?;
@@ -126,7 +129,7 @@ pub async fn serve(
 
 /// Serves HTTP with the outbox worker and the pool keeper beside it. On shutdown, HTTP drains
 /// in-flight requests first, then the worker finishes the message in hand.
-async fn run<S: Store>(
+async fn run<S: ReplenishStore>(
     listener: TcpListener,
     store: S,
     config: Arc<Config>,
@@ -146,16 +149,33 @@ async fn run<S: Store>(
         let stopped = stopped.clone();
         async move { outbox.run(stopped).await }
     });
+    let replenisher = replenisher(&config, engine.clone());
+    let twilio_breaker = replenisher.as_ref().map(|r| r.breaker().clone());
+    let buyer = replenisher.map(|replenisher| {
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            replenisher
+                .keep(std::time::Duration::from_secs(60), stopped)
+                .await
+        })
+    });
     let keeper = tokio::spawn({
         let engine = engine.clone();
         async move { pool::keep(&engine, std::time::Duration::from_secs(15), stopped).await }
     });
 
-    let state = AppState { engine, config };
+    let state = AppState {
+        engine,
+        config,
+        twilio_breaker,
+    };
     let served = http::serve(listener, state, shutdown).await;
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = keeper.await;
+    if let Some(buyer) = buyer {
+        let _ = buyer.await;
+    }
     served.map_err(StartError::Serve)
 }
 
@@ -195,4 +215,40 @@ pub fn sender(config: &Config) -> Sender {
             Sender::Simulated
         }
     }
+}
+
+/// The keeper that buys pool numbers: only with `POOL_TARGET` and Twilio credentials.
+fn replenisher<S: ReplenishStore>(
+    config: &Config,
+    engine: Arc<Engine<S>>,
+) -> Option<Replenisher<S>> {
+    let target = config.pool_target?;
+    let (Some(sid), Some(token)) = (&config.twilio_account_sid, &config.twilio_auth_token) else {
+        tracing::warn!(
+            event = "POOL_BUYING_OFF",
+            "POOL_TARGET is set but TWILIO_ACCOUNT_SID or TWILIO_AUTH_TOKEN is not: no numbers are bought"
+        );
+        return None;
+    };
+    let twilio = TwilioClient::new(
+        &config.twilio_api_base,
+        Credentials {
+            account_sid: sid.clone(),
+            username: sid.clone(),
+            secret: token.clone(),
+        },
+        std::time::Duration::from_secs(15),
+    );
+    let breaker = Arc::new(CircuitBreaker::with_defaults(Arc::new(SystemClock)));
+    Some(Replenisher::new(
+        engine,
+        twilio,
+        breaker,
+        ReplenishSettings::new(
+            target,
+            config.pool_max_buy_per_day,
+            replenish::home_country(config.onboarding_number.as_ref()),
+            &config.public_url,
+        ),
+    ))
 }

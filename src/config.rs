@@ -46,6 +46,10 @@ pub struct Config {
     pub verify_window: std::time::Duration,
     /// How long the verification call rings: longer than a phone's no-answer divert timer.
     pub verify_ring_seconds: u32,
+    /// Keep this many numbers AVAILABLE by buying from Twilio; the buying keeper is off when unset.
+    pub pool_target: Option<i64>,
+    /// At most this many numbers bought in any 24 hours, across all replicas.
+    pub pool_max_buy_per_day: i64,
 }
 
 /// Development's stand-in, so `serve` works with nothing set.
@@ -149,6 +153,22 @@ impl Config {
                     problem: format!("{raw:?} is not a whole number of seconds from 5 to 600"),
                 })?,
         };
+        let whole_number = |name: &'static str, raw: String| {
+            raw.parse()
+                .ok()
+                .filter(|n: &i64| (0..=10_000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    name,
+                    problem: format!("{raw:?} is not a whole number from 0 to 10000"),
+                })
+        };
+        let pool_target = get("POOL_TARGET")
+            .map(|raw| whole_number("POOL_TARGET", raw))
+            .transpose()?;
+        let pool_max_buy_per_day = get("POOL_MAX_BUY_PER_DAY")
+            .map(|raw| whole_number("POOL_MAX_BUY_PER_DAY", raw))
+            .transpose()?
+            .unwrap_or(10);
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -206,6 +226,8 @@ impl Config {
             verify_caller_number,
             verify_window,
             verify_ring_seconds,
+            pool_target,
+            pool_max_buy_per_day,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [
@@ -310,5 +332,19 @@ mod tests {
         assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.to_string().starts_with("LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn pool_buying_is_off_unless_a_target_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.pool_target, c.pool_max_buy_per_day), (None, 10));
+        let c = config(&[("POOL_TARGET", "20"), ("POOL_MAX_BUY_PER_DAY", "5")]).unwrap();
+        assert_eq!((c.pool_target, c.pool_max_buy_per_day), (Some(20), 5));
+        for bad in ["-1", "lots", "2.5", "10001"] {
+            let err = config(&[("POOL_TARGET", bad)]).unwrap_err();
+            assert!(err.to_string().starts_with("POOL_TARGET"), "{err}");
+            let err = config(&[("POOL_MAX_BUY_PER_DAY", bad)]).unwrap_err();
+            assert!(err.to_string().starts_with("POOL_MAX_BUY_PER_DAY"), "{err}");
+        }
     }
 }

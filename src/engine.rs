@@ -223,13 +223,29 @@ impl<S: Store> Engine<S> {
         Ok(client_id.is_some())
     }
 
+    /// An operator's reset: the owner goes back to S1 with every answer cleared, keeping payment,
+    /// number and opt-out (as RESTART does), recorded in the state history with cause
+    /// `admin_reset`, in one transaction. Nothing is texted: their next text answers S1.
+    pub async fn admin_reset(&self, client_id: &ClientId) -> Result<Client, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut client = tx
+            .lock_client(client_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownClient(client_id.clone()))?;
+        // Through the conversation like any event; what it would say is not sent.
+        self.run(&mut tx, &mut client, Event::Reset, now).await?;
+        tx.commit().await?;
+        Ok(client)
+    }
+
     /// Sends a number no owner holds to quarantine. A number in use is refused: taking it from its
     /// owner is a payment decision, not a pool one.
     pub async fn release_number(&self, number: &PhoneNumber) -> Result<(), EngineError> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if let Some(client) = tx.lock_client_by_number(number).await? {
-            return Err(EngineError::NumberInUse(number.to_string(), client.id));
+            return Err(EngineError::NumberInUse(number.masked(), client.id));
         }
         self.quarantine(&mut tx, number, now).await?;
         tx.commit().await?;
@@ -310,6 +326,17 @@ impl<S: Store> Engine<S> {
             served.extend(self.serve_waitlist(country).await?);
         }
         Ok((added, served))
+    }
+
+    /// Stores numbers (with their Twilio sids) as AVAILABLE and commits; returns how many were new.
+    /// Unlike [`Engine::add_numbers`] it does not serve the waitlist: the caller does that with
+    /// [`Engine::serve_waitlist`], so an error there is never mistaken for the numbers not being stored.
+    pub async fn add_pool_numbers(&self, numbers: &[NewPoolNumber]) -> Result<u64, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let added = tx.add_numbers(numbers, now).await?;
+        tx.commit().await?;
+        Ok(added)
     }
 
     /// Gives numbers to waiting owners of a country, oldest first, one transaction each, until the
@@ -464,8 +491,20 @@ impl<S: Store> Engine<S> {
         };
         let mut conversation = conversation_of(client);
         let was_opted_out = client.opted_out;
+        let gate_before = client.gate;
         let decision = conversation::step(&mut conversation, event, &ctx);
         apply_conversation(client, conversation, now);
+
+        if client.gate != gate_before {
+            let name = match client.gate {
+                Some(Gate::PaymentRequired) => Some("PAYMENT_REQUIRED"),
+                Some(Gate::AwaitingNumber) => Some("ONBOARDING_BLOCKED_NO_NUMBER"),
+                None => None,
+            };
+            if let Some(name) = name {
+                tracing::info!(event = name, client_id = %client.id, phone = %client.owner_phone.masked());
+            }
+        }
 
         if client.opted_out != was_opted_out {
             let name = if client.opted_out {
@@ -492,6 +531,14 @@ impl<S: Store> Engine<S> {
                 to = %to,
                 cause = event.name(),
             );
+            let milestone = match to {
+                StateName::S7FwdSent => Some("FORWARDING_SENT"),
+                StateName::Complete => Some("ONBOARDING_COMPLETE"),
+                _ => None,
+            };
+            if let Some(name) = milestone {
+                tracing::info!(event = name, client_id = %client.id, phone = %client.owner_phone.masked());
+            }
         }
         Ok(decision)
     }

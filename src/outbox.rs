@@ -320,6 +320,17 @@ impl<S: Store> Outbox<S> {
     /// Records an attempt; a retry past `max_attempts` becomes a failure.
     async fn finish(&self, message: &OutboundMessage, attempt: Attempt) -> Result<(), StoreError> {
         let now = self.clock.now();
+        let result = match &attempt {
+            Attempt::Done(status, ..) => status.as_str(),
+            Attempt::Retry(..) => "retry",
+            Attempt::Ambiguous(..) => "uncertain",
+        };
+        let kind = match message.kind {
+            OutboundKind::Sms => "sms",
+            OutboundKind::VerifyCall => "verify_call",
+        };
+        metrics::counter!("onboard_outbound_total", "kind" => kind, "result" => result)
+            .increment(1);
         let exhausted = message.attempts >= self.settings.max_attempts;
         let mut tx = self.store.begin().await?;
         match attempt {

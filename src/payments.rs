@@ -59,7 +59,27 @@ pub async fn receive<S: Store>(
         )?;
     }
     let (envelope, payload) = Envelope::parse(raw_body)?;
-    match handle(engine, &envelope, &payload).await {
+    process(engine, &envelope, &payload).await
+}
+
+/// Processes a stored event again, as an operator's retry of a failed one: exactly what a delivery
+/// goes through after its signature check (which it passed when it first arrived). Only a stored
+/// `failed` event is processed; any other comes back [`Receipt::Duplicate`], unchanged.
+pub async fn reprocess<S: Store>(
+    engine: &Engine<S>,
+    stored_payload: &serde_json::Value,
+) -> Result<Receipt, PaymentError> {
+    let (envelope, payload) = Envelope::parse(stored_payload.to_string().as_bytes())?;
+    process(engine, &envelope, &payload).await
+}
+
+/// The one processing path of a verified event: handle it, and record a failure for ops.
+async fn process<S: Store>(
+    engine: &Engine<S>,
+    envelope: &Envelope,
+    payload: &serde_json::Value,
+) -> Result<Receipt, PaymentError> {
+    match handle(engine, envelope, payload).await {
         Ok(receipt) => {
             if receipt == Receipt::Processed {
                 engine.after_payment().await;
@@ -67,7 +87,7 @@ pub async fn receive<S: Store>(
             Ok(receipt)
         }
         Err(e) => {
-            record_failure(engine, &envelope, &payload, &e).await;
+            record_failure(engine, envelope, payload, &e).await;
             Err(e.into())
         }
     }

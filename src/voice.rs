@@ -105,13 +105,6 @@ impl<S: Store> Engine<S> {
                             .run(&mut tx, &mut client, Event::TestCallDetected, now)
                             .await?;
                         self.queue_replies(&mut tx, &client, &decision, now).await?;
-                        if client.state == StateName::Complete {
-                            tracing::info!(
-                                event = "ONBOARDING_COMPLETE",
-                                client_id = %client.id,
-                                phone = %client.owner_phone.masked(),
-                            );
-                        }
                         let say = catalog.render(MessageKey::VoiceConfirmed, &[]);
                         (Response::new().say(&say, language).hangup(), true)
                     }

@@ -569,3 +569,77 @@ async fn the_pool_endpoint_reports_health() {
     assert_eq!(json["low_water"], 3);
     assert_eq!(json["healthy"], false);
 }
+
+#[tokio::test]
+async fn metrics_count_events_time_routes_and_read_gauges() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(onboard::telemetry::EventCounter),
+    );
+    let app = spawn_sqlite(test_config(&[])).await;
+    app.engine
+        .add_numbers(&["+447700900900".parse().unwrap()])
+        .await
+        .unwrap();
+    app.text("SM1", OWNER, "Hi").await;
+    app.text("SM2", OWNER, "Plumber in Leeds").await;
+    let response = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    // Gauges are read from this app's database: exact. Counters are process-wide (other tests in
+    // the same process add to them): at least what this test did.
+    for line in [
+        r#"onboard_owners{state="S2_BUSINESS_NAME"} 1"#,
+        r#"onboard_owners{state="COMPLETE"} 0"#,
+        r#"onboard_pool_numbers{status="AVAILABLE"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    for (series, at_least) in [
+        (r#"onboard_events_total{event="INBOUND_SMS"}"#, 2.0),
+        (r#"onboard_events_total{event="STATE_CHANGED"}"#, 1.0),
+        (
+            r#"onboard_http_request_duration_seconds_count{route="/webhooks/twilio/sms",status="200"}"#,
+            2.0,
+        ),
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("missing {series} in:\n{text}"));
+        assert!(value >= at_least, "{series} is {value}");
+    }
+    assert!(!text.contains(OWNER), "no phone numbers in metrics");
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_database_does_not_answer() {
+    let app = spawn_postgres(test_config(&[])).await;
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let json: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(json["database"], "ok");
+    assert_eq!(json["twilio_circuit"], "off");
+
+    app.engine.store().pool().close().await;
+    let down = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = down.json().await.unwrap();
+    assert_eq!(json["database"], "unavailable");
+}

@@ -27,6 +27,8 @@ pub enum Event {
     OwnCallNotProof,
     /// No proof arrived within the verification window.
     VerifyTimedOut,
+    /// An operator sent the owner back to the start (answers cleared, payment and number kept).
+    Reset,
 }
 
 impl Event {
@@ -41,6 +43,7 @@ impl Event {
             Event::TestCallDetected => "test_call",
             Event::OwnCallNotProof => "own_call",
             Event::VerifyTimedOut => "verify_timed_out",
+            Event::Reset => "admin_reset",
         }
     }
 }
@@ -213,6 +216,14 @@ impl Conversation {
                 }
                 None => Handled,
             },
+            Event::Reset => {
+                self.clear_answers();
+                if context.current == StateName::S1BusinessTypeLocation {
+                    Handled
+                } else {
+                    Transition(State::s1_business_type_location())
+                }
+            }
             Event::PaymentConfirmed => {
                 self.paid = true;
                 Handled

@@ -15,10 +15,19 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request is valid but the resource's state refuses it (409).
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body over {0} bytes")]
     PayloadTooLarge(usize),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+impl From<super::form::MissingField> for ApiError {
+    fn from(missing: super::form::MissingField) -> Self {
+        ApiError::BadRequest(missing.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -28,6 +37,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -45,6 +45,32 @@ fn decode(raw: &[u8]) -> Result<String, FormError> {
     String::from_utf8(out).map_err(|_| FormError::NotUtf8)
 }
 
+/// A field the request must carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("missing form field {0}")]
+pub struct MissingField(pub &'static str);
+
+/// The first value of `name`, which must be there and not empty.
+pub fn required<'a>(
+    pairs: &'a [(String, String)],
+    name: &'static str,
+) -> Result<&'a str, MissingField> {
+    optional(pairs, name).ok_or(MissingField(name))
+}
+
+/// The first value of `name`, which must be there but may be empty (an SMS `Body`).
+pub fn present<'a>(
+    pairs: &'a [(String, String)],
+    name: &'static str,
+) -> Result<&'a str, MissingField> {
+    get(pairs, name).ok_or(MissingField(name))
+}
+
+/// The first value of `name`, unless absent or empty.
+pub fn optional<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    get(pairs, name).filter(|v| !v.is_empty())
+}
+
 /// The first value of `name`.
 pub fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs

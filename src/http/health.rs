@@ -1,5 +1,6 @@
 //! Liveness and readiness.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
@@ -11,16 +12,57 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the database answers too.
-pub async fn readyz<S: Store>(State(app): State<AppState<S>>) -> (StatusCode, String) {
-    match app.engine.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+/// `GET /readyz`: 200 when the database answers, 503 when not. The detail also says whether the
+/// circuit breaker around Twilio purchases is open: that is worth an alert, but the server still
+/// serves, so it does not make it unready.
+pub async fn readyz<S: Store>(
+    State(app): State<AppState<S>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let database = match app.engine.store().ping().await {
+        Ok(()) => "ok",
         Err(e) => {
             tracing::warn!(event = "NOT_READY", error = %e);
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable\n".to_owned(),
-            )
+            "unavailable"
+        }
+    };
+    let twilio_circuit = match &app.twilio_breaker {
+        None => "off",
+        Some(breaker) if breaker.is_open() => "open",
+        Some(_) => "closed",
+    };
+    let status = if database == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "ready": status == StatusCode::OK,
+            "database": database,
+            "twilio_circuit": twilio_circuit,
+        })),
+    )
+}
+
+/// `GET /metrics`: Prometheus text. Counters and histograms from the recorder, gauges read now.
+pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> (StatusCode, String) {
+    let store = app.engine.store();
+    let mut body = crate::telemetry::install().render();
+    match (store.owners_by_state().await, store.pool_stats().await) {
+        (Ok(owners), Ok(pool)) => {
+            body.push_str(&crate::telemetry::render_gauges(&owners, &pool));
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(event = "METRICS_GAUGES_FAILED", error = %e);
         }
     }
+    if let Some(breaker) = &app.twilio_breaker {
+        body.push_str(&format!(
+            "# HELP onboard_twilio_circuit_open 1 while the breaker around Twilio purchases is open.\n\
+             # TYPE onboard_twilio_circuit_open gauge\nonboard_twilio_circuit_open {}\n",
+            u8::from(breaker.is_open())
+        ));
+    }
+    (StatusCode::OK, body)
 }

@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::replenish::CircuitBreaker;
 use crate::store::Store;
 
 /// Twilio's bodies are a few KiB; Stripe's rarely more than 20.
@@ -33,6 +34,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 pub struct AppState<S: Store> {
     pub engine: Arc<Engine<S>>,
     pub config: Arc<Config>,
+    /// The breaker around Twilio purchases, when numbers are bought (`POOL_TARGET`).
+    pub twilio_breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -40,6 +43,7 @@ impl<S: Store> Clone for AppState<S> {
         Self {
             engine: self.engine.clone(),
             config: self.config.clone(),
+            twilio_breaker: self.twilio_breaker.clone(),
         }
     }
 }
@@ -49,6 +53,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz::<S>))
+        .route("/metrics", get(health::metrics::<S>))
         .route("/webhooks/twilio/sms", post(twilio::sms::<S>))
         .route(
             "/webhooks/twilio/message-status",
@@ -61,16 +66,14 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         )
         .route("/webhooks/stripe", post(stripe::webhook::<S>));
     if state.config.admin_token.is_some() {
-        let admin = Router::new()
-            .route("/admin/api/clients", get(admin::client_by_phone::<S>))
-            .route("/admin/api/pool", get(admin::pool::<S>))
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                admin::require_token::<S>,
-            ));
+        let admin = admin::routes::<S>().route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token::<S>,
+        ));
         app = app.merge(admin);
     }
-    app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    app.route_layer(axum::middleware::from_fn(crate::telemetry::track_latency))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

@@ -21,18 +21,13 @@ pub async fn sms<S: Store>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = verified_params(&app, &uri, &headers, &body)?;
-    let field = |name: &'static str| {
-        form::get(&params, name)
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
-    };
     let sms = InboundSms {
-        message_sid: field("MessageSid")?,
-        from: field("From")?,
-        body: field("Body")?,
-        to: form::get(&params, "To").unwrap_or_default().to_owned(),
+        message_sid: form::required(&params, "MessageSid")?.to_owned(),
+        from: form::required(&params, "From")?.to_owned(),
+        body: form::present(&params, "Body")?.to_owned(),
+        to: form::optional(&params, "To").unwrap_or_default().to_owned(),
     };
-    if sms.message_sid.is_empty() || sms.message_sid.len() > 64 {
+    if sms.message_sid.len() > 64 {
         return Err(ApiError::BadRequest(
             "MessageSid must be 1 to 64 characters".into(),
         ));
@@ -73,14 +68,9 @@ pub async fn message_status<S: Store>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = verified_params(&app, &uri, &headers, &body)?;
-    let required = |name: &'static str| {
-        form::get(&params, name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
-    };
-    let sid = required("MessageSid")?;
-    let status = outbox::twilio_status(required("MessageStatus")?);
-    let error_code = form::get(&params, "ErrorCode").filter(|c| !c.is_empty());
+    let sid = form::required(&params, "MessageSid")?;
+    let status = outbox::twilio_status(form::required(&params, "MessageStatus")?);
+    let error_code = form::optional(&params, "ErrorCode");
     let known = app.engine.message_status(sid, status, error_code).await?;
     if !known {
         tracing::info!(event = "MESSAGE_STATUS_UNKNOWN_SID", message_sid = %sid);
@@ -96,24 +86,17 @@ pub async fn voice<S: Store>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = verified_params(&app, &uri, &headers, &body)?;
-    let field = |name: &'static str| {
-        form::get(&params, name)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
-    };
-    let optional = |name: &str| {
-        form::get(&params, name)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
     let call = InboundCall {
-        call_sid: field("CallSid")?,
-        from: field("From")?,
-        to: field("To")?,
-        forwarded_from: optional("ForwardedFrom"),
-        direction: optional("Direction").unwrap_or_else(|| "inbound".to_owned()),
-        status: optional("CallStatus").unwrap_or_else(|| "ringing".to_owned()),
+        call_sid: form::required(&params, "CallSid")?.to_owned(),
+        from: form::required(&params, "From")?.to_owned(),
+        to: form::required(&params, "To")?.to_owned(),
+        forwarded_from: form::optional(&params, "ForwardedFrom").map(str::to_owned),
+        direction: form::optional(&params, "Direction")
+            .unwrap_or("inbound")
+            .to_owned(),
+        status: form::optional(&params, "CallStatus")
+            .unwrap_or("ringing")
+            .to_owned(),
     };
     if call.call_sid.len() > 64 {
         return Err(ApiError::BadRequest(
@@ -132,20 +115,15 @@ pub async fn call_status<S: Store>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = verified_params(&app, &uri, &headers, &body)?;
-    let required = |name: &'static str| {
-        form::get(&params, name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ApiError::BadRequest(format!("missing form field {name}")))
-    };
-    let sid = required("CallSid")?;
-    let status = required("CallStatus")?;
+    let sid = form::required(&params, "CallSid")?;
+    let status = form::required(&params, "CallStatus")?;
     let known = app
         .engine
         .call_status(
             sid,
             status,
-            optional_int(form::get(&params, "SequenceNumber")),
-            optional_int(form::get(&params, "CallDuration")),
+            optional_int(form::optional(&params, "SequenceNumber")),
+            optional_int(form::optional(&params, "CallDuration")),
         )
         .await?;
     if !known {

@@ -45,6 +45,8 @@ pub(super) const OUTBOUND_AFTER: &str = concat!(
     " FROM outbound_messages WHERE id > $1 ORDER BY id"
 );
 
+pub(super) const OWNERS_BY_STATE: &str = "SELECT state, COUNT(*) FROM clients GROUP BY state";
+
 pub(super) const POOL_COUNTS: &str = "SELECT status, COUNT(*) FROM pool_numbers GROUP BY status";
 
 fn corrupt(table: &'static str, detail: String) -> StoreError {
@@ -323,6 +325,20 @@ macro_rules! impl_tx {
                 // --- clients -------------------------------------------------------------
 
                 async fn lock_or_create_client(&mut self, new: &Client) -> Result<(Client, bool)> {
+                    let lock = concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE owner_phone = $1",
+                        $for_update
+                    );
+                    // Nearly every text is from an owner we know: look before inserting.
+                    if let Some(row) = sqlx::query_as::<_, ClientRow>(lock)
+                        .bind(new.owner_phone.as_str())
+                        .fetch_optional(&mut *self.0)
+                        .await?
+                    {
+                        return Ok((row.into_client()?, false));
+                    }
                     // Two first texts from one new phone: the second INSERT waits for the first
                     // transaction, then does nothing, and the SELECT finds the first one's row.
                     let created = sqlx::query(
@@ -360,12 +376,7 @@ macro_rules! impl_tx {
                     .await?
                     .rows_affected()
                         == 1;
-                    let row: ClientRow = sqlx::query_as(concat!(
-                        "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE owner_phone = $1",
-                        $for_update
-                    ))
+                    let row: ClientRow = sqlx::query_as(lock)
                     .bind(new.owner_phone.as_str())
                     .fetch_one(&mut *self.0)
                     .await?;
@@ -496,21 +507,23 @@ macro_rules! impl_tx {
                     limit: i64,
                 ) -> Result<Vec<OutboundMessage>> {
                     // The first `status IN` is implied by the rest; spelled out, it lets SQLite
-                    // see that the partial index outbound_messages_due covers the query.
+                    // see that the partial index outbound_messages_due covers the query. The claim
+                    // is a MATERIALIZED CTE so its locking SELECT runs exactly once: a subquery
+                    // under `IN` may be re-run by some plans, each run skipping different rows.
                     let rows: Vec<OutboundRow> = sqlx::query_as(concat!(
-                        "UPDATE outbound_messages \
-                         SET status = 'sending', lease_until = $2, attempts = attempts + 1, \
-                             attempted_at = CASE WHEN needs_reconcile \
-                                 THEN COALESCE(attempted_at, $1) ELSE $1 END, \
-                             updated_at = $1 \
-                         WHERE id IN ( \
+                        "WITH due AS MATERIALIZED ( \
                              SELECT id FROM outbound_messages \
                              WHERE status IN ('pending', 'sending') \
                                AND ((status = 'pending' AND next_attempt_at <= $1) \
                                  OR (status = 'sending' AND lease_until < $1)) \
                              ORDER BY id LIMIT $3",
                         $skip_locked,
-                        ") RETURNING ",
+                        ") UPDATE outbound_messages \
+                         SET status = 'sending', lease_until = $2, attempts = attempts + 1, \
+                             attempted_at = CASE WHEN needs_reconcile \
+                                 THEN COALESCE(attempted_at, $1) ELSE $1 END, \
+                             updated_at = $1 \
+                         WHERE id IN (SELECT id FROM due) RETURNING ",
                         outbound_columns!()
                     ))
                     .bind(now)

@@ -4,8 +4,10 @@
 //! pool and outbox are claimed with `SKIP LOCKED`) so many replicas can share one database; on SQLite
 //! the transaction starts with `BEGIN IMMEDIATE`, which takes the single write lock up front.
 
+pub mod admin;
 mod common;
 pub mod postgres;
+pub mod replenish;
 pub mod sqlite;
 
 use std::future::Future;
@@ -311,8 +313,9 @@ pub struct NewWebhookEvent<'a> {
     pub received_at: DateTime<Utc>,
 }
 
-/// The database behind the server. Cloning is cheap (a pool handle).
-pub trait Store: Clone + Send + Sync + 'static {
+/// The database behind the server. Cloning is cheap (a pool handle). The admin API's reads
+/// ([`admin::AdminReads`]) come with it.
+pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads {
     type Tx: Tx;
 
     /// Applies this back end's migrations.
@@ -330,6 +333,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Client>>> + Send;
 
     fn pool_stats(&self) -> impl Future<Output = Result<PoolStats>> + Send;
+
+    /// How many owners are in each state (states with none are left out).
+    fn owners_by_state(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
 
     /// The newest outbox message's id (0 for none): a bookmark for [`Store::outbound_after`].
     fn latest_outbound_id(&self) -> impl Future<Output = Result<i64>> + Send;

@@ -16,8 +16,11 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
+        // No ping before each checkout: a dead connection fails its query and is replaced, and the
+        // ping would be one more round trip on every event.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            .test_before_acquire(false)
             .connect(url)
             .await?;
         Ok(Self::from_pool(pool))
@@ -68,6 +71,12 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         common::pool_stats(counts)
+    }
+
+    async fn owners_by_state(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(common::OWNERS_BY_STATE)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn latest_outbound_id(&self) -> Result<i64> {

@@ -26,7 +26,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
         Ok(SqliteStore { pool })
     }
 
@@ -37,6 +40,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new() // filename ":memory:": private to its connection
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .min_connections(1)
             .max_connections(1)
             .idle_timeout(None)
@@ -87,6 +91,12 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         common::pool_stats(counts)
+    }
+
+    async fn owners_by_state(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(common::OWNERS_BY_STATE)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn latest_outbound_id(&self) -> Result<i64> {

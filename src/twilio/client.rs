@@ -202,6 +202,11 @@ struct AvailablePage {
     available_phone_numbers: Vec<AvailableNumber>,
 }
 
+#[derive(Deserialize)]
+struct IncomingPage {
+    incoming_phone_numbers: Vec<IncomingNumber>,
+}
+
 impl TwilioClient {
     /// `base_url` is e.g. `https://api.twilio.com` (tests point it at a mock). `timeout` bounds
     /// each whole request; connecting gets at most half of it (and 5 s), so a dead host is
@@ -350,6 +355,22 @@ impl TwilioClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The number of ours equal to `phone_number`, if we own it: tells whether a purchase whose
+    /// answer was lost ([`TwilioError::is_ambiguous`]) went through.
+    pub async fn find_incoming_number(
+        &self,
+        phone_number: &PhoneNumber,
+    ) -> Result<Option<IncomingNumber>, TwilioError> {
+        let mut url = self.account_url(&["IncomingPhoneNumbers.json"]);
+        url.query_pairs_mut()
+            .append_pair("PhoneNumber", phone_number.as_str());
+        let page: IncomingPage = parse_json(self.execute(Method::GET, url, None).await?)?;
+        Ok(page
+            .incoming_phone_numbers
+            .into_iter()
+            .find(|n| n.phone_number == phone_number.as_str()))
     }
 
     /// `{base}/2010-04-01/Accounts/{AC}/{segments...}`, each segment percent-encoded.

@@ -61,6 +61,7 @@ pub async fn spawn_postgres(config: Config) -> TestApp<PgStore> {
 }
 
 pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
+    onboard::telemetry::install();
     let config = Arc::new(config);
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Arc::new(Engine::new(
@@ -83,6 +84,7 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
     let state = AppState {
         engine: engine.clone(),
         config: config.clone(),
+        twilio_breaker: None,
     };
     tokio::spawn(http::serve(listener, state, std::future::pending()));
     TestApp {

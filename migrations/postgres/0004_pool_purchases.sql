@@ -1,0 +1,11 @@
+-- Numbers the pool keeper bought from Twilio, one row per purchase, kept even when the purchase is
+-- rolled back (released): the daily purchase cap counts these rows, so it holds across replicas
+-- and restarts, and a number we paid for can always be traced by its sid.
+CREATE TABLE pool_purchases (
+    twilio_sid   text PRIMARY KEY,
+    e164         text NOT NULL,
+    purchased_at timestamptz NOT NULL,
+    released_at  timestamptz
+);
+
+CREATE INDEX pool_purchases_purchased_at ON pool_purchases (purchased_at);

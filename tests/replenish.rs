@@ -1,0 +1,689 @@
+//! The pool replenisher against a mock Twilio (wiremock): where it searches, what it buys, what it
+//! does when a purchase cannot be kept, the daily cap, the circuit breaker, and two replicas on one
+//! PostgreSQL. Time is a manual clock: nothing here waits.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use onboard::clock::{Clock, ManualClock, SequentialIds};
+use onboard::conversation::{Gate, StateName};
+use onboard::domain::{ClientId, Country, PhoneNumber};
+use onboard::engine::{Engine, Settings};
+use onboard::flows::Flows;
+use onboard::replay::fixture_epoch;
+use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher, RunOutcome, RunReport};
+use onboard::store::replenish::ReplenishStore;
+use onboard::store::{Client, NewPoolNumber, PgStore, SqliteStore, Store, Tx};
+use onboard::twilio::client::{Credentials, TwilioClient};
+use serde_json::json;
+use wiremock::matchers::{method, path, query_param, query_param_is_missing};
+use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const PUBLIC_URL: &str = "https://onboard.example.com";
+
+fn account_path(rest: &str) -> String {
+    format!("/2010-04-01/Accounts/{ACCOUNT}/{rest}")
+}
+
+fn phone(raw: &str) -> PhoneNumber {
+    raw.parse().unwrap()
+}
+
+fn sid_of(number: &str) -> String {
+    format!("PN{}", number.trim_start_matches('+'))
+}
+
+fn available(numbers: &[&str]) -> serde_json::Value {
+    json!({
+        "available_phone_numbers": numbers
+            .iter()
+            .map(|n| json!({"phone_number": n, "region": null, "locality": null, "iso_country": "US"}))
+            .collect::<Vec<_>>()
+    })
+}
+
+fn form(request: &Request) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(&request.body).unwrap_or_default()
+}
+
+fn form_value(request: &Request, name: &str) -> Option<String> {
+    form(request)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Matches a form body holding at least these fields.
+struct FormHas(Vec<(&'static str, String)>);
+
+impl Match for FormHas {
+    fn matches(&self, request: &Request) -> bool {
+        let fields = form(request);
+        self.0
+            .iter()
+            .all(|(k, v)| fields.iter().any(|(fk, fv)| fk == k && fv == v))
+    }
+}
+
+fn buying(number: &str) -> FormHas {
+    FormHas(vec![("PhoneNumber", number.to_owned())])
+}
+
+/// A purchase that succeeds, echoing the number with a sid made from it.
+struct Sold;
+
+impl Respond for Sold {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let number = form_value(request, "PhoneNumber").unwrap_or_default();
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"sid": sid_of(&number), "phone_number": number}))
+    }
+}
+
+/// Twilio with an inventory: searches list what is unsold, purchases sell once (then 21422).
+#[derive(Clone)]
+struct FakeTwilio {
+    inventory: Vec<String>,
+    sold: Arc<Mutex<HashSet<String>>>,
+}
+
+impl FakeTwilio {
+    fn new(inventory: &[&str]) -> Self {
+        Self {
+            inventory: inventory.iter().map(|s| s.to_string()).collect(),
+            sold: Arc::default(),
+        }
+    }
+
+    fn sold(&self) -> usize {
+        self.sold.lock().unwrap().len()
+    }
+
+    async fn mount(&self, server: &MockServer) {
+        Mock::given(method("GET"))
+            .and(path(account_path("AvailablePhoneNumbers/US/Local.json")))
+            .respond_with(self.clone())
+            .mount(server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(account_path("IncomingPhoneNumbers.json")))
+            .respond_with(self.clone())
+            .mount(server)
+            .await;
+    }
+}
+
+impl Respond for FakeTwilio {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut sold = self.sold.lock().unwrap();
+        if request.method.as_str() == "GET" {
+            let unsold: Vec<&str> = self
+                .inventory
+                .iter()
+                .filter(|n| !sold.contains(*n))
+                .map(String::as_str)
+                .collect();
+            return ResponseTemplate::new(200).set_body_json(available(&unsold));
+        }
+        let number = form_value(request, "PhoneNumber").unwrap_or_default();
+        if !sold.insert(number.clone()) {
+            return ResponseTemplate::new(400)
+                .set_body_json(json!({"code": 21422, "message": "not available"}));
+        }
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"sid": sid_of(&number), "phone_number": number}))
+    }
+}
+
+struct Harness<S: ReplenishStore> {
+    engine: Arc<Engine<S>>,
+    clock: Arc<ManualClock>,
+    breaker: Arc<CircuitBreaker>,
+    keeper: Replenisher<S>,
+}
+
+fn engine<S: Store>(store: S, clock: Arc<ManualClock>) -> Arc<Engine<S>> {
+    Arc::new(Engine::new(
+        store,
+        Arc::new(Flows::embedded().expect("flows")),
+        clock,
+        Arc::new(SequentialIds::default()),
+        Settings {
+            payment_link: "https://buy.stripe.com/test".to_owned(),
+            quarantine: Duration::days(30),
+            pool_low_water: 0,
+            verify_caller: None,
+            verify_window: Duration::minutes(2),
+        },
+    ))
+}
+
+fn harness<S: ReplenishStore>(
+    engine: Arc<Engine<S>>,
+    clock: Arc<ManualClock>,
+    server: &MockServer,
+    target: i64,
+    max_buy_per_day: i64,
+) -> Harness<S> {
+    let twilio = TwilioClient::new(
+        &server.uri(),
+        Credentials {
+            account_sid: ACCOUNT.to_owned(),
+            username: ACCOUNT.to_owned(),
+            secret: "token".to_owned(),
+        },
+        std::time::Duration::from_secs(5),
+    );
+    let breaker = Arc::new(CircuitBreaker::new(clock.clone(), 5, Duration::minutes(5)));
+    let keeper = Replenisher::new(
+        engine.clone(),
+        twilio,
+        breaker.clone(),
+        ReplenishSettings::new(target, max_buy_per_day, Country::Us, PUBLIC_URL),
+    );
+    Harness {
+        engine,
+        clock,
+        breaker,
+        keeper,
+    }
+}
+
+async fn sqlite(server: &MockServer, target: i64, max_buy_per_day: i64) -> Harness<SqliteStore> {
+    let store = SqliteStore::in_memory().await.expect("sqlite");
+    store.migrate().await.expect("migrate");
+    let clock = Arc::new(ManualClock::new(fixture_epoch()));
+    harness(
+        engine(store, clock.clone()),
+        clock,
+        server,
+        target,
+        max_buy_per_day,
+    )
+}
+
+/// A paid owner who met an empty pool and waits for a number.
+async fn waiting_owner<S: Store>(
+    store: &S,
+    id: &str,
+    raw: &str,
+    location: &str,
+    at: DateTime<Utc>,
+) {
+    let mut tx = store.begin().await.unwrap();
+    let (client, _) = tx
+        .lock_or_create_client(&Client::new(ClientId::new(id), phone(raw), at))
+        .await
+        .unwrap();
+    tx.save_client(&Client {
+        state: StateName::S5ConfirmLive,
+        gate: Some(Gate::AwaitingNumber),
+        business_type: Some("Plumber".into()),
+        location: Some(location.into()),
+        business_name: Some("Bay Pipes".into()),
+        owner_name: Some("Sam".into()),
+        payment_active: true,
+        paid_at: Some(at),
+        waitlisted_at: Some(at),
+        ..client
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn report<S: ReplenishStore>(keeper: &Replenisher<S>) -> RunReport {
+    match keeper.run_once().await.expect("run") {
+        RunOutcome::Ran(report) => report,
+        other => panic!("expected a run, got {other:?}"),
+    }
+}
+
+async fn pool_row(store: &SqliteStore, e164: &str) -> Option<(String, Option<String>)> {
+    sqlx::query_as("SELECT status, twilio_sid FROM pool_numbers WHERE e164 = $1")
+        .bind(e164)
+        .fetch_optional(store.pool())
+        .await
+        .unwrap()
+}
+
+fn search_mock() -> wiremock::MockBuilder {
+    Mock::given(method("GET")).and(path(account_path("AvailablePhoneNumbers/US/Local.json")))
+}
+
+fn buy_mock() -> wiremock::MockBuilder {
+    Mock::given(method("POST")).and(path(account_path("IncomingPhoneNumbers.json")))
+}
+
+#[tokio::test]
+async fn buys_in_the_waiting_owners_area_code_and_serves_them() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 0, 10).await;
+    waiting_owner(
+        h.engine.store(),
+        "c_0000000001",
+        "+14155550123",
+        "San Francisco",
+        h.clock.now(),
+    )
+    .await;
+    search_mock()
+        .and(query_param("AreaCode", "415"))
+        .and(query_param("SmsEnabled", "true"))
+        .and(query_param("VoiceEnabled", "true"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&["+14155550777"])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    search_mock()
+        .and(query_param_is_missing("AreaCode"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[])))
+        .expect(0)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(FormHas(vec![
+            ("PhoneNumber", "+14155550777".into()),
+            ("SmsUrl", format!("{PUBLIC_URL}/webhooks/twilio/sms")),
+            ("VoiceUrl", format!("{PUBLIC_URL}/webhooks/twilio/voice")),
+            (
+                "StatusCallback",
+                format!("{PUBLIC_URL}/webhooks/twilio/call-status"),
+            ),
+            ("FriendlyName", "onboard pool".into()),
+        ]))
+        .respond_with(Sold)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.shortfall, 1, "target 0 plus one waiting owner");
+    assert_eq!(report.bought, [phone("+14155550777")]);
+    let owner = h
+        .engine
+        .client_by_phone(&phone("+14155550123"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.twilio_number, Some(phone("+14155550777")));
+    assert_eq!(owner.gate, None);
+    assert_eq!(owner.state, StateName::S6PhoneType);
+    assert_eq!(
+        pool_row(h.engine.store(), "+14155550777").await,
+        Some(("ASSIGNED".into(), Some(sid_of("+14155550777"))))
+    );
+}
+
+#[tokio::test]
+async fn widens_to_nearby_region_then_anywhere_when_the_area_code_has_none() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 0, 10).await;
+    waiting_owner(
+        h.engine.store(),
+        "c_0000000001",
+        "+14155550123",
+        "San Francisco, CA",
+        h.clock.now(),
+    )
+    .await;
+    let empty = ResponseTemplate::new(200).set_body_json(available(&[]));
+    search_mock()
+        .and(query_param("AreaCode", "415"))
+        .respond_with(empty.clone())
+        .expect(1)
+        .mount(&server)
+        .await;
+    search_mock()
+        .and(query_param("NearNumber", "+14155550123"))
+        .and(query_param("Distance", "25"))
+        .respond_with(empty.clone())
+        .expect(1)
+        .mount(&server)
+        .await;
+    search_mock()
+        .and(query_param("InRegion", "CA"))
+        .respond_with(empty)
+        .expect(1)
+        .mount(&server)
+        .await;
+    search_mock()
+        .and(query_param_is_missing("AreaCode"))
+        .and(query_param_is_missing("NearNumber"))
+        .and(query_param_is_missing("InRegion"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&["+12125550100"])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying("+12125550100"))
+        .respond_with(Sold)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.bought, [phone("+12125550100")]);
+    let owner = h
+        .engine
+        .client_by_phone(&phone("+14155550123"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.twilio_number, Some(phone("+12125550100")));
+}
+
+#[tokio::test]
+async fn uk_owners_are_searched_by_region_then_anywhere_never_by_area_code() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 0, 10).await;
+    waiting_owner(
+        h.engine.store(),
+        "c_0000000001",
+        "+447700900123",
+        "Leeds",
+        h.clock.now(),
+    )
+    .await;
+    let gb = || {
+        Mock::given(method("GET")).and(path(account_path("AvailablePhoneNumbers/GB/Local.json")))
+    };
+    gb().and(query_param("InRegion", "Leeds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    gb().and(query_param_is_missing("InRegion"))
+        .and(query_param_is_missing("AreaCode"))
+        .and(query_param_is_missing("NearNumber"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&["+447700900555"])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying("+447700900555"))
+        .respond_with(Sold)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.bought, [phone("+447700900555")]);
+}
+
+#[tokio::test]
+async fn nothing_is_bought_when_twilio_has_no_numbers_anywhere() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 2, 10).await;
+    search_mock()
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[])))
+        // Both numbers wanted are anywhere in the US: one empty answer is enough for the run.
+        .expect(1)
+        .mount(&server)
+        .await;
+    buy_mock().respond_with(Sold).expect(0).mount(&server).await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.shortfall, 2);
+    assert_eq!(report.not_found, 2);
+    assert!(report.bought.is_empty());
+    assert_eq!(h.engine.store().pool_stats().await.unwrap().total, 0);
+}
+
+#[tokio::test]
+async fn a_purchase_that_cannot_be_recorded_is_released() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 2, 10).await;
+    // Already in the pool under another sid: adding it again adds nothing.
+    let added = h
+        .engine
+        .add_pool_numbers(&[NewPoolNumber {
+            e164: phone("+14155550777"),
+            twilio_sid: Some("PNold".into()),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+    search_mock()
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&["+14155550777"])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying("+14155550777"))
+        .respond_with(Sold)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(account_path(&format!(
+            "IncomingPhoneNumbers/{}.json",
+            sid_of("+14155550777")
+        ))))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.released, [phone("+14155550777")]);
+    assert!(report.bought.is_empty());
+    assert_eq!(
+        pool_row(h.engine.store(), "+14155550777").await,
+        Some(("AVAILABLE".into(), Some("PNold".into()))),
+        "the row already there is left alone"
+    );
+    let released: Option<String> = sqlx::query_scalar(
+        "SELECT released_at FROM pool_purchases WHERE twilio_sid = 'PN14155550777'",
+    )
+    .fetch_one(h.engine.store().pool())
+    .await
+    .unwrap();
+    assert!(released.is_some(), "the purchase is marked released");
+}
+
+#[tokio::test]
+async fn a_number_taken_meanwhile_means_search_again_and_buy_the_next() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 1, 10).await;
+    search_mock()
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(available(&["+14155550001", "+14155550002"])),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying("+14155550001"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({"code": 21422, "message": "gone"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying("+14155550002"))
+        .respond_with(Sold)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.bought, [phone("+14155550002")]);
+    assert_eq!(h.breaker.consecutive_failures(), 0, "21422 is no failure");
+    assert_eq!(
+        pool_row(h.engine.store(), "+14155550002").await,
+        Some(("AVAILABLE".into(), Some(sid_of("+14155550002"))))
+    );
+}
+
+#[tokio::test]
+async fn the_daily_cap_stops_buying_until_a_day_has_passed() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 5, 2).await;
+    let twilio = FakeTwilio::new(&[
+        "+14155550001",
+        "+14155550002",
+        "+14155550003",
+        "+14155550004",
+        "+14155550005",
+    ]);
+    twilio.mount(&server).await;
+
+    let first = report(&h.keeper).await;
+    assert_eq!(
+        (first.shortfall, first.budget, first.bought.len()),
+        (5, 2, 2)
+    );
+
+    // Later the same day (a restart, or another replica, would count the same rows).
+    h.clock.advance(Duration::hours(23));
+    let calls = server.received_requests().await.unwrap().len();
+    let second = report(&h.keeper).await;
+    assert_eq!((second.shortfall, second.budget), (3, 0));
+    assert!(second.bought.is_empty());
+    assert_eq!(server.received_requests().await.unwrap().len(), calls);
+
+    h.clock.advance(Duration::hours(1) + Duration::seconds(1));
+    let third = report(&h.keeper).await;
+    assert_eq!((third.budget, third.bought.len()), (2, 2));
+    assert_eq!(twilio.sold(), 4);
+    assert_eq!(h.engine.store().pool_stats().await.unwrap().available, 4);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_repeated_failures_and_stops_calling_twilio() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 1, 10).await;
+    search_mock()
+        .respond_with(
+            ResponseTemplate::new(500).set_body_json(json!({"code": 20500, "message": "oops"})),
+        )
+        .mount(&server)
+        .await;
+
+    for run in 1..=5 {
+        let report = report(&h.keeper).await;
+        assert!(report.stopped.is_some(), "run {run}");
+    }
+    assert!(h.breaker.is_open());
+    assert_eq!(h.breaker.opened_at(), Some(h.clock.now()));
+    assert_eq!(server.received_requests().await.unwrap().len(), 5);
+
+    // Open: no Twilio call at all, however often it runs.
+    h.clock.advance(Duration::minutes(4));
+    for _ in 0..3 {
+        assert_eq!(h.keeper.run_once().await.unwrap(), RunOutcome::CircuitOpen);
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 5);
+
+    // After the cool-off, one trial call; Twilio is back, so it closes and buys.
+    server.reset().await;
+    FakeTwilio::new(&["+14155550001"]).mount(&server).await;
+    h.clock.advance(Duration::minutes(1));
+    let report = report(&h.keeper).await;
+    assert_eq!(report.bought, [phone("+14155550001")]);
+    assert!(!h.breaker.is_open());
+    assert_eq!(h.breaker.opened_at(), None);
+}
+
+#[tokio::test]
+async fn a_failed_trial_opens_the_breaker_again() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 1, 10).await;
+    search_mock()
+        .respond_with(ResponseTemplate::new(503).set_body_string("down"))
+        .mount(&server)
+        .await;
+    for _ in 0..5 {
+        report(&h.keeper).await;
+    }
+    let first_opened = h.breaker.opened_at().unwrap();
+    h.clock.advance(Duration::minutes(5));
+    let trial = report(&h.keeper).await;
+    assert!(trial.stopped.is_some());
+    assert!(h.breaker.is_open());
+    assert!(h.breaker.opened_at().unwrap() > first_opened);
+    assert_eq!(server.received_requests().await.unwrap().len(), 6);
+}
+
+// --- two replicas on one PostgreSQL --------------------------------------------------------------
+
+#[tokio::test]
+async fn two_replicas_never_both_top_up_the_same_shortfall() {
+    let url = support::fresh_postgres_database().await;
+    let store_a = PgStore::connect(&url, 5).await.expect("connect");
+    store_a.migrate().await.expect("migrate");
+    let store_b = PgStore::connect(&url, 5).await.expect("connect");
+    let server = MockServer::start().await;
+    let twilio = FakeTwilio::new(&[
+        "+14155550001",
+        "+14155550002",
+        "+14155550003",
+        "+14155550004",
+        "+14155550005",
+        "+14155550006",
+    ]);
+    twilio.mount(&server).await;
+    let clock = Arc::new(ManualClock::new(fixture_epoch()));
+    let a = harness(
+        engine(store_a.clone(), clock.clone()),
+        clock.clone(),
+        &server,
+        3,
+        10,
+    );
+    let b = harness(
+        engine(store_b.clone(), clock.clone()),
+        clock.clone(),
+        &server,
+        3,
+        10,
+    );
+
+    // While one replica holds the keeper lock, the other skips without calling Twilio.
+    let lock = store_a.try_lock_keeper().await.unwrap().expect("free");
+    assert!(store_b.try_lock_keeper().await.unwrap().is_none());
+    assert_eq!(b.keeper.run_once().await.unwrap(), RunOutcome::Locked);
+    assert!(server.received_requests().await.unwrap().is_empty());
+    store_a.unlock_keeper(lock).await.unwrap();
+
+    // Both at once: whichever runs second (or finds the lock taken) buys nothing.
+    let (ra, rb) = tokio::join!(a.keeper.run_once(), b.keeper.run_once());
+    let bought: usize = [ra.unwrap(), rb.unwrap()]
+        .iter()
+        .map(|outcome| match outcome {
+            RunOutcome::Ran(report) => report.bought.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bought, 3);
+    assert_eq!(twilio.sold(), 3);
+    assert_eq!(store_a.pool_stats().await.unwrap().available, 3);
+    assert_eq!(
+        store_b
+            .purchases_since(clock.now() - Duration::hours(24))
+            .await
+            .unwrap(),
+        3
+    );
+
+    // And afterwards neither buys more.
+    for keeper in [&a.keeper, &b.keeper] {
+        let RunOutcome::Ran(report) = keeper.run_once().await.unwrap() else {
+            panic!("lock is free");
+        };
+        assert_eq!(report.shortfall, 0);
+    }
+    assert_eq!(twilio.sold(), 3);
+}
