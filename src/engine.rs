@@ -174,7 +174,7 @@ impl<S: Store> Engine<S> {
         tx.finish_inbound(&sms.message_sid, Some(&client.id), &response)
             .await?;
         tx.commit().await?;
-        self.check_pool(&decision).await;
+        self.check_pool_after(&decision, &client).await;
         Ok(response)
     }
 
@@ -189,7 +189,7 @@ impl<S: Store> Engine<S> {
         let decision = self.run(&mut tx, &mut client, event, now).await?;
         let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
         tx.commit().await?;
-        self.check_pool(&decision).await;
+        self.check_pool_after(&decision, &client).await;
         Ok(Outcome {
             client_id: client.id,
             state: client.state,
@@ -266,31 +266,36 @@ impl<S: Store> Engine<S> {
         Ok(returned)
     }
 
-    /// A payment may have allocated a number: check what is left.
+    /// A payment may have allocated a number: check what is left where we sell.
     pub(crate) async fn after_payment(&self) {
-        self.check_pool(&Decision {
-            commands: vec![Command::AllocateNumber],
-            ..Decision::default()
-        })
-        .await;
+        for country in [Country::Gb, Country::Us] {
+            self.check_pool(country).await;
+        }
     }
 
-    /// Logs `POOL_LOW` when an allocation has left too few numbers.
-    async fn check_pool(&self, decision: &Decision) {
-        if !decision.commands.contains(&Command::AllocateNumber) {
-            return;
-        }
-        match self.store.pool_stats().await {
-            Ok(stats) if stats.available < self.settings.pool_low_water => {
+    /// Logs `POOL_LOW` when a country has fewer than `pool_low_water` numbers left. Counts no
+    /// further than the low-water mark, so it costs the same with a million numbers as with ten.
+    async fn check_pool(&self, country: Country) {
+        let low_water = self.settings.pool_low_water;
+        match self.store.available_numbers(country, low_water).await {
+            Ok(available) if available < low_water => {
                 tracing::warn!(
                     event = "POOL_LOW",
-                    available = stats.available,
-                    low_water = self.settings.pool_low_water,
+                    country = country.code(),
+                    available,
+                    low_water,
                     "add numbers: onboard pool add"
                 );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(event = "POOL_STATS_FAILED", error = %e),
+        }
+    }
+
+    /// After an event: if it allocated a number, check the pool of the owner's country.
+    async fn check_pool_after(&self, decision: &Decision, client: &Client) {
+        if decision.commands.contains(&Command::AllocateNumber) {
+            self.check_pool(client.country()).await;
         }
     }
 
@@ -362,7 +367,7 @@ impl<S: Store> Engine<S> {
             tx.save_client(&client).await?;
             let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
             tx.commit().await?;
-            self.check_pool(&decision).await;
+            self.check_pool_after(&decision, &client).await;
             served.push(Outcome {
                 client_id: client.id,
                 state: client.state,

@@ -45,6 +45,11 @@ pub(super) const OUTBOUND_AFTER: &str = concat!(
     " FROM outbound_messages WHERE id > $1 ORDER BY id"
 );
 
+/// Reads at most `$2` entries of the partial index on available numbers; the ORDER BY keeps the
+/// planner on that index when few are left.
+pub(super) const AVAILABLE_CAPPED: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM pool_numbers \
+     WHERE status = 'AVAILABLE' AND country = $1 ORDER BY created_at, e164 LIMIT $2) AS free";
+
 pub(super) const OWNERS_BY_STATE: &str = "SELECT state, COUNT(*) FROM clients GROUP BY state";
 
 pub(super) const POOL_COUNTS: &str = "SELECT status, COUNT(*) FROM pool_numbers GROUP BY status";

@@ -334,6 +334,13 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads {
 
     fn pool_stats(&self) -> impl Future<Output = Result<PoolStats>> + Send;
 
+    /// AVAILABLE numbers of a country, counted up to `cap` only: cheap on a pool of millions.
+    fn available_numbers(
+        &self,
+        country: Country,
+        cap: i64,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
     /// How many owners are in each state (states with none are left out).
     fn owners_by_state(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
 

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::common::{self, ClientRow, OutboundRow};
 use super::{Client, OutboundMessage, PoolStats, Result, Store};
-use crate::domain::PhoneNumber;
+use crate::domain::{Country, PhoneNumber};
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -71,6 +71,14 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         common::pool_stats(counts)
+    }
+
+    async fn available_numbers(&self, country: Country, cap: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(common::AVAILABLE_CAPPED)
+            .bind(country.code())
+            .bind(cap)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn owners_by_state(&self) -> Result<Vec<(String, i64)>> {

@@ -10,7 +10,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::common::{self, ClientRow, OutboundRow};
 use super::{Client, OutboundMessage, PoolStats, Result, Store};
-use crate::domain::PhoneNumber;
+use crate::domain::{Country, PhoneNumber};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -91,6 +91,14 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         common::pool_stats(counts)
+    }
+
+    async fn available_numbers(&self, country: Country, cap: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(common::AVAILABLE_CAPPED)
+            .bind(country.code())
+            .bind(cap)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn owners_by_state(&self) -> Result<Vec<(String, i64)>> {
