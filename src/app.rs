@@ -244,11 +244,15 @@ fn replenisher<S: ReplenishStore>(
         engine,
         twilio,
         breaker,
-        ReplenishSettings::new(
-            target,
-            config.pool_max_buy_per_day,
-            replenish::home_country(config.onboarding_number.as_ref()),
-            &config.public_url,
-        ),
+        ReplenishSettings {
+            address_sid: config.twilio_address_sid.clone(),
+            bundle_sid: config.twilio_bundle_sid.clone(),
+            ..ReplenishSettings::new(
+                target,
+                config.pool_max_buy_per_day,
+                replenish::home_country(config.onboarding_number.as_ref()),
+                &config.public_url,
+            )
+        },
     ))
 }

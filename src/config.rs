@@ -50,6 +50,9 @@ pub struct Config {
     pub pool_target: Option<i64>,
     /// At most this many numbers bought in any 24 hours, across all replicas.
     pub pool_max_buy_per_day: i64,
+    /// Sent with number purchases where Twilio requires regulatory documents (most UK numbers).
+    pub twilio_address_sid: Option<String>,
+    pub twilio_bundle_sid: Option<String>,
 }
 
 /// Development's stand-in, so `serve` works with nothing set.
@@ -228,6 +231,8 @@ impl Config {
             verify_ring_seconds,
             pool_target,
             pool_max_buy_per_day,
+            twilio_address_sid: get("TWILIO_ADDRESS_SID"),
+            twilio_bundle_sid: get("TWILIO_BUNDLE_SID"),
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [

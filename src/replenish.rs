@@ -192,6 +192,10 @@ pub struct ReplenishSettings {
     pub friendly_name: String,
     pub nearby_miles: u32,
     pub max_waiting: i64,
+    /// Regulatory documents Twilio asks for before it sells some countries' numbers (most UK
+    /// numbers: error 21631 without them).
+    pub address_sid: Option<String>,
+    pub bundle_sid: Option<String>,
 }
 
 impl ReplenishSettings {
@@ -204,6 +208,8 @@ impl ReplenishSettings {
             friendly_name: FRIENDLY_NAME.to_owned(),
             nearby_miles: DEFAULT_NEARBY_MILES,
             max_waiting: DEFAULT_MAX_WAITING,
+            address_sid: None,
+            bundle_sid: None,
         }
     }
 }
@@ -602,8 +608,8 @@ impl<S: ReplenishStore> Replenisher<S> {
             voice_url: format!("{base}/webhooks/twilio/voice"),
             status_callback: format!("{base}/webhooks/twilio/call-status"),
             friendly_name: self.settings.friendly_name.clone(),
-            address_sid: None,
-            bundle_sid: None,
+            address_sid: self.settings.address_sid.clone(),
+            bundle_sid: self.settings.bundle_sid.clone(),
         };
         let taken = |e: &TwilioError| e.code() == Some(NUMBER_TAKEN);
         match self.call(self.twilio.buy_number(&request), taken).await {

@@ -342,3 +342,23 @@ async fn retries_stop_after_max_attempts() {
     );
     assert_eq!(w.work().await, 0);
 }
+
+/// On shutdown the worker sends nothing more: what it had claimed goes straight back to the outbox.
+#[tokio::test]
+async fn a_worker_shutting_down_puts_its_batch_back() {
+    let server = MockServer::start().await;
+    // Sent once: by the next worker, not the one shutting down.
+    Mock::given(method("POST"))
+        .respond_with(created("SM1"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let w = world(twilio(&server)).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    stop.send(true).unwrap();
+    assert_eq!(w.outbox.run_once(Some(&stopped)).await.unwrap(), 1);
+    let message = w.message().await;
+    assert_eq!(message.status.as_str(), "pending");
+    assert!(server.received_requests().await.unwrap().is_empty());
+    assert_eq!(w.work().await, 1, "the next worker picks it up at once");
+}
