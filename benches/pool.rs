@@ -505,7 +505,7 @@ async fn part_b(small: &PgStore, big: &PgStore, owners: &[Owner]) -> anyhow::Res
         big.pool_stats.as_secs_f64() / small.pool_stats.as_secs_f64()
     );
     println!(
-        "   (pool_stats() is the full count the engine's check_pool runs after every allocation)"
+        "   (pool_stats() is the full count behind /admin/api/pool and /metrics; the engine's low-water check counts only up to the mark)"
     );
     println!(
         "\n   EXPLAIN (ANALYZE, BUFFERS) of the allocation SELECT, {} numbers:",

@@ -775,7 +775,7 @@ mod tests {
 
     /// Not a check: `cargo test -- --ignored --nocapture show_messages` prints every rendered text.
     #[test]
-    #[ignore]
+    #[ignore = "prints every rendered message for a person to read; checks nothing"]
     fn show_messages() {
         for locale in Locale::ALL {
             for key in MessageKey::ALL {
