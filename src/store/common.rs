@@ -239,6 +239,71 @@ pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
     Ok(stats)
 }
 
+/// The `Store` reads, the same SQL on both back ends: expands inside each back end's `impl Store`
+/// (which has a `pool` field of its own driver's pool type).
+macro_rules! store_reads {
+    () => {
+        async fn client_by_phone(
+            &self,
+            phone: &$crate::domain::PhoneNumber,
+        ) -> $crate::store::Result<Option<$crate::store::Client>> {
+            use $crate::store::common::{self, ClientRow};
+            sqlx::query_as::<_, ClientRow>(common::CLIENT_BY_PHONE)
+                .bind(phone.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(ClientRow::into_client)
+                .transpose()
+        }
+
+        async fn pool_stats(&self) -> $crate::store::Result<$crate::store::PoolStats> {
+            let counts = sqlx::query_as($crate::store::common::POOL_COUNTS)
+                .fetch_all(&self.pool)
+                .await?;
+            $crate::store::common::pool_stats(counts)
+        }
+
+        async fn available_numbers(
+            &self,
+            country: $crate::domain::Country,
+            cap: i64,
+        ) -> $crate::store::Result<i64> {
+            Ok(sqlx::query_scalar($crate::store::common::AVAILABLE_CAPPED)
+                .bind(country.code())
+                .bind(cap)
+                .fetch_one(&self.pool)
+                .await?)
+        }
+
+        async fn owners_by_state(&self) -> $crate::store::Result<Vec<(String, i64)>> {
+            Ok(sqlx::query_as($crate::store::common::OWNERS_BY_STATE)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn latest_outbound_id(&self) -> $crate::store::Result<i64> {
+            Ok(
+                sqlx::query_scalar($crate::store::common::LATEST_OUTBOUND_ID)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        }
+
+        async fn outbound_after(
+            &self,
+            id: i64,
+        ) -> $crate::store::Result<Vec<$crate::store::OutboundMessage>> {
+            use $crate::store::common::{self, OutboundRow};
+            let rows: Vec<OutboundRow> = sqlx::query_as(common::OUTBOUND_AFTER)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.into_iter().map(OutboundRow::into_message).collect()
+        }
+    };
+}
+pub(super) use store_reads;
+
 /// Implements [`Tx`](super::Tx) for a back end's transaction type, a newtype over
 /// `sqlx::Transaction<'static, DB>`. Both dialects run the same SQL but for row locks:
 /// - `for_update` ends a SELECT of rows this transaction goes on to change (PostgreSQL:

@@ -8,9 +8,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
-use super::common::{self, ClientRow, OutboundRow};
-use super::{Client, OutboundMessage, PoolStats, Result, Store};
-use crate::domain::{Country, PhoneNumber};
+use super::common;
+use super::{Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -77,49 +76,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn client_by_phone(&self, phone: &PhoneNumber) -> Result<Option<Client>> {
-        sqlx::query_as::<_, ClientRow>(common::CLIENT_BY_PHONE)
-            .bind(phone.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(ClientRow::into_client)
-            .transpose()
-    }
-
-    async fn pool_stats(&self) -> Result<PoolStats> {
-        let counts = sqlx::query_as(common::POOL_COUNTS)
-            .fetch_all(&self.pool)
-            .await?;
-        common::pool_stats(counts)
-    }
-
-    async fn available_numbers(&self, country: Country, cap: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(common::AVAILABLE_CAPPED)
-            .bind(country.code())
-            .bind(cap)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn owners_by_state(&self) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(common::OWNERS_BY_STATE)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    async fn latest_outbound_id(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(common::LATEST_OUTBOUND_ID)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn outbound_after(&self, id: i64) -> Result<Vec<OutboundMessage>> {
-        let rows: Vec<OutboundRow> = sqlx::query_as(common::OUTBOUND_AFTER)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(OutboundRow::into_message).collect()
-    }
+    common::store_reads!();
 }
 
 common::impl_tx!(SqliteTx, for_update = "", skip_locked = "");
