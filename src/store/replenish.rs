@@ -66,6 +66,50 @@ pub trait ReplenishStore: Store {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// The keeper's queries, the same SQL on both back ends; expands inside each `impl ReplenishStore`.
+macro_rules! shared_keeper_queries {
+    () => {
+        async fn waiting_owners(&self, limit: i64) -> Result<Vec<Client>> {
+            let rows: Vec<ClientRow> = sqlx::query_as(WAITING_OWNERS)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
+            rows.into_iter().map(ClientRow::into_client).collect()
+        }
+
+        async fn purchases_since(&self, since: DateTime<Utc>) -> Result<i64> {
+            Ok(sqlx::query_scalar(PURCHASES_SINCE)
+                .bind(since)
+                .fetch_one(self.pool())
+                .await?)
+        }
+
+        async fn record_purchase(
+            &self,
+            twilio_sid: &str,
+            e164: &PhoneNumber,
+            at: DateTime<Utc>,
+        ) -> Result<()> {
+            sqlx::query(RECORD_PURCHASE)
+                .bind(twilio_sid)
+                .bind(e164.as_str())
+                .bind(at)
+                .execute(self.pool())
+                .await?;
+            Ok(())
+        }
+
+        async fn mark_purchase_released(&self, twilio_sid: &str, at: DateTime<Utc>) -> Result<()> {
+            sqlx::query(MARK_RELEASED)
+                .bind(twilio_sid)
+                .bind(at)
+                .execute(self.pool())
+                .await?;
+            Ok(())
+        }
+    };
+}
+
 /// The open transaction holding the advisory lock.
 pub struct PgKeeperLock(Transaction<'static, Postgres>);
 
@@ -86,44 +130,7 @@ impl ReplenishStore for PgStore {
         Ok(())
     }
 
-    async fn waiting_owners(&self, limit: i64) -> Result<Vec<Client>> {
-        let rows: Vec<ClientRow> = sqlx::query_as(WAITING_OWNERS)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        rows.into_iter().map(ClientRow::into_client).collect()
-    }
-
-    async fn purchases_since(&self, since: DateTime<Utc>) -> Result<i64> {
-        Ok(sqlx::query_scalar(PURCHASES_SINCE)
-            .bind(since)
-            .fetch_one(self.pool())
-            .await?)
-    }
-
-    async fn record_purchase(
-        &self,
-        twilio_sid: &str,
-        e164: &PhoneNumber,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(RECORD_PURCHASE)
-            .bind(twilio_sid)
-            .bind(e164.as_str())
-            .bind(at)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    async fn mark_purchase_released(&self, twilio_sid: &str, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query(MARK_RELEASED)
-            .bind(twilio_sid)
-            .bind(at)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
+    shared_keeper_queries!();
 }
 
 /// SQLite needs no keeper lock (see the module documentation).
@@ -140,42 +147,5 @@ impl ReplenishStore for SqliteStore {
         Ok(())
     }
 
-    async fn waiting_owners(&self, limit: i64) -> Result<Vec<Client>> {
-        let rows: Vec<ClientRow> = sqlx::query_as(WAITING_OWNERS)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        rows.into_iter().map(ClientRow::into_client).collect()
-    }
-
-    async fn purchases_since(&self, since: DateTime<Utc>) -> Result<i64> {
-        Ok(sqlx::query_scalar(PURCHASES_SINCE)
-            .bind(since)
-            .fetch_one(self.pool())
-            .await?)
-    }
-
-    async fn record_purchase(
-        &self,
-        twilio_sid: &str,
-        e164: &PhoneNumber,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(RECORD_PURCHASE)
-            .bind(twilio_sid)
-            .bind(e164.as_str())
-            .bind(at)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    async fn mark_purchase_released(&self, twilio_sid: &str, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query(MARK_RELEASED)
-            .bind(twilio_sid)
-            .bind(at)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
+    shared_keeper_queries!();
 }
