@@ -17,8 +17,10 @@
 //!
 //! A missed target prints MISS; the exit status is non-zero only when something fails.
 //!
-//! "Bare" runs on a connection the bench holds for a whole round, so it pays no pool acquire or
-//! release per transaction; the engine goes through `Store::begin` as the server does.
+//! "Bare" runs on a connection the bench holds for a whole round; the engine goes through
+//! `Store::begin` as the server does. On SQLite in memory that takes the store's one held
+//! connection per transaction; on PostgreSQL it checks a connection out of the pool, and the
+//! pool's check-in (a ping) is part of what the engine costs.
 //!
 //! Keep `bare_statements!` in step with `src/store/common.rs` and `Engine::handle_sms`: it is a
 //! copy of the statements one step issues (the store's SQL is private to the crate). Each run
@@ -33,13 +35,13 @@ use anyhow::{Context as _, Result, ensure};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use onboard::clock::{ManualClock, SequentialIds};
 use onboard::conversation::{Gate, StateName};
 use onboard::engine::{Engine, InboundSms, Settings};
 use onboard::flows::Flows;
-use onboard::store::{PgStore, SqliteStore, Store};
+use onboard::store::{PgStore, SqliteConn, SqliteStore, Store};
 
 const SQLITE_TARGET_STEPS_PER_SEC: f64 = 5_000.0;
 const POSTGRES_TARGET_RATIO: f64 = 0.70;
@@ -61,6 +63,8 @@ struct ScriptStep {
     gate: Option<Gate>,
     /// The transition it records in `state_history`, if any.
     transition: Option<(StateName, StateName)>,
+    /// Whether it changes the owner's row (the engine writes only what changed).
+    saves: bool,
 }
 
 /// A new owner's first eight texts: greeting, the four answers, a question, YES, HELP.
@@ -70,48 +74,56 @@ const SCRIPT: [ScriptStep; 8] = [
         state: StateName::S1BusinessTypeLocation,
         gate: None,
         transition: None,
+        saves: false,
     },
     ScriptStep {
         body: "Plumber in Leeds",
         state: StateName::S2BusinessName,
         gate: None,
         transition: Some((StateName::S1BusinessTypeLocation, StateName::S2BusinessName)),
+        saves: true,
     },
     ScriptStep {
         body: "Smith & Sons Plumbing",
         state: StateName::S3OwnerName,
         gate: None,
         transition: Some((StateName::S2BusinessName, StateName::S3OwnerName)),
+        saves: true,
     },
     ScriptStep {
         body: "Jo Smith",
         state: StateName::S4NotificationPref,
         gate: None,
         transition: Some((StateName::S3OwnerName, StateName::S4NotificationPref)),
+        saves: true,
     },
     ScriptStep {
         body: "text",
         state: StateName::S5ConfirmLive,
         gate: None,
         transition: Some((StateName::S4NotificationPref, StateName::S5ConfirmLive)),
+        saves: true,
     },
     ScriptStep {
         body: "how much does it cost?",
         state: StateName::S5ConfirmLive,
         gate: None,
         transition: None,
+        saves: true,
     },
     ScriptStep {
         body: "yes",
         state: StateName::S5ConfirmLive,
         gate: Some(Gate::PaymentRequired),
         transition: None,
+        saves: true,
     },
     ScriptStep {
         body: "help",
         state: StateName::S5ConfirmLive,
         gate: Some(Gate::PaymentRequired),
         transition: None,
+        saves: false,
     },
 ];
 const STEPS_PER_OWNER: usize = SCRIPT.len();
@@ -378,12 +390,28 @@ async fn rehearse<S: Store>(engine: &Engine<S>, k: usize) -> Result<Vec<String>>
     let phone = onboard::domain::PhoneNumber::parse(&owner_phone(k))
         .map_err(|_| anyhow::anyhow!("{} is not E.164", owner_phone(k)))?;
     let mut responses = Vec::new();
+    let mut before = None;
     for (step, expect) in SCRIPT.iter().enumerate() {
         let response = engine.handle_sms(&inbound(k, step)).await?;
         let client = engine
             .client_by_phone(&phone)
             .await?
             .context("the rehearsal owner was not created")?;
+        // The engine writes the owner's row exactly when the step changed it.
+        let saved = before.as_ref().is_some_and(|b| *b != client);
+        ensure!(
+            saved == expect.saves,
+            "step {} ({:?}) {} the owner, the bench expects it {}: update SCRIPT",
+            step + 1,
+            expect.body,
+            if saved { "changed" } else { "left alone" },
+            if expect.saves {
+                "changed"
+            } else {
+                "left alone"
+            },
+        );
+        before = Some(client.clone());
         ensure!(
             client.state == expect.state && client.gate == expect.gate,
             "step {} ({:?}) left the owner at {} gate {:?}, the bench expects {} gate {:?}: \
@@ -470,9 +498,16 @@ macro_rules! bare_statements {
         .rows_affected();
         ensure!(claimed == 1, "bare: {sid} was already claimed");
 
-        // Tx::lock_or_create_client: the INSERT runs on every step, the SELECT locks.
-        sqlx::query(
-            "INSERT INTO clients (id, owner_phone, country, locale, state, gate, \
+        // Tx::lock_or_create_client: look, and only for a new owner insert and look again.
+        let found = sqlx::query($lock_sql)
+            .bind(phone.as_str())
+            .fetch_optional(&mut *$tx)
+            .await?;
+        let row = match found {
+            Some(row) => row,
+            None => {
+                sqlx::query(
+                    "INSERT INTO clients (id, owner_phone, country, locale, state, gate, \
                  business_type, location, business_name, owner_name, notify, \
                  phone_type, misses, opted_out, payment_active, paid_at, \
                  twilio_number, waitlisted_at, verify_started_at, created_at, \
@@ -480,34 +515,36 @@ macro_rules! bare_statements {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
                  $15, $16, $17, $18, $19, $20, $21) \
              ON CONFLICT (owner_phone) DO NOTHING",
-        )
-        .bind(id.as_str())
-        .bind(phone.as_str())
-        .bind("GB")
-        .bind("en-GB")
-        .bind(StateName::S1BusinessTypeLocation.as_str())
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(0_i32)
-        .bind(false)
-        .bind(false)
-        .bind(None::<DateTime<Utc>>)
-        .bind(None::<&str>)
-        .bind(None::<DateTime<Utc>>)
-        .bind(None::<DateTime<Utc>>)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *$tx)
-        .await?;
-        let row = sqlx::query($lock_sql)
-            .bind(phone.as_str())
-            .fetch_one(&mut *$tx)
-            .await?;
+                )
+                .bind(id.as_str())
+                .bind(phone.as_str())
+                .bind("GB")
+                .bind("en-GB")
+                .bind(StateName::S1BusinessTypeLocation.as_str())
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(0_i32)
+                .bind(false)
+                .bind(false)
+                .bind(None::<DateTime<Utc>>)
+                .bind(None::<&str>)
+                .bind(None::<DateTime<Utc>>)
+                .bind(None::<DateTime<Utc>>)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+                sqlx::query($lock_sql)
+                    .bind(phone.as_str())
+                    .fetch_one(&mut *$tx)
+                    .await?
+            }
+        };
         let id: String = row.try_get("id")?;
 
         // Engine::step: one state_history row per transition.
@@ -525,8 +562,8 @@ macro_rules! bare_statements {
             .await?;
         }
 
-        // Tx::save_client, after every step but a new owner's greeting.
-        if step > 0 {
+        // Tx::save_client, after a step that changed the owner.
+        if script.saves {
             let c = columns_after(step);
             sqlx::query(
                 "UPDATE clients SET locale = $2, state = $3, gate = $4, \
@@ -594,7 +631,7 @@ struct SqliteBench {
 }
 
 impl Bench for SqliteBench {
-    type Conn = PoolConnection<Sqlite>;
+    type Conn = SqliteConn;
 
     async fn engine_step(&self, k: usize, step: usize) -> Result<()> {
         self.engine.handle_sms(&inbound(k, step)).await?;
@@ -602,7 +639,7 @@ impl Bench for SqliteBench {
     }
 
     async fn connection(&self) -> Result<Self::Conn> {
-        Ok(self.engine.store().pool().acquire().await?)
+        Ok(self.engine.store().conn().await?)
     }
 
     async fn bare_step(&self, conn: &mut Self::Conn, k: usize, step: usize) -> Result<()> {
@@ -629,7 +666,7 @@ async fn bench_sqlite(opts: &Options) -> Result<Line> {
     });
     let owners = opts.owners.unwrap_or(DEFAULT_SQLITE_OWNERS);
     let (engine, bare) = measure(&bench, &mut ids, owners, 1).await?;
-    check_history(bench.engine.store().pool(), ids.0).await?;
+    check_history(bench.engine.store(), ids.0).await?;
     Ok(Line {
         name: "sqlite-memory",
         setup: format!("{owners} owners per side, sequential"),
@@ -638,12 +675,12 @@ async fn bench_sqlite(opts: &Options) -> Result<Line> {
     })
 }
 
-async fn check_history(pool: &sqlx::SqlitePool, owners: usize) -> Result<()> {
+async fn check_history(store: &SqliteStore, owners: usize) -> Result<()> {
     let (clients, history, inbound): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM clients), (SELECT COUNT(*) FROM state_history), \
                 (SELECT COUNT(*) FROM inbound_messages WHERE response IS NOT NULL)",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *store.conn().await?)
     .await?;
     check_counts(owners, clients, history, inbound)
 }

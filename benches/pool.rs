@@ -207,7 +207,7 @@ async fn create_owners(store: &PgStore) -> anyhow::Result<Vec<Owner>> {
         let id = ClientId::new(format!("c_bench_{i:06}"));
         let phone = PhoneNumber::parse(&format!("+447700{i:06}"))?;
         let (client, created) = tx
-            .lock_or_create_client(&Client::new(id.clone(), phone.clone(), now))
+            .lock_or_create_client(&phone, || Client::new(id.clone(), phone.clone(), now))
             .await?;
         ensure!(created && client.id == id, "owner {id} already existed");
         owners.push(Owner { id, phone });

@@ -137,7 +137,9 @@ impl<S: Store> Engine<S> {
         };
 
         let (mut client, created) = tx
-            .lock_or_create_client(&Client::new(self.ids.client_id(), phone, now))
+            .lock_or_create_client(&phone, || {
+                Client::new(self.ids.client_id(), phone.clone(), now)
+            })
             .await?;
         tracing::info!(
             event = "INBOUND_SMS",
@@ -160,7 +162,14 @@ impl<S: Store> Engine<S> {
                 ..Decision::default()
             }
         } else {
-            self.run(&mut tx, &mut client, event, now).await?
+            let stored = client.clone();
+            let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
+            // HELP, a question, a text while opted out: many texts change nothing to write.
+            if client != stored {
+                client.updated_at = now;
+                tx.save_client(&client).await?;
+            }
+            decision
         };
         let reply = if client.opted_out || decision.replies.is_empty() {
             None
@@ -364,6 +373,7 @@ impl<S: Store> Engine<S> {
                 // Still no number: the pool ran dry again; leave the rest waiting (and roll back).
                 return Ok(served);
             }
+            client.updated_at = now;
             tx.save_client(&client).await?;
             let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
             tx.commit().await?;
@@ -384,10 +394,23 @@ impl<S: Store> Engine<S> {
         event: Event,
         now: DateTime<Utc>,
     ) -> Result<Decision, EngineError> {
+        let decision = self.run_unsaved(tx, client, event, now).await?;
+        client.updated_at = now;
+        tx.save_client(client).await?;
+        Ok(decision)
+    }
+
+    /// [`Self::run`] without the save, for a caller that saves only what changed.
+    async fn run_unsaved(
+        &self,
+        tx: &mut S::Tx,
+        client: &mut Client,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, EngineError> {
         let decision = self.step(tx, client, &event, now).await?;
         let commands = decision.commands.clone();
         let more = self.run_commands(tx, client, commands, now).await?;
-        tx.save_client(client).await?;
         Ok(merge(decision, more))
     }
 
@@ -612,7 +635,8 @@ pub fn conversation_of(client: &Client) -> Conversation {
     }
 }
 
-/// Writes a conversation back onto the stored owner, keeping the times that go with its changes.
+/// Writes a conversation back onto the stored owner, keeping the times that go with its changes
+/// (`updated_at` is the caller's: it moves only when something did).
 fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) {
     if c.paid && !client.payment_active {
         client.paid_at = Some(now);
@@ -645,5 +669,4 @@ fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) 
     if c.number.is_some() {
         client.twilio_number = c.number;
     }
-    client.updated_at = now;
 }

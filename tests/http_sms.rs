@@ -632,7 +632,7 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
     assert_eq!(json["database"], "ok");
     assert_eq!(json["twilio_circuit"], "off");
 
-    app.engine.store().pool().close().await;
+    app.engine.store().close().await;
     let down = app
         .http
         .get(format!("{}/readyz", app.address))

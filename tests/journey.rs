@@ -232,7 +232,7 @@ async fn from_first_text_to_complete_over_http_on_postgres() {
     }
     let status: (String, Option<i32>) =
         sqlx::query_as("SELECT status, duration_secs FROM calls WHERE call_sid = 'CAverify1'")
-            .fetch_one(app.engine.store().pool())
+            .fetch_one(&mut *app.engine.store().conn().await.unwrap())
             .await
             .unwrap();
     assert_eq!(status, ("completed".to_owned(), Some(31)));

@@ -31,9 +31,11 @@ async fn world(sender: Sender) -> World {
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let client_id = ClientId::new("c_1");
     let mut tx = store.begin().await.unwrap();
-    tx.lock_or_create_client(&Client::new(client_id.clone(), phone(OWNER), clock.now()))
-        .await
-        .unwrap();
+    tx.lock_or_create_client(&phone(OWNER), || {
+        Client::new(client_id.clone(), phone(OWNER), clock.now())
+    })
+    .await
+    .unwrap();
     tx.enqueue_outbound(&NewOutbound {
         client_id: &client_id,
         to: &phone(OWNER),

@@ -111,7 +111,7 @@ async fn assert_pool_matches_owners(store: &PgStore, owners: &[Client]) {
 
     let rows: Vec<(String, String, Option<String>)> =
         sqlx::query_as("SELECT e164, status, client_id FROM pool_numbers ORDER BY e164")
-            .fetch_all(store.pool())
+            .fetch_all(&mut *store.conn().await.unwrap())
             .await
             .unwrap();
     let by_owner: HashMap<&str, &Client> = owners.iter().map(|c| (c.id.as_str(), c)).collect();
@@ -140,7 +140,7 @@ async fn assert_pool_matches_owners(store: &PgStore, owners: &[Client]) {
         "SELECT client_id, COUNT(*) FROM state_history WHERE cause = 'number_allocated' \
          GROUP BY client_id",
     )
-    .fetch_all(store.pool())
+    .fetch_all(&mut *store.conn().await.unwrap())
     .await
     .unwrap();
     assert_eq!(allocations.len(), held.len());

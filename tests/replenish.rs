@@ -216,7 +216,9 @@ async fn waiting_owner<S: Store>(
 ) {
     let mut tx = store.begin().await.unwrap();
     let (client, _) = tx
-        .lock_or_create_client(&Client::new(ClientId::new(id), phone(raw), at))
+        .lock_or_create_client(&phone(raw), || {
+            Client::new(ClientId::new(id), phone(raw), at)
+        })
         .await
         .unwrap();
     tx.save_client(&Client {
@@ -246,7 +248,7 @@ async fn report<S: ReplenishStore>(keeper: &Replenisher<S>) -> RunReport {
 async fn pool_row(store: &SqliteStore, e164: &str) -> Option<(String, Option<String>)> {
     sqlx::query_as("SELECT status, twilio_sid FROM pool_numbers WHERE e164 = $1")
         .bind(e164)
-        .fetch_optional(store.pool())
+        .fetch_optional(&mut *store.conn().await.unwrap())
         .await
         .unwrap()
 }
@@ -485,7 +487,7 @@ async fn a_purchase_that_cannot_be_recorded_is_released() {
     let released: Option<String> = sqlx::query_scalar(
         "SELECT released_at FROM pool_purchases WHERE twilio_sid = 'PN14155550777'",
     )
-    .fetch_one(h.engine.store().pool())
+    .fetch_one(&mut *h.engine.store().conn().await.unwrap())
     .await
     .unwrap();
     assert!(released.is_some(), "the purchase is marked released");

@@ -34,7 +34,7 @@ async fn postgres_url() -> String {
     let url = support::fresh_postgres_database().await;
     let store = PgStore::connect(&url, 1).await.unwrap();
     store.migrate().await.unwrap();
-    store.pool().close().await;
+    store.close().await;
     url
 }
 
@@ -105,7 +105,7 @@ fn id(raw: &str) -> ClientId {
 async fn create<S: Store>(store: &S, client_id: &str, owner: &PhoneNumber) -> Client {
     let mut tx = store.begin().await.unwrap();
     let (client, created) = tx
-        .lock_or_create_client(&Client::new(id(client_id), owner.clone(), at(0)))
+        .lock_or_create_client(owner, || Client::new(id(client_id), owner.clone(), at(0)))
         .await
         .unwrap();
     assert!(created);
@@ -152,18 +152,21 @@ trait Probe: Store {
 
 impl Probe for SqliteStore {
     async fn exec(&self, sql: &'static str) {
-        sqlx::query(sql).execute(self.pool()).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut *self.conn().await.unwrap())
+            .await
+            .unwrap();
     }
     async fn text(&self, sql: &'static str) -> Option<String> {
         let row = sqlx::query(sql)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.conn().await.unwrap())
             .await
             .unwrap()?;
         row.get(0)
     }
     async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *self.conn().await.unwrap())
             .await
             .unwrap()
     }
@@ -171,18 +174,21 @@ impl Probe for SqliteStore {
 
 impl Probe for PgStore {
     async fn exec(&self, sql: &'static str) {
-        sqlx::query(sql).execute(self.pool()).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut *self.conn().await.unwrap())
+            .await
+            .unwrap();
     }
     async fn text(&self, sql: &'static str) -> Option<String> {
         let row = sqlx::query(sql)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.conn().await.unwrap())
             .await
             .unwrap()?;
         row.get(0)
     }
     async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *self.conn().await.unwrap())
             .await
             .unwrap()
     }
@@ -205,7 +211,7 @@ async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
     let mut tx = store.begin().await.unwrap();
     assert_eq!(tx.claim_inbound(&msg).await.unwrap(), Claim::Fresh);
     let (client, _) = tx
-        .lock_or_create_client(&Client::new(id("c1"), owner.clone(), at(1)))
+        .lock_or_create_client(&owner, || Client::new(id("c1"), owner.clone(), at(1)))
         .await
         .unwrap();
     tx.finish_inbound("SM0001", Some(&client.id), response)
@@ -263,7 +269,7 @@ async fn lock_or_create_twice_gives_one_client<S: Probe>(store: S) {
 
     let mut tx = store.begin().await.unwrap();
     let (again, created) = tx
-        .lock_or_create_client(&Client::new(id("second"), owner.clone(), at(5)))
+        .lock_or_create_client(&owner, || Client::new(id("second"), owner.clone(), at(5)))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -383,7 +389,7 @@ async fn transitions_are_recorded<S: Probe>(store: S) {
 
 async fn dropping_a_transaction_rolls_back<S: Probe>(store: S) {
     let mut tx = store.begin().await.unwrap();
-    tx.lock_or_create_client(&Client::new(id("c1"), uk(1), at(0)))
+    tx.lock_or_create_client(&uk(1), || Client::new(id("c1"), uk(1), at(0)))
         .await
         .unwrap();
     drop(tx);
@@ -1012,7 +1018,10 @@ async fn sqlite_file_is_created_in_wal_mode_and_persists() {
         ("PRAGMA foreign_keys", "1"),
         ("PRAGMA busy_timeout", "10000"),
     ] {
-        let row = sqlx::query(pragma).fetch_one(store.pool()).await.unwrap();
+        let row = sqlx::query(pragma)
+            .fetch_one(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
         let value = row
             .try_get::<String, _>(0)
             .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
@@ -1020,7 +1029,7 @@ async fn sqlite_file_is_created_in_wal_mode_and_persists() {
         assert_eq!(value, expected, "{pragma}");
     }
     create(&store, "c1", &uk(1)).await;
-    store.pool().close().await;
+    store.close().await;
 
     let reopened = SqliteStore::connect(&db.url()).await.unwrap();
     reopened.migrate().await.unwrap();
@@ -1028,6 +1037,55 @@ async fn sqlite_file_is_created_in_wal_mode_and_persists() {
         reopened.client_by_phone(&uk(1)).await.unwrap().unwrap().id,
         id("c1")
     );
+}
+
+/// The in-memory database is one connection: a second transaction waits for the first, and a
+/// transaction dropped mid-way is rolled back before anyone else uses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_memory_transactions_take_turns() {
+    let store = sqlite().await;
+    let mut first = store.begin().await.unwrap();
+    first
+        .lock_or_create_client(&uk(1), || Client::new(id("c1"), uk(1), at(0)))
+        .await
+        .unwrap();
+
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let (client, created) = tx
+                .lock_or_create_client(&uk(1), || Client::new(id("c2"), uk(1), at(1)))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            (client.id, created)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !second.is_finished(),
+        "the second transaction ran inside the first"
+    );
+    drop(first);
+
+    let (client_id, created) = promptly("the second transaction", second).await.unwrap();
+    assert_eq!(
+        (client_id, created),
+        (id("c2"), true),
+        "the first was rolled back"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_store_closed_fails_instead_of_waiting() {
+    let store = sqlite().await;
+    create(&store, "c1", &uk(1)).await;
+    store.close().await;
+    let closed = promptly("begin on a closed store", store.begin()).await;
+    assert!(closed.is_err());
+    assert!(store.ping().await.is_err());
+    assert!(store.client_by_phone(&uk(1)).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1042,8 +1100,8 @@ async fn sqlite_concurrent_first_texts_make_one_client() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut tx = store.begin().await.unwrap();
-                let new = Client::new(id(&format!("c{n}")), uk(1), at(n));
-                let (client, created) = tx.lock_or_create_client(&new).await.unwrap();
+                let new = || Client::new(id(&format!("c{n}")), uk(1), at(n));
+                let (client, created) = tx.lock_or_create_client(&uk(1), new).await.unwrap();
                 tx.commit().await.unwrap();
                 (client.id, created)
             })
@@ -1076,7 +1134,7 @@ async fn until_blocked(store: &PgStore, n: i64) {
                 "SELECT COUNT(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
-            .fetch_one(store.pool())
+            .fetch_one(&mut *store.conn().await.unwrap())
             .await
             .unwrap();
             if waiting >= n {
@@ -1110,8 +1168,9 @@ async fn postgres_allocation_race_gives_each_number_once() {
     add_numbers(&stores[0], &numbers, at(0)).await;
     let mut tx = stores[0].begin().await.unwrap();
     for n in 0..CLIENTS {
-        let new = Client::new(id(&format!("c{n}")), uk(n as u32), at(0));
-        tx.lock_or_create_client(&new).await.unwrap();
+        let owner = uk(n as u32);
+        let new = || Client::new(id(&format!("c{n}")), owner.clone(), at(0));
+        tx.lock_or_create_client(&owner, new).await.unwrap();
     }
     tx.commit().await.unwrap();
 
@@ -1225,7 +1284,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
     // A deterministic interleaving: the second insert waits on the first, uncommitted one.
     let mut first = a.begin().await.unwrap();
     let (mine, created) = first
-        .lock_or_create_client(&Client::new(id("a1"), uk(1), at(0)))
+        .lock_or_create_client(&uk(1), || Client::new(id("a1"), uk(1), at(0)))
         .await
         .unwrap();
     assert!(created);
@@ -1234,7 +1293,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
         async move {
             let mut tx = b.begin().await.unwrap();
             let got = tx
-                .lock_or_create_client(&Client::new(id("b1"), uk(1), at(1)))
+                .lock_or_create_client(&uk(1), || Client::new(id("b1"), uk(1), at(1)))
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -1250,7 +1309,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
     // And the same again the other way round, with the first rolled back: the second creates it.
     let mut first = b.begin().await.unwrap();
     first
-        .lock_or_create_client(&Client::new(id("b2"), uk(2), at(0)))
+        .lock_or_create_client(&uk(2), || Client::new(id("b2"), uk(2), at(0)))
         .await
         .unwrap();
     let second = tokio::spawn({
@@ -1258,7 +1317,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
         async move {
             let mut tx = a.begin().await.unwrap();
             let got = tx
-                .lock_or_create_client(&Client::new(id("a2"), uk(2), at(1)))
+                .lock_or_create_client(&uk(2), || Client::new(id("a2"), uk(2), at(1)))
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -1287,8 +1346,8 @@ async fn postgres_many_first_texts_from_two_pools_make_one_client() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut tx = store.begin().await.unwrap();
-                let new = Client::new(id(&format!("c{n}")), uk(1), at(0));
-                let (client, created) = tx.lock_or_create_client(&new).await.unwrap();
+                let new = || Client::new(id(&format!("c{n}")), uk(1), at(0));
+                let (client, created) = tx.lock_or_create_client(&uk(1), new).await.unwrap();
                 tx.commit().await.unwrap();
                 (client.id, created)
             })

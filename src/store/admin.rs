@@ -273,7 +273,7 @@ const WEBHOOK_EVENT: &str = concat!(
 const FUNNEL: &str =
     "SELECT state, COUNT(*) FROM clients WHERE created_at >= $1 GROUP BY state ORDER BY state";
 
-/// Implements [`AdminReads`] for a store with a `pool()`; the SQL above is the same for both.
+/// Implements [`AdminReads`] for a store with a `conn()`; the SQL above is the same for both.
 macro_rules! impl_admin_reads {
     ($store:ty) => {
         impl AdminReads for $store {
@@ -290,13 +290,13 @@ macro_rules! impl_admin_reads {
                     .bind(&name)
                     .bind(limit)
                     .bind(offset)
-                    .fetch_all(self.pool())
+                    .fetch_all(&mut *self.conn().await?)
                     .await?;
                 let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
                     .bind(&exact)
                     .bind(suffix.as_deref())
                     .bind(&name)
-                    .fetch_one(self.pool())
+                    .fetch_one(&mut *self.conn().await?)
                     .await?;
                 let items = rows
                     .into_iter()
@@ -306,7 +306,7 @@ macro_rules! impl_admin_reads {
             }
 
             async fn client_record(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
-                let mut conn = self.pool().acquire().await?;
+                let mut conn = self.conn().await?;
                 let Some(row) = sqlx::query_as::<_, ClientRow>(CLIENT_BY_ID)
                     .bind(id.as_str())
                     .fetch_optional(&mut *conn)
@@ -358,14 +358,14 @@ macro_rules! impl_admin_reads {
                     .bind(filter.to)
                     .bind(limit)
                     .bind(offset)
-                    .fetch_all(self.pool())
+                    .fetch_all(&mut *self.conn().await?)
                     .await?;
                 let total: i64 = sqlx::query_scalar(EVENTS_COUNT)
                     .bind(filter.provider)
                     .bind(filter.status)
                     .bind(filter.from)
                     .bind(filter.to)
-                    .fetch_one(self.pool())
+                    .fetch_one(&mut *self.conn().await?)
                     .await?;
                 Ok(Page { items, total })
             }
@@ -378,14 +378,14 @@ macro_rules! impl_admin_reads {
                 Ok(sqlx::query_as(WEBHOOK_EVENT)
                     .bind(provider)
                     .bind(event_id)
-                    .fetch_optional(self.pool())
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?)
             }
 
             async fn funnel(&self, since: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
                 Ok(sqlx::query_as(FUNNEL)
                     .bind(since)
-                    .fetch_all(self.pool())
+                    .fetch_all(&mut *self.conn().await?)
                     .await?)
             }
         }

@@ -240,7 +240,7 @@ pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
 }
 
 /// The `Store` reads, the same SQL on both back ends: expands inside each back end's `impl Store`
-/// (which has a `pool` field of its own driver's pool type).
+/// (which has a `conn()` giving a connection of its own driver).
 macro_rules! store_reads {
     () => {
         async fn client_by_phone(
@@ -250,7 +250,7 @@ macro_rules! store_reads {
             use $crate::store::common::{self, ClientRow};
             sqlx::query_as::<_, ClientRow>(common::CLIENT_BY_PHONE)
                 .bind(phone.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .map(ClientRow::into_client)
                 .transpose()
@@ -258,7 +258,7 @@ macro_rules! store_reads {
 
         async fn pool_stats(&self) -> $crate::store::Result<$crate::store::PoolStats> {
             let counts = sqlx::query_as($crate::store::common::POOL_COUNTS)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
             $crate::store::common::pool_stats(counts)
         }
@@ -271,20 +271,20 @@ macro_rules! store_reads {
             Ok(sqlx::query_scalar($crate::store::common::AVAILABLE_CAPPED)
                 .bind(country.code())
                 .bind(cap)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await?)
         }
 
         async fn owners_by_state(&self) -> $crate::store::Result<Vec<(String, i64)>> {
             Ok(sqlx::query_as($crate::store::common::OWNERS_BY_STATE)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?)
         }
 
         async fn latest_outbound_id(&self) -> $crate::store::Result<i64> {
             Ok(
                 sqlx::query_scalar($crate::store::common::LATEST_OUTBOUND_ID)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.conn().await?)
                     .await?,
             )
         }
@@ -296,7 +296,7 @@ macro_rules! store_reads {
             use $crate::store::common::{self, OutboundRow};
             let rows: Vec<OutboundRow> = sqlx::query_as(common::OUTBOUND_AFTER)
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
             rows.into_iter().map(OutboundRow::into_message).collect()
         }
@@ -394,7 +394,11 @@ macro_rules! impl_tx {
 
                 // --- clients -------------------------------------------------------------
 
-                async fn lock_or_create_client(&mut self, new: &Client) -> Result<(Client, bool)> {
+                async fn lock_or_create_client(
+                    &mut self,
+                    phone: &PhoneNumber,
+                    new: impl FnOnce() -> Client + Send,
+                ) -> Result<(Client, bool)> {
                     let lock = concat!(
                         "SELECT ",
                         client_columns!(),
@@ -403,12 +407,14 @@ macro_rules! impl_tx {
                     );
                     // Nearly every text is from an owner we know: look before inserting.
                     if let Some(row) = sqlx::query_as::<_, ClientRow>(lock)
-                        .bind(new.owner_phone.as_str())
+                        .bind(phone.as_str())
                         .fetch_optional(&mut *self.0)
                         .await?
                     {
                         return Ok((row.into_client()?, false));
                     }
+                    let new = new();
+                    debug_assert_eq!(&new.owner_phone, phone);
                     // Two first texts from one new phone: the second INSERT waits for the first
                     // transaction, then does nothing, and the SELECT finds the first one's row.
                     let created = sqlx::query(
@@ -447,7 +453,7 @@ macro_rules! impl_tx {
                     .rows_affected()
                         == 1;
                     let row: ClientRow = sqlx::query_as(lock)
-                    .bind(new.owner_phone.as_str())
+                    .bind(phone.as_str())
                     .fetch_one(&mut *self.0)
                     .await?;
                     Ok((row.into_client()?, created))

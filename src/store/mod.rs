@@ -19,7 +19,7 @@ use crate::conversation::{Gate, StateName};
 use crate::domain::{ClientId, Country, Locale, Notify, PhoneNumber, PhoneType};
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteConn, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -369,10 +369,13 @@ pub trait Tx: Send + Sized {
     ) -> impl Future<Output = Result<()>> + Send;
 
     // --- clients -----------------------------------------------------------------------------
-    /// Locks the owner's row, creating it from `new` first if the phone is unknown. Returns the row and whether it was created.
+    /// Locks the owner of `phone`, creating them from `new()` first if the phone is unknown.
+    /// Returns the row and whether it was created. `new` runs only for an unknown phone, so a
+    /// known owner's text draws no id.
     fn lock_or_create_client(
         &mut self,
-        new: &Client,
+        phone: &PhoneNumber,
+        new: impl FnOnce() -> Client + Send,
     ) -> impl Future<Output = Result<(Client, bool)>> + Send;
 
     fn lock_client(&mut self, id: &ClientId)

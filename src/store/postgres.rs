@@ -2,6 +2,7 @@
 //! with `FOR UPDATE`; the number pool, the waitlist and the outbox are claimed with
 //! `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other for them.
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
@@ -31,6 +32,16 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A connection of the store's pool, for SQL the store does not offer.
+    pub async fn conn(&self) -> Result<PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Closes the pool: later calls fail with a closed-pool error.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 }
 

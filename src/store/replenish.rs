@@ -72,7 +72,7 @@ macro_rules! shared_keeper_queries {
         async fn waiting_owners(&self, limit: i64) -> Result<Vec<Client>> {
             let rows: Vec<ClientRow> = sqlx::query_as(WAITING_OWNERS)
                 .bind(limit)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
             rows.into_iter().map(ClientRow::into_client).collect()
         }
@@ -80,7 +80,7 @@ macro_rules! shared_keeper_queries {
         async fn purchases_since(&self, since: DateTime<Utc>) -> Result<i64> {
             Ok(sqlx::query_scalar(PURCHASES_SINCE)
                 .bind(since)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *self.conn().await?)
                 .await?)
         }
 
@@ -94,7 +94,7 @@ macro_rules! shared_keeper_queries {
                 .bind(twilio_sid)
                 .bind(e164.as_str())
                 .bind(at)
-                .execute(self.pool())
+                .execute(&mut *self.conn().await?)
                 .await?;
             Ok(())
         }
@@ -103,7 +103,7 @@ macro_rules! shared_keeper_queries {
             sqlx::query(MARK_RELEASED)
                 .bind(twilio_sid)
                 .bind(at)
-                .execute(self.pool())
+                .execute(&mut *self.conn().await?)
                 .await?;
             Ok(())
         }
