@@ -486,7 +486,7 @@ async fn list_messages_since_follows_next_page_uri_to_a_match_on_page_two() {
     Mock::given(method("GET"))
         .and(query_param("PageToken", "PA3"))
         .respond_with(page(vec![], None))
-        .expect(0)
+        .expect(1)
         .mount(&server)
         .await;
 
@@ -495,14 +495,14 @@ async fn list_messages_since_follows_next_page_uri_to_a_match_on_page_two() {
         .await
         .unwrap();
 
-    assert_eq!(messages.len(), 51, "both pages, without the older message");
+    assert_eq!(messages.len(), 51, "every page, without the older message");
     assert_eq!(messages[0].sid, "SMn0");
     assert_eq!(messages[50].sid, "SMmatch");
 }
 
-/// Newest first: once a page reaches past the cutoff, the pages after it are all older.
+/// Newest first, but not strictly by creation: only a page wholly older than the cutoff ends the search.
 #[tokio::test]
-async fn list_messages_since_stops_at_the_first_page_older_than_the_cutoff() {
+async fn list_messages_since_stops_at_the_first_page_wholly_older_than_the_cutoff() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(account_path("Messages.json")))
@@ -519,8 +519,22 @@ async fn list_messages_since_stops_at_the_first_page_older_than_the_cutoff() {
         .expect(1)
         .mount(&server)
         .await;
+    // One older message is no proof the rest are older (a late-sent one may sort lower); a page
+    // of nothing but older ones is.
     Mock::given(method("GET"))
         .and(query_param("PageToken", "PA2"))
+        .respond_with(page(
+            vec![
+                message_at("SM0", "older", "Wed, 01 May 2024 08:00:00 +0000"),
+                message_at("SMz", "oldest", "Wed, 01 May 2024 07:00:00 +0000"),
+            ],
+            Some(next_page_uri("PA3")),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("PageToken", "PA3"))
         .respond_with(page(vec![], None))
         .expect(0)
         .mount(&server)

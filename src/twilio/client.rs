@@ -267,7 +267,7 @@ impl TwilioClient {
     ///
     /// No date filter in the query: Twilio's `DateSent` filter skips messages still queued (they
     /// have no send date yet), which are exactly the ones we look for. So we page back instead,
-    /// newest first, and stop at the first page that reaches past `since`.
+    /// newest first, and stop at the first page wholly older than `since`.
     ///
     /// More than `MAX_LIST_PAGES` pages is a [`TwilioError::Unexpected`], not a shorter list:
     /// the message we look for could be on the pages not read, and an incomplete answer would
@@ -288,15 +288,21 @@ impl TwilioClient {
         let mut found = Vec::new();
         for _ in 0..MAX_LIST_PAGES {
             let page: MessagePage = parse_json(self.execute(Method::GET, url, None).await?)?;
-            let mut reached_since = false;
+            // Only a page older than `since` throughout ends the search: the list's order need
+            // not be `date_created`'s (a queued message gets its send date late), so a page
+            // that merely reaches past `since` may still be followed by one of ours.
+            let mut all_older = !page.messages.is_empty();
             for message in page.messages {
                 match created_at(&message) {
-                    Some(created) if created < since => reached_since = true,
-                    _ => found.push(message),
+                    Some(created) if created < since => {}
+                    _ => {
+                        all_older = false;
+                        found.push(message);
+                    }
                 }
             }
             match page.next_page_uri {
-                Some(next) if !reached_since => url = self.next_page_url(&list_path, &next)?,
+                Some(next) if !all_older => url = self.next_page_url(&list_path, &next)?,
                 _ => return Ok(found),
             }
         }
