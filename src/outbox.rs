@@ -20,13 +20,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::PhoneNumber;
 use crate::store::{OutboundKind, OutboundMessage, OutboundStatus, Store, StoreError, Tx};
 use crate::twilio::client::{SentMessage, TwilioClient, TwilioError};
+
+/// How far Twilio's clock may be behind ours when we ask what it sent since an attempt.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(1);
 
 /// How messages leave: through Twilio, or (dev mode, no credentials) only into the log.
 // Built once per worker: the size difference between the variants costs nothing.
@@ -196,10 +198,10 @@ impl<S: Store> Outbox<S> {
         }
 
         if message.needs_reconcile {
-            let since = message.attempted_at.unwrap_or(message.created_at);
-            match client.list_messages(&message.to, from).await {
+            let since = message.attempted_at.unwrap_or(message.created_at) - CLOCK_SKEW;
+            match client.list_messages_since(&message.to, from, since).await {
                 Ok(sent) => {
-                    if let Some(found) = find_sent(&sent, &message.body, since) {
+                    if let Some(found) = find_sent(&sent, &message.body) {
                         tracing::info!(
                             event = "OUTBOUND_RECONCILED",
                             client_id = %message.client_id,
@@ -423,21 +425,10 @@ fn log_failed(message: &OutboundMessage, error: &str) {
     );
 }
 
-/// A message Twilio has that is ours: same body, created since the uncertain attempt (a minute of
-/// clock skew allowed).
-fn find_sent<'a>(
-    sent: &'a [SentMessage],
-    body: &str,
-    since: DateTime<Utc>,
-) -> Option<&'a SentMessage> {
-    let earliest = since - chrono::Duration::minutes(1);
-    sent.iter().find(|m| {
-        m.body.as_deref() == Some(body)
-            && m.date_created
-                .as_deref()
-                .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                .is_none_or(|created| created >= earliest)
-    })
+/// A message Twilio has that is ours: same body. `sent` holds only messages created since the
+/// uncertain attempt (or of unknown date), so an older text with the same words does not count.
+fn find_sent<'a>(sent: &'a [SentMessage], body: &str) -> Option<&'a SentMessage> {
+    sent.iter().find(|m| m.body.as_deref() == Some(body))
 }
 
 /// Twilio's message status as ours.

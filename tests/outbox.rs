@@ -11,7 +11,7 @@ use onboard::replay::fixture_epoch;
 use onboard::store::{Client, NewOutbound, OutboundMessage, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient};
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const OWNER: &str = "+447700900123";
@@ -251,6 +251,61 @@ async fn an_ambiguous_failure_that_did_send_is_not_sent_twice() {
     let message = w.message().await;
     assert_eq!(message.status.as_str(), "pending");
     assert!(message.needs_reconcile);
+
+    w.clock.advance(chrono::Duration::minutes(1));
+    w.work().await;
+    let message = w.message().await;
+    assert_eq!(message.twilio_sid.as_deref(), Some("SMsent"));
+    assert_eq!(message.status.as_str(), "delivered");
+    assert!(!message.needs_reconcile);
+}
+
+/// The earlier send is behind a full page of newer texts: reconciliation pages back to it rather
+/// than concluding from the first page that it never went out.
+#[tokio::test]
+async fn an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "code": 20500, "message": "Internal Server Error", "status": 500
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let newer: Vec<_> = (0..50)
+        .map(|i| {
+            json!({
+                "sid": format!("SMother{i}"), "status": "delivered", "to": OWNER, "from": FROM,
+                "body": "Something else", "date_created": "Mon, 05 Jan 2026 09:00:30 +0000",
+            })
+        })
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .and(query_param_is_missing("PageToken"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messages": newer,
+            "next_page_uri": format!("{MESSAGES}?To=%2B447700900123&From=%2B447700900000&PageSize=50&Page=1&PageToken=PA2"),
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .and(query_param("PageToken", "PA2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messages": [{
+                "sid": "SMsent", "status": "delivered", "to": OWNER, "from": FROM, "body": BODY,
+                "date_created": "Mon, 05 Jan 2026 09:00:01 +0000", "error_code": null
+            }],
+            "next_page_uri": null,
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let w = world(twilio(&server)).await;
+    w.work().await;
+    assert!(w.message().await.needs_reconcile);
 
     w.clock.advance(chrono::Duration::minutes(1));
     w.work().await;

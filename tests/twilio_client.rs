@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use onboard::domain::PhoneNumber;
 use onboard::twilio::client::{BuyNumber, Credentials, NumberSearch, TwilioClient, TwilioError};
 use serde_json::json;
@@ -88,6 +89,32 @@ fn message_json(sid: &str, body: &str) -> serde_json::Value {
         "to": TO,
         "uri": format!("/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}.json"),
     })
+}
+
+/// A list entry created at `date_created` (RFC 2822, or anything else to test unparsable dates).
+fn message_at(sid: &str, body: &str, date_created: &str) -> serde_json::Value {
+    let mut message = message_json(sid, body);
+    message["date_created"] = json!(date_created);
+    message
+}
+
+fn utc(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+}
+
+/// `next_page_uri` as Twilio writes it: a path on the API host, with the filters and a token.
+fn next_page_uri(token: &str) -> String {
+    format!(
+        "/2010-04-01/Accounts/{ACCOUNT}/Messages.json?To=%2B14155550123&From=%2B14155550999&PageSize=50&Page=1&PageToken={token}"
+    )
+}
+
+fn page(messages: Vec<serde_json::Value>, next: Option<String>) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "messages": messages,
+        "next_page_uri": next,
+        "page_size": 50,
+    }))
 }
 
 fn twilio_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
@@ -344,7 +371,7 @@ async fn a_response_slower_than_the_timeout_is_ambiguous_and_does_not_leak_numbe
 
     // The list query carries both numbers; reqwest would put the URL in its error text.
     let error = client
-        .list_messages(&phone(TO), &phone(FROM))
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T00:00:00Z"))
         .await
         .unwrap_err();
     assert!(matches!(error, TwilioError::Ambiguous(_)), "{error:?}");
@@ -382,7 +409,7 @@ async fn a_2xx_with_an_unparseable_body_is_unexpected() {
 }
 
 #[tokio::test]
-async fn list_messages_filters_by_numbers_and_parses_the_page() {
+async fn list_messages_since_filters_by_numbers_and_parses_the_page() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(account_path("Messages.json")))
@@ -406,7 +433,7 @@ async fn list_messages_filters_by_numbers_and_parses_the_page() {
         .await;
 
     let messages = client(&server)
-        .list_messages(&phone(TO), &phone(FROM))
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T11:00:00Z"))
         .await
         .unwrap();
 
@@ -419,6 +446,214 @@ async fn list_messages_filters_by_numbers_and_parses_the_page() {
     let query = requests[0].url.query().unwrap_or_default();
     assert!(!query.contains("DateSent"), "{query}");
     assert!(query.contains("To=%2B14155550123"), "{query}");
+}
+
+#[tokio::test]
+async fn list_messages_since_follows_next_page_uri_to_a_match_on_page_two() {
+    let server = MockServer::start().await;
+    let newer: Vec<_> = (0..50)
+        .map(|i| {
+            message_at(
+                &format!("SMn{i}"),
+                "other",
+                "Wed, 01 May 2024 12:30:00 +0000",
+            )
+        })
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(account_path("Messages.json")))
+        .and(query_param_is_missing("PageToken"))
+        .respond_with(page(newer, Some(next_page_uri("PA2"))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(account_path("Messages.json")))
+        .and(basic_auth(KEY, SECRET))
+        .and(query_param("To", TO))
+        .and(query_param("From", FROM))
+        .and(query_param("PageToken", "PA2"))
+        .respond_with(page(
+            vec![
+                message_at("SMmatch", "Hello", "Wed, 01 May 2024 12:00:00 +0000"),
+                message_at("SMold", "Hello", "Wed, 01 May 2024 11:00:00 +0000"),
+            ],
+            Some(next_page_uri("PA3")),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("PageToken", "PA3"))
+        .respond_with(page(vec![], None))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let messages = client(&server)
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T11:59:00Z"))
+        .await
+        .unwrap();
+
+    assert_eq!(messages.len(), 51, "every page, without the older message");
+    assert_eq!(messages[0].sid, "SMn0");
+    assert_eq!(messages[50].sid, "SMmatch");
+}
+
+/// Newest first, but not strictly by creation: only a page wholly older than the cutoff ends the search.
+#[tokio::test]
+async fn list_messages_since_stops_at_the_first_page_wholly_older_than_the_cutoff() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(account_path("Messages.json")))
+        .and(query_param_is_missing("PageToken"))
+        .respond_with(page(
+            vec![
+                message_at("SM3", "new", "Wed, 01 May 2024 12:00:00 +0000"),
+                message_at("SM2", "old", "Wed, 01 May 2024 09:00:00 +0000"),
+                // No date we can read: it might be ours, so it is kept.
+                message_at("SM1", "undated", "sometime"),
+            ],
+            Some(next_page_uri("PA2")),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // One older message is no proof the rest are older (a late-sent one may sort lower); a page
+    // of nothing but older ones is.
+    Mock::given(method("GET"))
+        .and(query_param("PageToken", "PA2"))
+        .respond_with(page(
+            vec![
+                message_at("SM0", "older", "Wed, 01 May 2024 08:00:00 +0000"),
+                message_at("SMz", "oldest", "Wed, 01 May 2024 07:00:00 +0000"),
+            ],
+            Some(next_page_uri("PA3")),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("PageToken", "PA3"))
+        .respond_with(page(vec![], None))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let messages = client(&server)
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T11:00:00Z"))
+        .await
+        .unwrap();
+
+    let sids: Vec<_> = messages.iter().map(|m| m.sid.as_str()).collect();
+    assert_eq!(sids, ["SM3", "SM1"]);
+}
+
+/// A page of messages with no readable date says nothing about what is older: keep paging.
+#[tokio::test]
+async fn list_messages_since_pages_past_messages_without_a_readable_date() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(query_param_is_missing("PageToken"))
+        .respond_with(page(
+            vec![
+                message_at("SM3", "a", "not a date"),
+                json!({ "sid": "SM2", "status": "queued", "to": TO, "body": "b" }),
+            ],
+            Some(next_page_uri("PA2")),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("PageToken", "PA2"))
+        .respond_with(page(
+            vec![message_at(
+                "SM1",
+                "Hello",
+                "Wed, 01 May 2024 12:00:00 +0000",
+            )],
+            None,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let messages = client(&server)
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T11:00:00Z"))
+        .await
+        .unwrap();
+
+    let sids: Vec<_> = messages.iter().map(|m| m.sid.as_str()).collect();
+    assert_eq!(sids, ["SM3", "SM2", "SM1"]);
+}
+
+/// A list that never ends must not read as "not sent": that would send the text twice.
+#[tokio::test]
+async fn list_messages_since_gives_up_with_an_error_after_the_page_cap() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(account_path("Messages.json")))
+        .respond_with(page(
+            vec![message_at(
+                "SMn",
+                "other",
+                "Wed, 01 May 2024 12:00:00 +0000",
+            )],
+            Some(next_page_uri("PAnext")),
+        ))
+        .expect(20)
+        .mount(&server)
+        .await;
+
+    let error = client(&server)
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T11:00:00Z"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, TwilioError::Unexpected(_)), "{error:?}");
+    assert!(!error.to_string().contains("4155550"), "{error}");
+}
+
+/// Tests (and proxies) put the API under a path: the next page is requested there too, never
+/// on the host `next_page_uri` might name.
+#[tokio::test]
+async fn list_messages_since_follows_next_page_uri_on_the_configured_base() {
+    let server = MockServer::start().await;
+    let prefixed = |rest: &str| format!("/proxy{}", account_path(rest));
+    Mock::given(method("GET"))
+        .and(path(prefixed("Messages.json")))
+        .and(query_param_is_missing("PageToken"))
+        .respond_with(page(vec![], Some(next_page_uri("PA2"))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(prefixed("Messages.json")))
+        .and(basic_auth(KEY, SECRET))
+        .and(query_param("PageToken", "PA2"))
+        .and(query_param("To", TO))
+        .respond_with(page(
+            vec![message_at(
+                "SM1",
+                "Hello",
+                "Wed, 01 May 2024 12:00:00 +0000",
+            )],
+            Some(format!("https://api.twilio.com{}", next_page_uri("PA3"))),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_for(&format!("{}/proxy/", server.uri()), Duration::from_secs(5));
+
+    let error = client
+        .list_messages_since(&phone(TO), &phone(FROM), utc("2024-05-01T11:00:00Z"))
+        .await
+        .unwrap_err();
+
+    // Page 2 came from our base; its absolute next page is refused, not fetched.
+    assert!(matches!(error, TwilioError::Unexpected(_)), "{error:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -3,11 +3,12 @@
 //! Errors are classified by what they mean for a retry, because `POST Messages.json` has no
 //! idempotency key: only a request that never reached Twilio, or a rate-limit refusal, is safe to
 //! send again; a timeout or 5xx may already have sent the message (reconcile with
-//! [`TwilioClient::list_messages`]).
+//! [`TwilioClient::list_messages_since`]).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -21,8 +22,12 @@ const USER_AGENT: &str = concat!("onboard/", env!("CARGO_PKG_VERSION"));
 const MAX_ERROR_TEXT: usize = 500;
 /// Twilio asks for a back-off but does not always say how long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Reconciliation looks only at recent messages, so one page is enough.
+/// Twilio's default page size; most reconciliations end on the first page.
 const LIST_PAGE_SIZE: &str = "50";
+/// 1,000 messages to one owner since a single uncertain send is no conversation we hold; a list
+/// that long is more likely a loop in Twilio's paging than history, so we stop rather than page
+/// on forever.
+const MAX_LIST_PAGES: usize = 20;
 /// Call progress events we want; Twilio takes one form field per event.
 const CALL_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
 
@@ -138,7 +143,8 @@ pub enum TwilioError {
     /// the request MAY have been processed.
     #[error("no clear answer from Twilio: {0}")]
     Ambiguous(String),
-    /// A 2xx whose body we could not parse: Twilio did process the request, so do not resend.
+    /// A 2xx we could not use (a body we could not parse, a list we would not page to its end):
+    /// Twilio did process the request, so do not resend.
     #[error("unexpected response from Twilio: {0}")]
     Unexpected(String),
 }
@@ -195,6 +201,8 @@ struct ErrorBody {
 #[derive(Deserialize)]
 struct MessagePage {
     messages: Vec<SentMessage>,
+    /// Path and query of the next page, relative to the API host; null on the last page.
+    next_page_uri: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -237,7 +245,7 @@ impl TwilioClient {
     }
 
     /// Sends an SMS. On [`TwilioError::is_ambiguous`] the message may have gone out: reconcile
-    /// with [`Self::list_messages`] before resending.
+    /// with [`Self::list_messages_since`] before resending.
     pub async fn send_sms(
         &self,
         to: &PhoneNumber,
@@ -253,21 +261,54 @@ impl TwilioClient {
         parse_json(self.execute(Method::POST, url, Some(&form)).await?)
     }
 
-    /// The most recent page (up to 50, newest first) of messages from `from` to `to`, to find out
-    /// whether an ambiguous send went through. No date filter: Twilio's `DateSent` filter skips
-    /// messages still queued (they have no send date yet), which are exactly the ones we look for.
-    pub async fn list_messages(
+    /// Every message from `from` to `to` created at or after `since`, newest first, to find out
+    /// whether an ambiguous send went through. Messages whose `date_created` is missing or
+    /// unparsable are kept: they may be the one we look for.
+    ///
+    /// No date filter in the query: Twilio's `DateSent` filter skips messages still queued (they
+    /// have no send date yet), which are exactly the ones we look for. So we page back instead,
+    /// newest first, and stop at the first page wholly older than `since`.
+    ///
+    /// More than `MAX_LIST_PAGES` pages is a [`TwilioError::Unexpected`], not a shorter list:
+    /// the message we look for could be on the pages not read, and an incomplete answer would
+    /// read as "never sent" and send the text twice. As an error, the outbox sends nothing and
+    /// asks again later, and after its last attempt leaves the message for a person.
+    pub async fn list_messages_since(
         &self,
         to: &PhoneNumber,
         from: &PhoneNumber,
+        since: DateTime<Utc>,
     ) -> Result<Vec<SentMessage>, TwilioError> {
         let mut url = self.account_url(&["Messages.json"]);
         url.query_pairs_mut()
             .append_pair("To", to.as_str())
             .append_pair("From", from.as_str())
             .append_pair("PageSize", LIST_PAGE_SIZE);
-        let page: MessagePage = parse_json(self.execute(Method::GET, url, None).await?)?;
-        Ok(page.messages)
+        let list_path = url.path().to_owned();
+        let mut found = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let page: MessagePage = parse_json(self.execute(Method::GET, url, None).await?)?;
+            // Only a page older than `since` throughout ends the search: the list's order need
+            // not be `date_created`'s (a queued message gets its send date late), so a page
+            // that merely reaches past `since` may still be followed by one of ours.
+            let mut all_older = !page.messages.is_empty();
+            for message in page.messages {
+                match created_at(&message) {
+                    Some(created) if created < since => {}
+                    _ => {
+                        all_older = false;
+                        found.push(message);
+                    }
+                }
+            }
+            match page.next_page_uri {
+                Some(next) if !all_older => url = self.next_page_url(&list_path, &next)?,
+                _ => return Ok(found),
+            }
+        }
+        Err(TwilioError::Unexpected(format!(
+            "more than {MAX_LIST_PAGES} pages of messages since {since}; not read to the end"
+        )))
     }
 
     /// Places an outbound call running `twiml`, ringing for `ring_timeout_secs`.
@@ -384,6 +425,24 @@ impl TwilioClient {
         url
     }
 
+    /// Twilio's `next_page_uri`, resolved against our base URL (which may have a path, as in
+    /// tests). Only a path to the same list is followed: anything else (another host, another
+    /// resource) would send our credentials where we never meant to.
+    fn next_page_url(&self, list_path: &str, next: &str) -> Result<Url, TwilioError> {
+        let (path, query) = next.split_once('?').unwrap_or((next, ""));
+        let mut url = self.base_url.clone();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base_path}{path}"));
+        url.set_query(Some(query).filter(|q| !q.is_empty()));
+        if !path.starts_with('/') || url.path() != list_path {
+            // The query would carry phone numbers: only the path goes in the error.
+            return Err(TwilioError::Unexpected(format!(
+                "next page {path:?} is not on the list we asked for"
+            )));
+        }
+        Ok(url)
+    }
+
     /// Sends the request and returns the body of a 2xx; anything else becomes a classified error.
     async fn execute(
         &self,
@@ -432,6 +491,14 @@ impl TwilioClient {
             Err(e) => Err(api_error(status, 0, describe(e), retry_after)),
         }
     }
+}
+
+/// When Twilio created the message; None when it did not say in a form we read.
+fn created_at(message: &SentMessage) -> Option<DateTime<Utc>> {
+    let text = message.date_created.as_deref()?;
+    DateTime::parse_from_rfc2822(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn parse_json<T: DeserializeOwned>(body: Vec<u8>) -> Result<T, TwilioError> {
@@ -570,6 +637,40 @@ mod tests {
         );
         assert!(!format!("{credentials:?}").contains("hunter2"));
         assert!(!format!("{client:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn only_a_next_page_of_the_same_list_on_our_base_is_followed() {
+        let client = TwilioClient::new(
+            "http://localhost:9/prefix/",
+            Credentials {
+                account_sid: "AC1".into(),
+                username: "AC1".into(),
+                secret: "x".into(),
+            },
+            Duration::from_secs(1),
+        );
+        let list = client.account_url(&["Messages.json"]);
+        let next = client
+            .next_page_url(
+                list.path(),
+                "/2010-04-01/Accounts/AC1/Messages.json?To=%2B1&PageSize=50&Page=1&PageToken=PA1",
+            )
+            .unwrap();
+        assert_eq!(
+            next.as_str(),
+            "http://localhost:9/prefix/2010-04-01/Accounts/AC1/Messages.json?To=%2B1&PageSize=50&Page=1&PageToken=PA1"
+        );
+        for elsewhere in [
+            "https://evil.example/2010-04-01/Accounts/AC1/Messages.json?Page=1",
+            "//evil.example/2010-04-01/Accounts/AC1/Messages.json?Page=1",
+            "/2010-04-01/Accounts/AC2/Messages.json?Page=1",
+            "/2010-04-01/Accounts/AC1/Calls.json?Page=1",
+            "2010-04-01/Accounts/AC1/Messages.json?Page=1",
+        ] {
+            let error = client.next_page_url(list.path(), elsewhere).unwrap_err();
+            assert!(matches!(error, TwilioError::Unexpected(_)), "{elsewhere}");
+        }
     }
 
     #[test]
