@@ -648,6 +648,9 @@ fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) 
         Some(Gate::AwaitingNumber) => {
             client.waitlisted_at.get_or_insert(now);
         }
+        // A paid owner who steps away to change an answer is not served meanwhile (the queue
+        // is owners at the gate) but keeps their place for when they say YES again.
+        _ if c.paid && c.number.is_none() => {}
         _ => client.waitlisted_at = None,
     }
     // The window is open only while waiting for proof.
