@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use onboard::conversation::{Gate, StateName};
 use onboard::domain::{ClientId, Country, Locale, Notify, PhoneNumber, PhoneType};
+use onboard::store::replenish::ReplenishStore;
 use onboard::store::{
     Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound, NewPoolNumber,
     NewWebhookEvent, OutboundStatus, PgStore, PoolStats, QuarantineOutcome, SqliteStore, Store,
@@ -76,6 +77,7 @@ on_both_back_ends!(
     outbox_claim_lease_retry_finish,
     status_callbacks_never_move_back,
     webhook_event_stored_once,
+    uncertain_purchases_are_recorded_once_and_counted_until_resolved,
 );
 
 /// Instants with microseconds: PostgreSQL keeps no finer precision.
@@ -143,7 +145,7 @@ async fn allocate<S: Store>(
 }
 
 /// Raw SQL for checking what the `Store` API cannot read back.
-trait Probe: Store {
+trait Probe: ReplenishStore {
     fn exec(&self, sql: &'static str) -> impl Future<Output = ()>;
     /// The first column of the first row, as text (NULL and no row both give `None`).
     fn text(&self, sql: &'static str) -> impl Future<Output = Option<String>>;
@@ -979,6 +981,98 @@ async fn webhook_event_stored_once<S: Probe>(store: S) {
         serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
         payload
     );
+}
+
+// --- the pool keeper's uncertain purchases ----------------------------------------------------
+
+async fn uncertain_purchases_are_recorded_once_and_counted_until_resolved<S: Probe>(store: S) {
+    let (first, second) = (us("415", 1), us("415", 2));
+    store
+        .record_uncertain_purchase(&first, at(0))
+        .await
+        .unwrap();
+    store
+        .record_uncertain_purchase(&second, at(1))
+        .await
+        .unwrap();
+    // A second failed lookup of the same number keeps the first attempt.
+    store
+        .record_uncertain_purchase(&first, at(5))
+        .await
+        .unwrap();
+    store
+        .record_purchase("PN1", &us("415", 3), at(2))
+        .await
+        .unwrap();
+    assert_eq!(store.uncertain_purchase_count().await.unwrap(), 2);
+    assert_eq!(store.purchases_since(at(-1)).await.unwrap(), 3);
+    assert_eq!(
+        store.purchases_since(at(0)).await.unwrap(),
+        2,
+        "counted from the attempt"
+    );
+
+    store
+        .mark_uncertain_purchase_checked(&first, at(10))
+        .await
+        .unwrap();
+    store
+        .mark_uncertain_purchase_checked(&first, at(20))
+        .await
+        .unwrap();
+    let rows = store.uncertain_purchases().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            &rows[0].e164,
+            rows[0].attempted_at,
+            rows[0].last_checked_at,
+            rows[0].checks
+        ),
+        (&first, at(0), Some(at(20)), 2)
+    );
+    assert_eq!(
+        (
+            &rows[1].e164,
+            rows[1].attempted_at,
+            rows[1].last_checked_at,
+            rows[1].checks
+        ),
+        (&second, at(1), None, 0)
+    );
+
+    store.forget_uncertain_purchase(&first).await.unwrap();
+    store.forget_uncertain_purchase(&first).await.unwrap();
+    let rows = store.uncertain_purchases().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].e164, second);
+    assert_eq!(store.purchases_since(at(-1)).await.unwrap(), 2);
+
+    assert!(!store.pool_has_number(&second).await.unwrap());
+    add_numbers(&store, std::slice::from_ref(&second), at(30)).await;
+    assert!(store.pool_has_number(&second).await.unwrap());
+}
+
+// --- migrations --------------------------------------------------------------------------------
+
+/// Each back end has its own migrations folder; both must hold the same migrations, or a schema
+/// change reaches one back end only.
+#[test]
+fn both_back_ends_have_the_same_migrations() {
+    let names = |backend: &str| -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let postgres = names("postgres");
+    assert!(!postgres.is_empty());
+    assert_eq!(postgres, names("sqlite"));
 }
 
 // --- SQLite on disk ----------------------------------------------------------------------------

@@ -158,6 +158,10 @@ pub trait AdminReads: Send + Sync {
         &self,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+
+    /// Purchases the pool keeper could not confirm or rule out yet (see [`crate::replenish`]): a
+    /// count that stays above 0 means numbers we may be paying for are in no pool.
+    fn uncertain_purchase_count(&self) -> impl Future<Output = Result<i64>> + Send;
 }
 
 /// The search's bind values: the exact phone, a `LIKE` pattern for a phone suffix (None when `q`
@@ -273,6 +277,8 @@ const WEBHOOK_EVENT: &str = concat!(
 const FUNNEL: &str =
     "SELECT state, COUNT(*) FROM clients WHERE created_at >= $1 GROUP BY state ORDER BY state";
 
+const UNCERTAIN_PURCHASE_COUNT: &str = "SELECT COUNT(*) FROM uncertain_purchases";
+
 /// Implements [`AdminReads`] for a store with a `conn()`; the SQL above is the same for both.
 macro_rules! impl_admin_reads {
     ($store:ty) => {
@@ -386,6 +392,12 @@ macro_rules! impl_admin_reads {
                 Ok(sqlx::query_as(FUNNEL)
                     .bind(since)
                     .fetch_all(&mut *self.conn().await?)
+                    .await?)
+            }
+
+            async fn uncertain_purchase_count(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar(UNCERTAIN_PURCHASE_COUNT)
+                    .fetch_one(&mut *self.conn().await?)
                     .await?)
             }
         }
