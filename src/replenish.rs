@@ -6,12 +6,16 @@
 //!    (see [`crate::store::replenish`]: an advisory lock on PostgreSQL, taken without waiting, held
 //!    for the whole run; the pool and the purchase count are read only after taking it, so two
 //!    replicas never both top up the same shortfall).
-//! 2. Works out the shortfall: `POOL_TARGET - AVAILABLE`, plus one number per owner waiting for one
+//! 2. Resolves, first, the purchases whose outcome is unknown (`uncertain_purchases`, see step 5):
+//!    each is looked up on Twilio again. Found: the number is ours (`NUMBER_PURCHASE_CONFIRMED`) and
+//!    is kept as in step 6. Not found: it was never bought (`NUMBER_PURCHASE_NOT_MADE`). The lookup
+//!    fails: it stays for the next run, and is not bought again meanwhile.
+//! 3. Works out the shortfall: `POOL_TARGET - AVAILABLE`, plus one number per owner waiting for one
 //!    (the number bought for them is assigned at once, so it does not count towards the target).
 //!    Purchases are capped at `POOL_MAX_BUY_PER_DAY` over the last 24 hours, counted in the
-//!    database (`pool_purchases`, released purchases included), so the cap holds across replicas
-//!    and restarts.
-//! 3. For each waiting owner (oldest first), then for the rest of the target in the home country,
+//!    database (`pool_purchases`, released purchases included, and each purchase still uncertain
+//!    as one), so the cap holds across replicas and restarts.
+//! 4. For each waiting owner (oldest first), then for the rest of the target in the home country,
 //!    searches Twilio step by step, since Twilio has no fallback of its own:
 //!    - US/CA owners: their area code (`AreaCode`), then nearby (`NearNumber` = the owner's phone,
 //!      with `Distance`), then their state (`InRegion`, only when the owner's location ends in a
@@ -21,10 +25,11 @@
 //!    - owners of other countries are skipped: we only sell GB and US numbers.
 //!    - a narrowing search that Twilio refuses as a bad request (a filter it does not support
 //!      there) moves on to the next step.
-//! 4. Buys the first candidate with our webhooks and a FriendlyName saying it is ours. 21422 (taken
+//! 5. Buys the first candidate with our webhooks and a FriendlyName saying it is ours. 21422 (taken
 //!    meanwhile) searches again and buys the next candidate. A purchase whose answer was lost
-//!    (timeout, 5xx) is looked up on Twilio before moving on.
-//! 5. Records the purchase, then adds the number to the pool (with its sid) through the engine and
+//!    (timeout, 5xx) is looked up on Twilio before moving on; when that lookup fails too, the
+//!    number is recorded as uncertain (`NUMBER_PURCHASE_UNCERTAIN`) for the next runs to resolve.
+//! 6. Records the purchase, then adds the number to the pool (with its sid) through the engine and
 //!    serves the waitlist. If either record fails, or the number was already in the pool, the number
 //!    is released again: no paid number is ever lost track of. A release that fails is logged
 //!    `NUMBER_RELEASE_FAILED` with the sid, to be released by hand.
@@ -243,13 +248,19 @@ pub enum RunOutcome {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
+    /// Earlier uncertain purchases found on Twilio this run, and kept in the pool.
+    pub confirmed: Vec<PhoneNumber>,
+    /// Earlier uncertain purchases Twilio has no trace of: they were never made.
+    pub not_made: Vec<PhoneNumber>,
+    /// Earlier uncertain purchases still unknown (the lookup failed, or the circuit is open).
+    pub still_uncertain: Vec<PhoneNumber>,
     /// Numbers wanted: below target, plus one per waiting owner.
     pub shortfall: i64,
     /// How many the daily cap allowed this run.
     pub budget: i64,
     /// Bought and in the pool.
     pub bought: Vec<PhoneNumber>,
-    /// Bought, could not be kept, released again.
+    /// Bought (or confirmed), could not be kept, released again.
     pub released: Vec<PhoneNumber>,
     /// Numbers wanted that no search found.
     pub not_found: u32,
@@ -436,6 +447,10 @@ impl<S: ReplenishStore> Replenisher<S> {
     async fn top_up(&self) -> Result<RunReport, ReplenishError> {
         let store = self.engine.store();
         let now = self.engine.now();
+        // Before counting: a confirmed number fills the pool (or an owner's wait), and the daily
+        // cap must see what the unresolved ones may have cost.
+        let mut report = RunReport::default();
+        self.resolve_uncertain(&mut report).await?;
         let stats: PoolStats = store.pool_stats().await?;
         let waiting: Vec<Client> = store
             .waiting_owners(self.settings.max_waiting)
@@ -445,10 +460,7 @@ impl<S: ReplenishStore> Replenisher<S> {
             .collect();
         let below_target = (self.settings.target - stats.available).max(0);
         let shortfall = below_target + waiting.len() as i64;
-        let mut report = RunReport {
-            shortfall,
-            ..RunReport::default()
-        };
+        report.shortfall = shortfall;
         if shortfall == 0 {
             return Ok(report);
         }
@@ -477,13 +489,18 @@ impl<S: ReplenishStore> Replenisher<S> {
             .take(usize::try_from(budget).unwrap_or(0))
             .collect();
 
-        // Numbers bought or found taken in this run, and countries with nothing left anywhere.
-        let mut tried: HashSet<String> = HashSet::new();
+        // Numbers bought or found taken in this run, and countries with nothing left anywhere. A
+        // number still uncertain may be ours already: buying it again would fail or pay twice.
+        let mut tried: HashSet<String> = report
+            .still_uncertain
+            .iter()
+            .map(|number| number.as_str().to_owned())
+            .collect();
         let mut exhausted: HashSet<Country> = HashSet::new();
         for want in &wants {
             match self.find_and_buy(want, &mut tried, &mut exhausted).await {
                 Ok(Some((number, incoming))) => {
-                    if self.keep_or_release(&number, &incoming).await {
+                    if self.keep_or_release(&number, &incoming, now).await {
                         report.bought.push(number);
                     } else {
                         report.released.push(number);
@@ -515,6 +532,9 @@ impl<S: ReplenishStore> Replenisher<S> {
             bought = report.bought.len(),
             released = report.released.len(),
             not_found = report.not_found,
+            confirmed = report.confirmed.len(),
+            not_made = report.not_made.len(),
+            still_uncertain = report.still_uncertain.len(),
         );
         Ok(report)
     }
@@ -541,6 +561,110 @@ impl<S: ReplenishStore> Replenisher<S> {
                 }
                 Err(Failure::Twilio(e))
             }
+        }
+    }
+
+    /// Looks each uncertain purchase up on Twilio again, oldest first, through the breaker: once it
+    /// opens, the rest wait for a later run, unchecked. Only a store error that leaves the run
+    /// blind (the list cannot be read, or the pool not checked) ends the run.
+    async fn resolve_uncertain(&self, report: &mut RunReport) -> Result<(), ReplenishError> {
+        let store = self.engine.store();
+        for purchase in store.uncertain_purchases().await? {
+            let number = &purchase.e164;
+            let found = self
+                .call(self.twilio.find_incoming_number(number), |_| false)
+                .await;
+            match found {
+                Ok(Some(incoming)) => {
+                    tracing::info!(
+                        event = "NUMBER_PURCHASE_CONFIRMED",
+                        number = %number.masked(),
+                        twilio_sid = %incoming.sid,
+                        attempted_at = %purchase.attempted_at,
+                        "an uncertain purchase went through: the number is ours"
+                    );
+                    // In the pool already: a run that kept it could not forget the row, or a
+                    // person added it by hand. Keeping it again would find it there and release
+                    // a number that may be an owner's.
+                    if store.pool_has_number(number).await? {
+                        tracing::info!(
+                            event = "NUMBER_ALREADY_IN_POOL",
+                            number = %number.masked(),
+                            twilio_sid = %incoming.sid,
+                            "the confirmed number is in the pool already: nothing more to do"
+                        );
+                    } else if self
+                        .keep_or_release(number, &incoming, purchase.attempted_at)
+                        .await
+                    {
+                        report.confirmed.push(number.clone());
+                    } else {
+                        report.released.push(number.clone());
+                    }
+                    self.forget_uncertain(number).await;
+                }
+                Ok(None) => {
+                    tracing::info!(
+                        event = "NUMBER_PURCHASE_NOT_MADE",
+                        number = %number.masked(),
+                        attempted_at = %purchase.attempted_at,
+                        "Twilio has no such number of ours: the uncertain purchase was never made"
+                    );
+                    report.not_made.push(number.clone());
+                    self.forget_uncertain(number).await;
+                }
+                // Twilio was not called, so nothing was learnt and nothing is counted.
+                Err(Failure::CircuitOpen) => report.still_uncertain.push(purchase.e164),
+                Err(Failure::Twilio(e)) => {
+                    tracing::warn!(
+                        event = "NUMBER_PURCHASE_STILL_UNCERTAIN",
+                        number = %number.masked(),
+                        attempted_at = %purchase.attempted_at,
+                        checks = purchase.checks.saturating_add(1),
+                        error = %e,
+                        "could not look the number up again: it will be checked on the next run"
+                    );
+                    if let Err(e) = store
+                        .mark_uncertain_purchase_checked(number, self.engine.now())
+                        .await
+                    {
+                        tracing::warn!(event = "UNCERTAIN_PURCHASE_CHECK_NOT_RECORDED", error = %e);
+                    }
+                    report.still_uncertain.push(purchase.e164);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a resolved uncertain purchase. When that fails, the next run looks the number up
+    /// again and finds it in the pool (or gone): no harm, so a warning is enough.
+    async fn forget_uncertain(&self, number: &PhoneNumber) {
+        if let Err(e) = self.engine.store().forget_uncertain_purchase(number).await {
+            tracing::warn!(
+                event = "UNCERTAIN_PURCHASE_NOT_CLEARED",
+                number = %number.masked(),
+                error = %e,
+                "resolved, but still listed as uncertain: it will be looked up again"
+            );
+        }
+    }
+
+    /// Remembers a number that may have been bought, so later runs find out and it is never lost.
+    async fn remember_uncertain(&self, number: &PhoneNumber) {
+        let recorded = self
+            .engine
+            .store()
+            .record_uncertain_purchase(number, self.engine.now())
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(
+                event = "UNCERTAIN_PURCHASE_NOT_RECORDED",
+                number = %number.masked(),
+                friendly_name = %self.settings.friendly_name,
+                error = %e,
+                "a number that may have been bought could not be recorded: check Twilio's numbers with this friendly name by hand"
+            );
         }
     }
 
@@ -639,8 +763,9 @@ impl<S: ReplenishStore> Replenisher<S> {
                             friendly_name = %self.settings.friendly_name,
                             error = %e,
                             lookup_error = %lookup,
-                            "a number may have been bought but is not in the pool: check Twilio's numbers with this friendly name"
+                            "a number may have been bought but is not in the pool: it will be looked up again on the next run"
                         );
+                        self.remember_uncertain(number).await;
                         Err(lookup)
                     }
                 }
@@ -650,8 +775,14 @@ impl<S: ReplenishStore> Replenisher<S> {
     }
 
     /// Records the purchase and puts the number in the pool, serving the waitlist; releases it when
-    /// it cannot be kept. True when it was kept.
-    async fn keep_or_release(&self, number: &PhoneNumber, incoming: &IncomingNumber) -> bool {
+    /// it cannot be kept. True when it was kept. `purchased_at` is when it was bought: for a
+    /// purchase confirmed later, the attempt, which is when the daily cap began to count it.
+    async fn keep_or_release(
+        &self,
+        number: &PhoneNumber,
+        incoming: &IncomingNumber,
+        purchased_at: DateTime<Utc>,
+    ) -> bool {
         let store = self.engine.store();
         let sid = incoming.sid.as_str();
         tracing::info!(
@@ -661,7 +792,7 @@ impl<S: ReplenishStore> Replenisher<S> {
             country = number.country().code(),
         );
         // The purchase first, so the daily cap counts it whatever happens next.
-        if let Err(e) = store.record_purchase(sid, number, self.engine.now()).await {
+        if let Err(e) = store.record_purchase(sid, number, purchased_at).await {
             tracing::error!(event = "NUMBER_RECORD_FAILED", number = %number.masked(), twilio_sid = sid, error = %e);
             self.release(number, sid, "purchase_not_recorded").await;
             return false;

@@ -1,10 +1,11 @@
 //! The pool replenisher against a mock Twilio (wiremock): where it searches, what it buys, what it
-//! does when a purchase cannot be kept, the daily cap, the circuit breaker, and two replicas on one
-//! PostgreSQL. Time is a manual clock: nothing here waits.
+//! does when a purchase cannot be kept or its outcome is unknown, the daily cap, the circuit
+//! breaker, and two replicas on one PostgreSQL. Time is a manual clock: nothing here waits.
 
 mod support;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -17,7 +18,7 @@ use onboard::replay::fixture_epoch;
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher, RunOutcome, RunReport};
 use onboard::store::replenish::ReplenishStore;
 use onboard::store::{Client, NewPoolNumber, PgStore, SqliteStore, Store, Tx};
-use onboard::twilio::client::{Credentials, TwilioClient};
+use onboard::twilio::client::{Credentials, TwilioClient, TwilioError};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -245,12 +246,53 @@ async fn report<S: ReplenishStore>(keeper: &Replenisher<S>) -> RunReport {
     }
 }
 
-async fn pool_row(store: &SqliteStore, e164: &str) -> Option<(String, Option<String>)> {
-    sqlx::query_as("SELECT status, twilio_sid FROM pool_numbers WHERE e164 = $1")
-        .bind(e164)
-        .fetch_optional(&mut *store.conn().await.unwrap())
-        .await
-        .unwrap()
+/// What the tests read back that the store's API does not show.
+trait Probe: ReplenishStore {
+    /// A pool number's status and sid.
+    fn pool_row(&self, e164: &str) -> impl Future<Output = Option<(String, Option<String>)>>;
+    /// Recorded purchases of this sid (0 or 1).
+    fn purchases_of(&self, twilio_sid: &str) -> impl Future<Output = i64>;
+}
+
+const POOL_ROW: &str = "SELECT status, twilio_sid FROM pool_numbers WHERE e164 = $1";
+const PURCHASES_OF: &str = "SELECT COUNT(*) FROM pool_purchases WHERE twilio_sid = $1";
+
+impl Probe for SqliteStore {
+    async fn pool_row(&self, e164: &str) -> Option<(String, Option<String>)> {
+        sqlx::query_as(POOL_ROW)
+            .bind(e164)
+            .fetch_optional(&mut *self.conn().await.unwrap())
+            .await
+            .unwrap()
+    }
+    async fn purchases_of(&self, twilio_sid: &str) -> i64 {
+        sqlx::query_scalar(PURCHASES_OF)
+            .bind(twilio_sid)
+            .fetch_one(&mut *self.conn().await.unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Probe for PgStore {
+    async fn pool_row(&self, e164: &str) -> Option<(String, Option<String>)> {
+        sqlx::query_as(POOL_ROW)
+            .bind(e164)
+            .fetch_optional(&mut *self.conn().await.unwrap())
+            .await
+            .unwrap()
+    }
+    async fn purchases_of(&self, twilio_sid: &str) -> i64 {
+        sqlx::query_scalar(PURCHASES_OF)
+            .bind(twilio_sid)
+            .fetch_one(&mut *self.conn().await.unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+async fn pool_row<S: Probe>(store: &S, e164: &str) -> Option<(String, Option<String>)> {
+    store.pool_row(e164).await
 }
 
 fn search_mock() -> wiremock::MockBuilder {
@@ -259,6 +301,28 @@ fn search_mock() -> wiremock::MockBuilder {
 
 fn buy_mock() -> wiremock::MockBuilder {
     Mock::given(method("POST")).and(path(account_path("IncomingPhoneNumbers.json")))
+}
+
+/// Twilio's lookup of one of our numbers.
+fn lookup_mock(number: &str) -> wiremock::MockBuilder {
+    Mock::given(method("GET"))
+        .and(path(account_path("IncomingPhoneNumbers.json")))
+        .and(query_param("PhoneNumber", number))
+}
+
+fn ours(number: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "incoming_phone_numbers": [{"sid": sid_of(number), "phone_number": number}]
+    }))
+}
+
+fn not_ours() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"incoming_phone_numbers": []}))
+}
+
+/// A 5xx: for a purchase, it may or may not have gone through.
+fn twilio_error() -> ResponseTemplate {
+    ResponseTemplate::new(500).set_body_json(json!({"code": 20500, "message": "oops"}))
 }
 
 #[tokio::test]
@@ -688,4 +752,299 @@ async fn two_replicas_never_both_top_up_the_same_shortfall() {
         assert_eq!(report.shortfall, 0);
     }
     assert_eq!(twilio.sold(), 3);
+}
+
+// --- purchases whose outcome is unknown ------------------------------------------------------------
+
+/// One run whose purchase of `number` gets a 5xx and whose lookup of it fails too: the number is
+/// recorded as uncertain, not pooled, and the run stops. Leaves the mock server empty.
+async fn an_uncertain_purchase<S: Probe>(h: &Harness<S>, server: &MockServer, number: &str) {
+    search_mock()
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[number])))
+        .expect(1)
+        .mount(server)
+        .await;
+    buy_mock()
+        .and(buying(number))
+        .respond_with(twilio_error())
+        .expect(1)
+        .mount(server)
+        .await;
+    lookup_mock(number)
+        .respond_with(twilio_error())
+        .expect(1)
+        .mount(server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert!(report.stopped.is_some());
+    assert!(report.bought.is_empty() && report.released.is_empty());
+    let store = h.engine.store();
+    let uncertain = store.uncertain_purchases().await.unwrap();
+    assert_eq!(uncertain.len(), 1);
+    assert_eq!(uncertain[0].e164, phone(number));
+    assert_eq!(uncertain[0].attempted_at, h.clock.now());
+    assert_eq!(
+        (uncertain[0].checks, uncertain[0].last_checked_at),
+        (0, None)
+    );
+    assert_eq!(pool_row(store, number).await, None);
+    assert_eq!(
+        store
+            .purchases_since(h.clock.now() - Duration::hours(24))
+            .await
+            .unwrap(),
+        1,
+        "it may have been paid for: the daily cap counts it"
+    );
+    server.verify().await;
+    server.reset().await;
+}
+
+/// The next run finds the number on Twilio: it is ours, goes to the waiting owner with its sid,
+/// is recorded once for the cap (dated at the attempt), and is no longer uncertain.
+async fn an_uncertain_purchase_found_later_serves_the_waiting_owner<S: Probe>(
+    h: Harness<S>,
+    server: &MockServer,
+) {
+    let number = "+14155550777";
+    let attempted_at = h.clock.now();
+    waiting_owner(
+        h.engine.store(),
+        "c_0000000001",
+        "+14155550123",
+        "San Francisco",
+        attempted_at,
+    )
+    .await;
+    an_uncertain_purchase(&h, server, number).await;
+    let owner = h
+        .engine
+        .client_by_phone(&phone("+14155550123"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.gate, Some(Gate::AwaitingNumber));
+
+    h.clock.advance(Duration::minutes(1));
+    lookup_mock(number)
+        .respond_with(ours(number))
+        .expect(1)
+        .mount(server)
+        .await;
+    search_mock()
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[])))
+        .expect(0)
+        .mount(server)
+        .await;
+    buy_mock().respond_with(Sold).expect(0).mount(server).await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.confirmed, [phone(number)]);
+    assert_eq!(
+        report.shortfall, 0,
+        "the owner is served before the shortfall is counted"
+    );
+    assert!(report.bought.is_empty() && report.released.is_empty());
+    let owner = h
+        .engine
+        .client_by_phone(&phone("+14155550123"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.twilio_number, Some(phone(number)));
+    assert_eq!(owner.gate, None);
+    let store = h.engine.store();
+    assert_eq!(
+        pool_row(store, number).await,
+        Some(("ASSIGNED".into(), Some(sid_of(number))))
+    );
+    assert!(store.uncertain_purchases().await.unwrap().is_empty());
+    assert_eq!(store.purchases_of(&sid_of(number)).await, 1);
+    assert_eq!(
+        store
+            .purchases_since(attempted_at - Duration::seconds(1))
+            .await
+            .unwrap(),
+        1,
+        "counted once, from the attempt"
+    );
+    assert_eq!(
+        store.purchases_since(attempted_at).await.unwrap(),
+        0,
+        "dated at the attempt, not at the confirmation"
+    );
+    assert_eq!(h.breaker.consecutive_failures(), 0);
+}
+
+#[tokio::test]
+async fn an_uncertain_purchase_found_later_serves_the_waiting_owner_on_sqlite() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 0, 10).await;
+    an_uncertain_purchase_found_later_serves_the_waiting_owner(h, &server).await;
+}
+
+#[tokio::test]
+async fn an_uncertain_purchase_found_later_serves_the_waiting_owner_on_postgres() {
+    let url = support::fresh_postgres_database().await;
+    let store = PgStore::connect(&url, 5).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let server = MockServer::start().await;
+    let clock = Arc::new(ManualClock::new(fixture_epoch()));
+    let h = harness(engine(store, clock.clone()), clock, &server, 0, 10);
+    an_uncertain_purchase_found_later_serves_the_waiting_owner(h, &server).await;
+}
+
+#[tokio::test]
+async fn an_uncertain_purchase_twilio_has_no_trace_of_is_forgotten() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 1, 10).await;
+    let number = "+14155550777";
+    an_uncertain_purchase(&h, &server, number).await;
+
+    h.clock.advance(Duration::minutes(1));
+    lookup_mock(number)
+        .respond_with(not_ours())
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The pool is still short, but Twilio has nothing to sell: only the lookup changes anything.
+    search_mock()
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[])))
+        .mount(&server)
+        .await;
+    buy_mock().respond_with(Sold).expect(0).mount(&server).await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.not_made, [phone(number)]);
+    assert!(report.confirmed.is_empty() && report.bought.is_empty() && report.released.is_empty());
+    let store = h.engine.store();
+    assert!(store.uncertain_purchases().await.unwrap().is_empty());
+    assert_eq!(pool_row(store, number).await, None);
+    assert_eq!(store.pool_stats().await.unwrap().total, 0);
+    assert_eq!(store.purchases_of(&sid_of(number)).await, 0);
+    assert_eq!(
+        store
+            .purchases_since(h.clock.now() - Duration::hours(24))
+            .await
+            .unwrap(),
+        0,
+        "never made: nothing left for the cap to count"
+    );
+}
+
+#[tokio::test]
+async fn an_uncertain_purchase_still_unknown_is_kept_and_never_bought_twice() {
+    let server = MockServer::start().await;
+    // Two wanted, two a day: the uncertain purchase leaves a budget of one.
+    let h = sqlite(&server, 2, 2).await;
+    let uncertain = "+14155550001";
+    let other = "+14155550002";
+    let attempted_at = h.clock.now();
+    an_uncertain_purchase(&h, &server, uncertain).await;
+
+    h.clock.advance(Duration::minutes(1));
+    lookup_mock(uncertain)
+        .respond_with(twilio_error())
+        .expect(1)
+        .mount(&server)
+        .await;
+    search_mock()
+        .respond_with(ResponseTemplate::new(200).set_body_json(available(&[uncertain, other])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying(uncertain))
+        .respond_with(Sold)
+        .expect(0)
+        .mount(&server)
+        .await;
+    buy_mock()
+        .and(buying(other))
+        .respond_with(Sold)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert_eq!(report.still_uncertain, [phone(uncertain)]);
+    assert_eq!((report.shortfall, report.budget), (2, 1));
+    assert_eq!(report.bought, [phone(other)]);
+    let store = h.engine.store();
+    let rows = store.uncertain_purchases().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].e164, phone(uncertain));
+    assert_eq!(rows[0].attempted_at, attempted_at);
+    assert_eq!(rows[0].checks, 1);
+    assert_eq!(rows[0].last_checked_at, Some(h.clock.now()));
+    assert_eq!(pool_row(store, uncertain).await, None);
+    assert_eq!(
+        h.breaker.consecutive_failures(),
+        0,
+        "the search succeeded after"
+    );
+}
+
+#[tokio::test]
+async fn once_the_circuit_opens_the_other_uncertain_purchases_wait_unchecked() {
+    let server = MockServer::start().await;
+    let h = sqlite(&server, 0, 10).await;
+    let (first, second) = ("+14155550001", "+14155550002");
+    let store = h.engine.store();
+    store
+        .record_uncertain_purchase(&phone(first), h.clock.now())
+        .await
+        .unwrap();
+    store
+        .record_uncertain_purchase(&phone(second), h.clock.now() + Duration::seconds(1))
+        .await
+        .unwrap();
+    // Recording again changes nothing: the first attempt's time stays.
+    store
+        .record_uncertain_purchase(&phone(first), h.clock.now() + Duration::hours(1))
+        .await
+        .unwrap();
+    // One failure short of opening.
+    for _ in 0..4 {
+        h.breaker
+            .record_failure(&TwilioError::Ambiguous("timeout".into()));
+    }
+    lookup_mock(first)
+        .respond_with(twilio_error())
+        .expect(1)
+        .mount(&server)
+        .await;
+    lookup_mock(second)
+        .respond_with(ours(second))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let report = report(&h.keeper).await;
+
+    assert!(h.breaker.is_open());
+    assert_eq!(report.still_uncertain, [phone(first), phone(second)]);
+    let rows = store.uncertain_purchases().await.unwrap();
+    let checked: Vec<(String, i32, DateTime<Utc>)> = rows
+        .iter()
+        .map(|r| (r.e164.as_str().to_owned(), r.checks, r.attempted_at))
+        .collect();
+    assert_eq!(
+        checked,
+        [
+            (first.to_owned(), 1, h.clock.now()),
+            (second.to_owned(), 0, h.clock.now() + Duration::seconds(1)),
+        ]
+    );
+    assert_eq!(h.keeper.run_once().await.unwrap(), RunOutcome::CircuitOpen);
 }
