@@ -1,5 +1,6 @@
 //! Metrics for ops: every named log event counted, request latency per route, outbound results,
-//! and at scrape time the owners in each state and the pool by status.
+//! and at scrape time the owners in each state, the pool by status, and the purchases the pool
+//! keeper could not confirm yet.
 //!
 //! Counting rides on the logs: a tracing layer counts each event carrying an `event` field, so a
 //! business event is named once and both logged and counted.
@@ -83,7 +84,11 @@ pub async fn track_latency(request: Request, next: Next) -> Response {
 }
 
 /// Gauges read from the database at scrape time, in Prometheus text format.
-pub fn render_gauges(owners: &[(String, i64)], pool: &crate::store::PoolStats) -> String {
+pub fn render_gauges(
+    owners: &[(String, i64)],
+    pool: &crate::store::PoolStats,
+    uncertain_purchases: i64,
+) -> String {
     let mut out = String::from(
         "# HELP onboard_owners Owners in each conversation state.\n# TYPE onboard_owners gauge\n",
     );
@@ -107,5 +112,10 @@ pub fn render_gauges(owners: &[(String, i64)], pool: &crate::store::PoolStats) -
             "onboard_pool_numbers{{status=\"{status}\"}} {n}\n"
         ));
     }
+    out.push_str(&format!(
+        "# HELP onboard_pool_uncertain_purchases Numbers the pool keeper may have bought, not yet \
+         found on Twilio or ruled out.\n# TYPE onboard_pool_uncertain_purchases gauge\n\
+         onboard_pool_uncertain_purchases {uncertain_purchases}\n"
+    ));
     out
 }

@@ -568,6 +568,7 @@ async fn the_pool_endpoint_reports_health() {
     assert_eq!(json["by_status"]["AVAILABLE"], 1);
     assert_eq!(json["low_water"], 3);
     assert_eq!(json["healthy"], false);
+    assert_eq!(json["uncertain_purchases"], 0);
 }
 
 #[tokio::test]
@@ -597,6 +598,7 @@ async fn metrics_count_events_time_routes_and_read_gauges() {
         r#"onboard_owners{state="S2_BUSINESS_NAME"} 1"#,
         r#"onboard_owners{state="COMPLETE"} 0"#,
         r#"onboard_pool_numbers{status="AVAILABLE"} 1"#,
+        "onboard_pool_uncertain_purchases 0",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }

@@ -132,16 +132,14 @@ pub async fn client_by_phone<S: Store>(
     Ok(Json(client.into()))
 }
 
-/// `GET /admin/api/pool`: numbers by status and whether enough are free.
+/// `GET /admin/api/pool`: numbers by status, whether enough are free, and how many purchases the
+/// keeper could not confirm yet (numbers we may be paying for that are in no pool).
 pub async fn pool<S: Store>(
     State(app): State<AppState<S>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let stats = app
-        .engine
-        .store()
-        .pool_stats()
-        .await
-        .map_err(EngineError::from)?;
+    let store = app.engine.store();
+    let stats = store.pool_stats().await.map_err(EngineError::from)?;
+    let uncertain_purchases = store.uncertain_purchase_count().await.map_err(db)?;
     let low_water = app.config.pool_low_water;
     Ok(Json(serde_json::json!({
         "total": stats.total,
@@ -154,6 +152,7 @@ pub async fn pool<S: Store>(
         "available": stats.available,
         "low_water": low_water,
         "healthy": stats.available >= low_water,
+        "uncertain_purchases": uncertain_purchases,
     })))
 }
 

@@ -49,11 +49,16 @@ pub async fn readyz<S: Store>(
 pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> (StatusCode, String) {
     let store = app.engine.store();
     let mut body = crate::telemetry::install().render();
-    match (store.owners_by_state().await, store.pool_stats().await) {
-        (Ok(owners), Ok(pool)) => {
-            body.push_str(&crate::telemetry::render_gauges(&owners, &pool));
+    let gauges = (
+        store.owners_by_state().await,
+        store.pool_stats().await,
+        store.uncertain_purchase_count().await,
+    );
+    match gauges {
+        (Ok(owners), Ok(pool), Ok(uncertain)) => {
+            body.push_str(&crate::telemetry::render_gauges(&owners, &pool, uncertain));
         }
-        (Err(e), _) | (_, Err(e)) => {
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             tracing::warn!(event = "METRICS_GAUGES_FAILED", error = %e);
         }
     }
