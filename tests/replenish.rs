@@ -257,39 +257,29 @@ trait Probe: ReplenishStore {
 const POOL_ROW: &str = "SELECT status, twilio_sid FROM pool_numbers WHERE e164 = $1";
 const PURCHASES_OF: &str = "SELECT COUNT(*) FROM pool_purchases WHERE twilio_sid = $1";
 
-impl Probe for SqliteStore {
-    async fn pool_row(&self, e164: &str) -> Option<(String, Option<String>)> {
-        sqlx::query_as(POOL_ROW)
-            .bind(e164)
-            .fetch_optional(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
-    async fn purchases_of(&self, twilio_sid: &str) -> i64 {
-        sqlx::query_scalar(PURCHASES_OF)
-            .bind(twilio_sid)
-            .fetch_one(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
+/// The same SQL on either back end, through each store's own connection.
+macro_rules! impl_probe {
+    ($($store:ty),*) => {$(
+        impl Probe for $store {
+            async fn pool_row(&self, e164: &str) -> Option<(String, Option<String>)> {
+                sqlx::query_as(POOL_ROW)
+                    .bind(e164)
+                    .fetch_optional(&mut *self.conn().await.unwrap())
+                    .await
+                    .unwrap()
+            }
+            async fn purchases_of(&self, twilio_sid: &str) -> i64 {
+                sqlx::query_scalar(PURCHASES_OF)
+                    .bind(twilio_sid)
+                    .fetch_one(&mut *self.conn().await.unwrap())
+                    .await
+                    .unwrap()
+            }
+        }
+    )*};
 }
 
-impl Probe for PgStore {
-    async fn pool_row(&self, e164: &str) -> Option<(String, Option<String>)> {
-        sqlx::query_as(POOL_ROW)
-            .bind(e164)
-            .fetch_optional(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
-    async fn purchases_of(&self, twilio_sid: &str) -> i64 {
-        sqlx::query_scalar(PURCHASES_OF)
-            .bind(twilio_sid)
-            .fetch_one(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
-}
+impl_probe!(SqliteStore, PgStore);
 
 async fn pool_row<S: Probe>(store: &S, e164: &str) -> Option<(String, Option<String>)> {
     store.pool_row(e164).await

@@ -152,49 +152,34 @@ trait Probe: ReplenishStore {
     fn count(&self, sql: &'static str) -> impl Future<Output = i64>;
 }
 
-impl Probe for SqliteStore {
-    async fn exec(&self, sql: &'static str) {
-        sqlx::query(sql)
-            .execute(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap();
-    }
-    async fn text(&self, sql: &'static str) -> Option<String> {
-        let row = sqlx::query(sql)
-            .fetch_optional(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()?;
-        row.get(0)
-    }
-    async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
+/// The same SQL on either back end, through each store's own connection.
+macro_rules! impl_probe {
+    ($($store:ty),*) => {$(
+        impl Probe for $store {
+            async fn exec(&self, sql: &'static str) {
+                sqlx::query(sql)
+                    .execute(&mut *self.conn().await.unwrap())
+                    .await
+                    .unwrap();
+            }
+            async fn text(&self, sql: &'static str) -> Option<String> {
+                let row = sqlx::query(sql)
+                    .fetch_optional(&mut *self.conn().await.unwrap())
+                    .await
+                    .unwrap()?;
+                row.get(0)
+            }
+            async fn count(&self, sql: &'static str) -> i64 {
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut *self.conn().await.unwrap())
+                    .await
+                    .unwrap()
+            }
+        }
+    )*};
 }
 
-impl Probe for PgStore {
-    async fn exec(&self, sql: &'static str) {
-        sqlx::query(sql)
-            .execute(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap();
-    }
-    async fn text(&self, sql: &'static str) -> Option<String> {
-        let row = sqlx::query(sql)
-            .fetch_optional(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()?;
-        row.get(0)
-    }
-    async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&mut *self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
-}
+impl_probe!(SqliteStore, PgStore);
 
 // --- idempotency and clients -------------------------------------------------------------------
 

@@ -639,9 +639,9 @@ mod tests {
         assert!(!format!("{client:?}").contains("hunter2"));
     }
 
-    #[test]
-    fn only_a_next_page_of_the_same_list_on_our_base_is_followed() {
-        let client = TwilioClient::new(
+    /// A client whose base URL has a path, as in tests behind a proxy.
+    fn prefixed_client() -> TwilioClient {
+        TwilioClient::new(
             "http://localhost:9/prefix/",
             Credentials {
                 account_sid: "AC1".into(),
@@ -649,7 +649,12 @@ mod tests {
                 secret: "x".into(),
             },
             Duration::from_secs(1),
-        );
+        )
+    }
+
+    #[test]
+    fn only_a_next_page_of_the_same_list_on_our_base_is_followed() {
+        let client = prefixed_client();
         let list = client.account_url(&["Messages.json"]);
         let next = client
             .next_page_url(
@@ -675,15 +680,7 @@ mod tests {
 
     #[test]
     fn urls_keep_a_base_path_and_encode_segments() {
-        let client = TwilioClient::new(
-            "http://localhost:9/prefix/",
-            Credentials {
-                account_sid: "AC1".into(),
-                username: "AC1".into(),
-                secret: "x".into(),
-            },
-            Duration::from_secs(1),
-        );
+        let client = prefixed_client();
         let url = client.account_url(&["IncomingPhoneNumbers", "PN/../x.json"]);
         assert_eq!(
             url.as_str(),
