@@ -135,6 +135,44 @@ async fn a_body_over_64_kib_is_413() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("65536 bytes"), "{text}");
+    assert!(!client_count(&app).await);
+}
+
+/// Every Twilio webhook is keyed on its sid: one longer than Twilio's is refused before it is
+/// stored anywhere.
+#[tokio::test]
+async fn a_sid_over_64_characters_is_400_on_every_twilio_webhook() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let long = format!("SM{}", "0".repeat(63));
+    for (path, params) in [
+        (
+            "/webhooks/twilio/sms",
+            vec![
+                ("MessageSid", long.as_str()),
+                ("From", OWNER),
+                ("Body", "Hi"),
+            ],
+        ),
+        (
+            "/webhooks/twilio/message-status",
+            vec![("MessageSid", long.as_str()), ("MessageStatus", "sent")],
+        ),
+        (
+            "/webhooks/twilio/voice",
+            vec![("CallSid", long.as_str()), ("From", OWNER), ("To", OWNER)],
+        ),
+        (
+            "/webhooks/twilio/call-status",
+            vec![("CallSid", long.as_str()), ("CallStatus", "ringing")],
+        ),
+    ] {
+        let response = app.post_twilio(path, &params).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("1 to 64 characters"), "{path}: {text}");
+    }
     assert!(!client_count(&app).await);
 }
 

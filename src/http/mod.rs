@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -27,6 +28,24 @@ use crate::store::Store;
 
 /// Twilio's bodies are a few KiB; Stripe's rarely more than 20.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A webhook's raw body, as signatures are computed over it; over [`MAX_BODY_BYTES`] it is refused
+/// through [`error::ApiError`] like every other bad request.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = error::ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, error::ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(body) => Ok(RawBody(body)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(error::ApiError::PayloadTooLarge(MAX_BODY_BYTES))
+            }
+            Err(rejection) => Err(error::ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
 
 /// Twilio gives up after 15 s; answer (even with an error) before that.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);

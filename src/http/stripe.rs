@@ -1,12 +1,11 @@
 //! Stripe's webhook.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, RawBody};
 use crate::payments::{self, PaymentError};
 use crate::store::Store;
 
@@ -14,7 +13,7 @@ use crate::store::Store;
 pub async fn webhook<S: Store>(
     State(app): State<AppState<S>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let signature = headers
         .get("stripe-signature")
