@@ -173,7 +173,10 @@ pub fn business(text: &str) -> BusinessAnswer {
     // Phones turn ' into a curly apostrophe as people type.
     let text = text.replace(['\u{2019}', '\u{2018}'], "'");
     let mut rest = text.trim().trim_end_matches(['.', '!']).trim().to_owned();
-    let lower = rest.to_lowercase();
+    // ASCII lowercasing keeps every byte offset of `rest`, so the offsets found in `lower` can
+    // slice `rest`. Full Unicode lowercasing can change lengths (the Kelvin sign becomes a
+    // one-byte `k`) and slicing by its offsets would panic.
+    let lower = rest.to_ascii_lowercase();
     for prefix in [
         "i'm a ",
         "i'm an ",
@@ -193,7 +196,7 @@ pub fn business(text: &str) -> BusinessAnswer {
             break;
         }
     }
-    let lower = rest.to_lowercase();
+    let lower = rest.to_ascii_lowercase();
     // The earliest separator wins, so "Plumber in Newcastle upon Tyne" keeps its place whole.
     let separators = [
         " based in ",
@@ -448,5 +451,37 @@ mod tests {
         assert!(!is_done("not done"));
         assert!(is_call_me("CALL ME"));
         assert!(is_call_me("test"));
+    }
+
+    #[test]
+    fn a_letter_that_lowercases_shorter_does_not_panic() {
+        // The Kelvin sign is three bytes; its lowercase `k` is one.
+        assert!(matches!(
+            business("\u{212A} in Leeds"),
+            BusinessAnswer::TradeAndPlace { .. }
+        ));
+        assert!(matches!(
+            business("I'm a \u{212A}\u{212A}\u{212A} plumber in Leeds"),
+            BusinessAnswer::TradeAndPlace { .. }
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_panics_any_parser(text in "\\PC*|[\u{212A}\u{130}\u{1E9E}a-zA-Z ,.'-]{0,40}") {
+            let _ = keyword(&text, false);
+            let _ = keyword(&text, true);
+            let _ = is_negative(&text);
+            let _ = is_yes(&text);
+            let _ = is_edit(&text);
+            let _ = is_done(&text);
+            let _ = is_call_me(&text);
+            let _ = business(&text);
+            let _ = capitalise_first(&text);
+            let _ = title_case(&text);
+            let _ = bounded_text(&text, 80);
+            let _ = notify(&text);
+            let _ = phone_type(&text);
+        }
     }
 }
