@@ -107,6 +107,100 @@ pub fn mask_email(raw: &str) -> String {
     }
 }
 
+/// Masks what may identify a person in free text we did not write (a provider's error message, a
+/// response body): every email address as [`mask_email`], and every phone-like run of digits (7 or
+/// more, an optional leading `+`, up to two spaces, dots, dashes or brackets between digits) as
+/// [`mask_phone`]. Error codes and short numbers are kept, so the text still says what went wrong.
+pub fn mask_pii(text: &str) -> String {
+    mask_phone_runs(&mask_emails(text))
+}
+
+fn mask_emails(text: &str) -> String {
+    fn local(c: char) -> bool {
+        c.is_alphanumeric() || "._%+-".contains(c)
+    }
+    fn domain(c: char) -> bool {
+        c.is_alphanumeric() || ".-".contains(c)
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '@' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The local part was copied already: take it back off `out`.
+        let local_len = chars[..i].iter().rev().take_while(|c| local(**c)).count();
+        let domain_len = chars[i + 1..].iter().take_while(|c| domain(**c)).count();
+        let host: String = chars[i + 1..i + 1 + domain_len].iter().collect();
+        let host = host.trim_end_matches('.');
+        if local_len == 0 || !host.contains('.') {
+            out.push('@');
+            i += 1;
+            continue;
+        }
+        let address: String = chars[i - local_len..i].iter().collect();
+        for _ in 0..local_len {
+            out.pop();
+        }
+        out.push_str(&mask_email(&format!("{address}@{host}")));
+        i += 1 + host.chars().count();
+    }
+    out
+}
+
+fn mask_phone_runs(text: &str) -> String {
+    const SEPARATORS: &str = " .-()";
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit));
+        // A run starts at a digit not glued to a letter or digit before it (so ids stay whole).
+        let glued = i > 0 && chars[i - 1].is_alphanumeric();
+        if !starts || glued {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The run: digits, with one or two separators only between two digits.
+        let mut end = i + 1;
+        let mut digits = usize::from(chars[i].is_ascii_digit());
+        while end < chars.len() {
+            if chars[end].is_ascii_digit() {
+                digits += 1;
+                end += 1;
+            } else if let Some(gap) = (1..=2).find(|&gap| {
+                chars[end..].len() > gap
+                    && chars[end..end + gap]
+                        .iter()
+                        .all(|c| SEPARATORS.contains(*c))
+                    && chars[end + gap].is_ascii_digit()
+            }) {
+                // `) ` in `(415) 555-0123`: at most two separators in a row.
+                end += gap;
+            } else {
+                break;
+            }
+        }
+        let run: String = chars[i..end].iter().collect();
+        if digits >= 7 {
+            let compact: String = run
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == '+')
+                .collect();
+            out.push_str(&mask_phone(&compact));
+        } else {
+            out.push_str(&run);
+        }
+        i = end;
+    }
+    out
+}
+
 /// The countries we sell numbers in; everything else is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Country {
@@ -289,6 +383,27 @@ mod tests {
         assert_eq!(format!("{uk:?}"), "PhoneNumber(+44*******123)");
         assert_eq!(mask_phone("12345"), "*****");
         assert_eq!(mask_email("jo@example.com"), "j***@example.com");
+    }
+
+    #[test]
+    fn provider_text_is_masked_but_still_says_what_went_wrong() {
+        assert_eq!(
+            mask_pii("The 'To' number +447700905599 is not valid (code 21211)"),
+            "The 'To' number +44*******599 is not valid (code 21211)"
+        );
+        assert_eq!(
+            mask_pii("call (415) 555-0123 or write to jo.smith@example.com."),
+            "call (415****123 or write to j***@example.com."
+        );
+        assert_eq!(
+            mask_pii("SM1234567890abc at 12:00, 3 pages"),
+            "SM1234567890abc at 12:00, 3 pages"
+        );
+        assert_eq!(
+            mask_pii("user@localhost and @ alone"),
+            "user@localhost and @ alone"
+        );
+        assert_eq!(mask_pii("to:+44 7700 900123."), "to:+44*******123.");
     }
 
     #[test]

@@ -1,13 +1,23 @@
-//! Logs never carry a full phone number, a message body or an email address above debug level:
-//! a whole conversation runs through the server while its info-level output is captured and searched.
+//! Logs never carry a full phone number, a message body, an email address or a password above
+//! debug level: a whole conversation runs through the server while its info-level output is
+//! captured and searched, and so do the error paths (a text Twilio refuses, an answer it garbles,
+//! a number purchase it refuses, a database URL we cannot use).
 
 mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use onboard::clock::{Clock, SystemClock};
+use onboard::domain::{ClientId, Country, PhoneNumber};
+use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
+use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher};
+use onboard::store::{Client, NewOutbound, Store, Tx};
 use onboard::stripe::signature;
+use onboard::twilio::client::{Credentials, TwilioClient};
 use support::app::{spawn_sqlite, test_config};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const OWNER: &str = "+447700900123";
 const EMAIL: &str = "jo.smith@example.com";
@@ -27,18 +37,39 @@ impl Write for Capture {
     }
 }
 
+impl Capture {
+    /// Captures this thread's log lines at info and above until the guard is dropped.
+    fn info() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer({
+                let capture = capture.clone();
+                move || capture.clone()
+            })
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn assert_holds_none_of(&self, secrets: &[&str]) {
+        let logs = self.text();
+        for secret in secrets {
+            assert!(
+                !logs.contains(secret),
+                "{secret:?} leaked into info logs:\n{logs}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn info_logs_of_a_whole_conversation_hold_no_phone_body_or_email() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer({
-            let capture = capture.clone();
-            move || capture.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::info();
 
     let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", "whsec_logs")])).await;
     app.engine
@@ -110,5 +141,158 @@ async fn info_logs_of_a_whole_conversation_hold_no_phone_body_or_email() {
             !logs.contains(secret),
             "{secret:?} leaked into info logs:\n{logs}"
         );
+    }
+}
+
+const OWNER_2: &str = "+447700905599";
+const OWNER_2_DIGITS: &str = "7700905599";
+const TWILIO_ACCOUNT: &str = "AC123";
+
+fn twilio(server: &MockServer) -> TwilioClient {
+    TwilioClient::new(
+        &server.uri(),
+        Credentials {
+            account_sid: TWILIO_ACCOUNT.into(),
+            username: TWILIO_ACCOUNT.into(),
+            secret: "secret".into(),
+        },
+        std::time::Duration::from_secs(2),
+    )
+}
+
+/// Sends one text to `OWNER_2` through a Twilio that answers `answer`.
+async fn send_one_text(answer: ResponseTemplate) {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let store = app.engine.store().clone();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(answer)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let owner: PhoneNumber = OWNER_2.parse().unwrap();
+    let id = ClientId::new("c_logs");
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_or_create_client(&owner, || {
+        Client::new(id.clone(), owner.clone(), SystemClock.now())
+    })
+    .await
+    .unwrap();
+    tx.enqueue_outbound(&NewOutbound {
+        client_id: &id,
+        to: &owner,
+        body: "Secret Plumbing Ltd: your number is ready",
+        created_at: SystemClock.now(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let from: PhoneNumber = "+447700900000".parse().unwrap();
+    let sender = Sender::Twilio {
+        client: twilio(&server),
+        from: from.clone(),
+        status_callback: "https://onboard.example.com/webhooks/twilio/message-status".into(),
+        calls: CallSettings {
+            from,
+            status_callback: "https://onboard.example.com/webhooks/twilio/call-status".into(),
+            ring_seconds: 30,
+        },
+    };
+    let outbox = Outbox::new(
+        store.clone(),
+        sender,
+        Arc::new(SystemClock),
+        OutboxSettings::default(),
+    );
+    assert_eq!(outbox.run_once(None).await.unwrap(), 1);
+    let sent = store.outbound_after(0).await.unwrap();
+    assert_eq!(sent[0].status.as_str(), "failed");
+}
+
+#[tokio::test]
+async fn a_text_twilio_refuses_is_logged_without_the_number_twilio_names() {
+    let (capture, _guard) = Capture::info();
+    send_one_text(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+        "code": 21211,
+        "message": format!("The 'To' number {OWNER_2} is not valid"),
+        "status": 400,
+    })))
+    .await;
+    let logs = capture.text();
+    assert!(
+        logs.contains("OUTBOUND_FAILED"),
+        "the failure is logged:\n{logs}"
+    );
+    assert!(logs.contains("21211"), "with Twilio's code:\n{logs}");
+    capture.assert_holds_none_of(&[OWNER_2_DIGITS, "Secret Plumbing"]);
+}
+
+#[tokio::test]
+async fn an_answer_twilio_garbles_is_logged_without_its_body() {
+    let (capture, _guard) = Capture::info();
+    send_one_text(ResponseTemplate::new(201).set_body_string(format!(
+        "{{\"to\": \"{OWNER_2}\", \"body\": \"Secret Plumbing Ltd: your number is ready\", \"email\": \"jo.smith@example.com\""
+    )))
+    .await;
+    let logs = capture.text();
+    assert!(
+        logs.contains("OUTBOUND_FAILED"),
+        "the failure is logged:\n{logs}"
+    );
+    capture.assert_holds_none_of(&[OWNER_2_DIGITS, "Secret Plumbing", EMAIL]);
+}
+
+#[tokio::test]
+async fn a_number_purchase_twilio_refuses_is_logged_without_the_number() {
+    let (capture, _guard) = Capture::info();
+    let app = spawn_sqlite(test_config(&[])).await;
+    let server = MockServer::start().await;
+    let wanted = "+447700905511";
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_ACCOUNT}/AvailablePhoneNumbers/GB/Local.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "available_phone_numbers": [{"phone_number": wanted, "iso_country": "GB"}]
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_ACCOUNT}/IncomingPhoneNumbers.json"
+        )))
+        .and(body_string_contains("PhoneNumber"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21631,
+            "message": format!("Phone Number {wanted} requires an Address; ask jo.smith@example.com"),
+            "status": 400,
+        })))
+        .mount(&server)
+        .await;
+    let keeper = Replenisher::new(
+        app.engine.clone(),
+        twilio(&server),
+        Arc::new(CircuitBreaker::with_defaults(Arc::new(SystemClock))),
+        ReplenishSettings::new(1, 10, Country::Gb, "https://onboard.example.com"),
+    );
+    let _ = keeper.run_once().await;
+    let logs = capture.text();
+    assert!(logs.contains("21631"), "the refusal is logged:\n{logs}");
+    capture.assert_holds_none_of(&["7700905511", EMAIL]);
+}
+
+#[tokio::test]
+async fn a_database_url_we_cannot_use_is_reported_without_its_password() {
+    for url in [
+        "mysql://onboard:hunter2@db.example.com/onboard",
+        "onboard:hunter2@db.example.com",
+        "hunter2",
+    ] {
+        let error = match onboard::app::Database::connect(url).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{url} is not a database we use"),
+        };
+        assert!(error.contains("DATABASE_URL"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

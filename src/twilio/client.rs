@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::PhoneNumber;
+use crate::domain::{PhoneNumber, mask_pii};
 
 const API_VERSION: &str = "2010-04-01";
 const USER_AGENT: &str = concat!("onboard/", env!("CARGO_PKG_VERSION"));
@@ -501,11 +501,16 @@ fn created_at(message: &SentMessage) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A body we cannot read is reported by its size only: a 2xx body holds the message text and the
+/// owner's number, and the error ends up in logs and the outbox. It is kept at debug level.
 fn parse_json<T: DeserializeOwned>(body: Vec<u8>) -> Result<T, TwilioError> {
     serde_json::from_slice(&body).map_err(|e| {
+        tracing::debug!(body = %truncate(&String::from_utf8_lossy(&body)), "unreadable Twilio body");
+        // serde's message may quote a value ("invalid type: string \"+44...\"").
         TwilioError::Unexpected(format!(
-            "{e}: {}",
-            truncate(&String::from_utf8_lossy(&body))
+            "{} (a body of {} bytes)",
+            mask_pii(&e.to_string()),
+            body.len()
         ))
     })
 }
@@ -532,7 +537,7 @@ fn classify_status(status: StatusCode, body: &[u8], retry_after: Option<Duration
         // A proxy or load balancer answered, not Twilio's API.
         _ if status.is_server_error() => TwilioError::Ambiguous(format!(
             "HTTP {status}: {}",
-            truncate(&String::from_utf8_lossy(body))
+            mask_pii(&truncate(&String::from_utf8_lossy(body)))
         )),
         _ => api_error(
             status,
@@ -553,7 +558,8 @@ fn api_error(
     TwilioError::Api {
         status: status.as_u16(),
         code,
-        message,
+        // Twilio's messages name numbers (`The 'To' number +44... is not valid`).
+        message: mask_pii(&message),
         retry_after: if rate_limited {
             Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
         } else {
@@ -562,7 +568,8 @@ fn api_error(
     }
 }
 
-/// `Retry-After` in seconds; the HTTP-date form is ignored (Twilio sends seconds).
+/// `Retry-After` in seconds; the HTTP-date form is ignored (Twilio sends seconds). Any value is
+/// taken: the outbox caps the wait ([`crate::outbox::MAX_RETRY_WAIT`]).
 fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
     let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
@@ -581,6 +588,7 @@ fn describe(error: reqwest::Error) -> String {
     text
 }
 
+/// Error texts are cut to [`MAX_ERROR_TEXT`] characters; callers mask what they keep.
 fn truncate(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(MAX_ERROR_TEXT) {
