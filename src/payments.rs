@@ -4,7 +4,7 @@
 //! commit together, so a retry either finds the event done or does all of it.
 
 use crate::conversation::Event;
-use crate::domain::ClientId;
+use crate::domain::{ClientId, mask_pii};
 use crate::engine::{Engine, EngineError};
 use crate::store::{EventOutcome, NewWebhookEvent, Store, Tx};
 use crate::stripe::event::{Envelope, PaymentAction, classify};
@@ -100,27 +100,27 @@ async fn handle<S: Store>(
 ) -> Result<Receipt, EngineError> {
     let now = engine.now();
     let mut tx = engine.store().begin().await?;
-    match tx
-        .webhook_event_status(PROVIDER, &envelope.id)
-        .await?
-        .as_deref()
-    {
+    // Insert first, then look: a lookup first finds no row for either of two deliveries arriving
+    // together (and `FOR UPDATE` on a missing row locks nothing), so both would go on. The insert
+    // instead waits for a concurrent insert of the same id to commit or roll back, and then
+    // exactly one of the two owns the new row.
+    let new = tx
+        .insert_webhook_event(&NewWebhookEvent {
+            provider: PROVIDER,
+            event_id: &envelope.id,
+            event_type: &envelope.event_type,
+            payload,
+            received_at: now,
+        })
+        .await?;
+    if !new {
+        // Stored before: locked now, so two retries of a failed event are processed once.
+        let status = tx.webhook_event_status(PROVIDER, &envelope.id).await?;
         // A failed event is processed again on Stripe's retry; anything else is done.
-        Some("failed") => {}
-        Some(_) => {
+        if status.as_deref() != Some("failed") {
             tx.commit().await?;
             tracing::info!(event = "STRIPE_EVENT_DUPLICATE", event_id = %envelope.id);
             return Ok(Receipt::Duplicate);
-        }
-        None => {
-            tx.insert_webhook_event(&NewWebhookEvent {
-                provider: PROVIDER,
-                event_id: &envelope.id,
-                event_type: &envelope.event_type,
-                payload,
-                received_at: now,
-            })
-            .await?;
         }
     }
 
@@ -220,17 +220,29 @@ async fn record_failure<S: Store>(
     payload: &serde_json::Value,
     error: &EngineError,
 ) {
-    tracing::error!(event = "STRIPE_EVENT_FAILED", event_id = %envelope.id, error = %error);
+    tracing::error!(event = "STRIPE_EVENT_FAILED", event_id = %envelope.id, error = %mask_pii(&error.to_string()));
     let result = async {
         let mut tx = engine.store().begin().await?;
-        tx.insert_webhook_event(&NewWebhookEvent {
-            provider: PROVIDER,
-            event_id: &envelope.id,
-            event_type: &envelope.event_type,
-            payload,
-            received_at: engine.now(),
-        })
-        .await?;
+        let new = tx
+            .insert_webhook_event(&NewWebhookEvent {
+                provider: PROVIDER,
+                event_id: &envelope.id,
+                event_type: &envelope.event_type,
+                payload,
+                received_at: engine.now(),
+            })
+            .await?;
+        // A concurrent delivery of the same event may have processed it meanwhile: keep that.
+        if !new
+            && matches!(
+                tx.webhook_event_status(PROVIDER, &envelope.id)
+                    .await?
+                    .as_deref(),
+                Some("processed" | "ignored")
+            )
+        {
+            return tx.commit().await;
+        }
         tx.set_webhook_event_outcome(
             PROVIDER,
             &envelope.id,
