@@ -2,6 +2,8 @@
 //! with `FOR UPDATE`; the number pool, the waitlist and the outbox are claimed with
 //! `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other for them.
 
+use std::time::Duration;
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -14,13 +16,21 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// The longest a caller waits for a connection. Short, for two reasons: a request fails fast
+/// (and Twilio or Stripe retry it) rather than queueing behind a database that is down, and the
+/// pool's reconnect backoff is capped at a fifth of it, so once the database accepts connections
+/// again the pool notices within 400 ms.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl PgStore {
+    /// A pool of up to `max_connections`. Each checkout pings its connection first: after the
+    /// database restarts every pooled connection is dead, and without the ping each would fail
+    /// one event before being replaced. The ping is one round trip per transaction.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
-        // No ping before each checkout: a dead connection fails its query and is replaced, and the
-        // ping would be one more round trip on every event.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .test_before_acquire(false)
+            .test_before_acquire(true)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
         Ok(Self::from_pool(pool))
