@@ -18,6 +18,7 @@ use crate::replenish::{self, CircuitBreaker, ReplenishSettings, Replenisher};
 use crate::store::replenish::ReplenishStore;
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::twilio::client::{Credentials, TwilioClient};
+use crate::workers::{Restart, Workers, supervise};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -25,7 +26,8 @@ pub enum StartError {
     Flows(#[from] crate::flows::FlowError),
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("DATABASE_URL must start with postgres:// or sqlite: (got {0:?})")]
+    /// Names only the URL's scheme: the rest can hold a password.
+    #[error("DATABASE_URL must start with postgres:// or sqlite: (its scheme is {0:?})")]
     UnknownDatabase(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -57,7 +59,17 @@ impl Database {
         } else if url.starts_with("sqlite:") {
             Ok(Database::Sqlite(SqliteStore::connect(url).await?))
         } else {
-            Err(StartError::UnknownDatabase(url.to_owned()))
+            let scheme = match url.split_once(':') {
+                Some((scheme, _))
+                    if scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+                {
+                    scheme
+                }
+                _ => "(none)",
+            };
+            Err(StartError::UnknownDatabase(scheme.to_owned()))
         }
     }
 
@@ -127,8 +139,9 @@ pub async fn serve(
     }
 }
 
-/// Serves HTTP with the outbox worker and the pool keeper beside it. On shutdown, HTTP drains
-/// in-flight requests first, then the worker finishes the message in hand.
+/// Serves HTTP with the outbox worker and the pool keepers beside it, each supervised: restarted
+/// if it dies, and named by `/readyz` while it is down. On shutdown, HTTP drains in-flight
+/// requests first, then the worker finishes the message in hand.
 async fn run<S: ReplenishStore>(
     listener: TcpListener,
     store: S,
@@ -139,35 +152,67 @@ async fn run<S: ReplenishStore>(
     let engine = Arc::new(engine(store.clone(), &config, flows));
     let (stop, stopped) = watch::channel(false);
 
-    let outbox = Outbox::new(
+    let workers = Workers::default();
+    let outbox = Arc::new(Outbox::new(
         store,
         sender(&config),
         Arc::new(SystemClock),
-        OutboxSettings::default(),
+        OutboxSettings {
+            give_up_after: config.outbox_give_up_after,
+            ..OutboxSettings::default()
+        },
+    ));
+    let worker = supervise(
+        workers.clone(),
+        "outbox",
+        Restart::default(),
+        stopped.clone(),
+        {
+            let stopped = stopped.clone();
+            move || {
+                let (outbox, stopped) = (outbox.clone(), stopped.clone());
+                async move { outbox.run(stopped).await }
+            }
+        },
     );
-    let worker = tokio::spawn({
-        let stopped = stopped.clone();
-        async move { outbox.run(stopped).await }
-    });
-    let replenisher = replenisher(&config, engine.clone());
+    let replenisher = replenisher(&config, engine.clone()).map(Arc::new);
     let twilio_breaker = replenisher.as_ref().map(|r| r.breaker().clone());
     let buyer = replenisher.map(|replenisher| {
         let stopped = stopped.clone();
-        tokio::spawn(async move {
-            replenisher
-                .keep(std::time::Duration::from_secs(60), stopped)
-                .await
-        })
+        supervise(
+            workers.clone(),
+            "pool_buyer",
+            Restart::default(),
+            stopped.clone(),
+            move || {
+                let (replenisher, stopped) = (replenisher.clone(), stopped.clone());
+                async move {
+                    replenisher
+                        .keep(std::time::Duration::from_secs(60), stopped)
+                        .await
+                }
+            },
+        )
     });
-    let keeper = tokio::spawn({
-        let engine = engine.clone();
-        async move { pool::keep(&engine, std::time::Duration::from_secs(15), stopped).await }
-    });
+    let keeper = supervise(
+        workers.clone(),
+        "pool_keeper",
+        Restart::default(),
+        stopped.clone(),
+        {
+            let engine = engine.clone();
+            move || {
+                let (engine, stopped) = (engine.clone(), stopped.clone());
+                async move { pool::keep(&engine, std::time::Duration::from_secs(15), stopped).await }
+            }
+        },
+    );
 
     let state = AppState {
         engine,
         config,
         twilio_breaker,
+        workers,
     };
     let served = http::serve(listener, state, shutdown).await;
     let _ = stop.send(true);

@@ -23,3 +23,4 @@ pub mod stripe;
 pub mod telemetry;
 pub mod twilio;
 pub mod voice;
+pub mod workers;

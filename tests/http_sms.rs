@@ -5,6 +5,7 @@ mod support;
 use std::sync::Arc;
 
 use onboard::store::Store;
+use onboard::workers::{Restart, supervise};
 use reqwest::StatusCode;
 use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_config};
 
@@ -656,6 +657,72 @@ async fn metrics_count_events_time_routes_and_read_gauges() {
         assert!(value >= at_least, "{series} is {value}");
     }
     assert!(!text.contains(OWNER), "no phone numbers in metrics");
+}
+
+/// A background worker that died is restarted after a backoff; until then `/readyz` is 503 and
+/// names it, and once it runs again the replica is ready again.
+#[tokio::test]
+async fn readyz_is_503_naming_a_worker_that_died_until_it_runs_again() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let readyz = || async {
+        let response = app
+            .http
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (revive, revived) = tokio::sync::watch::channel(false);
+    let restart = Restart {
+        min: std::time::Duration::from_millis(20),
+        ..Restart::default()
+    };
+    let worker = supervise(
+        app.workers.clone(),
+        "outbox",
+        restart,
+        stopped.clone(),
+        move || {
+            let (mut stopped, revived) = (stopped.clone(), revived.clone());
+            async move {
+                if !*revived.borrow() {
+                    panic!("the outbox worker dies");
+                }
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        },
+    );
+    // It dies, is restarted, dies again: each time down, until it is let live.
+    let mut seen = None;
+    for _ in 0..10_000 {
+        let (status, json) = readyz().await;
+        if status != StatusCode::OK {
+            seen = Some((status, json));
+            break;
+        }
+    }
+    let (status, json) = seen.expect("readyz never said the worker was down");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["workers_down"], serde_json::json!(["outbox"]));
+    assert_eq!(json["database"], "ok");
+
+    revive.send(true).unwrap();
+    let mut ready = false;
+    for _ in 0..500 {
+        let (status, json) = readyz().await;
+        if status == StatusCode::OK {
+            assert_eq!(json["workers_down"], serde_json::json!([]));
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ready, "ready again once the worker runs");
+    stop.send(true).unwrap();
+    worker.await.unwrap();
 }
 
 #[tokio::test]

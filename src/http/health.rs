@@ -1,5 +1,7 @@
 //! Liveness and readiness.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,25 +14,40 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 when the database answers, 503 when not. The detail also says whether the
-/// circuit breaker around Twilio purchases is open: that is worth an alert, but the server still
-/// serves, so it does not make it unready.
+/// How long the readiness probe waits for the database: a probe that hangs is no answer.
+pub const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `GET /readyz`: 200 when the database answers (within [`READY_PING_TIMEOUT`]) and every
+/// background worker runs; 503 otherwise, naming what is down (`workers_down`). The detail also
+/// says whether the circuit breaker around Twilio purchases is open: that is worth an alert, but
+/// the server still serves, so it does not make it unready.
 pub async fn readyz<S: Store>(
     State(app): State<AppState<S>>,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    let database = match app.engine.store().ping().await {
-        Ok(()) => "ok",
-        Err(e) => {
+    let database = match tokio::time::timeout(READY_PING_TIMEOUT, app.engine.store().ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
             tracing::warn!(event = "NOT_READY", error = %e);
             "unavailable"
         }
+        Err(_) => {
+            tracing::warn!(
+                event = "NOT_READY",
+                error = "the database did not answer in time"
+            );
+            "unavailable"
+        }
     };
+    let workers_down = app.workers.down();
+    if !workers_down.is_empty() {
+        tracing::warn!(event = "NOT_READY", workers_down = ?workers_down);
+    }
     let twilio_circuit = match &app.twilio_breaker {
         None => "off",
         Some(breaker) if breaker.is_open() => "open",
         Some(_) => "closed",
     };
-    let status = if database == "ok" {
+    let status = if database == "ok" && workers_down.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -40,6 +57,7 @@ pub async fn readyz<S: Store>(
         Json(serde_json::json!({
             "ready": status == StatusCode::OK,
             "database": database,
+            "workers_down": workers_down,
             "twilio_circuit": twilio_circuit,
         })),
     )

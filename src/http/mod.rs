@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::replenish::CircuitBreaker;
 use crate::store::Store;
+use crate::workers::Workers;
 
 /// Twilio's bodies are a few KiB; Stripe's rarely more than 20.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -55,6 +56,8 @@ pub struct AppState<S: Store> {
     pub config: Arc<Config>,
     /// The breaker around Twilio purchases, when numbers are bought (`POOL_TARGET`).
     pub twilio_breaker: Option<Arc<CircuitBreaker>>,
+    /// The background workers' health, for `/readyz`.
+    pub workers: Workers,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -63,6 +66,7 @@ impl<S: Store> Clone for AppState<S> {
             engine: self.engine.clone(),
             config: self.config.clone(),
             twilio_breaker: self.twilio_breaker.clone(),
+            workers: self.workers.clone(),
         }
     }
 }

@@ -10,6 +10,7 @@ use onboard::http::{self, AppState};
 use onboard::replay::{FIXTURE_PAYMENT_LINK, fixture_epoch};
 use onboard::store::{PgStore, SqliteStore, Store};
 use onboard::twilio::signature;
+use onboard::workers::Workers;
 
 pub const AUTH_TOKEN: &str = "test_auth_token";
 pub const ADMIN_TOKEN: &str = "test_admin_token";
@@ -20,6 +21,8 @@ pub struct TestApp<S: Store> {
     pub engine: Arc<Engine<S>>,
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
+    /// The workers `/readyz` reports on: tests supervise their own under it.
+    pub workers: Workers,
 }
 
 /// Settings as production would have them (signatures checked, admin on), with overrides.
@@ -81,10 +84,12 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
         .await
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("addr"));
+    let workers = Workers::default();
     let state = AppState {
         engine: engine.clone(),
         config: config.clone(),
         twilio_breaker: None,
+        workers: workers.clone(),
     };
     tokio::spawn(http::serve(listener, state, std::future::pending()));
     TestApp {
@@ -93,6 +98,7 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
         engine,
         clock,
         http: reqwest::Client::new(),
+        workers,
     }
 }
 
