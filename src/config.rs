@@ -53,6 +53,8 @@ pub struct Config {
     /// Sent with number purchases where Twilio requires regulatory documents (most UK numbers).
     pub twilio_address_sid: Option<String>,
     pub twilio_bundle_sid: Option<String>,
+    /// A text not sent this long after it was queued is given up (`OUTBOX_GIVE_UP_AFTER`).
+    pub outbox_give_up_after: std::time::Duration,
 }
 
 /// Development's stand-in, so `serve` works with nothing set.
@@ -145,6 +147,13 @@ impl Config {
                 problem: format!("{raw:?} is not a duration (e.g. 120, 90s or 2m)"),
             })?,
         };
+        let outbox_give_up_after = match get("OUTBOX_GIVE_UP_AFTER") {
+            None => crate::outbox::DEFAULT_GIVE_UP_AFTER,
+            Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError::Invalid {
+                name: "OUTBOX_GIVE_UP_AFTER",
+                problem: format!("{raw:?} is not a duration (e.g. 24h, 90m or 3600s)"),
+            })?,
+        };
         let verify_ring_seconds = match get("VERIFY_RING_SECONDS") {
             None => 30,
             Some(raw) => raw
@@ -233,6 +242,7 @@ impl Config {
             pool_max_buy_per_day,
             twilio_address_sid: get("TWILIO_ADDRESS_SID"),
             twilio_bundle_sid: get("TWILIO_BUNDLE_SID"),
+            outbox_give_up_after,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [
@@ -264,14 +274,20 @@ impl Config {
     }
 }
 
-/// `120`, `90s` or `2m`.
+/// `120`, `90s`, `2m` or `24h`.
 fn parse_duration(raw: &str) -> Option<std::time::Duration> {
-    let (digits, unit) = match raw.strip_suffix('m') {
-        Some(minutes) => (minutes, 60),
-        None => (raw.strip_suffix('s').unwrap_or(raw), 1),
+    let (digits, unit) = if let Some(hours) = raw.strip_suffix('h') {
+        (hours, 3600)
+    } else if let Some(minutes) = raw.strip_suffix('m') {
+        (minutes, 60)
+    } else {
+        (raw.strip_suffix('s').unwrap_or(raw), 1)
     };
     let n: u64 = digits.trim().parse().ok()?;
-    (n > 0).then(|| std::time::Duration::from_secs(n * unit))
+    (n > 0)
+        .then(|| n.checked_mul(unit))
+        .flatten()
+        .map(std::time::Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -333,6 +349,13 @@ mod tests {
                 .as_secs(),
             180
         );
+        let outbox = |v| config(&[("OUTBOX_GIVE_UP_AFTER", v)]);
+        assert_eq!(config(&[]).unwrap().outbox_give_up_after.as_secs(), 86_400);
+        assert_eq!(outbox("2h").unwrap().outbox_give_up_after.as_secs(), 7_200);
+        for bad in ["0", "tomorrow", "18446744073709551615h"] {
+            let err = outbox(bad).unwrap_err();
+            assert!(err.to_string().starts_with("OUTBOX_GIVE_UP_AFTER"), "{err}");
+        }
         let err = config(&[("POOL_LOW_WATER", "-1")]).unwrap_err();
         assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();

@@ -10,25 +10,44 @@
 //! messages Twilio has from our number to the owner since the first uncertain attempt, and if one
 //! has the same body it adopts that message's sid instead of sending. Only when Twilio shows no such
 //! message is it sent again. If the listing itself fails, nothing is sent and it is tried later.
-//! Attempts are bounded (`max_attempts`); a message that runs out is `failed` and logged
-//! `OUTBOUND_FAILED` for a person to look at.
+//! A message whose lease ran out while it was `sending` is just as uncertain (its worker died or
+//! stalled mid-send): whoever takes it over reconciles first.
 //!
-//! Never retried: Twilio's 4xx refusals (an invalid number, 21610 opted out — which also marks the
-//! owner opted out). Retried freely: rate limits (after `Retry-After`) and requests that never
-//! reached Twilio.
+//! # Giving up
+//! A message is given up only when Twilio refuses it for good (a 4xx: an invalid number, 21610
+//! opted out — which also marks the owner opted out), or when it has not gone out within
+//! [`OutboxSettings::give_up_after`] of being queued (`OUTBOX_GIVE_UP_AFTER`, 24 h by default).
+//! An uncertain attempt is reconciled first even then: a message Twilio did send is never called
+//! failed. Giving up is logged (`OUTBOUND_FAILED`, with a `reason`), counted
+//! (`onboard_outbound_given_up_total`) and listed by `GET /admin/api/outbound/failed`.
+//!
+//! Rate limits are waited out (after `Retry-After`, capped at [`MAX_RETRY_WAIT`]) without spending
+//! an attempt: a burst of 429s only delays a text. Attempts count real sends, and set the backoff.
+//!
+//! # Leases
+//! A worker claims a batch under one lease. Once a quarter of it has gone by, it renews each
+//! message's lease just before sending it; the renewal fails if the claim is no longer the
+//! worker's (another took the message over), and then the worker leaves it alone. Once half the
+//! lease has gone by, the rest of the batch is handed back rather than worked late.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use chrono::{DateTime, Utc};
+
 use crate::clock::Clock;
-use crate::domain::PhoneNumber;
+use crate::domain::{PhoneNumber, mask_pii};
 use crate::store::{OutboundKind, OutboundMessage, OutboundStatus, Store, StoreError, Tx};
-use crate::twilio::client::{SentMessage, TwilioClient, TwilioError};
+use crate::twilio::client::{SentMessage, TwilioClient};
 
 /// How far Twilio's clock may be behind ours when we ask what it sent since an attempt.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(1);
+
+/// The longest a message waits between attempts, whatever `Retry-After` says: a absurd header
+/// must neither park a text for years nor overflow date arithmetic.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
 
 /// How messages leave: through Twilio, or (dev mode, no credentials) only into the log.
 // Built once per worker: the size difference between the variants costs nothing.
@@ -59,9 +78,12 @@ pub struct CallSettings {
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
     pub batch: i64,
-    /// How long a claim lasts before another worker may take the message over.
+    /// How long a claim lasts before another worker may take the message over. Longer than one
+    /// send (the Twilio client's timeout), since a message's lease is renewed just before it.
     pub lease: Duration,
-    pub max_attempts: i32,
+    /// How long after being queued a message that has not gone out is given up
+    /// (`OUTBOX_GIVE_UP_AFTER`).
+    pub give_up_after: Duration,
     /// The first retry's delay; each later one doubles, up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -69,12 +91,15 @@ pub struct OutboxSettings {
     pub poll: Duration,
 }
 
+/// 24 hours: long enough to ride out a Twilio outage or a night of rate limits.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 impl Default for OutboxSettings {
     fn default() -> Self {
         Self {
             batch: 10,
             lease: Duration::from_secs(60),
-            max_attempts: 5,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
             backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(600),
             poll: Duration::from_secs(1),
@@ -92,7 +117,15 @@ pub struct Outbox<S: Store> {
 /// What one attempt came to.
 enum Attempt {
     Done(OutboundStatus, Option<String>, Option<String>),
+    /// Not sent, and no use trying again: `reason` is a stable label for logs and metrics.
+    GaveUp {
+        reason: &'static str,
+        error: String,
+    },
+    /// Not sent (the request never reached Twilio): try again after the wait.
     Retry(String, Duration),
+    /// Not sent, and not for want of trying (a rate limit, a shutdown): no attempt spent.
+    Defer(String, Duration),
     Ambiguous(String, Duration),
 }
 
@@ -131,32 +164,82 @@ impl<S: Store> Outbox<S> {
     }
 
     /// Claims one batch and works through it; returns how many messages it handled. Messages left
-    /// when `shutdown` turns true go straight back to the outbox.
+    /// when `shutdown` turns true, or once half the lease is gone, go straight back to the outbox.
     pub async fn run_once(
         &self,
         shutdown: Option<&watch::Receiver<bool>>,
     ) -> Result<usize, StoreError> {
-        let now = self.clock.now();
-        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        let claimed_at = self.clock.now();
+        let lease =
+            chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::MAX);
         let mut tx = self.store.begin().await?;
         let batch = tx
-            .claim_outbound(now, now + lease, self.settings.batch)
+            .claim_outbound(
+                claimed_at,
+                add_capped(claimed_at, lease),
+                self.settings.batch,
+            )
             .await?;
         tx.commit().await?;
         let count = batch.len();
         for message in batch {
+            let now = self.clock.now();
             if shutdown.is_some_and(|s| *s.borrow()) {
                 self.finish(
                     &message,
-                    Attempt::Retry("shutting down".into(), Duration::ZERO),
+                    Attempt::Defer("shutting down".into(), Duration::ZERO),
                 )
                 .await?;
+                continue;
+            }
+            if now - claimed_at >= lease / 2 {
+                self.finish(
+                    &message,
+                    Attempt::Defer("batch lease half spent".into(), Duration::ZERO),
+                )
+                .await?;
+                continue;
+            }
+            // Early in the batch the claim's own lease, three quarters of it or more still to
+            // run, covers a send many times over: no renewal (one transaction) is needed.
+            let still_ours = now - claimed_at < lease / 4 || {
+                let mut tx = self.store.begin().await?;
+                let renewed = tx
+                    .renew_outbound_lease(message.id, message.attempts, add_capped(now, lease), now)
+                    .await?;
+                tx.commit().await?;
+                renewed
+            };
+            if !still_ours {
+                tracing::warn!(
+                    event = "OUTBOUND_LEASE_LOST",
+                    client_id = %message.client_id,
+                    message_id = message.id,
+                    "another worker took this message over: not sending it"
+                );
                 continue;
             }
             let attempt = self.attempt(&message).await?;
             self.finish(&message, attempt).await?;
         }
         Ok(count)
+    }
+
+    /// Whether `message` was queued longer ago than `give_up_after`.
+    fn past_deadline(&self, message: &OutboundMessage) -> bool {
+        let give_up_after = chrono::Duration::from_std(self.settings.give_up_after)
+            .unwrap_or(chrono::Duration::MAX);
+        self.clock.now() >= add_capped(message.created_at, give_up_after)
+    }
+
+    fn deadline_passed(&self) -> Attempt {
+        Attempt::GaveUp {
+            reason: "deadline",
+            error: format!(
+                "gave up: not sent within {} s of being queued",
+                self.settings.give_up_after.as_secs()
+            ),
+        }
     }
 
     async fn attempt(&self, message: &OutboundMessage) -> Result<Attempt, StoreError> {
@@ -194,6 +277,17 @@ impl<S: Store> Outbox<S> {
             return Ok(Attempt::Done(OutboundStatus::Simulated, None, None));
         };
         if message.kind == OutboundKind::VerifyCall {
+            if message.needs_reconcile {
+                // Taken over from a worker that stopped mid-call: as with any uncertain call, a
+                // second one could ring the owner twice.
+                return Ok(Attempt::GaveUp {
+                    reason: "call_uncertain",
+                    error: "a worker stopped while placing this call: not placed again".into(),
+                });
+            }
+            if self.past_deadline(message) {
+                return Ok(self.deadline_passed());
+            }
             return self.place_call(client, calls, message).await;
         }
 
@@ -217,13 +311,17 @@ impl<S: Store> Outbox<S> {
                     }
                 }
                 Err(e) => {
-                    // Not knowing whether the first went out, send nothing; ask again later.
+                    // Not knowing whether the first went out, send nothing; ask again later (past
+                    // the deadline too: an uncertain message is never called failed unasked).
                     return Ok(Attempt::Ambiguous(
                         format!("reconciliation failed: {e}"),
                         self.backoff(message.attempts),
                     ));
                 }
             }
+        }
+        if self.past_deadline(message) {
+            return Ok(self.deadline_passed());
         }
 
         match client
@@ -237,15 +335,14 @@ impl<S: Store> Outbox<S> {
             )),
             Err(e) if e.is_opted_out() => {
                 self.opt_out(message).await?;
-                Ok(Attempt::Done(
-                    OutboundStatus::Failed,
-                    None,
-                    Some(e.to_string()),
-                ))
+                Ok(Attempt::GaveUp {
+                    reason: "opted_out",
+                    error: e.to_string(),
+                })
             }
             Err(e) if e.is_rate_limited() => {
                 let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
-                Ok(Attempt::Retry(e.to_string(), wait))
+                Ok(Attempt::Defer(e.to_string(), wait))
             }
             Err(e) if e.is_safe_to_retry() => Ok(Attempt::Retry(
                 e.to_string(),
@@ -255,16 +352,11 @@ impl<S: Store> Outbox<S> {
                 e.to_string(),
                 self.backoff(message.attempts),
             )),
-            Err(e @ (TwilioError::Api { .. } | TwilioError::Unexpected(_))) => Ok(Attempt::Done(
-                OutboundStatus::Failed,
-                None,
-                Some(e.to_string()),
-            )),
-            Err(e) => Ok(Attempt::Done(
-                OutboundStatus::Failed,
-                None,
-                Some(e.to_string()),
-            )),
+            // A refusal (or a 2xx we cannot read, which Twilio did act on): never retried.
+            Err(e) => Ok(Attempt::GaveUp {
+                reason: "refused",
+                error: e.to_string(),
+            }),
         }
     }
 
@@ -305,35 +397,38 @@ impl<S: Store> Outbox<S> {
                 );
                 Ok(Attempt::Done(OutboundStatus::Queued, Some(call.sid), None))
             }
-            Err(e) if e.is_safe_to_retry() => {
-                let wait = e
-                    .retry_after()
-                    .unwrap_or_else(|| self.backoff(message.attempts));
-                Ok(Attempt::Retry(e.to_string(), wait))
-            }
-            Err(e) => Ok(Attempt::Done(
-                OutboundStatus::Failed,
-                None,
-                Some(e.to_string()),
+            Err(e) if e.is_rate_limited() => Ok(Attempt::Defer(
+                e.to_string(),
+                e.retry_after().unwrap_or(Duration::from_secs(1)),
             )),
+            Err(e) if e.is_safe_to_retry() => Ok(Attempt::Retry(
+                e.to_string(),
+                self.backoff(message.attempts),
+            )),
+            Err(e) => Ok(Attempt::GaveUp {
+                reason: if e.is_ambiguous() {
+                    "call_uncertain"
+                } else {
+                    "refused"
+                },
+                error: e.to_string(),
+            }),
         }
     }
 
-    /// Records an attempt; a retry past `max_attempts` becomes a failure.
+    /// Records an attempt.
     async fn finish(&self, message: &OutboundMessage, attempt: Attempt) -> Result<(), StoreError> {
         let now = self.clock.now();
         let result = match &attempt {
             Attempt::Done(status, ..) => status.as_str(),
+            Attempt::GaveUp { .. } => "failed",
             Attempt::Retry(..) => "retry",
+            Attempt::Defer(..) => "deferred",
             Attempt::Ambiguous(..) => "uncertain",
         };
-        let kind = match message.kind {
-            OutboundKind::Sms => "sms",
-            OutboundKind::VerifyCall => "verify_call",
-        };
+        let kind = kind_label(message.kind);
         metrics::counter!("onboard_outbound_total", "kind" => kind, "result" => result)
             .increment(1);
-        let exhausted = message.attempts >= self.settings.max_attempts;
         let mut tx = self.store.begin().await?;
         match attempt {
             Attempt::Done(status, sid, error) => {
@@ -347,7 +442,12 @@ impl<S: Store> Outbox<S> {
                 )
                 .await?;
                 if status == OutboundStatus::Failed {
-                    log_failed(message, error.as_deref().unwrap_or("failed"));
+                    // Twilio took the message but reports it failed: a status, not our giving up.
+                    log_failed(
+                        message,
+                        "twilio_status",
+                        error.as_deref().unwrap_or("failed"),
+                    );
                 } else if status != OutboundStatus::Simulated && message.kind == OutboundKind::Sms {
                     tracing::info!(
                         event = "OUTBOUND_SENT",
@@ -358,8 +458,7 @@ impl<S: Store> Outbox<S> {
                     );
                 }
             }
-            Attempt::Retry(error, _) | Attempt::Ambiguous(error, _) if exhausted => {
-                let error = format!("gave up after {} attempts: {error}", message.attempts);
+            Attempt::GaveUp { reason, error } => {
                 tx.finish_outbound(
                     message.id,
                     OutboundStatus::Failed,
@@ -369,10 +468,12 @@ impl<S: Store> Outbox<S> {
                     now,
                 )
                 .await?;
-                log_failed(message, &error);
+                metrics::counter!("onboard_outbound_given_up_total", "kind" => kind, "reason" => reason)
+                    .increment(1);
+                log_failed(message, reason, &error);
             }
             Attempt::Retry(error, wait) => {
-                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                let at = retry_at(now, wait);
                 tx.finish_outbound(
                     message.id,
                     OutboundStatus::Pending,
@@ -382,13 +483,19 @@ impl<S: Store> Outbox<S> {
                     now,
                 )
                 .await?;
-                tracing::warn!(event = "OUTBOUND_RETRY", client_id = %message.client_id, error = %error, retry_at = %at);
+                tracing::warn!(event = "OUTBOUND_RETRY", client_id = %message.client_id, error = %mask_pii(&error), retry_at = %at);
+            }
+            Attempt::Defer(error, wait) => {
+                let at = retry_at(now, wait);
+                tx.defer_outbound(message.id, message.attempts, &error, at, now)
+                    .await?;
+                tracing::info!(event = "OUTBOUND_DEFERRED", client_id = %message.client_id, error = %mask_pii(&error), retry_at = %at);
             }
             Attempt::Ambiguous(error, wait) => {
-                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                let at = retry_at(now, wait);
                 tx.mark_outbound_ambiguous(message.id, &error, at, now)
                     .await?;
-                tracing::warn!(event = "OUTBOUND_UNCERTAIN", client_id = %message.client_id, error = %error, retry_at = %at);
+                tracing::warn!(event = "OUTBOUND_UNCERTAIN", client_id = %message.client_id, error = %mask_pii(&error), retry_at = %at);
             }
         }
         tx.commit().await
@@ -416,13 +523,34 @@ impl<S: Store> Outbox<S> {
     }
 }
 
-fn log_failed(message: &OutboundMessage, error: &str) {
+fn log_failed(message: &OutboundMessage, reason: &str, error: &str) {
     tracing::error!(
         event = "OUTBOUND_FAILED",
         client_id = %message.client_id,
         phone = %message.to.masked(),
-        error = %error,
+        kind = kind_label(message.kind),
+        reason,
+        error = %mask_pii(error),
     );
+}
+
+fn kind_label(kind: OutboundKind) -> &'static str {
+    match kind {
+        OutboundKind::Sms => "sms",
+        OutboundKind::VerifyCall => "verify_call",
+    }
+}
+
+/// `now + wait`, with `wait` capped at [`MAX_RETRY_WAIT`] so no header can overflow the date.
+fn retry_at(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    let wait = chrono::Duration::from_std(wait.min(MAX_RETRY_WAIT)).unwrap_or_default();
+    add_capped(now, wait)
+}
+
+/// `at + span`, or the latest representable time when that would overflow.
+fn add_capped(at: DateTime<Utc>, span: chrono::Duration) -> DateTime<Utc> {
+    at.checked_add_signed(span)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// A message Twilio has that is ours: same body. `sent` holds only messages created since the

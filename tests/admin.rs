@@ -4,7 +4,10 @@
 mod support;
 
 use chrono::{DateTime, Duration, Utc};
-use onboard::store::{EventOutcome, NewCall, NewWebhookEvent, Store, Tx};
+use onboard::domain::ClientId;
+use onboard::store::{
+    Client, EventOutcome, NewCall, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_config};
@@ -450,6 +453,88 @@ async fn the_admin_story_on_postgres() {
     admin_story(spawn_postgres(test_config(&[])).await).await;
 }
 
+// --- failed texts -----------------------------------------------------------------------------
+
+/// Three texts to Jo: one given up at the deadline, one Twilio refused, one sent. The failed two
+/// are listed newest first, each with its reason, the number masked.
+async fn failed_texts_are_listed_with_their_reason<S: Store>(app: TestApp<S>) {
+    let store = app.engine.store();
+    let now = app.engine.now();
+    let jo = ClientId::new("c_jo");
+    let phone = JO.parse().unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_or_create_client(&phone, || Client::new(jo.clone(), JO.parse().unwrap(), now))
+        .await
+        .unwrap();
+    for body in ["one", "two", "three"] {
+        tx.enqueue_outbound(&NewOutbound {
+            client_id: &jo,
+            to: &phone,
+            body,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    }
+    let claimed = tx
+        .claim_outbound(now, now + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    let outcomes = [
+        (
+            OutboundStatus::Failed,
+            None,
+            Some("gave up: not sent within 86400 s of being queued"),
+        ),
+        (
+            OutboundStatus::Failed,
+            None,
+            Some("Twilio error 21211 (HTTP 400): invalid To"),
+        ),
+        (OutboundStatus::Queued, Some("SM3"), None),
+    ];
+    for (message, (status, sid, error)) in claimed.iter().zip(outcomes) {
+        tx.finish_outbound(message.id, status, sid, error, None, now)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let failed = get_json(&app, "/admin/api/outbound/failed", &[]).await;
+    assert_eq!(failed["total"], 2);
+    let items = failed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], claimed[1].id, "newest first");
+    assert!(items[0]["last_error"].as_str().unwrap().contains("21211"));
+    assert!(
+        items[1]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not sent within")
+    );
+    assert_eq!(items[1]["client_id"], "c_jo");
+    assert_eq!(items[1]["to_addr"], "+44*******123");
+    let second_page = get_json(
+        &app,
+        "/admin/api/outbound/failed",
+        &[("limit", "1"), ("offset", "1")],
+    )
+    .await;
+    assert_eq!(second_page["items"][0]["id"], claimed[0].id);
+    let (status, body) = get(&app, "/admin/api/outbound/failed", &[("limit", "0")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn failed_texts_are_listed_with_their_reason_on_sqlite() {
+    failed_texts_are_listed_with_their_reason(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn failed_texts_are_listed_with_their_reason_on_postgres() {
+    failed_texts_are_listed_with_their_reason(spawn_postgres(test_config(&[])).await).await;
+}
+
 // --- refusals ---------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -460,6 +545,7 @@ async fn every_admin_endpoint_wants_the_token() {
         "/admin/api/clients/c_0000000001",
         "/admin/api/webhook-events",
         "/admin/api/funnel",
+        "/admin/api/outbound/failed",
     ];
     let posts = [
         "/admin/api/clients/c_0000000001/reset",

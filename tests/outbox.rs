@@ -1,33 +1,95 @@
-//! The outbox worker against a mock Twilio: sending, retries, rate limits, opt-outs, and the
-//! reconciliation that keeps an ambiguous failure from becoming a double text.
+//! The outbox worker against a mock Twilio: sending, retries, rate limits, opt-outs, giving up,
+//! and the reconciliation that keeps an uncertain attempt (a timeout, a 5xx, a worker that died
+//! mid-send) from becoming a double text. Every test runs on both back ends.
+
+mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use onboard::clock::{Clock, ManualClock};
 use onboard::domain::{ClientId, PhoneNumber};
-use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
+use onboard::outbox::{CallSettings, MAX_RETRY_WAIT, Outbox, OutboxSettings, Sender};
 use onboard::replay::fixture_epoch;
-use onboard::store::{Client, NewOutbound, OutboundMessage, SqliteStore, Store, Tx};
+use onboard::store::{Client, NewOutbound, OutboundMessage, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const OWNER: &str = "+447700900123";
 const FROM: &str = "+447700900000";
 const BODY: &str = "Your new business number is +447700900900.";
 const MESSAGES: &str = "/2010-04-01/Accounts/AC123/Messages.json";
 
-struct World {
-    store: SqliteStore,
-    clock: Arc<ManualClock>,
-    outbox: Outbox<SqliteStore>,
-}
-
-async fn world(sender: Sender) -> World {
+async fn sqlite() -> SqliteStore {
     let store = SqliteStore::in_memory().await.unwrap();
     store.migrate().await.unwrap();
+    store
+}
+
+async fn postgres() -> PgStore {
+    let store = PgStore::connect(&support::fresh_postgres_database().await, 5)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Runs each named test body on both back ends: `sqlite::name` and `postgres::name`.
+macro_rules! on_both_back_ends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::postgres().await).await;
+            })*
+        }
+    };
+}
+
+on_both_back_ends!(
+    dev_mode_logs_instead_of_sending,
+    a_message_is_sent_once_with_a_status_callback,
+    a_rate_limit_is_retried_after_retry_after,
+    a_burst_of_rate_limits_longer_than_any_attempt_budget_only_delays_the_text,
+    a_huge_retry_after_is_capped_and_the_worker_lives_on,
+    error_21610_fails_the_message_and_opts_the_owner_out,
+    an_opted_out_owner_is_never_texted,
+    a_refusal_is_not_retried,
+    an_ambiguous_failure_that_did_send_is_not_sent_twice,
+    an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice,
+    an_ambiguous_failure_that_did_not_send_is_sent_again,
+    when_twilio_cannot_say_whether_it_sent_nothing_is_sent,
+    a_timeout_on_the_last_attempt_before_the_deadline_is_reconciled_not_failed,
+    an_uncertain_text_twilio_never_got_is_given_up_at_the_deadline_without_a_resend,
+    retries_stop_at_the_deadline_not_after_a_number_of_attempts,
+    an_expired_sending_lease_is_reconciled_before_any_resend,
+    an_expired_sending_lease_with_no_trace_at_twilio_is_sent_once,
+    a_batch_that_outlives_its_lease_sends_nothing_another_worker_took_over,
+    a_worker_shutting_down_puts_its_batch_back,
+);
+
+struct World<S: Store> {
+    store: S,
+    clock: Arc<ManualClock>,
+    outbox: Outbox<S>,
+    sender: Sender,
+}
+
+async fn world<S: Store>(store: S, sender: Sender) -> World<S> {
+    world_with(store, sender, OutboxSettings::default()).await
+}
+
+/// One owner with one text queued at the fixture epoch.
+async fn world_with<S: Store>(store: S, sender: Sender, settings: OutboxSettings) -> World<S> {
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let client_id = ClientId::new("c_1");
     let mut tx = store.begin().await.unwrap();
@@ -36,25 +98,16 @@ async fn world(sender: Sender) -> World {
     })
     .await
     .unwrap();
-    tx.enqueue_outbound(&NewOutbound {
-        client_id: &client_id,
-        to: &phone(OWNER),
-        body: BODY,
-        created_at: clock.now(),
-    })
-    .await
-    .unwrap();
     tx.commit().await.unwrap();
-    let settings = OutboxSettings {
-        max_attempts: 3,
-        ..OutboxSettings::default()
-    };
-    let outbox = Outbox::new(store.clone(), sender, clock.clone(), settings);
-    World {
+    let outbox = Outbox::new(store.clone(), sender.clone(), clock.clone(), settings);
+    let world = World {
         store,
         clock,
         outbox,
-    }
+        sender,
+    };
+    world.queue(BODY).await;
+    world
 }
 
 fn phone(raw: &str) -> PhoneNumber {
@@ -69,10 +122,10 @@ fn calls() -> CallSettings {
     }
 }
 
-fn twilio(server: &MockServer) -> Sender {
+fn twilio_at(uri: &str) -> Sender {
     Sender::Twilio {
         client: TwilioClient::new(
-            &server.uri(),
+            uri,
             Credentials {
                 account_sid: "AC123".into(),
                 username: "AC123".into(),
@@ -86,13 +139,44 @@ fn twilio(server: &MockServer) -> Sender {
     }
 }
 
-impl World {
+fn twilio(server: &MockServer) -> Sender {
+    twilio_at(&server.uri())
+}
+
+impl<S: Store> World<S> {
+    async fn queue(&self, body: &str) {
+        let mut tx = self.store.begin().await.unwrap();
+        tx.enqueue_outbound(&NewOutbound {
+            client_id: &ClientId::new("c_1"),
+            to: &phone(OWNER),
+            body,
+            created_at: self.clock.now(),
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
     async fn message(&self) -> OutboundMessage {
         self.store.outbound_after(0).await.unwrap().remove(0)
     }
 
+    async fn messages(&self) -> Vec<OutboundMessage> {
+        self.store.outbound_after(0).await.unwrap()
+    }
+
     async fn work(&self) -> usize {
         self.outbox.run_once(None).await.unwrap()
+    }
+
+    /// Another replica's worker on the same database and clock.
+    fn other_worker(&self) -> Outbox<S> {
+        Outbox::new(
+            self.store.clone(),
+            self.sender.clone(),
+            self.clock.clone(),
+            OutboxSettings::default(),
+        )
     }
 
     async fn client(&self) -> Client {
@@ -111,16 +195,44 @@ fn created(sid: &str) -> ResponseTemplate {
     }))
 }
 
-#[tokio::test]
-async fn dev_mode_logs_instead_of_sending() {
-    let w = world(Sender::Simulated).await;
+/// Twilio's list of messages, holding one of ours sent a second after the fixture epoch.
+fn listed(sid: &str, status: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "messages": [{
+            "sid": sid, "status": status, "to": OWNER, "from": FROM, "body": BODY,
+            "date_created": "Mon, 05 Jan 2026 09:00:01 +0000", "error_code": null
+        }]
+    }))
+}
+
+fn nothing_listed() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({ "messages": [] }))
+}
+
+fn rate_limited(retry_after: &str) -> ResponseTemplate {
+    ResponseTemplate::new(429)
+        .insert_header("Retry-After", retry_after)
+        .set_body_json(json!({"code": 20429, "message": "Too Many Requests", "status": 429}))
+}
+
+async fn posts(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count()
+}
+
+async fn dev_mode_logs_instead_of_sending<S: Store>(store: S) {
+    let w = world(store, Sender::Simulated).await;
     assert_eq!(w.work().await, 1);
     assert_eq!(w.message().await.status.as_str(), "simulated");
     assert_eq!(w.work().await, 0, "a simulated message is done");
 }
 
-#[tokio::test]
-async fn a_message_is_sent_once_with_a_status_callback() {
+async fn a_message_is_sent_once_with_a_status_callback<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES))
@@ -128,7 +240,7 @@ async fn a_message_is_sent_once_with_a_status_callback() {
         .expect(1)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     let message = w.message().await;
     assert_eq!(message.status.as_str(), "queued");
@@ -145,8 +257,7 @@ async fn a_message_is_sent_once_with_a_status_callback() {
     );
 }
 
-#[tokio::test]
-async fn a_rate_limit_is_retried_after_retry_after() {
+async fn a_rate_limit_is_retried_after_retry_after<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -163,7 +274,7 @@ async fn a_rate_limit_is_retried_after_retry_after() {
         .respond_with(created("SM2"))
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     assert_eq!(w.message().await.status.as_str(), "pending");
     w.clock.advance(chrono::Duration::seconds(29));
@@ -173,8 +284,7 @@ async fn a_rate_limit_is_retried_after_retry_after() {
     assert_eq!(w.message().await.twilio_sid.as_deref(), Some("SM2"));
 }
 
-#[tokio::test]
-async fn error_21610_fails_the_message_and_opts_the_owner_out() {
+async fn error_21610_fails_the_message_and_opts_the_owner_out<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
@@ -183,21 +293,20 @@ async fn error_21610_fails_the_message_and_opts_the_owner_out() {
         .expect(1)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     assert_eq!(w.message().await.status.as_str(), "failed");
     assert!(w.client().await.opted_out);
 }
 
-#[tokio::test]
-async fn an_opted_out_owner_is_never_texted() {
+async fn an_opted_out_owner_is_never_texted<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(created("SM1"))
         .expect(0)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     let mut client = w.client().await;
     client.opted_out = true;
     let mut tx = w.store.begin().await.unwrap();
@@ -207,8 +316,7 @@ async fn an_opted_out_owner_is_never_texted() {
     assert_eq!(w.message().await.status.as_str(), "suppressed");
 }
 
-#[tokio::test]
-async fn a_refusal_is_not_retried() {
+async fn a_refusal_is_not_retried<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
@@ -217,7 +325,7 @@ async fn a_refusal_is_not_retried() {
         .expect(1)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     let message = w.message().await;
     assert_eq!(message.status.as_str(), "failed");
@@ -225,8 +333,7 @@ async fn a_refusal_is_not_retried() {
 }
 
 /// A 500 may have sent the text: the next attempt asks Twilio first, finds it, and does not resend.
-#[tokio::test]
-async fn an_ambiguous_failure_that_did_send_is_not_sent_twice() {
+async fn an_ambiguous_failure_that_did_send_is_not_sent_twice<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(500).set_body_json(json!({
@@ -246,7 +353,7 @@ async fn an_ambiguous_failure_that_did_send_is_not_sent_twice() {
         .expect(1)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     let message = w.message().await;
     assert_eq!(message.status.as_str(), "pending");
@@ -262,8 +369,7 @@ async fn an_ambiguous_failure_that_did_send_is_not_sent_twice() {
 
 /// The earlier send is behind a full page of newer texts: reconciliation pages back to it rather
 /// than concluding from the first page that it never went out.
-#[tokio::test]
-async fn an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice() {
+async fn an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(500).set_body_json(json!({
@@ -303,7 +409,7 @@ async fn an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice() {
         .expect(1)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     assert!(w.message().await.needs_reconcile);
 
@@ -316,8 +422,7 @@ async fn an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice() {
 }
 
 /// A timeout that did not send: Twilio has no such message, so it is sent again, once.
-#[tokio::test]
-async fn an_ambiguous_failure_that_did_not_send_is_sent_again() {
+async fn an_ambiguous_failure_that_did_not_send_is_sent_again<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(created("SMlate").set_delay(Duration::from_secs(2)))
@@ -334,7 +439,7 @@ async fn an_ambiguous_failure_that_did_not_send_is_sent_again() {
         .respond_with(created("SM2"))
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     assert!(w.message().await.needs_reconcile);
     w.clock.advance(chrono::Duration::minutes(1));
@@ -344,8 +449,7 @@ async fn an_ambiguous_failure_that_did_not_send_is_sent_again() {
     assert_eq!(message.status.as_str(), "queued");
 }
 
-#[tokio::test]
-async fn when_twilio_cannot_say_whether_it_sent_nothing_is_sent() {
+async fn when_twilio_cannot_say_whether_it_sent_nothing_is_sent<S: Store>(store: S) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -356,7 +460,7 @@ async fn when_twilio_cannot_say_whether_it_sent_nothing_is_sent() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     w.work().await;
     w.clock.advance(chrono::Duration::minutes(1));
     w.work().await;
@@ -365,44 +469,285 @@ async fn when_twilio_cannot_say_whether_it_sent_nothing_is_sent() {
     assert!(message.needs_reconcile, "still unknown, still not resent");
 }
 
-#[tokio::test]
-async fn retries_stop_after_max_attempts() {
+/// Twilio cannot be reached for a day: the text is retried with backoff for as long as the
+/// deadline allows, however many attempts that takes, and then given up, with the reason kept.
+async fn retries_stop_at_the_deadline_not_after_a_number_of_attempts<S: Store>(store: S) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let sender = Sender::Twilio {
-        client: TwilioClient::new(
-            &closed,
-            Credentials {
-                account_sid: "AC123".into(),
-                username: "AC123".into(),
-                secret: "secret".into(),
-            },
-            Duration::from_millis(500),
-        ),
-        from: phone(FROM),
-        status_callback: "https://onboard.example.com/webhooks/twilio/message-status".into(),
-        calls: calls(),
+    let settings = OutboxSettings {
+        give_up_after: Duration::from_secs(3600),
+        ..OutboxSettings::default()
     };
-    let w = world(sender).await;
-    for _ in 0..3 {
+    let w = world_with(store, twilio_at(&closed), settings).await;
+    for _ in 0..5 {
         w.work().await;
-        w.clock.advance(chrono::Duration::hours(1));
+        w.clock.advance(chrono::Duration::minutes(10));
     }
     let message = w.message().await;
-    assert_eq!(message.status.as_str(), "failed");
-    assert!(
-        message
-            .last_error
-            .unwrap()
-            .contains("gave up after 3 attempts")
+    assert_eq!(
+        message.status.as_str(),
+        "pending",
+        "5 attempts (the old budget), still within the hour"
     );
+    assert_eq!(message.attempts, 5);
+    w.clock.advance(chrono::Duration::hours(1));
+    assert_eq!(w.work().await, 1);
+    let message = w.message().await;
+    assert_eq!(message.status.as_str(), "failed");
+    let reason = message.last_error.unwrap();
+    assert!(reason.contains("not sent within 3600 s"), "{reason}");
     assert_eq!(w.work().await, 0);
 }
 
+/// Eight seconds of 429s: the text waits each one out and then goes, with one attempt spent.
+async fn a_burst_of_rate_limits_longer_than_any_attempt_budget_only_delays_the_text<S: Store>(
+    store: S,
+) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(rate_limited("1"))
+        .up_to_n_times(8)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created("SM9"))
+        .mount(&server)
+        .await;
+    let w = world(store, twilio(&server)).await;
+    for _ in 0..12 {
+        w.work().await;
+        w.clock.advance(chrono::Duration::seconds(1));
+    }
+    let message = w.message().await;
+    assert_eq!(message.status.as_str(), "queued");
+    assert_eq!(message.twilio_sid.as_deref(), Some("SM9"));
+    assert_eq!(
+        message.attempts, 1,
+        "waits for a rate limit spend no attempt"
+    );
+    assert_eq!(posts(&server).await, 9);
+}
+
+/// `Retry-After: 100000000000000` once overflowed the date arithmetic and killed the worker.
+async fn a_huge_retry_after_is_capped_and_the_worker_lives_on<S: Store>(store: S) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(rate_limited("100000000000000"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created("SM2"))
+        .mount(&server)
+        .await;
+    let w = world(store, twilio(&server)).await;
+    assert_eq!(w.work().await, 1);
+    assert_eq!(w.message().await.status.as_str(), "pending");
+    w.clock.advance(
+        chrono::Duration::from_std(MAX_RETRY_WAIT).unwrap() - chrono::Duration::seconds(1),
+    );
+    assert_eq!(w.work().await, 0, "it does wait");
+    w.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(w.work().await, 1, "but no longer than the cap");
+    assert_eq!(w.message().await.twilio_sid.as_deref(), Some("SM2"));
+}
+
+fn ten_minutes_to_live() -> OutboxSettings {
+    OutboxSettings {
+        give_up_after: Duration::from_secs(600),
+        ..OutboxSettings::default()
+    }
+}
+
+/// The last attempt before the deadline times out, but the owner did get the text: asked once the
+/// deadline has passed, Twilio shows it, and the message is adopted, never called failed.
+async fn a_timeout_on_the_last_attempt_before_the_deadline_is_reconciled_not_failed<S: Store>(
+    store: S,
+) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created("SMlate").set_delay(Duration::from_secs(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(listed("SMlate", "delivered"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let w = world_with(store, twilio(&server), ten_minutes_to_live()).await;
+    w.work().await;
+    assert!(w.message().await.needs_reconcile);
+    w.clock.advance(chrono::Duration::minutes(11));
+    w.work().await;
+    let message = w.message().await;
+    assert_eq!(message.status.as_str(), "delivered");
+    assert_eq!(message.twilio_sid.as_deref(), Some("SMlate"));
+}
+
+/// The same timeout, but Twilio never got the text: past the deadline it is given up, and not
+/// sent again.
+async fn an_uncertain_text_twilio_never_got_is_given_up_at_the_deadline_without_a_resend<
+    S: Store,
+>(
+    store: S,
+) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created("SMlate").set_delay(Duration::from_secs(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(nothing_listed())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let w = world_with(store, twilio(&server), ten_minutes_to_live()).await;
+    w.work().await;
+    w.clock.advance(chrono::Duration::minutes(11));
+    w.work().await;
+    let message = w.message().await;
+    assert_eq!(message.status.as_str(), "failed");
+    assert!(message.last_error.unwrap().contains("gave up"));
+    assert_eq!(posts(&server).await, 1);
+}
+
+/// A replica claims the text and dies mid-send. When its lease runs out, the next worker asks
+/// Twilio first, finds the text went out, and does not send it again.
+async fn an_expired_sending_lease_is_reconciled_before_any_resend<S: Store>(store: S) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created("SMtwice"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(listed("SMfirst", "sent"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let w = world(store, twilio(&server)).await;
+    a_replica_claims_and_dies(&w).await;
+    w.clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(w.work().await, 0, "not while the lease lasts");
+    w.clock.advance(chrono::Duration::seconds(31));
+    assert_eq!(w.work().await, 1);
+    let message = w.message().await;
+    assert_eq!(message.twilio_sid.as_deref(), Some("SMfirst"));
+    assert_eq!(message.status.as_str(), "sent");
+    assert_eq!(posts(&server).await, 0);
+}
+
+/// The dead replica had not sent it yet: Twilio has no trace, so it is sent, once.
+async fn an_expired_sending_lease_with_no_trace_at_twilio_is_sent_once<S: Store>(store: S) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created("SM1"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(nothing_listed())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let w = world(store, twilio(&server)).await;
+    a_replica_claims_and_dies(&w).await;
+    w.clock.advance(chrono::Duration::minutes(2));
+    w.work().await;
+    assert_eq!(w.message().await.twilio_sid.as_deref(), Some("SM1"));
+    assert_eq!(w.work().await, 0);
+}
+
+/// Claims everything due under a one-minute lease, as a worker does, and never comes back.
+async fn a_replica_claims_and_dies<S: Store>(w: &World<S>) {
+    let now = w.clock.now();
+    let mut tx = w.store.begin().await.unwrap();
+    let claimed = tx
+        .claim_outbound(now, now + chrono::Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 1);
+}
+
+/// A Twilio whose every send takes 25 s of the test clock (and a moment of real time), each
+/// answered with a new sid.
+struct SlowTwilio {
+    clock: Arc<ManualClock>,
+    sent: AtomicUsize,
+}
+
+impl Respond for SlowTwilio {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.clock.advance(chrono::Duration::seconds(25));
+        let n = self.sent.fetch_add(1, Ordering::SeqCst);
+        created(&format!("SMslow{n}")).set_delay(Duration::from_millis(300))
+    }
+}
+
+/// A worker claims four texts under one 60 s lease, and each send takes 25 s. Another replica
+/// takes over whatever the first has let run past its lease; the first must not then send those
+/// too. Every text goes out exactly once.
+async fn a_batch_that_outlives_its_lease_sends_nothing_another_worker_took_over<S: Store>(
+    store: S,
+) {
+    let server = MockServer::start().await;
+    let w = world(store, twilio(&server)).await;
+    Mock::given(method("POST"))
+        .respond_with(SlowTwilio {
+            clock: w.clock.clone(),
+            sent: AtomicUsize::new(0),
+        })
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(nothing_listed())
+        .mount(&server)
+        .await;
+    w.queue("Second").await;
+    w.queue("Third").await;
+    w.queue("Fourth").await;
+    let first_done = AtomicBool::new(false);
+    let first = async {
+        w.work().await;
+        first_done.store(true, Ordering::SeqCst);
+    };
+    let other = w.other_worker();
+    let second = async {
+        // Steps in while the first worker is on its third send (past its lease), or once it
+        // stopped early.
+        while posts(&server).await < 3 && !first_done.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        other.run_once(None).await.unwrap();
+    };
+    tokio::join!(first, second);
+    w.work().await;
+
+    let requests = server.received_requests().await.unwrap();
+    for body in ["Body=Your", "Body=Second", "Body=Third", "Body=Fourth"] {
+        let sends = requests
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .filter(|r| String::from_utf8_lossy(&r.body).contains(body))
+            .count();
+        assert_eq!(sends, 1, "{body} sent {sends} times");
+    }
+    for message in w.messages().await {
+        assert_eq!(message.status.as_str(), "queued", "{}", message.body);
+    }
+}
+
 /// On shutdown the worker sends nothing more: what it had claimed goes straight back to the outbox.
-#[tokio::test]
-async fn a_worker_shutting_down_puts_its_batch_back() {
+async fn a_worker_shutting_down_puts_its_batch_back<S: Store>(store: S) {
     let server = MockServer::start().await;
     // Sent once: by the next worker, not the one shutting down.
     Mock::given(method("POST"))
@@ -410,7 +755,7 @@ async fn a_worker_shutting_down_puts_its_batch_back() {
         .expect(1)
         .mount(&server)
         .await;
-    let w = world(twilio(&server)).await;
+    let w = world(store, twilio(&server)).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     stop.send(true).unwrap();
     assert_eq!(w.outbox.run_once(Some(&stopped)).await.unwrap(), 1);

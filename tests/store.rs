@@ -75,6 +75,7 @@ on_both_back_ends!(
     quarantine_and_its_end,
     waitlist_is_first_come_first_served,
     outbox_claim_lease_retry_finish,
+    outbox_takeover_is_uncertain_and_ends_the_old_claim,
     status_callbacks_never_move_back,
     webhook_event_stored_once,
     uncertain_purchases_are_recorded_once_and_counted_until_resolved,
@@ -840,6 +841,79 @@ async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
             .await,
         0
     );
+}
+
+/// A message whose lease ran out while `sending` is taken over marked for reconciliation, with the
+/// first claim's time kept as where to search from; the first claim can then neither renew its
+/// lease nor hand the message back. A message handed back by its claim costs no attempt.
+async fn outbox_takeover_is_uncertain_and_ends_the_old_claim<S: Probe>(store: S) {
+    let owner = uk(1);
+    let client = create(&store, "c1", &owner).await;
+    let mut tx = store.begin().await.unwrap();
+    let id = tx
+        .enqueue_outbound(&NewOutbound {
+            client_id: &client.id,
+            to: &owner,
+            body: "one",
+            created_at: at(0),
+        })
+        .await
+        .unwrap();
+    let first = tx
+        .claim_outbound(at(1), at(60), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!first.needs_reconcile);
+    // Still the first claim's, even past its lease while no one took it over.
+    assert!(
+        tx.renew_outbound_lease(id, first.attempts, at(61), at(1))
+            .await
+            .unwrap()
+    );
+    let taken = tx
+        .claim_outbound(at(62), at(120), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(taken.needs_reconcile, "the first claim may have sent it");
+    assert_eq!(
+        taken.attempted_at,
+        Some(at(1)),
+        "searched for since the first claim"
+    );
+    assert_eq!(taken.attempts, first.attempts + 1);
+    assert!(
+        !tx.renew_outbound_lease(id, first.attempts, at(130), at(70))
+            .await
+            .unwrap()
+    );
+    tx.defer_outbound(id, first.attempts, "late", at(70), at(70))
+        .await
+        .unwrap();
+    assert_eq!(taken.status, OutboundStatus::Sending);
+    // The new claim hands it back (a rate limit): no attempt spent, still to be reconciled.
+    tx.defer_outbound(id, taken.attempts, "429", at(80), at(71))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .text("SELECT status FROM outbound_messages WHERE last_error = '429'")
+            .await
+            .as_deref(),
+        Some("pending")
+    );
+    let mut tx = store.begin().await.unwrap();
+    let again = tx
+        .claim_outbound(at(80), at(140), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    tx.commit().await.unwrap();
+    assert_eq!(again.attempts, taken.attempts);
+    assert!(again.needs_reconcile);
+    assert_eq!(again.attempted_at, Some(at(1)));
 }
 
 async fn status_callbacks_never_move_back<S: Probe>(store: S) {

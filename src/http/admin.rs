@@ -19,8 +19,8 @@ use crate::domain::{ClientId, PhoneNumber, mask_email, mask_phone};
 use crate::engine::EngineError;
 use crate::payments::{self, PaymentError, Receipt};
 use crate::store::admin::{
-    CallRecord, ClientRecord, HistoryRecord, InboundRecord, OutboundRecord, WebhookEventFilter,
-    WebhookEventRecord,
+    CallRecord, ClientRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord,
+    WebhookEventFilter, WebhookEventRecord,
 };
 use crate::store::{Client, Store, StoreError};
 
@@ -46,6 +46,7 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
             post(reprocess_event::<S>),
         )
         .route("/admin/api/funnel", get(funnel::<S>))
+        .route("/admin/api/outbound/failed", get(failed_outbound::<S>))
 }
 
 /// Rejects requests without the right bearer token, comparing in constant time.
@@ -620,6 +621,40 @@ pub async fn reprocess_event<S: Store>(
         "outcome": receipt.name(),
         "status": status,
     })))
+}
+
+// --- the outbox -------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `GET /admin/api/outbound/failed?limit=&offset=`: texts and calls that failed, newest first,
+/// each with why (`last_error`: our reason for giving up, `error_code`: Twilio's); phones masked.
+/// A person looks at these: the owner was never told what the message said.
+pub async fn failed_outbound<S: Store>(
+    State(app): State<AppState<S>>,
+    params: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<PageView<FailedOutboundRecord>>, ApiError> {
+    let params = query(params)?;
+    let (limit, offset) = pagination(params.limit.as_deref(), params.offset.as_deref())?;
+    let mut page = app
+        .engine
+        .store()
+        .failed_outbound(limit, offset)
+        .await
+        .map_err(db)?;
+    for message in &mut page.items {
+        message.to_addr = mask_phone(&message.to_addr);
+    }
+    Ok(Json(PageView {
+        items: page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
 }
 
 // --- the funnel -------------------------------------------------------------------------------

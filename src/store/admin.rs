@@ -94,6 +94,22 @@ pub struct OutboundRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An outbox message that failed: given up by us (`last_error` says why) or reported failed by
+/// Twilio (`error_code`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FailedOutboundRecord {
+    pub id: i64,
+    pub client_id: String,
+    pub to_addr: String,
+    pub kind: String,
+    pub attempts: i32,
+    pub twilio_sid: Option<String>,
+    pub last_error: Option<String>,
+    pub error_code: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A `calls` row.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct CallRecord {
@@ -152,6 +168,13 @@ pub trait AdminReads: Send + Sync {
         provider: &str,
         event_id: &str,
     ) -> impl Future<Output = Result<Option<WebhookEventRecord>>> + Send;
+
+    /// Failed outbox messages, newest first (partial index `outbound_messages_failed`).
+    fn failed_outbound(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> impl Future<Output = Result<Page<FailedOutboundRecord>>> + Send;
 
     /// `(state, owners)` for the owners created at or after `since`; states with none are absent.
     fn funnel(
@@ -214,6 +237,13 @@ const INBOUND: &str = "SELECT message_sid, from_addr, to_addr, body, response, r
 const OUTBOUND: &str = "SELECT id, to_addr, body, status, kind, attempts, twilio_sid, last_error, \
          error_code, created_at, updated_at \
      FROM outbound_messages WHERE client_id = $1 ORDER BY id";
+
+const FAILED_OUTBOUND: &str = "SELECT id, client_id, to_addr, kind, attempts, twilio_sid, \
+         last_error, error_code, created_at, updated_at \
+     FROM outbound_messages WHERE status = 'failed' ORDER BY id DESC LIMIT $1 OFFSET $2";
+
+const FAILED_OUTBOUND_COUNT: &str =
+    "SELECT COUNT(*) FROM outbound_messages WHERE status = 'failed'";
 
 const CALLS: &str = "SELECT call_sid, direction, from_addr, to_addr, forwarded_from, status, \
          duration_secs, is_test_call, created_at, updated_at \
@@ -386,6 +416,22 @@ macro_rules! impl_admin_reads {
                     .bind(event_id)
                     .fetch_optional(&mut *self.conn().await?)
                     .await?)
+            }
+
+            async fn failed_outbound(
+                &self,
+                limit: i64,
+                offset: i64,
+            ) -> Result<Page<FailedOutboundRecord>> {
+                let items = sqlx::query_as(FAILED_OUTBOUND)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&mut *self.conn().await?)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(FAILED_OUTBOUND_COUNT)
+                    .fetch_one(&mut *self.conn().await?)
+                    .await?;
+                Ok(Page { items, total })
             }
 
             async fn funnel(&self, since: DateTime<Utc>) -> Result<Vec<(String, i64)>> {

@@ -582,7 +582,11 @@ macro_rules! impl_tx {
                     lease_until: DateTime<Utc>,
                     limit: i64,
                 ) -> Result<Vec<OutboundMessage>> {
-                    // The first `status IN` is implied by the rest; spelled out, it lets SQLite
+                    // A message still `sending` when its lease ran out was in the hands of a
+                    // worker that died or stalled mid-send: it may have gone out, so it is taken
+                    // over marked `needs_reconcile` (SET reads the old row: `status` is the one
+                    // before this claim). The first `status IN` is implied by the rest; spelled
+                    // out, it lets SQLite
                     // see that the partial index outbound_messages_due covers the query. The claim
                     // is a MATERIALIZED CTE so its locking SELECT runs exactly once: a subquery
                     // under `IN` may be re-run by some plans, each run skipping different rows.
@@ -596,8 +600,9 @@ macro_rules! impl_tx {
                         $skip_locked,
                         ") UPDATE outbound_messages \
                          SET status = 'sending', lease_until = $2, attempts = attempts + 1, \
-                             attempted_at = CASE WHEN needs_reconcile \
+                             attempted_at = CASE WHEN needs_reconcile OR status = 'sending' \
                                  THEN COALESCE(attempted_at, $1) ELSE $1 END, \
+                             needs_reconcile = needs_reconcile OR status = 'sending', \
                              updated_at = $1 \
                          WHERE id IN (SELECT id FROM due) RETURNING ",
                         outbound_columns!()
@@ -642,6 +647,57 @@ macro_rules! impl_tx {
                     .bind(id)
                     .bind(status.as_str())
                     .bind(twilio_sid)
+                    .bind(error)
+                    .bind(retry_at)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn renew_outbound_lease(
+                    &mut self,
+                    id: i64,
+                    attempts: i32,
+                    lease_until: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<bool> {
+                    // `attempts` identifies the claim: every claim increments it, and only the
+                    // holder of a claim ever lowers it again, as it hands the message back. A
+                    // lease that ran out but was not taken over is still this worker's: no one
+                    // else can have sent the message.
+                    let renewed = sqlx::query(
+                        "UPDATE outbound_messages SET lease_until = $3, updated_at = $4 \
+                         WHERE id = $1 AND attempts = $2 AND status = 'sending'",
+                    )
+                    .bind(id)
+                    .bind(attempts)
+                    .bind(lease_until)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                    Ok(renewed == 1)
+                }
+
+                async fn defer_outbound(
+                    &mut self,
+                    id: i64,
+                    attempts: i32,
+                    error: &str,
+                    retry_at: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    // needs_reconcile and attempted_at are kept: a message taken over from a dead
+                    // worker must still be looked for at Twilio before it is sent.
+                    sqlx::query(
+                        "UPDATE outbound_messages \
+                         SET status = 'pending', attempts = attempts - 1, last_error = $3, \
+                             next_attempt_at = $4, lease_until = NULL, updated_at = $5 \
+                         WHERE id = $1 AND attempts = $2 AND status = 'sending'",
+                    )
+                    .bind(id)
+                    .bind(attempts)
                     .bind(error)
                     .bind(retry_at)
                     .bind(now)

@@ -425,6 +425,29 @@ pub trait Tx: Send + Sized {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Extends the lease of a message this worker claimed (`attempts` as the claim returned it)
+    /// just before it is sent, so a batch of slow sends never outlives its lease. False when the
+    /// claim is no longer this worker's (the lease ran out, another worker took it over, or it is
+    /// finished): the message must then not be sent.
+    fn renew_outbound_lease(
+        &mut self,
+        id: i64,
+        attempts: i32,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Hands a claimed message back without spending an attempt: nothing was sent (a rate limit,
+    /// a shutdown). Whether it needs reconciling is kept as it was.
+    fn defer_outbound(
+        &mut self,
+        id: i64,
+        attempts: i32,
+        error: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Puts a message whose send may or may not have gone out back in the outbox, marked so the next
     /// attempt first asks Twilio whether it was sent.
     fn mark_outbound_ambiguous(
