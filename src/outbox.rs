@@ -33,9 +33,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::{PhoneNumber, mask_pii};
@@ -45,7 +44,7 @@ use crate::twilio::client::{SentMessage, TwilioClient};
 /// How far Twilio's clock may be behind ours when we ask what it sent since an attempt.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(1);
 
-/// The longest a message waits between attempts, whatever `Retry-After` says: a absurd header
+/// The longest a message waits between attempts, whatever `Retry-After` says: an absurd header
 /// must neither park a text for years nor overflow date arithmetic.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
 

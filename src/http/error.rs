@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::mask_pii;
 use crate::engine::EngineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +44,11 @@ impl IntoResponse for ApiError {
         };
         let message = if status.is_server_error() {
             // Details go to the log, not to whoever called.
-            tracing::error!(event = "REQUEST_FAILED", error = %self);
+            // Masked: an error can carry a provider's text or a value it was given.
+            tracing::error!(event = "REQUEST_FAILED", error = %mask_pii(&self.to_string()));
             "internal error".to_owned()
         } else {
-            tracing::warn!(event = "WEBHOOK_REJECTED", status = status.as_u16(), reason = %self);
+            tracing::warn!(event = "WEBHOOK_REJECTED", status = status.as_u16(), reason = %mask_pii(&self.to_string()));
             self.to_string()
         };
         let mut response = (status, format!("{message}\n")).into_response();
