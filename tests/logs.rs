@@ -160,8 +160,11 @@ fn twilio(server: &MockServer) -> TwilioClient {
     )
 }
 
-/// Sends one text to `OWNER_2` through a Twilio that answers `answer`.
-async fn send_one_text(answer: ResponseTemplate) {
+/// Sends one text to `OWNER_2` through a Twilio that answers `answer`; the app is returned for
+/// its metrics.
+async fn send_one_text(
+    answer: ResponseTemplate,
+) -> support::app::TestApp<onboard::store::SqliteStore> {
     let app = spawn_sqlite(test_config(&[])).await;
     let store = app.engine.store().clone();
     let server = MockServer::start().await;
@@ -207,12 +210,13 @@ async fn send_one_text(answer: ResponseTemplate) {
     assert_eq!(outbox.run_once(None).await.unwrap(), 1);
     let sent = store.outbound_after(0).await.unwrap();
     assert_eq!(sent[0].status.as_str(), "failed");
+    app
 }
 
 #[tokio::test]
-async fn a_text_twilio_refuses_is_logged_without_the_number_twilio_names() {
+async fn a_text_twilio_refuses_is_counted_and_logged_without_the_number_twilio_names() {
     let (capture, _guard) = Capture::info();
-    send_one_text(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+    let app = send_one_text(ResponseTemplate::new(400).set_body_json(serde_json::json!({
         "code": 21211,
         "message": format!("The 'To' number {OWNER_2} is not valid"),
         "status": 400,
@@ -225,6 +229,22 @@ async fn a_text_twilio_refuses_is_logged_without_the_number_twilio_names() {
     );
     assert!(logs.contains("21211"), "with Twilio's code:\n{logs}");
     capture.assert_holds_none_of(&[OWNER_2_DIGITS, "Secret Plumbing"]);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let given_up = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"onboard_outbound_given_up_total{kind="sms",reason="refused"} "#)
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(given_up >= Some(1.0), "counted:\n{metrics}");
 }
 
 #[tokio::test]

@@ -73,6 +73,7 @@ on_both_back_ends!(
     retries_stop_at_the_deadline_not_after_a_number_of_attempts,
     an_expired_sending_lease_is_reconciled_before_any_resend,
     an_expired_sending_lease_with_no_trace_at_twilio_is_sent_once,
+    a_verification_call_taken_over_from_a_dead_worker_is_not_placed_again,
     a_batch_that_outlives_its_lease_sends_nothing_another_worker_took_over,
     a_worker_shutting_down_puts_its_batch_back,
 );
@@ -663,6 +664,60 @@ async fn an_expired_sending_lease_with_no_trace_at_twilio_is_sent_once<S: Store>
     w.work().await;
     assert_eq!(w.message().await.twilio_sid.as_deref(), Some("SM1"));
     assert_eq!(w.work().await, 0);
+}
+
+/// A call cannot be looked up the way a text can, and a second one would ring the owner twice:
+/// a call whose worker died mid-call is given up (the owner can ask for another).
+async fn a_verification_call_taken_over_from_a_dead_worker_is_not_placed_again<S: Store>(store: S) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC123/Calls.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "sid": "CAtwice", "status": "queued"
+        })))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(listed("SMfirst", "sent"))
+        .mount(&server)
+        .await;
+    let w = world(store, twilio(&server)).await;
+    let mut tx = w.store.begin().await.unwrap();
+    tx.enqueue_verify_call(&NewOutbound {
+        client_id: &ClientId::new("c_1"),
+        to: &phone(OWNER),
+        body: "<Response><Say>Forwarding works.</Say></Response>",
+        created_at: w.clock.now(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let now = w.clock.now();
+    let mut tx = w.store.begin().await.unwrap();
+    let claimed = tx
+        .claim_outbound(now, now + chrono::Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    w.clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(w.work().await, 2);
+    let messages = w.messages().await;
+    assert_eq!(
+        messages[0].twilio_sid.as_deref(),
+        Some("SMfirst"),
+        "the text is adopted"
+    );
+    assert_eq!(messages[1].status.as_str(), "failed");
+    assert!(
+        messages[1]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not placed again")
+    );
 }
 
 /// Claims everything due under a one-minute lease, as a worker does, and never comes back.
