@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{RandomIds, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DevModeReason, Signatures};
 use crate::engine::{DEFAULT_QUARANTINE_DAYS, Engine, Settings};
 use crate::flows::Flows;
 use crate::http::{self, AppState};
@@ -102,17 +102,16 @@ pub async fn serve(
             addr: config.listen_addr,
             source,
         })?;
-    if config.stripe_webhook_secrets.is_empty() {
-        tracing::warn!(
+    match config.signatures {
+        Signatures::Checked => {}
+        Signatures::Off(DevModeReason::NoSecretsSet) => tracing::warn!(
             event = "DEV_MODE",
-            "STRIPE_WEBHOOK_SECRET is not set: Stripe signatures are NOT checked. Never run like this in production."
-        );
-    }
-    if !config.signatures_checked() {
-        tracing::warn!(
+            "no provider secret is set: Twilio and Stripe webhook signatures are NOT checked. Never run like this in production."
+        ),
+        Signatures::Off(DevModeReason::InsecureWebhooksSet) => tracing::warn!(
             event = "DEV_MODE",
-            "TWILIO_AUTH_TOKEN is not set: webhook signatures are NOT checked. Never run like this in production."
-        );
+            "ONBOARD_INSECURE_WEBHOOKS=1: Twilio and Stripe webhook signatures are NOT checked. Never run like this in production."
+        ),
     }
     tracing::info!(
         event = "SERVER_STARTED",

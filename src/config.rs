@@ -26,8 +26,9 @@ pub struct Config {
     /// The URL Twilio and Stripe call us on: signatures are checked against it, never the Host header.
     pub public_url: String,
     pub twilio_account_sid: Option<String>,
-    /// Without it, dev mode: signatures are not checked.
     pub twilio_auth_token: Option<String>,
+    /// Whether webhook signatures (Twilio and Stripe) are checked; see [`Signatures`].
+    pub signatures: Signatures,
     pub onboarding_number: Option<PhoneNumber>,
     pub stripe_payment_link: String,
     pub stripe_webhook_secrets: Vec<String>,
@@ -55,6 +56,32 @@ pub struct Config {
     pub twilio_bundle_sid: Option<String>,
 }
 
+/// Whether webhooks must prove they come from Twilio and Stripe.
+///
+/// Checks are off only when no provider secret at all is set (a laptop with nothing configured),
+/// or when `ONBOARD_INSECURE_WEBHOOKS=1` says so explicitly. Any other mix of secrets refuses to
+/// start: a forgotten `STRIPE_WEBHOOK_SECRET` must never quietly let anyone mark an owner paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    Checked,
+    /// Dev mode: every webhook is taken at its word.
+    Off(DevModeReason),
+}
+
+/// Why signature checks are off, for the start-up warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevModeReason {
+    NoSecretsSet,
+    InsecureWebhooksSet,
+}
+
+/// The settings whose presence means "this is a real deployment": all of them, or none.
+pub const PROVIDER_SECRETS: [&str; 3] = [
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "STRIPE_WEBHOOK_SECRET",
+];
+
 /// Development's stand-in, so `serve` works with nothing set.
 pub const DEV_PAYMENT_LINK: &str = "https://buy.stripe.com/test_onboard_dev";
 
@@ -62,8 +89,15 @@ pub const DEV_PAYMENT_LINK: &str = "https://buy.stripe.com/test_onboard_dev";
 pub enum ConfigError {
     #[error("{name}: {problem}")]
     Invalid { name: &'static str, problem: String },
-    #[error("ONBOARD_ENV=production needs {0} to be set")]
-    MissingInProduction(&'static str),
+    #[error("ONBOARD_ENV=production needs these to be set: {}", .0.join(", "))]
+    MissingInProduction(Vec<&'static str>),
+    #[error(
+        "some provider secrets are set but not all, so webhook signatures could not be checked; \
+         set {}, or unset every provider secret for dev mode, or set ONBOARD_INSECURE_WEBHOOKS=1 \
+         to accept unsigned webhooks knowingly",
+        .0.join(", ")
+    )]
+    PartialSecrets(Vec<&'static str>),
 }
 
 impl std::fmt::Debug for Config {
@@ -77,6 +111,7 @@ impl std::fmt::Debug for Config {
                 "twilio_auth_token",
                 &self.twilio_auth_token.as_ref().map(|_| "***"),
             )
+            .field("signatures", &self.signatures)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
@@ -191,8 +226,38 @@ impl Config {
                 problem: "must be an https:// Payment Link without a query string".to_owned(),
             });
         }
+        let insecure_webhooks = match get("ONBOARD_INSECURE_WEBHOOKS").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "ONBOARD_INSECURE_WEBHOOKS",
+                    problem: format!("{other:?} is not 1 or 0"),
+                });
+            }
+        };
+        if insecure_webhooks && env == Environment::Production {
+            return Err(ConfigError::Invalid {
+                name: "ONBOARD_INSECURE_WEBHOOKS",
+                problem: "cannot be set with ONBOARD_ENV=production".to_owned(),
+            });
+        }
+        let missing_secrets: Vec<&'static str> = PROVIDER_SECRETS
+            .into_iter()
+            .filter(|name| get(name).is_none())
+            .collect();
+        let signatures = if insecure_webhooks {
+            Signatures::Off(DevModeReason::InsecureWebhooksSet)
+        } else if missing_secrets.len() == PROVIDER_SECRETS.len()
+            && env == Environment::Development
+        {
+            Signatures::Off(DevModeReason::NoSecretsSet)
+        } else {
+            Signatures::Checked
+        };
         let config = Config {
             env,
+            signatures,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://onboard.db".to_owned()),
             listen_addr,
             twilio_account_sid: get("TWILIO_ACCOUNT_SID"),
@@ -246,9 +311,18 @@ impl Config {
                     !config.stripe_webhook_secrets.is_empty(),
                 ),
             ];
-            if let Some((name, _)) = required.iter().find(|(_, present)| !present) {
-                return Err(ConfigError::MissingInProduction(name));
+            // Every missing setting at once: one failed start, not one per restart.
+            let missing: Vec<&'static str> = required
+                .iter()
+                .filter(|(_, present)| !present)
+                .map(|(name, _)| *name)
+                .collect();
+            if !missing.is_empty() {
+                return Err(ConfigError::MissingInProduction(missing));
             }
+        }
+        if config.signatures == Signatures::Checked && !missing_secrets.is_empty() {
+            return Err(ConfigError::PartialSecrets(missing_secrets));
         }
         Ok(config)
     }
@@ -258,9 +332,9 @@ impl Config {
         self.twilio_account_sid.is_some() && self.twilio_auth_token.is_some()
     }
 
-    /// Dev mode: no Twilio auth token, so webhook signatures are not checked.
+    /// False only in dev mode (see [`Signatures`]): then no webhook signature is checked.
     pub fn signatures_checked(&self) -> bool {
-        self.twilio_auth_token.is_some()
+        self.signatures == Signatures::Checked
     }
 }
 
@@ -300,7 +374,26 @@ mod tests {
     fn production_refuses_to_start_without_secrets() {
         assert_eq!(
             config(&[("ONBOARD_ENV", "production")]).unwrap_err(),
-            ConfigError::MissingInProduction("TWILIO_ACCOUNT_SID")
+            ConfigError::MissingInProduction(vec![
+                "TWILIO_ACCOUNT_SID",
+                "TWILIO_AUTH_TOKEN",
+                "PUBLIC_URL",
+                "ONBOARDING_NUMBER",
+                "STRIPE_PAYMENT_LINK",
+                "STRIPE_WEBHOOK_SECRET",
+            ])
+        );
+        let err = config(&[
+            ("ONBOARD_ENV", "production"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("PUBLIC_URL", "https://onboard.example.com/"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ONBOARD_ENV=production needs these to be set: ONBOARDING_NUMBER, \
+             STRIPE_PAYMENT_LINK, STRIPE_WEBHOOK_SECRET"
         );
         let full = [
             ("ONBOARD_ENV", "production"),
@@ -314,6 +407,60 @@ mod tests {
         let c = config(&full).unwrap();
         assert_eq!(c.public_url, "https://onboard.example.com");
         assert_eq!(c.stripe_webhook_secrets, vec!["whsec_a", "whsec_b"]);
+    }
+
+    #[test]
+    fn dev_mode_only_when_no_provider_secret_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.signatures, Signatures::Off(DevModeReason::NoSecretsSet));
+        let c = config(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+        ])
+        .unwrap();
+        assert!(c.signatures_checked());
+    }
+
+    #[test]
+    fn partial_secrets_refuse_to_start_naming_every_missing_one() {
+        // The case that once let an unsigned Stripe event mark an owner paid.
+        assert_eq!(
+            config(&[("TWILIO_ACCOUNT_SID", "AC123"), ("TWILIO_AUTH_TOKEN", "secret")])
+                .unwrap_err(),
+            ConfigError::PartialSecrets(vec!["STRIPE_WEBHOOK_SECRET"])
+        );
+        let err = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::PartialSecrets(vec!["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"])
+        );
+        assert!(err.to_string().contains("ONBOARD_INSECURE_WEBHOOKS=1"), "{err}");
+        // Blank counts as unset.
+        let err = config(&[("TWILIO_AUTH_TOKEN", "  ")]).unwrap();
+        assert!(!err.signatures_checked());
+    }
+
+    #[test]
+    fn insecure_webhooks_must_be_asked_for_and_never_in_production() {
+        let c = config(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("ONBOARD_INSECURE_WEBHOOKS", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.signatures,
+            Signatures::Off(DevModeReason::InsecureWebhooksSet)
+        );
+        let err = config(&[("ONBOARD_INSECURE_WEBHOOKS", "yes")]).unwrap_err();
+        assert!(err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"), "{err}");
+        let err = config(&[
+            ("ONBOARD_ENV", "production"),
+            ("ONBOARD_INSECURE_WEBHOOKS", "1"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use onboard::twilio::signature;
 
 pub const AUTH_TOKEN: &str = "test_auth_token";
 pub const ADMIN_TOKEN: &str = "test_admin_token";
+pub const STRIPE_SECRET: &str = "whsec_test";
 
 pub struct TestApp<S: Store> {
     pub address: String,
@@ -22,11 +23,13 @@ pub struct TestApp<S: Store> {
     pub http: reqwest::Client,
 }
 
-/// Settings as production would have them (signatures checked, admin on), with overrides.
+/// Settings as production would have them (signatures checked, admin on), with overrides; an
+/// empty value unsets a setting.
 pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: Vec<(String, String)> = [
         ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
         ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
         ("PUBLIC_URL", "https://onboard.example.com"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ONBOARDING_NUMBER", "+447700900000"),
