@@ -902,3 +902,108 @@ mod parse_at_the_edge {
         assert!(client.payment_active);
     }
 }
+
+/// An owner's business number is texted by their customers: those texts are not owners to onboard.
+mod texts_to_owner_numbers {
+    use super::*;
+    use onboard::domain::ClientId;
+    use onboard::store::{Client, Tx};
+
+    const BUSINESS_NUMBER: &str = "+447700900777";
+    const CUSTOMER: &str = "+447700900555";
+
+    /// An owner already onboarded onto `BUSINESS_NUMBER`.
+    async fn owner_with_a_number<S: Store>(app: &TestApp<S>) {
+        let now = app.engine.now();
+        let mut tx = app.engine.store().begin().await.unwrap();
+        let (client, _) = tx
+            .lock_or_create_client(&OWNER.parse().unwrap(), || {
+                Client::new(ClientId::new("c_owner"), OWNER.parse().unwrap(), now)
+            })
+            .await
+            .unwrap();
+        tx.save_client(&Client {
+            twilio_number: Some(BUSINESS_NUMBER.parse().unwrap()),
+            ..client
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn text_to<S: Store>(app: &TestApp<S>, sid: &str, to: &str) -> String {
+        let response = app
+            .post_twilio(
+                "/webhooks/twilio/sms",
+                &[
+                    ("MessageSid", sid),
+                    ("From", CUSTOMER),
+                    ("To", to),
+                    ("Body", "Hi"),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
+    async fn is_onboarding<S: Store>(app: &TestApp<S>, phone: &str) -> bool {
+        app.engine
+            .client_by_phone(&phone.parse().unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    const EMPTY: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+    async fn only_the_onboarding_number_starts_onboarding<S: Store>(app: TestApp<S>) {
+        owner_with_a_number(&app).await;
+        assert_eq!(text_to(&app, "SM1", BUSINESS_NUMBER).await, EMPTY);
+        assert_eq!(text_to(&app, "SM2", "+447700900888").await, EMPTY);
+        assert!(!is_onboarding(&app, CUSTOMER).await);
+        // A retry gets the same empty answer.
+        assert_eq!(text_to(&app, "SM1", BUSINESS_NUMBER).await, EMPTY);
+        assert!(
+            text_to(&app, "SM3", "+447700900000")
+                .await
+                .contains("welcome")
+        );
+        assert!(is_onboarding(&app, CUSTOMER).await);
+    }
+
+    async fn without_an_onboarding_number_owners_numbers_still_do_not<S: Store>(app: TestApp<S>) {
+        owner_with_a_number(&app).await;
+        assert_eq!(text_to(&app, "SM1", BUSINESS_NUMBER).await, EMPTY);
+        assert!(!is_onboarding(&app, CUSTOMER).await);
+        assert!(
+            text_to(&app, "SM2", "+447700900888")
+                .await
+                .contains("welcome")
+        );
+        assert!(is_onboarding(&app, CUSTOMER).await);
+    }
+
+    #[tokio::test]
+    async fn only_the_onboarding_number_starts_onboarding_on_sqlite() {
+        only_the_onboarding_number_starts_onboarding(spawn_sqlite(test_config(&[])).await).await;
+    }
+
+    #[tokio::test]
+    async fn only_the_onboarding_number_starts_onboarding_on_postgres() {
+        only_the_onboarding_number_starts_onboarding(spawn_postgres(test_config(&[])).await).await;
+    }
+
+    #[tokio::test]
+    async fn without_an_onboarding_number_owners_numbers_still_do_not_on_sqlite() {
+        let config = test_config(&[("ONBOARDING_NUMBER", "")]);
+        without_an_onboarding_number_owners_numbers_still_do_not(spawn_sqlite(config).await).await;
+    }
+
+    #[tokio::test]
+    async fn without_an_onboarding_number_owners_numbers_still_do_not_on_postgres() {
+        let config = test_config(&[("ONBOARDING_NUMBER", "")]);
+        without_an_onboarding_number_owners_numbers_still_do_not(spawn_postgres(config).await)
+            .await;
+    }
+}

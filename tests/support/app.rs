@@ -78,6 +78,7 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
             pool_low_water: 3,
             verify_caller: config.verify_caller_number.clone(),
             verify_window: chrono::Duration::minutes(2),
+            onboarding_number: config.onboarding_number.clone(),
         },
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
