@@ -175,10 +175,7 @@ impl Config {
         };
         let verify_window = match get("VERIFY_WINDOW") {
             None => std::time::Duration::from_secs(120),
-            Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError::Invalid {
-                name: "VERIFY_WINDOW",
-                problem: format!("{raw:?} is not a duration (e.g. 120, 90s or 2m)"),
-            })?,
+            Some(raw) => duration_setting("VERIFY_WINDOW", &raw, MAX_VERIFY_WINDOW)?,
         };
         let verify_ring_seconds = match get("VERIFY_RING_SECONDS") {
             None => 30,
@@ -248,8 +245,7 @@ impl Config {
             .collect();
         let signatures = if insecure_webhooks {
             Signatures::Off(DevModeReason::InsecureWebhooksSet)
-        } else if missing_secrets.len() == PROVIDER_SECRETS.len()
-            && env == Environment::Development
+        } else if missing_secrets.len() == PROVIDER_SECRETS.len() && env == Environment::Development
         {
             Signatures::Off(DevModeReason::NoSecretsSet)
         } else {
@@ -277,19 +273,14 @@ impl Config {
             admin_token: get("ADMIN_TOKEN"),
             log_format,
             flows_dir: get("FLOWS_DIR"),
-            twilio_api_base: get("TWILIO_API_BASE")
-                .unwrap_or_else(|| "https://api.twilio.com".to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
-            pool_low_water: match get("POOL_LOW_WATER") {
-                None => 3,
-                Some(raw) => raw.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
-                    ConfigError::Invalid {
-                        name: "POOL_LOW_WATER",
-                        problem: format!("{raw:?} is not a whole number >= 0"),
-                    }
-                })?,
+            twilio_api_base: match get("TWILIO_API_BASE") {
+                None => "https://api.twilio.com".to_owned(),
+                Some(raw) => twilio_api_base(&raw)?,
             },
+            pool_low_water: get("POOL_LOW_WATER")
+                .map(|raw| whole_number("POOL_LOW_WATER", raw))
+                .transpose()?
+                .unwrap_or(3),
             public_url,
             verify_caller_number,
             verify_window,
@@ -338,14 +329,74 @@ impl Config {
     }
 }
 
-/// `120`, `90s` or `2m`.
+/// The longest `VERIFY_WINDOW`: a test call comes within minutes, never days.
+const MAX_VERIFY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// A duration setting from 1 second to `max`: anything longer is a typo, and unbounded values
+/// would overflow later in date arithmetic rather than fail here.
+fn duration_setting(
+    name: &'static str,
+    raw: &str,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    parse_duration(raw)
+        .filter(|d| *d <= max)
+        .ok_or_else(|| ConfigError::Invalid {
+            name,
+            problem: format!(
+                "{raw:?} is not a duration from 1s to {}s (e.g. 120, 90s or 2m)",
+                max.as_secs()
+            ),
+        })
+}
+
+/// `120`, `90s` or `2m`; `None` for zero, junk, or a number of minutes too big to count.
 fn parse_duration(raw: &str) -> Option<std::time::Duration> {
     let (digits, unit) = match raw.strip_suffix('m') {
         Some(minutes) => (minutes, 60),
         None => (raw.strip_suffix('s').unwrap_or(raw), 1),
     };
     let n: u64 = digits.trim().parse().ok()?;
-    (n > 0).then(|| std::time::Duration::from_secs(n * unit))
+    let secs = n.checked_mul(unit)?;
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}
+
+/// Twilio's API base, which gets our credentials in basic auth: `https://`, or `http://` only to
+/// this machine (a local mock).
+fn twilio_api_base(raw: &str) -> Result<String, ConfigError> {
+    let base = raw.trim_end_matches('/');
+    let invalid = |problem: &str| ConfigError::Invalid {
+        name: "TWILIO_API_BASE",
+        problem: format!("{raw:?} {problem}"),
+    };
+    if let Some(rest) = base.strip_prefix("https://") {
+        return if rest.is_empty() {
+            Err(invalid("has no host"))
+        } else {
+            Ok(base.to_owned())
+        };
+    }
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or_else(|| invalid("must start with https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        // `[::1]:8080`
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(base.to_owned())
+    } else {
+        Err(invalid(
+            "must start with https:// (plain http:// only to 127.0.0.1, ::1 or localhost): \
+             it carries the Twilio credentials",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -426,8 +477,11 @@ mod tests {
     fn partial_secrets_refuse_to_start_naming_every_missing_one() {
         // The case that once let an unsigned Stripe event mark an owner paid.
         assert_eq!(
-            config(&[("TWILIO_ACCOUNT_SID", "AC123"), ("TWILIO_AUTH_TOKEN", "secret")])
-                .unwrap_err(),
+            config(&[
+                ("TWILIO_ACCOUNT_SID", "AC123"),
+                ("TWILIO_AUTH_TOKEN", "secret")
+            ])
+            .unwrap_err(),
             ConfigError::PartialSecrets(vec!["STRIPE_WEBHOOK_SECRET"])
         );
         let err = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")]).unwrap_err();
@@ -435,10 +489,13 @@ mod tests {
             err,
             ConfigError::PartialSecrets(vec!["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"])
         );
-        assert!(err.to_string().contains("ONBOARD_INSECURE_WEBHOOKS=1"), "{err}");
+        assert!(
+            err.to_string().contains("ONBOARD_INSECURE_WEBHOOKS=1"),
+            "{err}"
+        );
         // Blank counts as unset.
-        let err = config(&[("TWILIO_AUTH_TOKEN", "  ")]).unwrap();
-        assert!(!err.signatures_checked());
+        let c = config(&[("TWILIO_AUTH_TOKEN", "  ")]).unwrap();
+        assert!(!c.signatures_checked());
     }
 
     #[test]
@@ -454,13 +511,19 @@ mod tests {
             Signatures::Off(DevModeReason::InsecureWebhooksSet)
         );
         let err = config(&[("ONBOARD_INSECURE_WEBHOOKS", "yes")]).unwrap_err();
-        assert!(err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"), "{err}");
+        assert!(
+            err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"),
+            "{err}"
+        );
         let err = config(&[
             ("ONBOARD_ENV", "production"),
             ("ONBOARD_INSECURE_WEBHOOKS", "1"),
         ])
         .unwrap_err();
-        assert!(err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"), "{err}");
+        assert!(
+            err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -484,6 +547,61 @@ mod tests {
         assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.to_string().starts_with("LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_numbers_too_big_to_use_are_refused() {
+        for raw in [
+            "18446744073709551615m",
+            "307445734561825861m",
+            "99999999999999999999",
+            "86401",
+            "0",
+        ] {
+            let err = config(&[("VERIFY_WINDOW", raw)]).unwrap_err();
+            assert!(err.to_string().starts_with("VERIFY_WINDOW"), "{raw}: {err}");
+        }
+        assert_eq!(
+            config(&[("VERIFY_WINDOW", "1440m")])
+                .unwrap()
+                .verify_window
+                .as_secs(),
+            86_400
+        );
+        for raw in ["9223372036854775807", "10001"] {
+            let err = config(&[("POOL_LOW_WATER", raw)]).unwrap_err();
+            assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_twilio_api_is_reached_over_https_except_on_this_machine() {
+        for ok in [
+            "https://api.twilio.com/",
+            "https://mock.example.com:8443",
+            "http://127.0.0.1:4010",
+            "http://127.8.9.10",
+            "http://localhost:4010/",
+            "http://[::1]:4010",
+        ] {
+            let c = config(&[("TWILIO_API_BASE", ok)]).unwrap();
+            assert_eq!(c.twilio_api_base, ok.trim_end_matches('/'));
+        }
+        for bad in [
+            "http://api.twilio.com",
+            "http://10.0.0.1:4010",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "ftp://127.0.0.1",
+            "api.twilio.com",
+            "https://",
+        ] {
+            let err = config(&[("TWILIO_API_BASE", bad)]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("TWILIO_API_BASE"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
