@@ -7,6 +7,7 @@ pub mod health;
 pub mod stripe;
 pub mod twilio;
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -115,7 +118,23 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(catch_panics())
         .with_state(state)
+}
+
+/// Turns a panic in a handler into a logged 500, so a bug costs one request an error, not its
+/// connection (and Twilio a retry storm). The panic's message is not logged: it may quote an
+/// owner's text or number. The default panic hook has already printed it to stderr.
+pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn Any + Send>) -> Response> {
+    CatchPanicLayer::custom(answer_panic as fn(Box<dyn Any + Send>) -> Response)
+}
+
+fn answer_panic(_panic: Box<dyn Any + Send>) -> Response {
+    tracing::error!(
+        event = "HANDLER_PANICKED",
+        "a request handler panicked; answered 500"
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
 }
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish.
@@ -127,4 +146,35 @@ pub async fn serve<S: Store>(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500() {
+        async fn boom() -> &'static str {
+            panic!("owner +447700900123 said something")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "ok" }))
+            .layer(catch_panics());
+        let request = |uri: &str| {
+            axum::http::Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let response = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"internal error\n");
+        let response = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }
