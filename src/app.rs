@@ -17,6 +17,7 @@ use crate::pool;
 use crate::replenish::{self, CircuitBreaker, ReplenishSettings, Replenisher};
 use crate::store::replenish::ReplenishStore;
 use crate::store::{PgStore, SqliteStore, Store};
+use crate::telemetry::{GAUGE_MAX_AGE, GaugeCache};
 use crate::twilio::client::{Credentials, TwilioClient};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,7 @@ pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<
             pool_low_water: config.pool_low_water,
             verify_caller: config.verify_caller_number.clone(),
             verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
+            onboarding_number: config.onboarding_number.clone(),
         },
     )
 }
@@ -102,6 +104,14 @@ pub async fn serve(
             addr: config.listen_addr,
             source,
         })?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     match config.signatures {
         Signatures::Checked => {}
         Signatures::Off(DevModeReason::NoSecretsSet) => tracing::warn!(
@@ -118,11 +128,16 @@ pub async fn serve(
         addr = %config.listen_addr,
         database = if matches!(database, Database::Postgres(_)) { "postgres" } else { "sqlite" },
         admin_api = config.admin_token.is_some(),
+        metrics_addr = ?config.metrics_addr,
     );
     let config = Arc::new(config);
     match database {
-        Database::Postgres(store) => run(listener, store, config, flows, shutdown).await,
-        Database::Sqlite(store) => run(listener, store, config, flows, shutdown).await,
+        Database::Postgres(store) => {
+            run(listener, metrics_listener, store, config, flows, shutdown).await
+        }
+        Database::Sqlite(store) => {
+            run(listener, metrics_listener, store, config, flows, shutdown).await
+        }
     }
 }
 
@@ -130,6 +145,7 @@ pub async fn serve(
 /// in-flight requests first, then the worker finishes the message in hand.
 async fn run<S: ReplenishStore>(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     store: S,
     config: Arc<Config>,
     flows: Arc<Flows>,
@@ -167,8 +183,34 @@ async fn run<S: ReplenishStore>(
         engine,
         config,
         twilio_breaker,
+        gauges: Arc::new(GaugeCache::new(Arc::new(SystemClock), GAUGE_MAX_AGE)),
     };
-    let served = http::serve(listener, state, shutdown).await;
+    // One shutdown signal, heard by every listener.
+    let (signal, signalled) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal.send(true);
+    });
+    let on_signal = move || {
+        let mut signalled = signalled.clone();
+        async move {
+            let _ = signalled.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics = metrics_listener.map(|metrics_listener| {
+        let limits = state.config.http;
+        let router = http::metrics_router(state.clone());
+        tokio::spawn(http::serve_router(
+            metrics_listener,
+            router,
+            limits,
+            on_signal(),
+        ))
+    });
+    let served = http::serve(listener, state, on_signal()).await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = keeper.await;

@@ -54,6 +54,33 @@ pub struct Config {
     /// Sent with number purchases where Twilio requires regulatory documents (most UK numbers).
     pub twilio_address_sid: Option<String>,
     pub twilio_bundle_sid: Option<String>,
+    /// Where `/metrics` is served; on the main listener when unset.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Limits that keep slow or idle clients from holding the server.
+    pub http: HttpLimits,
+}
+
+/// How long a client may take and how many may be connected at once, on every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From the moment a connection is ready for a request (just opened, or the last response
+    /// sent) to the end of the request's headers; slowloris clients are cut off by this.
+    pub header_read_timeout: std::time::Duration,
+    /// No byte in either direction for this long closes the connection (a stalled body, a client
+    /// that stopped reading its response). Keep it above the 12 s request timeout.
+    pub idle_timeout: std::time::Duration,
+    /// Connections beyond this wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// Whether webhooks must prove they come from Twilio and Stripe.
@@ -251,9 +278,49 @@ impl Config {
         } else {
             Signatures::Checked
         };
+        let metrics_addr = get("METRICS_ADDR")
+            .map(|raw| {
+                raw.parse().map_err(|e| ConfigError::Invalid {
+                    name: "METRICS_ADDR",
+                    problem: format!("{e} (expected host:port, e.g. 127.0.0.1:9100)"),
+                })
+            })
+            .transpose()?;
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_read_timeout: match get("HTTP_HEADER_READ_TIMEOUT") {
+                None => defaults.header_read_timeout,
+                Some(raw) => duration_setting(
+                    "HTTP_HEADER_READ_TIMEOUT",
+                    &raw,
+                    std::time::Duration::from_secs(300),
+                )?,
+            },
+            idle_timeout: match get("HTTP_IDLE_TIMEOUT") {
+                None => defaults.idle_timeout,
+                Some(raw) => duration_setting(
+                    "HTTP_IDLE_TIMEOUT",
+                    &raw,
+                    std::time::Duration::from_secs(3600),
+                )?,
+            },
+            max_connections: match get("HTTP_MAX_CONNECTIONS") {
+                None => defaults.max_connections,
+                Some(raw) => raw
+                    .parse()
+                    .ok()
+                    .filter(|n: &usize| (1..=100_000).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "HTTP_MAX_CONNECTIONS",
+                        problem: format!("{raw:?} is not a whole number from 1 to 100000"),
+                    })?,
+            },
+        };
         let config = Config {
             env,
             signatures,
+            metrics_addr,
+            http,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://onboard.db".to_owned()),
             listen_addr,
             twilio_account_sid: get("TWILIO_ACCOUNT_SID"),
@@ -571,6 +638,35 @@ mod tests {
         for raw in ["9223372036854775807", "10001"] {
             let err = config(&[("POOL_LOW_WATER", raw)]).unwrap_err();
             assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.http, HttpLimits::default());
+        assert_eq!(c.metrics_addr, None);
+        let c = config(&[
+            ("HTTP_HEADER_READ_TIMEOUT", "2s"),
+            ("HTTP_IDLE_TIMEOUT", "1m"),
+            ("HTTP_MAX_CONNECTIONS", "8"),
+            ("METRICS_ADDR", "127.0.0.1:9100"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout.as_secs(), 2);
+        assert_eq!(c.http.idle_timeout.as_secs(), 60);
+        assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.metrics_addr.unwrap().port(), 9100);
+        for (name, bad) in [
+            ("HTTP_HEADER_READ_TIMEOUT", "301"),
+            ("HTTP_HEADER_READ_TIMEOUT", "0"),
+            ("HTTP_IDLE_TIMEOUT", "99999999999999999m"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "18446744073709551616"),
+            ("METRICS_ADDR", "9100"),
+        ] {
+            let err = config(&[(name, bad)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{name}={bad}: {err}");
         }
     }
 

@@ -89,6 +89,10 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
         engine: engine.clone(),
         config: config.clone(),
         twilio_breaker: None,
+        gauges: Arc::new(onboard::telemetry::GaugeCache::new(
+            clock.clone(),
+            onboard::telemetry::GAUGE_MAX_AGE,
+        )),
     };
     tokio::spawn(http::serve(listener, state, std::future::pending()));
     TestApp {
