@@ -29,18 +29,13 @@ pub async fn webhook<S: Store>(
     } else {
         &[]
     };
-    let receipt = payments::receive(
-        &app.engine,
-        secrets,
-        signature,
-        &body,
-    )
-    .await
-    .map_err(|e| match e {
-        PaymentError::BadSignature(e) => ApiError::BadRequest(e.to_string()),
-        PaymentError::BadEvent(e) => ApiError::BadRequest(e.to_string()),
-        PaymentError::Failed(e) => ApiError::Engine(e),
-    })?;
+    let receipt = payments::receive(&app.engine, secrets, signature, &body)
+        .await
+        .map_err(|e| match e {
+            PaymentError::BadSignature(e) => ApiError::BadRequest(e.to_string()),
+            PaymentError::BadEvent(e) => ApiError::BadRequest(e.to_string()),
+            PaymentError::Failed(e) => ApiError::Engine(e),
+        })?;
     Ok(Json(
         serde_json::json!({ "received": true, "outcome": receipt.name() }),
     ))
