@@ -679,6 +679,40 @@ async fn metrics_count_events_time_routes_and_read_gauges() {
 }
 
 #[tokio::test]
+async fn with_metrics_addr_metrics_leave_the_main_listener_for_their_own() {
+    use tower::ServiceExt;
+    let app = spawn_sqlite(test_config(&[("METRICS_ADDR", "127.0.0.1:9100")])).await;
+    let main = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), StatusCode::NOT_FOUND);
+    let metrics = onboard::http::metrics_router(onboard::http::AppState {
+        engine: app.engine.clone(),
+        config: app.config.clone(),
+        twilio_breaker: None,
+        gauges: std::sync::Arc::new(onboard::telemetry::GaugeCache::new(
+            app.clock.clone(),
+            onboard::telemetry::GAUGE_MAX_AGE,
+        )),
+    });
+    let request = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = metrics.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains(r#"onboard_owners{state="COMPLETE"} 0"#),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
 async fn readyz_is_503_when_the_database_does_not_answer() {
     let app = spawn_postgres(test_config(&[])).await;
     let ready = app
