@@ -92,3 +92,49 @@ async fn a_connection_idle_mid_body_is_closed_before_the_request_timeout() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_hand_finish_then_stops_listening() {
+    use std::sync::Arc;
+    use tokio::sync::{Notify, oneshot};
+
+    let started = Arc::new(Notify::new());
+    let router = axum::Router::new().route(
+        "/slow",
+        axum::routing::get({
+            let started = started.clone();
+            move || async move {
+                started.notify_one();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                "done"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(onboard::http::serve_router(
+        listener,
+        router,
+        onboard::config::HttpLimits::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let request = tokio::spawn(reqwest::get(format!("http://{address}/slow")));
+    started.notified().await;
+    stop.send(()).unwrap();
+
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "done");
+    tokio::time::timeout(SAFETY_NET, server)
+        .await
+        .expect("the server returned after its last connection closed")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "still listening"
+    );
+}
