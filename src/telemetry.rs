@@ -84,7 +84,7 @@ pub async fn track_latency(request: Request, next: Next) -> Response {
     response
 }
 
-/// Gauges read from the database at scrape time, in Prometheus text format.
+/// The database gauges in Prometheus text format (read at most every [`GAUGE_MAX_AGE`]).
 pub fn render_gauges(
     owners: &[(String, i64)],
     pool: &crate::store::PoolStats,
