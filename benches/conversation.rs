@@ -164,6 +164,7 @@ fn engine_on<S: Store>(store: S) -> Result<Engine<S>> {
             pool_low_water: 0,
             verify_caller: None,
             verify_window: Duration::minutes(2),
+            onboarding_number: None,
         },
     ))
 }

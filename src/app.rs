@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{RandomIds, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DevModeReason, Signatures};
 use crate::engine::{DEFAULT_QUARANTINE_DAYS, Engine, Settings};
 use crate::flows::Flows;
 use crate::http::{self, AppState};
@@ -17,6 +17,7 @@ use crate::pool;
 use crate::replenish::{self, CircuitBreaker, ReplenishSettings, Replenisher};
 use crate::store::replenish::ReplenishStore;
 use crate::store::{PgStore, SqliteStore, Store};
+use crate::telemetry::{GAUGE_MAX_AGE, GaugeCache};
 use crate::twilio::client::{Credentials, TwilioClient};
 use crate::workers::{Restart, Workers, supervise};
 
@@ -95,6 +96,7 @@ pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<
             pool_low_water: config.pool_low_water,
             verify_caller: config.verify_caller_number.clone(),
             verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
+            onboarding_number: config.onboarding_number.clone(),
         },
     )
 }
@@ -114,28 +116,40 @@ pub async fn serve(
             addr: config.listen_addr,
             source,
         })?;
-    if config.stripe_webhook_secrets.is_empty() {
-        tracing::warn!(
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
+    match config.signatures {
+        Signatures::Checked => {}
+        Signatures::Off(DevModeReason::NoSecretsSet) => tracing::warn!(
             event = "DEV_MODE",
-            "STRIPE_WEBHOOK_SECRET is not set: Stripe signatures are NOT checked. Never run like this in production."
-        );
-    }
-    if !config.signatures_checked() {
-        tracing::warn!(
+            "no provider secret is set: Twilio and Stripe webhook signatures are NOT checked. Never run like this in production."
+        ),
+        Signatures::Off(DevModeReason::InsecureWebhooksSet) => tracing::warn!(
             event = "DEV_MODE",
-            "TWILIO_AUTH_TOKEN is not set: webhook signatures are NOT checked. Never run like this in production."
-        );
+            "ONBOARD_INSECURE_WEBHOOKS=1: Twilio and Stripe webhook signatures are NOT checked. Never run like this in production."
+        ),
     }
     tracing::info!(
         event = "SERVER_STARTED",
         addr = %config.listen_addr,
         database = if matches!(database, Database::Postgres(_)) { "postgres" } else { "sqlite" },
         admin_api = config.admin_token.is_some(),
+        metrics_addr = ?config.metrics_addr,
     );
     let config = Arc::new(config);
     match database {
-        Database::Postgres(store) => run(listener, store, config, flows, shutdown).await,
-        Database::Sqlite(store) => run(listener, store, config, flows, shutdown).await,
+        Database::Postgres(store) => {
+            run(listener, metrics_listener, store, config, flows, shutdown).await
+        }
+        Database::Sqlite(store) => {
+            run(listener, metrics_listener, store, config, flows, shutdown).await
+        }
     }
 }
 
@@ -144,6 +158,7 @@ pub async fn serve(
 /// requests first, then the worker finishes the message in hand.
 async fn run<S: ReplenishStore>(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     store: S,
     config: Arc<Config>,
     flows: Arc<Flows>,
@@ -213,8 +228,34 @@ async fn run<S: ReplenishStore>(
         config,
         twilio_breaker,
         workers,
+        gauges: Arc::new(GaugeCache::new(Arc::new(SystemClock), GAUGE_MAX_AGE)),
     };
-    let served = http::serve(listener, state, shutdown).await;
+    // One shutdown signal, heard by every listener.
+    let (signal, signalled) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal.send(true);
+    });
+    let on_signal = move || {
+        let mut signalled = signalled.clone();
+        async move {
+            let _ = signalled.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics = metrics_listener.map(|metrics_listener| {
+        let limits = state.config.http;
+        let router = http::metrics_router(state.clone());
+        tokio::spawn(http::serve_router(
+            metrics_listener,
+            router,
+            limits,
+            on_signal(),
+        ))
+    });
+    let served = http::serve(listener, state, on_signal()).await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = keeper.await;

@@ -26,8 +26,9 @@ pub struct Config {
     /// The URL Twilio and Stripe call us on: signatures are checked against it, never the Host header.
     pub public_url: String,
     pub twilio_account_sid: Option<String>,
-    /// Without it, dev mode: signatures are not checked.
     pub twilio_auth_token: Option<String>,
+    /// Whether webhook signatures (Twilio and Stripe) are checked; see [`Signatures`].
+    pub signatures: Signatures,
     pub onboarding_number: Option<PhoneNumber>,
     pub stripe_payment_link: String,
     pub stripe_webhook_secrets: Vec<String>,
@@ -55,7 +56,60 @@ pub struct Config {
     pub twilio_bundle_sid: Option<String>,
     /// A text not sent this long after it was queued is given up (`OUTBOX_GIVE_UP_AFTER`).
     pub outbox_give_up_after: std::time::Duration,
+    /// Where `/metrics` is served; on the main listener when unset.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Limits that keep slow or idle clients from holding the server.
+    pub http: HttpLimits,
 }
+
+/// How long a client may take and how many may be connected at once, on every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From the moment a connection is ready for a request (just opened, or the last response
+    /// sent) to the end of the request's headers; slowloris clients are cut off by this.
+    pub header_read_timeout: std::time::Duration,
+    /// No byte in either direction for this long closes the connection (a stalled body, a client
+    /// that stopped reading its response). Keep it above the 12 s request timeout.
+    pub idle_timeout: std::time::Duration,
+    /// Connections beyond this wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Whether webhooks must prove they come from Twilio and Stripe.
+///
+/// Checks are off only when no provider secret at all is set (a laptop with nothing configured),
+/// or when `ONBOARD_INSECURE_WEBHOOKS=1` says so explicitly. Any other mix of secrets refuses to
+/// start: a forgotten `STRIPE_WEBHOOK_SECRET` must never quietly let anyone mark an owner paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    Checked,
+    /// Dev mode: every webhook is taken at its word.
+    Off(DevModeReason),
+}
+
+/// Why signature checks are off, for the start-up warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevModeReason {
+    NoSecretsSet,
+    InsecureWebhooksSet,
+}
+
+/// The settings whose presence means "this is a real deployment": all of them, or none.
+pub const PROVIDER_SECRETS: [&str; 3] = [
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "STRIPE_WEBHOOK_SECRET",
+];
 
 /// Development's stand-in, so `serve` works with nothing set.
 pub const DEV_PAYMENT_LINK: &str = "https://buy.stripe.com/test_onboard_dev";
@@ -64,8 +118,15 @@ pub const DEV_PAYMENT_LINK: &str = "https://buy.stripe.com/test_onboard_dev";
 pub enum ConfigError {
     #[error("{name}: {problem}")]
     Invalid { name: &'static str, problem: String },
-    #[error("ONBOARD_ENV=production needs {0} to be set")]
-    MissingInProduction(&'static str),
+    #[error("ONBOARD_ENV=production needs these to be set: {}", .0.join(", "))]
+    MissingInProduction(Vec<&'static str>),
+    #[error(
+        "some provider secrets are set but not all, so webhook signatures could not be checked; \
+         set {}, or unset every provider secret for dev mode, or set ONBOARD_INSECURE_WEBHOOKS=1 \
+         to accept unsigned webhooks knowingly",
+        .0.join(", ")
+    )]
+    PartialSecrets(Vec<&'static str>),
 }
 
 impl std::fmt::Debug for Config {
@@ -79,6 +140,7 @@ impl std::fmt::Debug for Config {
                 "twilio_auth_token",
                 &self.twilio_auth_token.as_ref().map(|_| "***"),
             )
+            .field("signatures", &self.signatures)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
@@ -142,17 +204,11 @@ impl Config {
         };
         let verify_window = match get("VERIFY_WINDOW") {
             None => std::time::Duration::from_secs(120),
-            Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError::Invalid {
-                name: "VERIFY_WINDOW",
-                problem: format!("{raw:?} is not a duration (e.g. 120, 90s or 2m)"),
-            })?,
+            Some(raw) => duration_setting("VERIFY_WINDOW", &raw, MAX_VERIFY_WINDOW)?,
         };
         let outbox_give_up_after = match get("OUTBOX_GIVE_UP_AFTER") {
             None => crate::outbox::DEFAULT_GIVE_UP_AFTER,
-            Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError::Invalid {
-                name: "OUTBOX_GIVE_UP_AFTER",
-                problem: format!("{raw:?} is not a duration (e.g. 24h, 90m or 3600s)"),
-            })?,
+            Some(raw) => duration_setting("OUTBOX_GIVE_UP_AFTER", &raw, MAX_OUTBOX_GIVE_UP_AFTER)?,
         };
         let verify_ring_seconds = match get("VERIFY_RING_SECONDS") {
             None => 30,
@@ -200,8 +256,77 @@ impl Config {
                 problem: "must be an https:// Payment Link without a query string".to_owned(),
             });
         }
+        let insecure_webhooks = match get("ONBOARD_INSECURE_WEBHOOKS").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "ONBOARD_INSECURE_WEBHOOKS",
+                    problem: format!("{other:?} is not 1 or 0"),
+                });
+            }
+        };
+        if insecure_webhooks && env == Environment::Production {
+            return Err(ConfigError::Invalid {
+                name: "ONBOARD_INSECURE_WEBHOOKS",
+                problem: "cannot be set with ONBOARD_ENV=production".to_owned(),
+            });
+        }
+        let missing_secrets: Vec<&'static str> = PROVIDER_SECRETS
+            .into_iter()
+            .filter(|name| get(name).is_none())
+            .collect();
+        let signatures = if insecure_webhooks {
+            Signatures::Off(DevModeReason::InsecureWebhooksSet)
+        } else if missing_secrets.len() == PROVIDER_SECRETS.len() && env == Environment::Development
+        {
+            Signatures::Off(DevModeReason::NoSecretsSet)
+        } else {
+            Signatures::Checked
+        };
+        let metrics_addr = get("METRICS_ADDR")
+            .map(|raw| {
+                raw.parse().map_err(|e| ConfigError::Invalid {
+                    name: "METRICS_ADDR",
+                    problem: format!("{e} (expected host:port, e.g. 127.0.0.1:9100)"),
+                })
+            })
+            .transpose()?;
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_read_timeout: match get("HTTP_HEADER_READ_TIMEOUT") {
+                None => defaults.header_read_timeout,
+                Some(raw) => duration_setting(
+                    "HTTP_HEADER_READ_TIMEOUT",
+                    &raw,
+                    std::time::Duration::from_secs(300),
+                )?,
+            },
+            idle_timeout: match get("HTTP_IDLE_TIMEOUT") {
+                None => defaults.idle_timeout,
+                Some(raw) => duration_setting(
+                    "HTTP_IDLE_TIMEOUT",
+                    &raw,
+                    std::time::Duration::from_secs(3600),
+                )?,
+            },
+            max_connections: match get("HTTP_MAX_CONNECTIONS") {
+                None => defaults.max_connections,
+                Some(raw) => raw
+                    .parse()
+                    .ok()
+                    .filter(|n: &usize| (1..=100_000).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "HTTP_MAX_CONNECTIONS",
+                        problem: format!("{raw:?} is not a whole number from 1 to 100000"),
+                    })?,
+            },
+        };
         let config = Config {
             env,
+            signatures,
+            metrics_addr,
+            http,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://onboard.db".to_owned()),
             listen_addr,
             twilio_account_sid: get("TWILIO_ACCOUNT_SID"),
@@ -221,19 +346,14 @@ impl Config {
             admin_token: get("ADMIN_TOKEN"),
             log_format,
             flows_dir: get("FLOWS_DIR"),
-            twilio_api_base: get("TWILIO_API_BASE")
-                .unwrap_or_else(|| "https://api.twilio.com".to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
-            pool_low_water: match get("POOL_LOW_WATER") {
-                None => 3,
-                Some(raw) => raw.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
-                    ConfigError::Invalid {
-                        name: "POOL_LOW_WATER",
-                        problem: format!("{raw:?} is not a whole number >= 0"),
-                    }
-                })?,
+            twilio_api_base: match get("TWILIO_API_BASE") {
+                None => "https://api.twilio.com".to_owned(),
+                Some(raw) => twilio_api_base(&raw)?,
             },
+            pool_low_water: get("POOL_LOW_WATER")
+                .map(|raw| whole_number("POOL_LOW_WATER", raw))
+                .transpose()?
+                .unwrap_or(3),
             public_url,
             verify_caller_number,
             verify_window,
@@ -256,9 +376,18 @@ impl Config {
                     !config.stripe_webhook_secrets.is_empty(),
                 ),
             ];
-            if let Some((name, _)) = required.iter().find(|(_, present)| !present) {
-                return Err(ConfigError::MissingInProduction(name));
+            // Every missing setting at once: one failed start, not one per restart.
+            let missing: Vec<&'static str> = required
+                .iter()
+                .filter(|(_, present)| !present)
+                .map(|(name, _)| *name)
+                .collect();
+            if !missing.is_empty() {
+                return Err(ConfigError::MissingInProduction(missing));
             }
+        }
+        if config.signatures == Signatures::Checked && !missing_secrets.is_empty() {
+            return Err(ConfigError::PartialSecrets(missing_secrets));
         }
         Ok(config)
     }
@@ -268,13 +397,38 @@ impl Config {
         self.twilio_account_sid.is_some() && self.twilio_auth_token.is_some()
     }
 
-    /// Dev mode: no Twilio auth token, so webhook signatures are not checked.
+    /// False only in dev mode (see [`Signatures`]): then no webhook signature is checked.
     pub fn signatures_checked(&self) -> bool {
-        self.twilio_auth_token.is_some()
+        self.signatures == Signatures::Checked
     }
 }
 
-/// `120`, `90s`, `2m` or `24h`.
+/// The longest `VERIFY_WINDOW`: a test call comes within minutes, never days.
+const MAX_VERIFY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// The longest `OUTBOX_GIVE_UP_AFTER`: a text about a sign-up is stale long before a month.
+const MAX_OUTBOX_GIVE_UP_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A duration setting from 1 second to `max`: anything longer is a typo, and unbounded values
+/// would overflow later in date arithmetic rather than fail here.
+fn duration_setting(
+    name: &'static str,
+    raw: &str,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    parse_duration(raw)
+        .filter(|d| *d <= max)
+        .ok_or_else(|| ConfigError::Invalid {
+            name,
+            problem: format!(
+                "{raw:?} is not a duration from 1s to {}s (e.g. 120, 90s or 2m)",
+                max.as_secs()
+            ),
+        })
+}
+
+/// `120`, `90s`, `2m` or `24h`; `None` for zero, junk, or a number too big to count.
 fn parse_duration(raw: &str) -> Option<std::time::Duration> {
     let (digits, unit) = if let Some(hours) = raw.strip_suffix('h') {
         (hours, 3600)
@@ -284,10 +438,46 @@ fn parse_duration(raw: &str) -> Option<std::time::Duration> {
         (raw.strip_suffix('s').unwrap_or(raw), 1)
     };
     let n: u64 = digits.trim().parse().ok()?;
-    (n > 0)
-        .then(|| n.checked_mul(unit))
-        .flatten()
-        .map(std::time::Duration::from_secs)
+    let secs = n.checked_mul(unit)?;
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}
+
+/// Twilio's API base, which gets our credentials in basic auth: `https://`, or `http://` only to
+/// this machine (a local mock).
+fn twilio_api_base(raw: &str) -> Result<String, ConfigError> {
+    let base = raw.trim_end_matches('/');
+    let invalid = |problem: &str| ConfigError::Invalid {
+        name: "TWILIO_API_BASE",
+        problem: format!("{raw:?} {problem}"),
+    };
+    if let Some(rest) = base.strip_prefix("https://") {
+        return if rest.is_empty() {
+            Err(invalid("has no host"))
+        } else {
+            Ok(base.to_owned())
+        };
+    }
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or_else(|| invalid("must start with https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        // `[::1]:8080`
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(base.to_owned())
+    } else {
+        Err(invalid(
+            "must start with https:// (plain http:// only to 127.0.0.1, ::1 or localhost): \
+             it carries the Twilio credentials",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -316,7 +506,26 @@ mod tests {
     fn production_refuses_to_start_without_secrets() {
         assert_eq!(
             config(&[("ONBOARD_ENV", "production")]).unwrap_err(),
-            ConfigError::MissingInProduction("TWILIO_ACCOUNT_SID")
+            ConfigError::MissingInProduction(vec![
+                "TWILIO_ACCOUNT_SID",
+                "TWILIO_AUTH_TOKEN",
+                "PUBLIC_URL",
+                "ONBOARDING_NUMBER",
+                "STRIPE_PAYMENT_LINK",
+                "STRIPE_WEBHOOK_SECRET",
+            ])
+        );
+        let err = config(&[
+            ("ONBOARD_ENV", "production"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("PUBLIC_URL", "https://onboard.example.com/"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ONBOARD_ENV=production needs these to be set: ONBOARDING_NUMBER, \
+             STRIPE_PAYMENT_LINK, STRIPE_WEBHOOK_SECRET"
         );
         let full = [
             ("ONBOARD_ENV", "production"),
@@ -330,6 +539,72 @@ mod tests {
         let c = config(&full).unwrap();
         assert_eq!(c.public_url, "https://onboard.example.com");
         assert_eq!(c.stripe_webhook_secrets, vec!["whsec_a", "whsec_b"]);
+    }
+
+    #[test]
+    fn dev_mode_only_when_no_provider_secret_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.signatures, Signatures::Off(DevModeReason::NoSecretsSet));
+        let c = config(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+        ])
+        .unwrap();
+        assert!(c.signatures_checked());
+    }
+
+    #[test]
+    fn partial_secrets_refuse_to_start_naming_every_missing_one() {
+        // The case that once let an unsigned Stripe event mark an owner paid.
+        assert_eq!(
+            config(&[
+                ("TWILIO_ACCOUNT_SID", "AC123"),
+                ("TWILIO_AUTH_TOKEN", "secret")
+            ])
+            .unwrap_err(),
+            ConfigError::PartialSecrets(vec!["STRIPE_WEBHOOK_SECRET"])
+        );
+        let err = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::PartialSecrets(vec!["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"])
+        );
+        assert!(
+            err.to_string().contains("ONBOARD_INSECURE_WEBHOOKS=1"),
+            "{err}"
+        );
+        // Blank counts as unset.
+        let c = config(&[("TWILIO_AUTH_TOKEN", "  ")]).unwrap();
+        assert!(!c.signatures_checked());
+    }
+
+    #[test]
+    fn insecure_webhooks_must_be_asked_for_and_never_in_production() {
+        let c = config(&[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "secret"),
+            ("ONBOARD_INSECURE_WEBHOOKS", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.signatures,
+            Signatures::Off(DevModeReason::InsecureWebhooksSet)
+        );
+        let err = config(&[("ONBOARD_INSECURE_WEBHOOKS", "yes")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"),
+            "{err}"
+        );
+        let err = config(&[
+            ("ONBOARD_ENV", "production"),
+            ("ONBOARD_INSECURE_WEBHOOKS", "1"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("ONBOARD_INSECURE_WEBHOOKS"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -352,7 +627,7 @@ mod tests {
         let outbox = |v| config(&[("OUTBOX_GIVE_UP_AFTER", v)]);
         assert_eq!(config(&[]).unwrap().outbox_give_up_after.as_secs(), 86_400);
         assert_eq!(outbox("2h").unwrap().outbox_give_up_after.as_secs(), 7_200);
-        for bad in ["0", "tomorrow", "18446744073709551615h"] {
+        for bad in ["0", "tomorrow", "18446744073709551615h", "31d", "745h"] {
             let err = outbox(bad).unwrap_err();
             assert!(err.to_string().starts_with("OUTBOX_GIVE_UP_AFTER"), "{err}");
         }
@@ -360,6 +635,90 @@ mod tests {
         assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.to_string().starts_with("LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_numbers_too_big_to_use_are_refused() {
+        for raw in [
+            "18446744073709551615m",
+            "307445734561825861m",
+            "99999999999999999999",
+            "86401",
+            "0",
+        ] {
+            let err = config(&[("VERIFY_WINDOW", raw)]).unwrap_err();
+            assert!(err.to_string().starts_with("VERIFY_WINDOW"), "{raw}: {err}");
+        }
+        assert_eq!(
+            config(&[("VERIFY_WINDOW", "1440m")])
+                .unwrap()
+                .verify_window
+                .as_secs(),
+            86_400
+        );
+        for raw in ["9223372036854775807", "10001"] {
+            let err = config(&[("POOL_LOW_WATER", raw)]).unwrap_err();
+            assert!(err.to_string().starts_with("POOL_LOW_WATER"), "{err}");
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.http, HttpLimits::default());
+        assert_eq!(c.metrics_addr, None);
+        let c = config(&[
+            ("HTTP_HEADER_READ_TIMEOUT", "2s"),
+            ("HTTP_IDLE_TIMEOUT", "1m"),
+            ("HTTP_MAX_CONNECTIONS", "8"),
+            ("METRICS_ADDR", "127.0.0.1:9100"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout.as_secs(), 2);
+        assert_eq!(c.http.idle_timeout.as_secs(), 60);
+        assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.metrics_addr.unwrap().port(), 9100);
+        for (name, bad) in [
+            ("HTTP_HEADER_READ_TIMEOUT", "301"),
+            ("HTTP_HEADER_READ_TIMEOUT", "0"),
+            ("HTTP_IDLE_TIMEOUT", "99999999999999999m"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "18446744073709551616"),
+            ("METRICS_ADDR", "9100"),
+        ] {
+            let err = config(&[(name, bad)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{name}={bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_twilio_api_is_reached_over_https_except_on_this_machine() {
+        for ok in [
+            "https://api.twilio.com/",
+            "https://mock.example.com:8443",
+            "http://127.0.0.1:4010",
+            "http://127.8.9.10",
+            "http://localhost:4010/",
+            "http://[::1]:4010",
+        ] {
+            let c = config(&[("TWILIO_API_BASE", ok)]).unwrap();
+            assert_eq!(c.twilio_api_base, ok.trim_end_matches('/'));
+        }
+        for bad in [
+            "http://api.twilio.com",
+            "http://10.0.0.1:4010",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "ftp://127.0.0.1",
+            "api.twilio.com",
+            "https://",
+        ] {
+            let err = config(&[("TWILIO_API_BASE", bad)]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("TWILIO_API_BASE"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

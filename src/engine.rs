@@ -47,6 +47,10 @@ pub struct Settings {
     pub verify_caller: Option<PhoneNumber>,
     /// How long to wait for proof before texting troubleshooting tips.
     pub verify_window: Duration,
+    /// The number owners text to onboard. Texts to any other number (an owner's business number,
+    /// texted by their customers) never start a conversation. None in dev mode: then every number
+    /// that no owner holds counts as the onboarding number.
+    pub onboarding_number: Option<PhoneNumber>,
 }
 
 /// An SMS from Twilio's webhook, fields already checked for presence.
@@ -123,6 +127,20 @@ impl<S: Store> Engine<S> {
             return Ok(response);
         }
 
+        // A customer texting an owner's business number is not an owner to onboard.
+        if !self.is_for_onboarding(&mut tx, &sms.to).await? {
+            let response = twiml::Response::new().to_xml();
+            tx.finish_inbound(&sms.message_sid, None, &response).await?;
+            tx.commit().await?;
+            tracing::info!(
+                event = "INBOUND_SMS_NOT_FOR_ONBOARDING",
+                from = %mask_phone(&sms.from),
+                to = %mask_phone(&sms.to),
+                "SMS to a number that is not the onboarding number; not answered"
+            );
+            return Ok(response);
+        }
+
         // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
         let Ok(phone) = PhoneNumber::parse(&sms.from) else {
             let response = twiml::Response::new().to_xml();
@@ -185,6 +203,22 @@ impl<S: Store> Engine<S> {
         tx.commit().await?;
         self.check_pool_after(&decision, &client).await;
         Ok(response)
+    }
+
+    /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to
+    /// the onboarding number or, without one (dev mode), to a number no owner holds. An empty `to`
+    /// (callers that do not say, like fixture replays) counts as the onboarding number.
+    async fn is_for_onboarding(&self, tx: &mut S::Tx, to: &str) -> Result<bool, EngineError> {
+        if to.is_empty() {
+            return Ok(true);
+        }
+        match &self.settings.onboarding_number {
+            Some(onboarding) => Ok(onboarding.as_str() == to),
+            None => Ok(match PhoneNumber::parse(to) {
+                Ok(number) => tx.lock_client_by_number(&number).await?.is_none(),
+                Err(_) => true,
+            }),
+        }
     }
 
     /// Applies a provider event (payment, test call, ...) to an owner; what the bot says goes to the outbox.

@@ -20,7 +20,7 @@ impl std::fmt::Display for BadLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "line {}: {:?} is not an E.164 number (expected + and 2 to 15 digits, e.g. +447700900123)",
+            "line {}: {:?} is not an E.164 number of a known country (e.g. +447700900123)",
             self.line, self.text
         )
     }
@@ -105,9 +105,16 @@ mod tests {
 
     #[test]
     fn names_every_bad_line() {
-        let bad = parse_numbers(["+447700900001", "07700900002", "+44 7700", "+447700900003"])
-            .unwrap_err();
-        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), [2, 3]);
+        let bad = parse_numbers([
+            "+447700900001",
+            "07700900002",
+            "+44 7700",
+            "+447700900003",
+            "+44",
+            "+1555",
+        ])
+        .unwrap_err();
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), [2, 3, 5, 6]);
         assert!(
             bad[0]
                 .to_string()

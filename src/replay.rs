@@ -297,6 +297,7 @@ pub async fn run_on<S: Store>(
             pool_low_water: 0,
             verify_caller: Some(PhoneNumber::parse(FIXTURE_CALLER).expect("a valid number")),
             verify_window: Duration::minutes(2),
+            onboarding_number: None,
         },
     );
     if !fixture.pool.is_empty() {

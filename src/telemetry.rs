@@ -1,11 +1,12 @@
 //! Metrics for ops: every named log event counted, request latency per route, outbound results,
-//! and at scrape time the owners in each state, the pool by status, and the purchases the pool
-//! keeper could not confirm yet.
+//! and the owners in each state, the pool by status, and the purchases the pool keeper could not
+//! confirm yet, read from the database at most once per [`GAUGE_MAX_AGE`] (see [`GaugeCache`]).
 //!
 //! Counting rides on the logs: a tracing layer counts each event carrying an `event` field, so a
 //! business event is named once and both logged and counted.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -83,7 +84,7 @@ pub async fn track_latency(request: Request, next: Next) -> Response {
     response
 }
 
-/// Gauges read from the database at scrape time, in Prometheus text format.
+/// The database gauges in Prometheus text format (read at most every [`GAUGE_MAX_AGE`]).
 pub fn render_gauges(
     owners: &[(String, i64)],
     pool: &crate::store::PoolStats,
@@ -118,4 +119,117 @@ pub fn render_gauges(
          onboard_pool_uncertain_purchases {uncertain_purchases}\n"
     ));
     out
+}
+
+/// How stale the database gauges may be. Counting owners and numbers is a full-table GROUP BY;
+/// scraped every second by several Prometheus servers, on every replica, it would load the database
+/// for nothing, so scrapes within this age share one reading.
+pub const GAUGE_MAX_AGE: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The rendered database gauges, read again only when older than their maximum age.
+///
+/// Concurrent scrapes of a stale value wait for one reading instead of each starting their own.
+/// Age is measured on the injected clock, so tests count readings without sleeping.
+pub struct GaugeCache {
+    clock: Arc<dyn crate::clock::Clock>,
+    max_age: chrono::Duration,
+    cached: tokio::sync::Mutex<Option<(chrono::DateTime<chrono::Utc>, String)>>,
+}
+
+impl GaugeCache {
+    pub fn new(clock: Arc<dyn crate::clock::Clock>, max_age: chrono::Duration) -> Self {
+        Self {
+            clock,
+            max_age,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The gauges, from `read` when the cached ones are too old (or the clock went back). When a
+    /// reading fails, the last good one is served and the next try waits a full `max_age`, so a
+    /// struggling database is not hammered by scrapes.
+    pub async fn render<F, Fut, E>(&self, read: F) -> String
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, E>>,
+        E: std::fmt::Display,
+    {
+        let mut cached = self.cached.lock().await;
+        let now = self.clock.now();
+        if let Some((at, text)) = cached.as_ref()
+            && *at <= now
+            && now - *at < self.max_age
+        {
+            return text.clone();
+        }
+        let text = match read().await {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(event = "METRICS_GAUGES_FAILED", error = %e);
+                cached
+                    .as_ref()
+                    .map(|(_, text)| text.clone())
+                    .unwrap_or_default()
+            }
+        };
+        *cached = Some((now, text.clone()));
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    async fn scrape(cache: &GaugeCache, reads: &AtomicUsize) -> String {
+        cache
+            .render(|| async {
+                let n = reads.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok::<_, std::convert::Infallible>(format!("reading {n}\n"))
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn many_scrapes_read_the_database_once_per_interval() {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let cache = Arc::new(GaugeCache::new(clock.clone(), GAUGE_MAX_AGE));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let mut scrapes = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (cache, reads) = (cache.clone(), reads.clone());
+            scrapes.spawn(async move { scrape(&cache, &reads).await });
+        }
+        for text in scrapes.join_all().await {
+            assert_eq!(text, "reading 1\n");
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+
+        clock.advance(GAUGE_MAX_AGE - chrono::Duration::milliseconds(1));
+        scrape(&cache, &reads).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "still fresh");
+
+        clock.advance(chrono::Duration::milliseconds(1));
+        for _ in 0..50 {
+            assert_eq!(scrape(&cache, &reads).await, "reading 2\n");
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_reading_serves_the_last_good_one_and_waits_an_interval() {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let cache = GaugeCache::new(clock.clone(), GAUGE_MAX_AGE);
+        let reads = AtomicUsize::new(0);
+        scrape(&cache, &reads).await;
+        clock.advance(GAUGE_MAX_AGE);
+        let failed = cache
+            .render(|| async { Err::<String, _>("database down") })
+            .await;
+        assert_eq!(failed, "reading 1\n");
+        assert_eq!(scrape(&cache, &reads).await, "reading 1\n");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
 }

@@ -189,11 +189,6 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// Parses Twilio's optional integer fields; junk is treated as absent.
-pub fn optional_int(raw: Option<&str>) -> Option<i32> {
-    raw.and_then(|v| v.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

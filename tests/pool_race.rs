@@ -49,6 +49,7 @@ fn engine(store: PgStore, clock: Arc<TickingClock>) -> Arc<Engine<PgStore>> {
             pool_low_water: 3,
             verify_caller: None,
             verify_window: Duration::minutes(2),
+            onboarding_number: None,
         },
     ))
 }

@@ -159,6 +159,7 @@ fn engine<S: Store>(store: S, clock: Arc<ManualClock>) -> Arc<Engine<S>> {
             pool_low_water: 0,
             verify_caller: None,
             verify_window: Duration::minutes(2),
+            onboarding_number: None,
         },
     ))
 }

@@ -506,13 +506,15 @@ impl Conversation {
                     ],
                 )
             }
+            // Shown to read, not to dial: in the owner's national format.
             StateName::S6PhoneType => catalog.render(
                 MessageKey::S6Ask,
                 &[(
                     "number",
-                    self.number
+                    &self
+                        .number
                         .as_ref()
-                        .map(PhoneNumber::as_str)
+                        .map(PhoneNumber::for_people)
                         .unwrap_or_default(),
                 )],
             ),

@@ -63,23 +63,23 @@ pub async fn readyz<S: Store>(
     )
 }
 
-/// `GET /metrics`: Prometheus text. Counters and histograms from the recorder, gauges read now.
+/// `GET /metrics`: Prometheus text. Counters and histograms from the recorder; the database
+/// gauges as read within the last few seconds (see [`crate::telemetry::GaugeCache`]).
 pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> (StatusCode, String) {
     let store = app.engine.store();
     let mut body = crate::telemetry::install().render();
-    let gauges = (
-        store.owners_by_state().await,
-        store.pool_stats().await,
-        store.uncertain_purchase_count().await,
-    );
-    match gauges {
-        (Ok(owners), Ok(pool), Ok(uncertain)) => {
-            body.push_str(&crate::telemetry::render_gauges(&owners, &pool, uncertain));
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            tracing::warn!(event = "METRICS_GAUGES_FAILED", error = %e);
-        }
-    }
+    let gauges = app
+        .gauges
+        .render(|| async {
+            let owners = store.owners_by_state().await?;
+            let pool = store.pool_stats().await?;
+            let uncertain = store.uncertain_purchase_count().await?;
+            Ok::<_, crate::store::StoreError>(crate::telemetry::render_gauges(
+                &owners, &pool, uncertain,
+            ))
+        })
+        .await;
+    body.push_str(&gauges);
     if let Some(breaker) = &app.twilio_breaker {
         body.push_str(&format!(
             "# HELP onboard_twilio_circuit_open 1 while the breaker around Twilio purchases is open.\n\

@@ -6,11 +6,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::{AppState, RawBody, form};
+use crate::domain::PhoneNumber;
 use crate::engine::InboundSms;
 use crate::outbox;
 use crate::store::Store;
 use crate::twilio::{signature, twiml};
-use crate::voice::{InboundCall, optional_int};
+use crate::voice::InboundCall;
 
 /// A Twilio webhook's form fields, `X-Twilio-Signature` checked against the public URL (never
 /// the Host header) when the server has an auth token.
@@ -31,7 +32,9 @@ impl<S: Store> FromRequest<AppState<S>> for TwilioForm {
             .map(|v| v.to_str().unwrap_or_default().to_owned());
         let RawBody(body) = RawBody::from_request(req, app).await?;
         let params = form::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if let Some(token) = &app.config.twilio_auth_token {
+        if app.config.signatures_checked() {
+            // Checks on without a token (a hand-built config) fails closed: nothing validates.
+            let token = app.config.twilio_auth_token.as_deref().unwrap_or_default();
             signature::validate(token, &url, &params, header.as_deref()).map_err(|e| match e {
                 signature::SignatureError::Missing => ApiError::BadRequest(e.to_string()),
                 signature::SignatureError::Mismatch => ApiError::Forbidden(e.to_string()),
@@ -41,15 +44,126 @@ impl<S: Store> FromRequest<AppState<S>> for TwilioForm {
     }
 }
 
-/// A provider's id: what idempotency is keyed on, so it must be there and of a sane length.
+/// A provider's id: what idempotency is keyed on, so it must be there, of a sane length and made
+/// of the letters and digits Twilio uses (no byte the database or a log could choke on).
 fn sid<'a>(params: &'a [(String, String)], name: &'static str) -> Result<&'a str, ApiError> {
     let sid = form::required(params, name)?;
-    if sid.len() > 64 {
+    if sid.len() > 64 || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::BadRequest(format!(
-            "{name} must be 1 to 64 characters"
+            "{name} must be 1 to 64 letters and digits"
         )));
     }
     Ok(sid)
+}
+
+/// Who a text or call is from or to, as Twilio reports it: usually an E.164 number, but Twilio
+/// passes through caller ids it cannot normalise (`Anonymous`, short codes, sender names), so
+/// anything printable up to 64 characters is kept; the engine decides what it can route.
+fn caller_id<'a>(value: &'a str, name: &'static str) -> Result<&'a str, ApiError> {
+    if value.chars().count() > 64 || value.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be a phone number or caller id of at most 64 printable characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// One of our own numbers, which Twilio always gives in E.164.
+fn our_number<'a>(value: &'a str, name: &'static str) -> Result<&'a str, ApiError> {
+    PhoneNumber::parse(value)
+        .map(|_| value)
+        .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+}
+
+/// A word from a fixed vocabulary: anything else is a 400 naming the field.
+fn one_of<'a>(value: &'a str, name: &'static str, words: &[&str]) -> Result<&'a str, ApiError> {
+    if words.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{name} must be one of {}",
+            words.join(", ")
+        )))
+    }
+}
+
+/// Twilio's call statuses (`CallStatus`).
+const CALL_STATUSES: [&str; 9] = [
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+];
+
+/// Twilio's message statuses (`MessageStatus`).
+const MESSAGE_STATUSES: [&str; 13] = [
+    "accepted",
+    "scheduled",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "read",
+    "receiving",
+    "received",
+    "canceled",
+    "partially_delivered",
+];
+
+/// Twilio's call directions (`Direction`).
+const DIRECTIONS: [&str; 5] = [
+    "inbound",
+    "outbound-api",
+    "outbound-dial",
+    "trunking-originating",
+    "trunking-terminating",
+];
+
+/// An optional count (`SequenceNumber`, `CallDuration`): a whole number that fits the column it
+/// is stored in, or a 400. Junk must not quietly become "absent": a missing sequence number would
+/// let a late callback overwrite a newer status.
+fn optional_count(
+    params: &[(String, String)],
+    name: &'static str,
+) -> Result<Option<i32>, ApiError> {
+    form::optional(params, name)
+        .map(|raw| {
+            raw.parse::<u32>()
+                .ok()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{name} must be a whole number from 0 to {}",
+                        i32::MAX
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// A Twilio error code: digits only.
+fn error_code(params: &[(String, String)]) -> Result<Option<&str>, ApiError> {
+    match form::optional(params, "ErrorCode") {
+        Some(code) if code.len() > 10 || !code.bytes().all(|b| b.is_ascii_digit()) => Err(
+            ApiError::BadRequest("ErrorCode must be up to 10 digits".into()),
+        ),
+        code => Ok(code),
+    }
+}
+
+/// What a person typed, with control characters other than tab and line breaks removed: a stray
+/// NUL from a handset is not a reason to ignore an owner (and PostgreSQL cannot store one).
+pub fn clean_body(body: &str) -> String {
+    body.chars()
+        .filter(|c| matches!(c, '\t' | '\n' | '\r') || !c.is_control())
+        .collect()
 }
 
 /// `POST /webhooks/twilio/sms`: one inbound text, answered with TwiML.
@@ -57,11 +171,15 @@ pub async fn sms<S: Store>(
     State(app): State<AppState<S>>,
     TwilioForm(params): TwilioForm,
 ) -> Result<Response, ApiError> {
+    let to = match form::optional(&params, "To") {
+        Some(to) => our_number(to, "To")?,
+        None => "",
+    };
     let sms = InboundSms {
         message_sid: sid(&params, "MessageSid")?.to_owned(),
-        from: form::required(&params, "From")?.to_owned(),
-        body: form::present(&params, "Body")?.to_owned(),
-        to: form::optional(&params, "To").unwrap_or_default().to_owned(),
+        from: caller_id(form::required(&params, "From")?, "From")?.to_owned(),
+        body: clean_body(form::present(&params, "Body")?),
+        to: to.to_owned(),
     };
     let response = app.engine.handle_sms(&sms).await?;
     Ok(([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], response).into_response())
@@ -73,8 +191,13 @@ pub async fn message_status<S: Store>(
     TwilioForm(params): TwilioForm,
 ) -> Result<Response, ApiError> {
     let message_sid = sid(&params, "MessageSid")?;
-    let status = outbox::twilio_status(form::required(&params, "MessageStatus")?);
-    let error_code = form::optional(&params, "ErrorCode");
+    let status = one_of(
+        form::required(&params, "MessageStatus")?,
+        "MessageStatus",
+        &MESSAGE_STATUSES,
+    )?;
+    let status = outbox::twilio_status(status);
+    let error_code = error_code(&params)?;
     let known = app
         .engine
         .message_status(message_sid, status, error_code)
@@ -90,17 +213,26 @@ pub async fn voice<S: Store>(
     State(app): State<AppState<S>>,
     TwilioForm(params): TwilioForm,
 ) -> Result<Response, ApiError> {
+    let forwarded_from = form::optional(&params, "ForwardedFrom")
+        .map(|v| caller_id(v, "ForwardedFrom"))
+        .transpose()?;
     let call = InboundCall {
         call_sid: sid(&params, "CallSid")?.to_owned(),
-        from: form::required(&params, "From")?.to_owned(),
-        to: form::required(&params, "To")?.to_owned(),
-        forwarded_from: form::optional(&params, "ForwardedFrom").map(str::to_owned),
-        direction: form::optional(&params, "Direction")
-            .unwrap_or("inbound")
-            .to_owned(),
-        status: form::optional(&params, "CallStatus")
-            .unwrap_or("ringing")
-            .to_owned(),
+        from: caller_id(form::required(&params, "From")?, "From")?.to_owned(),
+        to: our_number(form::required(&params, "To")?, "To")?.to_owned(),
+        forwarded_from: forwarded_from.map(str::to_owned),
+        direction: one_of(
+            form::optional(&params, "Direction").unwrap_or("inbound"),
+            "Direction",
+            &DIRECTIONS,
+        )?
+        .to_owned(),
+        status: one_of(
+            form::optional(&params, "CallStatus").unwrap_or("ringing"),
+            "CallStatus",
+            &CALL_STATUSES,
+        )?
+        .to_owned(),
     };
     let response = app.engine.handle_call(&call).await?;
     Ok(([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], response).into_response())
@@ -112,18 +244,37 @@ pub async fn call_status<S: Store>(
     TwilioForm(params): TwilioForm,
 ) -> Result<Response, ApiError> {
     let call_sid = sid(&params, "CallSid")?;
-    let status = form::required(&params, "CallStatus")?;
+    let status = one_of(
+        form::required(&params, "CallStatus")?,
+        "CallStatus",
+        &CALL_STATUSES,
+    )?;
     let known = app
         .engine
         .call_status(
             call_sid,
             status,
-            optional_int(form::optional(&params, "SequenceNumber")),
-            optional_int(form::optional(&params, "CallDuration")),
+            optional_count(&params, "SequenceNumber")?,
+            optional_count(&params, "CallDuration")?,
         )
         .await?;
     if !known {
         tracing::info!(event = "CALL_STATUS_UNKNOWN_SID", call_sid);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_keeps_text_and_line_breaks_but_loses_control_characters() {
+        assert_eq!(clean_body("Plumber\0 in\u{1b} Leeds"), "Plumber in Leeds");
+        assert_eq!(clean_body("a\tb\r\nc\u{7f}\u{85}"), "a\tb\r\nc");
+        assert_eq!(
+            clean_body("K\u{212a}\u{202e}é\u{301}"),
+            "K\u{212a}\u{202e}é\u{301}"
+        );
+    }
 }

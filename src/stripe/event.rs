@@ -24,14 +24,52 @@ pub struct BadEvent(String);
 
 impl Envelope {
     pub fn parse(raw: &[u8]) -> Result<(Envelope, serde_json::Value), BadEvent> {
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_slice(raw).map_err(|e| BadEvent(e.to_string()))?;
+        strip_nul(&mut value);
         let envelope: Envelope =
             serde_json::from_value(value.clone()).map_err(|e| BadEvent(e.to_string()))?;
-        if !envelope.id.starts_with("evt_") || envelope.id.len() > 255 {
+        let id_ok = envelope.id.len() <= 255
+            && envelope
+                .id
+                .strip_prefix("evt_")
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !id_ok {
             return Err(BadEvent(format!("id {:?} is not an event id", envelope.id)));
         }
+        let type_ok = (1..=100).contains(&envelope.event_type.len())
+            && envelope
+                .event_type
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+        if !type_ok {
+            return Err(BadEvent(format!(
+                "type {:?} is not an event type",
+                envelope.event_type
+            )));
+        }
         Ok((envelope, value))
+    }
+}
+
+/// Removes U+0000 from every string and key. JSON may carry `\u0000`, but PostgreSQL refuses it in
+/// `jsonb` and `text`: stored as it came, such an event would fail on every retry. No field we read
+/// has a NUL in a genuine event, so nothing of meaning is lost.
+fn strip_nul(value: &mut serde_json::Value) {
+    let clean = |s: &str| s.replace('\0', "");
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = clean(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (clean(&k), v))
+                    .collect();
+            }
+            map.values_mut().for_each(strip_nul);
+        }
+        _ => {}
     }
 }
 
@@ -64,6 +102,11 @@ pub fn classify(envelope: &Envelope) -> PaymentAction {
         pairs
             .iter()
             .filter_map(|(kind, field)| text(object, field).map(|id| (*kind, id)))
+            // Only what could be a Stripe id (`cus_...`) is linked: anything else could never
+            // match a later event, and a huge one would not fit the database's index.
+            .filter(|(_, id)| {
+                id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
             .collect()
     };
     let paid = || PaymentAction::Paid {

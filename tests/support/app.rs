@@ -14,6 +14,7 @@ use onboard::workers::Workers;
 
 pub const AUTH_TOKEN: &str = "test_auth_token";
 pub const ADMIN_TOKEN: &str = "test_admin_token";
+pub const STRIPE_SECRET: &str = "whsec_test";
 
 pub struct TestApp<S: Store> {
     pub address: String,
@@ -25,11 +26,13 @@ pub struct TestApp<S: Store> {
     pub workers: Workers,
 }
 
-/// Settings as production would have them (signatures checked, admin on), with overrides.
+/// Settings as production would have them (signatures checked, admin on), with overrides; an
+/// empty value unsets a setting.
 pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: Vec<(String, String)> = [
         ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
         ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET),
         ("PUBLIC_URL", "https://onboard.example.com"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ONBOARDING_NUMBER", "+447700900000"),
@@ -78,31 +81,41 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
             pool_low_water: 3,
             verify_caller: config.verify_caller_number.clone(),
             verify_window: chrono::Duration::minutes(2),
+            onboarding_number: config.onboarding_number.clone(),
         },
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("addr"));
-    let workers = Workers::default();
-    let state = AppState {
-        engine: engine.clone(),
-        config: config.clone(),
-        twilio_breaker: None,
-        workers: workers.clone(),
-    };
-    tokio::spawn(http::serve(listener, state, std::future::pending()));
-    TestApp {
+    let app = TestApp {
         address,
         config,
         engine,
         clock,
         http: reqwest::Client::new(),
-        workers,
-    }
+        workers: Workers::default(),
+    };
+    tokio::spawn(http::serve(listener, app.state(), std::future::pending()));
+    app
 }
 
 impl<S: Store> TestApp<S> {
+    /// The state the server's handlers share, as the test server has it (with gauges of its own),
+    /// for driving a router directly.
+    pub fn state(&self) -> AppState<S> {
+        AppState {
+            engine: self.engine.clone(),
+            config: self.config.clone(),
+            twilio_breaker: None,
+            workers: self.workers.clone(),
+            gauges: Arc::new(onboard::telemetry::GaugeCache::new(
+                self.clock.clone(),
+                onboard::telemetry::GAUGE_MAX_AGE,
+            )),
+        }
+    }
+
     /// Posts a form to a Twilio webhook path, signed as Twilio signs it.
     pub async fn post_twilio(&self, path: &str, params: &[(&str, &str)]) -> reqwest::Response {
         let owned: Vec<(String, String)> = params
