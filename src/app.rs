@@ -23,6 +23,8 @@ use crate::twilio::client::{Credentials, TwilioClient};
 pub enum StartError {
     #[error("flows: {0}")]
     Flows(#[from] crate::flows::FlowError),
+    #[error(transparent)]
+    Zones(#[from] crate::zones::ZonesError),
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("DATABASE_URL must start with postgres:// or sqlite: (got {0:?})")]
@@ -85,6 +87,10 @@ pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<
             verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
         },
     )
+    .with_reminders(crate::reminders::ReminderSettings {
+        config: config.reminders.clone(),
+        ..crate::reminders::ReminderSettings::default()
+    })
 }
 
 /// Migrates, then serves on `config.listen_addr` until `shutdown`.
@@ -94,6 +100,8 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     crate::telemetry::install();
     let flows = Arc::new(load_flows(&config)?);
+    // The time-zone table is compiled in; checked here so a bad edit stops the start, not a sweep.
+    crate::zones::Zones::embedded()?;
     let database = Database::connect(&config.database_url).await?;
     database.migrate().await?;
     let listener = TcpListener::bind(config.listen_addr)
@@ -159,6 +167,13 @@ async fn run<S: ReplenishStore>(
                 .await
         })
     });
+    let reminder_sweep = tokio::spawn({
+        let engine = engine.clone();
+        let stopped = stopped.clone();
+        async move {
+            crate::reminders::keep(&engine, std::time::Duration::from_secs(60), stopped).await
+        }
+    });
     let keeper = tokio::spawn({
         let engine = engine.clone();
         async move { pool::keep(&engine, std::time::Duration::from_secs(15), stopped).await }
@@ -173,6 +188,7 @@ async fn run<S: ReplenishStore>(
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = keeper.await;
+    let _ = reminder_sweep.await;
     if let Some(buyer) = buyer {
         let _ = buyer.await;
     }

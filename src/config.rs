@@ -53,6 +53,10 @@ pub struct Config {
     /// Sent with number purchases where Twilio requires regulatory documents (most UK numbers).
     pub twilio_address_sid: Option<String>,
     pub twilio_bundle_sid: Option<String>,
+
+    // --- reminders, quiet hours and expiry ----------------------------------------------------
+    /// `REMINDERS`, `QUIET_HOURS`, `QUIET_SUNDAY_UNTIL`, `EXPIRE_AFTER`.
+    pub reminders: crate::reminders::ReminderConfig,
 }
 
 /// Development's stand-in, so `serve` works with nothing set.
@@ -233,6 +237,7 @@ impl Config {
             pool_max_buy_per_day,
             twilio_address_sid: get("TWILIO_ADDRESS_SID"),
             twilio_bundle_sid: get("TWILIO_BUNDLE_SID"),
+            reminders: crate::reminders::ReminderConfig::from_lookup(get)?,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [
