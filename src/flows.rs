@@ -1038,7 +1038,8 @@ mod tests {
             matches!(&err, FlowError::UnknownKey { section: "messages", key, .. } if key == "s3_retyr"),
             "{err:?}"
         );
-        let extra = format!("{GB}\nsurplus = \"hello\"\n");
+        // Into [messages]: the file ends with [reminders].
+        let extra = GB.replace("[messages]\n", "[messages]\nsurplus = \"hello\"\n");
         let err = rejected(&extra, Some("surplus"));
         assert!(matches!(err, FlowError::UnknownKey { .. }), "{err:?}");
         let meta_typo = with_line("forwarding_source", Some("forwarding_sauce = \"x\""));
@@ -1248,7 +1249,10 @@ mod tests {
     fn bad_toml_and_missing_files_are_rejected() {
         let err = rejected(&with_line("restart", Some("restart = \"OK, let's")), None);
         assert!(matches!(err, FlowError::Syntax { .. }), "{err:?}");
-        let err = rejected(&format!("{GB}\nrestart = \"again\"\n"), None);
+        let err = rejected(
+            &GB.replace("[messages]\n", "[messages]\nrestart = \"again\"\n"),
+            None,
+        );
         assert!(
             matches!(err, FlowError::Syntax { .. }),
             "duplicate key: {err:?}"

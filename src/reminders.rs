@@ -401,3 +401,58 @@ pub async fn keep<S: Store>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<ReminderConfig, ConfigError> {
+        ReminderConfig::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_the_flows_with_quiet_nights_and_sunday_mornings() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c, ReminderConfig::default());
+        assert_eq!(c.schedule, None);
+        assert_eq!(c.expire_after, Duration::days(14));
+        assert_eq!(c.quiet, QuietHours::default());
+    }
+
+    #[test]
+    fn every_setting_can_be_changed_or_turned_off() {
+        let c = config(&[
+            ("REMINDERS", "off"),
+            ("QUIET_HOURS", "off"),
+            ("QUIET_SUNDAY_UNTIL", "off"),
+            ("EXPIRE_AFTER", "30d"),
+        ])
+        .unwrap();
+        assert_eq!(c.schedule, Some(Schedule::off()));
+        assert_eq!(c.quiet.night, None);
+        assert_eq!(c.quiet.sunday_until, None);
+        assert_eq!(c.expire_after, Duration::days(30));
+        let c = config(&[("REMINDERS", "1h,3d")]).unwrap();
+        assert_eq!(
+            c.schedule.unwrap().delays(),
+            &[Duration::hours(1), Duration::days(3)]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (name, value) in [
+            ("REMINDERS", "soon"),
+            ("QUIET_HOURS", "20-9"),
+            ("QUIET_SUNDAY_UNTIL", "noon"),
+            ("EXPIRE_AFTER", "forever"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+}

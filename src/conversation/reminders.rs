@@ -659,6 +659,77 @@ mod tests {
         assert_eq!(off.release(due, Europe::London), due);
     }
 
+    fn flows_table(text: &str) -> Result<ReminderFlows, String> {
+        ReminderFlows::from_table(toml::from_str(text).unwrap())
+    }
+
+    const GOOD: &str = "schedule = [\"2h\", \"24h\"]\nintro = \"Hi\"\nwelcome_back = \"Back\"\n";
+
+    #[test]
+    fn the_flows_section_is_checked_when_loaded() {
+        let flows = flows_table(&format!(
+            "{GOOD}[schedules]\nS8_FWD_CONFIRMED = [\"1h\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(flows.schedule_for(StateName::S3OwnerName), &Schedule::standard());
+        assert_eq!(
+            flows.schedule_for(StateName::S8FwdConfirmed).delays(),
+            &[Duration::hours(1)]
+        );
+        let empty = flows_table(&GOOD.replace("[\"2h\", \"24h\"]", "[]")).unwrap();
+        assert_eq!(empty.schedule, Schedule::off());
+
+        let problem = |text: &str| flows_table(text).unwrap_err();
+        assert!(problem(&GOOD.replace("\"2h\", \"24h\"", "\"24h\", \"2h\"")).contains("schedule"));
+        assert!(problem(&GOOD.replace("intro = \"Hi\"", "intro = \"\"")).contains("intro"));
+        assert!(problem(&GOOD.replace("Back", "Back \u{2014}")).contains("welcome_back"));
+        assert!(problem(&format!("{GOOD}intr = \"x\"\n")).contains("intr"));
+        assert!(problem(&format!("{GOOD}[schedules]\nS10 = [\"1h\"]\n")).contains("S10"));
+        assert!(problem("intro = \"Hi\"\nwelcome_back = \"Back\"\n").contains("schedule"));
+    }
+
+    #[test]
+    fn every_locale_ships_the_default_schedule() {
+        let flows = crate::flows::Flows::embedded().unwrap();
+        for locale in [crate::domain::Locale::EnGb, crate::domain::Locale::EnUs] {
+            let reminders = flows.catalog(locale).reminders();
+            for state in StateName::ALL {
+                assert_eq!(reminders.schedule_for(state), &Schedule::standard());
+            }
+        }
+    }
+
+    #[test]
+    fn reminder_copy_fits_the_step() {
+        let flows = crate::flows::Flows::embedded().unwrap();
+        let ctx = Context {
+            catalog: flows.catalog(crate::domain::Locale::EnGb),
+            payment_link: "https://pay.example/link",
+        };
+        let mut c = conversation(StateName::S3OwnerName);
+        c.business_name = Some("Smith Plumbing".into());
+        let text = reminder_text(&c, &ctx).unwrap();
+        assert!(text.starts_with(&ctx.catalog.reminders().intro), "{text}");
+        assert!(text.ends_with("Smith Plumbing it is. And what's your name?"), "{text}");
+
+        let mut gate = conversation(StateName::S5ConfirmLive);
+        gate.gate = Some(Gate::PaymentRequired);
+        assert!(reminder_text(&gate, &ctx).unwrap().contains("https://pay.example/link"));
+
+        let mut s7 = conversation(StateName::S7FwdSent);
+        s7.number = Some("+447700900980".parse().unwrap());
+        s7.phone_type = Some(crate::domain::PhoneType::Android);
+        let text = reminder_text(&s7, &ctx).unwrap();
+        assert!(text.contains("**004*+447700900980#") && text.contains("Reply DONE"), "{text}");
+
+        let text = reminder_text(&conversation(StateName::S8FwdConfirmed), &ctx).unwrap();
+        assert!(text.contains("Reply CALL ME"), "{text}");
+
+        assert_eq!(reminder_text(&conversation(StateName::S9TestCallDetected), &ctx), None);
+        let back = welcome_back_text(&c, &ctx);
+        assert!(back.starts_with("Welcome back") && back.contains("what's your name?"), "{back}");
+    }
+
     fn zones() -> impl Strategy<Value = Tz> {
         prop::sample::select(vec![
             Europe::London,
