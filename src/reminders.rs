@@ -17,8 +17,8 @@ use crate::conversation::reminders::{
 };
 use crate::conversation::{Context, Decision, StateName, parse};
 use crate::engine::{Engine, EngineError, conversation_of};
-use crate::store::reminders::{ReminderTimer, ReminderTx as _};
-use crate::store::{Client, NewOutbound, Store, Tx};
+use crate::store::reminders::{ReminderStats, ReminderTimer, ReminderTx as _};
+use crate::store::{Client, NewOutbound, Store, StoreError, Tx};
 use crate::zones::Zones;
 
 /// The reminder settings from the environment (`REMINDERS`, `QUIET_HOURS`, `QUIET_SUNDAY_UNTIL`,
@@ -375,6 +375,14 @@ impl<S: Store> Engine<S> {
             );
         }
         Ok(vec![body])
+    }
+
+    /// Reminders sent per step and how many owners moved on after one, for the admin API.
+    pub async fn reminder_stats(&self) -> Result<Vec<ReminderStats>, StoreError> {
+        let mut tx = self.store().begin().await?;
+        let stats = tx.reminder_stats().await?;
+        tx.commit().await?;
+        Ok(stats)
     }
 
     fn payment_link_for(&self, client: &Client) -> String {
