@@ -143,3 +143,43 @@ async fn an_answer_after_a_reminder_counts_as_moved_on() {
     assert_eq!(stats.len(), 1);
     assert_eq!((stats[0].sent, stats[0].moved_on), (1, 1));
 }
+
+/// `/metrics` counts reminders sent per step and owners who moved on after one.
+#[tokio::test]
+async fn metrics_count_reminders_and_owners_who_moved_on() {
+    use support::app::{spawn_sqlite, test_config};
+    let app = spawn_sqlite(test_config(&[])).await;
+    app.text("SM1", owner_phone(1).as_str(), "Hi").await;
+    app.text("SM2", owner_phone(2).as_str(), "Hi").await;
+    app.clock.advance(Duration::hours(2));
+    assert_eq!(app.engine.send_reminders().await.unwrap().sent, 2);
+    app.text("SM3", owner_phone(1).as_str(), "Plumber in Leeds")
+        .await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Counters are process-wide: at least what this test did.
+    for (series, at_least) in [
+        (
+            r#"onboard_reminders_sent_total{state="S1_BUSINESS_TYPE_LOCATION"}"#,
+            2.0,
+        ),
+        (
+            r#"onboard_reminders_moved_on_total{state="S1_BUSINESS_TYPE_LOCATION"}"#,
+            1.0,
+        ),
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("missing {series} in:\n{text}"));
+        assert!(value >= at_least, "{series} is {value}");
+    }
+}
