@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Duration;
-use onboard::clock::{ManualClock, RandomIds};
+use onboard::clock::{Clock as _, ManualClock, RandomIds};
 use onboard::domain::PhoneNumber;
 use onboard::engine::{Engine, InboundSms, Settings};
 use onboard::flows::Flows;
@@ -182,4 +182,72 @@ async fn metrics_count_reminders_and_owners_who_moved_on() {
             .unwrap_or_else(|| panic!("missing {series} in:\n{text}"));
         assert!(value >= at_least, "{series} is {value}");
     }
+}
+
+/// A waitlist notice is proactive: served at 22:00 London time, it waits in the outbox until 09:00.
+#[tokio::test]
+async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
+    use onboard::conversation::{Event, Gate};
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.migrate().await.unwrap();
+    let clock = Arc::new(ManualClock::new(fixture_epoch()));
+    let engine = engine(store, clock.clone());
+    let owner = owner_phone(7);
+    for (i, body) in ["Hi", "Plumber in Leeds", "Smith Plumbing", "Jo Smith", "sms"]
+        .into_iter()
+        .enumerate()
+    {
+        engine
+            .handle_sms(&InboundSms {
+                message_sid: format!("SMwait{i}"),
+                from: owner.to_string(),
+                to: "+447700900000".into(),
+                body: body.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let client = engine.client_by_phone(&owner).await.unwrap().unwrap();
+    engine
+        .apply(&client.id, Event::PaymentConfirmed)
+        .await
+        .unwrap();
+    engine
+        .handle_sms(&InboundSms {
+            message_sid: "SMwaityes".into(),
+            from: owner.to_string(),
+            to: "+447700900000".into(),
+            body: "yes".into(),
+        })
+        .await
+        .unwrap();
+    let client = engine.client_by_phone(&owner).await.unwrap().unwrap();
+    assert_eq!(client.gate, Some(Gate::AwaitingNumber));
+
+    let claim = |at: chrono::DateTime<chrono::Utc>| {
+        let engine = engine.clone();
+        async move {
+            let mut tx = engine.store().begin().await.unwrap();
+            let claimed = tx
+                .claim_outbound(at, at + Duration::minutes(1), 100)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            claimed
+        }
+    };
+    // Whatever the day queued goes first.
+    claim(clock.now()).await;
+
+    clock.advance(Duration::hours(13)); // Monday 22:00 in London.
+    let (_, served) = engine
+        .add_numbers(&["+447700900990".parse().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(served.len(), 1);
+    assert!(claim(clock.now()).await.is_empty(), "held through the night");
+    let at_nine = clock.now() + Duration::hours(11);
+    let morning = claim(at_nine).await;
+    assert_eq!(morning.len(), 1);
+    assert!(morning[0].body.contains("+447700900990"), "{}", morning[0].body);
 }
