@@ -170,9 +170,7 @@ async fn run<S: ReplenishStore>(
     let reminder_sweep = tokio::spawn({
         let engine = engine.clone();
         let stopped = stopped.clone();
-        async move {
-            crate::reminders::keep(&engine, std::time::Duration::from_secs(60), stopped).await
-        }
+        async move { crate::reminders::keep(&engine, std::time::Duration::from_secs(60), stopped).await }
     });
     let keeper = tokio::spawn({
         let engine = engine.clone();

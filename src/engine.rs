@@ -396,7 +396,9 @@ impl<S: Store> Engine<S> {
             client.updated_at = now;
             tx.save_client(&client).await?;
             // Not an answer to the owner: it waits for the end of their quiet hours.
-            let texts = self.queue_proactive(&mut tx, &client, &decision, now).await?;
+            let texts = self
+                .queue_proactive(&mut tx, &client, &decision, now)
+                .await?;
             tx.commit().await?;
             self.check_pool_after(&decision, &client).await;
             served.push(Outcome {

@@ -443,7 +443,10 @@ impl Parser<'_> {
             file: file(),
             source,
         })?;
-        if let Some(key) = root.keys().find(|k| !["meta", "messages", "reminders"].contains(&k.as_str())) {
+        if let Some(key) = root
+            .keys()
+            .find(|k| !["meta", "messages", "reminders"].contains(&k.as_str()))
+        {
             return Err(FlowError::UnknownSection {
                 file: file(),
                 key: key.clone(),
@@ -451,11 +454,12 @@ impl Parser<'_> {
         }
         let meta = self.section(&mut root, "meta")?;
         let messages = self.section(&mut root, "messages")?;
-        let reminders = ReminderFlows::from_table(self.section(&mut root, "reminders")?)
-            .map_err(|problem| FlowError::Reminders {
+        let reminders = ReminderFlows::from_table(self.section(&mut root, "reminders")?).map_err(
+            |problem| FlowError::Reminders {
                 file: file(),
                 problem,
-            })?;
+            },
+        )?;
         let [locale, forwarding_source, forwarding_last_checked] = self.meta(meta)?;
 
         if locale != self.locale.tag() {

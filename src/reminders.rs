@@ -44,7 +44,8 @@ impl Default for ReminderConfig {
 impl ReminderConfig {
     /// Reads the settings through `get` (already trimmed, `None` when unset or empty).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let invalid = |name: &'static str| move |problem: String| ConfigError::Invalid { name, problem };
+        let invalid =
+            |name: &'static str| move |problem: String| ConfigError::Invalid { name, problem };
         let defaults = QuietHours::default();
         Ok(ReminderConfig {
             schedule: get("REMINDERS")

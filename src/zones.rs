@@ -133,8 +133,14 @@ mod tests {
     fn a_bad_zone_name_or_a_code_listed_twice_is_refused() {
         let base = "[fallback]\nGB = \"Europe/London\"\nNANP = \"Pacific/Honolulu\"\nother = \"Europe/London\"\n";
         let bad_zone = format!("{base}[nanp]\n\"America/Nowhere\" = [212]\n");
-        assert!(Zones::parse(&bad_zone).unwrap_err().0.contains("America/Nowhere"));
-        let twice = format!("{base}[nanp]\n\"America/New_York\" = [212]\n\"America/Chicago\" = [212]\n");
+        assert!(
+            Zones::parse(&bad_zone)
+                .unwrap_err()
+                .0
+                .contains("America/Nowhere")
+        );
+        let twice =
+            format!("{base}[nanp]\n\"America/New_York\" = [212]\n\"America/Chicago\" = [212]\n");
         assert!(Zones::parse(&twice).unwrap_err().0.contains("212"));
         let short = format!("{base}[nanp]\n\"America/New_York\" = [21]\n");
         assert!(Zones::parse(&short).is_err());

@@ -78,13 +78,14 @@ async fn two_engines_send_each_reminder_once<S: Store>(a: S, b: S) {
                 async move { b.send_reminders().await.unwrap() }
             }
         );
-        assert_eq!(sa.sent + sb.sent, OWNERS, "each owner reminded by one engine");
+        assert_eq!(
+            sa.sent + sb.sent,
+            OWNERS,
+            "each owner reminded by one engine"
+        );
         let per_owner = reminders_per_owner(a.store()).await;
         assert_eq!(per_owner.len(), OWNERS);
-        assert!(
-            per_owner.values().all(|n| *n == expected),
-            "{per_owner:?}"
-        );
+        assert!(per_owner.values().all(|n| *n == expected), "{per_owner:?}");
     }
 
     // Nothing is left to send, however often they sweep.
@@ -193,9 +194,15 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = engine(store, clock.clone());
     let owner = owner_phone(7);
-    for (i, body) in ["Hi", "Plumber in Leeds", "Smith Plumbing", "Jo Smith", "sms"]
-        .into_iter()
-        .enumerate()
+    for (i, body) in [
+        "Hi",
+        "Plumber in Leeds",
+        "Smith Plumbing",
+        "Jo Smith",
+        "sms",
+    ]
+    .into_iter()
+    .enumerate()
     {
         engine
             .handle_sms(&InboundSms {
@@ -245,9 +252,16 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
         .await
         .unwrap();
     assert_eq!(served.len(), 1);
-    assert!(claim(clock.now()).await.is_empty(), "held through the night");
+    assert!(
+        claim(clock.now()).await.is_empty(),
+        "held through the night"
+    );
     let at_nine = clock.now() + Duration::hours(11);
     let morning = claim(at_nine).await;
     assert_eq!(morning.len(), 1);
-    assert!(morning[0].body.contains("+447700900990"), "{}", morning[0].body);
+    assert!(
+        morning[0].body.contains("+447700900990"),
+        "{}",
+        morning[0].body
+    );
 }

@@ -145,8 +145,8 @@ impl QuietHours {
             if crosses_midnight && time >= from {
                 return Some(date.succ_opt()?.and_time(until));
             }
-            if (crosses_midnight && time < until) || (!crosses_midnight && from <= time && time < until)
-            {
+            // Before the end: in the spell if it began yesterday evening, or already today.
+            if time < until && (crosses_midnight || from <= time) {
                 return Some(date.and_time(until));
             }
         }
@@ -552,7 +552,11 @@ mod tests {
         assert_eq!(decide_at(&t, &c, "2026-01-05T11:00:00Z"), Action::Stop);
         for state in [StateName::Complete, StateName::S9TestCallDetected] {
             assert_eq!(
-                decide_at(&timer(state, 0, MONDAY_9), &conversation(state), "2026-01-05T11:00:00Z"),
+                decide_at(
+                    &timer(state, 0, MONDAY_9),
+                    &conversation(state),
+                    "2026-01-05T11:00:00Z"
+                ),
                 Action::Stop
             );
         }
@@ -590,7 +594,15 @@ mod tests {
         let quiet = QuietHours::default();
         let now = at("2026-01-05T11:00:00Z");
         assert_eq!(
-            decide(&t, &c, &[], DEFAULT_EXPIRE_AFTER, &quiet, Europe::London, now),
+            decide(
+                &t,
+                &c,
+                &[],
+                DEFAULT_EXPIRE_AFTER,
+                &quiet,
+                Europe::London,
+                now
+            ),
             Action::Wait {
                 until: at("2026-01-19T09:00:00Z")
             }
@@ -667,11 +679,12 @@ mod tests {
 
     #[test]
     fn the_flows_section_is_checked_when_loaded() {
-        let flows = flows_table(&format!(
-            "{GOOD}[schedules]\nS8_FWD_CONFIRMED = [\"1h\"]\n"
-        ))
-        .unwrap();
-        assert_eq!(flows.schedule_for(StateName::S3OwnerName), &Schedule::standard());
+        let flows =
+            flows_table(&format!("{GOOD}[schedules]\nS8_FWD_CONFIRMED = [\"1h\"]\n")).unwrap();
+        assert_eq!(
+            flows.schedule_for(StateName::S3OwnerName),
+            &Schedule::standard()
+        );
         assert_eq!(
             flows.schedule_for(StateName::S8FwdConfirmed).delays(),
             &[Duration::hours(1)]
@@ -710,24 +723,40 @@ mod tests {
         c.business_name = Some("Smith Plumbing".into());
         let text = reminder_text(&c, &ctx).unwrap();
         assert!(text.starts_with(&ctx.catalog.reminders().intro), "{text}");
-        assert!(text.ends_with("Smith Plumbing it is. And what's your name?"), "{text}");
+        assert!(
+            text.ends_with("Smith Plumbing it is. And what's your name?"),
+            "{text}"
+        );
 
         let mut gate = conversation(StateName::S5ConfirmLive);
         gate.gate = Some(Gate::PaymentRequired);
-        assert!(reminder_text(&gate, &ctx).unwrap().contains("https://pay.example/link"));
+        assert!(
+            reminder_text(&gate, &ctx)
+                .unwrap()
+                .contains("https://pay.example/link")
+        );
 
         let mut s7 = conversation(StateName::S7FwdSent);
         s7.number = Some("+447700900980".parse().unwrap());
         s7.phone_type = Some(crate::domain::PhoneType::Android);
         let text = reminder_text(&s7, &ctx).unwrap();
-        assert!(text.contains("**004*+447700900980#") && text.contains("Reply DONE"), "{text}");
+        assert!(
+            text.contains("**004*+447700900980#") && text.contains("Reply DONE"),
+            "{text}"
+        );
 
         let text = reminder_text(&conversation(StateName::S8FwdConfirmed), &ctx).unwrap();
         assert!(text.contains("Reply CALL ME"), "{text}");
 
-        assert_eq!(reminder_text(&conversation(StateName::S9TestCallDetected), &ctx), None);
+        assert_eq!(
+            reminder_text(&conversation(StateName::S9TestCallDetected), &ctx),
+            None
+        );
         let back = welcome_back_text(&c, &ctx);
-        assert!(back.starts_with("Welcome back") && back.contains("what's your name?"), "{back}");
+        assert!(
+            back.starts_with("Welcome back") && back.contains("what's your name?"),
+            "{back}"
+        );
     }
 
     fn zones() -> impl Strategy<Value = Tz> {

@@ -650,9 +650,7 @@ pub async fn funnel<S: Store>(State(app): State<AppState<S>>) -> Result<Json<Val
 }
 
 /// Reminders sent from each step, and how many owners moved on to another step after one.
-pub async fn reminders<S: Store>(
-    State(app): State<AppState<S>>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn reminders<S: Store>(State(app): State<AppState<S>>) -> Result<Json<Value>, ApiError> {
     let stats = app.engine.reminder_stats().await.map_err(db)?;
     let sent: i64 = stats.iter().map(|s| s.sent).sum();
     let moved_on: i64 = stats.iter().map(|s| s.moved_on).sum();

@@ -153,12 +153,12 @@ macro_rules! impl_reminder_tx {
 
             use $crate::conversation::StateName;
             use $crate::domain::ClientId;
+            use $crate::store::Client;
             use $crate::store::Result;
             use $crate::store::reminders::{
                 DEFER_OUTBOUND, DueRow, MARK_MOVED_ON, PUT_TIMER, RECORD_SENT, ReminderStats,
                 ReminderTimer, ReminderTx, STATS, TimerRow,
             };
-            use $crate::store::Client;
 
             impl ReminderTx for $tx {
                 async fn reminder_timer(
