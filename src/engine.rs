@@ -166,7 +166,6 @@ impl<S: Store> Engine<S> {
         } else {
             tx.reminder_timer(&client.id).await?
         };
-        let state_before = client.state;
         let decision = if created && conversation::parse::keyword(&sms.body, false).is_none() {
             // The first text from a new owner is a greeting, whatever it says: ask the first question.
             Decision {
@@ -189,8 +188,7 @@ impl<S: Store> Engine<S> {
             }
             decision
         };
-        self.owner_texted(&mut tx, state_before, timer, &client, now)
-            .await?;
+        self.owner_texted(&mut tx, timer, &client, now).await?;
         let reply = if client.opted_out || decision.replies.is_empty() {
             None
         } else {

@@ -276,18 +276,18 @@ impl<S: Store> Engine<S> {
     }
 
     /// Re-arms the owner's timer after their text (in its transaction), and counts the owner as
-    /// moved on if a reminder had been sent and they are now at another step.
+    /// moved on if a reminder had been sent and they are now at another step than the one it was
+    /// sent at (by this text, or by a payment or a number since).
     pub(crate) async fn owner_texted(
         &self,
         tx: &mut S::Tx,
-        state_before: StateName,
         previous: Option<ReminderTimer>,
         client: &Client,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
         if let Some(previous) = &previous
             && previous.sent > 0
-            && client.state != state_before
+            && client.state != previous.state
         {
             self.note_moved_on(tx, client, previous.state, now).await?;
         }

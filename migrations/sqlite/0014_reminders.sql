@@ -28,3 +28,10 @@ CREATE TABLE reminders_sent (
 ) STRICT;
 
 CREATE INDEX reminders_sent_waiting ON reminders_sent (client_id) WHERE moved_on_at IS NULL;
+
+-- Owners part-way through when this arrived: their last change stands in for their last text, and
+-- the sweep decides at once (a reminder if one is due, held through quiet hours; expiry if they
+-- have been silent too long).
+INSERT INTO reminder_timers (client_id, state, sent, anchor_at, due_at)
+SELECT id, state, 0, updated_at, updated_at FROM clients
+WHERE NOT opted_out AND state NOT IN ('COMPLETE', 'S9_TEST_CALL_DETECTED');
