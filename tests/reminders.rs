@@ -265,3 +265,58 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
         morning[0].body
     );
 }
+
+/// A paying owner who goes silent until expiry raises `PAID_OWNER_STALLED`, counted in `/metrics`;
+/// their next text is welcomed back at the step they were on.
+#[tokio::test]
+async fn a_paid_owner_who_expires_alerts_ops() {
+    use onboard::conversation::Event;
+    use support::app::{spawn_sqlite, test_config};
+    let app = spawn_sqlite(test_config(&[])).await;
+    let owner = owner_phone(9);
+    for (i, body) in [
+        "Hi",
+        "Plumber in Leeds",
+        "Smith Plumbing",
+        "Jo Smith",
+        "sms",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        app.text(&format!("SMpaid{i}"), owner.as_str(), body).await;
+    }
+    let client = app.engine.client_by_phone(&owner).await.unwrap().unwrap();
+    app.engine
+        .apply(&client.id, Event::PaymentConfirmed)
+        .await
+        .unwrap();
+    for after in [Duration::hours(2), Duration::hours(22), Duration::days(13)] {
+        app.clock.advance(after);
+        app.engine.send_reminders().await.unwrap();
+    }
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stalled: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("onboard_paid_owners_stalled_total"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("missing onboard_paid_owners_stalled_total in:\n{text}"));
+    assert!(stalled >= 1.0);
+
+    let reply = app
+        .text("SMpaidback", owner.as_str(), "sorry, been busy")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(reply.contains("Welcome back"), "{reply}");
+    assert!(reply.contains("Reply YES"), "{reply}");
+}
