@@ -25,6 +25,8 @@ use crate::workers::{Restart, Workers, supervise};
 pub enum StartError {
     #[error("flows: {0}")]
     Flows(#[from] crate::flows::FlowError),
+    #[error(transparent)]
+    Zones(#[from] crate::zones::ZonesError),
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
     /// Names only the URL's scheme: the rest can hold a password.
@@ -99,6 +101,10 @@ pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<
             onboarding_number: config.onboarding_number.clone(),
         },
     )
+    .with_reminders(crate::reminders::ReminderSettings {
+        config: config.reminders.clone(),
+        ..crate::reminders::ReminderSettings::default()
+    })
 }
 
 /// Migrates, then serves on `config.listen_addr` until `shutdown`.
@@ -108,6 +114,8 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     crate::telemetry::install();
     let flows = Arc::new(load_flows(&config)?);
+    // The time-zone table is compiled in; checked here so a bad edit stops the start, not a sweep.
+    crate::zones::Zones::embedded()?;
     let database = Database::connect(&config.database_url).await?;
     database.migrate().await?;
     let listener = TcpListener::bind(config.listen_addr)
@@ -209,6 +217,22 @@ async fn run<S: ReplenishStore>(
             },
         )
     });
+    let reminder_sweep = supervise(
+        workers.clone(),
+        "reminders",
+        Restart::default(),
+        stopped.clone(),
+        {
+            let (engine, stopped) = (engine.clone(), stopped.clone());
+            move || {
+                let (engine, stopped) = (engine.clone(), stopped.clone());
+                async move {
+                    crate::reminders::keep(&engine, std::time::Duration::from_secs(60), stopped)
+                        .await
+                }
+            }
+        },
+    );
     let keeper = supervise(
         workers.clone(),
         "pool_keeper",
@@ -259,6 +283,7 @@ async fn run<S: ReplenishStore>(
     let _ = stop.send(true);
     let _ = worker.await;
     let _ = keeper.await;
+    let _ = reminder_sweep.await;
     if let Some(buyer) = buyer {
         let _ = buyer.await;
     }

@@ -60,6 +60,10 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Limits that keep slow or idle clients from holding the server.
     pub http: HttpLimits,
+
+    // --- reminders, quiet hours and expiry ----------------------------------------------------
+    /// `REMINDERS`, `QUIET_HOURS`, `QUIET_SUNDAY_UNTIL`, `EXPIRE_AFTER`.
+    pub reminders: crate::reminders::ReminderConfig,
 }
 
 /// How long a client may take and how many may be connected at once, on every listener.
@@ -363,6 +367,7 @@ impl Config {
             twilio_address_sid: get("TWILIO_ADDRESS_SID"),
             twilio_bundle_sid: get("TWILIO_BUNDLE_SID"),
             outbox_give_up_after,
+            reminders: crate::reminders::ReminderConfig::from_lookup(get)?,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [

@@ -12,6 +12,8 @@ use crate::clock::{Clock, Ids};
 use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
 use crate::domain::{ClientId, Country, PhoneNumber, mask_phone};
 use crate::flows::{Flows, MessageKey};
+use crate::reminders::ReminderSettings;
+use crate::store::reminders::ReminderTx as _;
 use crate::store::{
     Allocation, Claim, Client, NewInbound, NewOutbound, NewPoolNumber, OutboundStatus,
     QuarantineOutcome, Store, StoreError, Transition, Tx,
@@ -77,6 +79,7 @@ pub struct Engine<S: Store> {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
     pub(crate) settings: Settings,
+    pub(crate) reminders: ReminderSettings,
 }
 
 impl<S: Store> Engine<S> {
@@ -93,7 +96,14 @@ impl<S: Store> Engine<S> {
             clock,
             ids,
             settings,
+            reminders: ReminderSettings::default(),
         }
+    }
+
+    /// Replaces the default reminder schedule, quiet hours and expiry.
+    pub fn with_reminders(mut self, reminders: ReminderSettings) -> Self {
+        self.reminders = reminders;
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -169,6 +179,11 @@ impl<S: Store> Engine<S> {
         tracing::debug!(body = %sms.body, "inbound SMS body");
 
         let event = Event::Text(sms.body.clone());
+        let timer = if created {
+            None
+        } else {
+            tx.reminder_timer(&client.id).await?
+        };
         let decision = if created && conversation::parse::keyword(&sms.body, false).is_none() {
             // The first text from a new owner is a greeting, whatever it says: ask the first question.
             Decision {
@@ -179,6 +194,8 @@ impl<S: Store> Engine<S> {
                 ],
                 ..Decision::default()
             }
+        } else if self.welcomes_back(timer.as_ref(), &client, &sms.body) {
+            self.welcome_back(&client)
         } else {
             let stored = client.clone();
             let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
@@ -189,6 +206,7 @@ impl<S: Store> Engine<S> {
             }
             decision
         };
+        self.owner_texted(&mut tx, timer, &client, now).await?;
         let reply = if client.opted_out || decision.replies.is_empty() {
             None
         } else {
@@ -409,7 +427,10 @@ impl<S: Store> Engine<S> {
             }
             client.updated_at = now;
             tx.save_client(&client).await?;
-            let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
+            // Not an answer to the owner: it waits for the end of their quiet hours.
+            let texts = self
+                .queue_proactive(&mut tx, &client, &decision, now)
+                .await?;
             tx.commit().await?;
             self.check_pool_after(&decision, &client).await;
             served.push(Outcome {

@@ -192,6 +192,7 @@ impl MessageKey {
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::conversation::reminders::ReminderFlows;
 use crate::domain::Locale;
 use crate::sms;
 
@@ -230,7 +231,7 @@ pub enum FlowError {
     #[error("{file}: the [{section}] table is missing (or is not a table)")]
     MissingSection { file: String, section: &'static str },
     #[error(
-        "{file}: unknown top-level key `{key}` (only [meta] and [messages] are allowed; a typo?)"
+        "{file}: unknown top-level key `{key}` (only [meta], [messages] and [reminders] are allowed; a typo?)"
     )]
     UnknownSection { file: String, key: String },
     #[error("{file}: [meta] `{field}` is missing or empty")]
@@ -281,6 +282,8 @@ pub enum FlowError {
         key: &'static str,
         ch: char,
     },
+    #[error("{file}: [reminders] {problem}")]
+    Reminders { file: String, problem: String },
     #[error(
         "{file}: message `{key}` is {segments} SMS segments when rendered with sample values; the limit is {max}"
     )]
@@ -330,9 +333,15 @@ pub struct Catalog {
     messages: HashMap<MessageKey, Template>,
     forwarding_source: String,
     forwarding_last_checked: String,
+    reminders: ReminderFlows,
 }
 
 impl Catalog {
+    /// The reminder schedule and copy (`[reminders]`).
+    pub fn reminders(&self) -> &ReminderFlows {
+        &self.reminders
+    }
+
     pub fn locale(&self) -> Locale {
         self.locale
     }
@@ -434,7 +443,10 @@ impl Parser<'_> {
             file: file(),
             source,
         })?;
-        if let Some(key) = root.keys().find(|k| *k != "meta" && *k != "messages") {
+        if let Some(key) = root
+            .keys()
+            .find(|k| !["meta", "messages", "reminders"].contains(&k.as_str()))
+        {
             return Err(FlowError::UnknownSection {
                 file: file(),
                 key: key.clone(),
@@ -442,6 +454,12 @@ impl Parser<'_> {
         }
         let meta = self.section(&mut root, "meta")?;
         let messages = self.section(&mut root, "messages")?;
+        let reminders = ReminderFlows::from_table(self.section(&mut root, "reminders")?).map_err(
+            |problem| FlowError::Reminders {
+                file: file(),
+                problem,
+            },
+        )?;
         let [locale, forwarding_source, forwarding_last_checked] = self.meta(meta)?;
 
         if locale != self.locale.tag() {
@@ -492,6 +510,7 @@ impl Parser<'_> {
             messages: templates,
             forwarding_source,
             forwarding_last_checked,
+            reminders,
         })
     }
 
@@ -1023,7 +1042,8 @@ mod tests {
             matches!(&err, FlowError::UnknownKey { section: "messages", key, .. } if key == "s3_retyr"),
             "{err:?}"
         );
-        let extra = format!("{GB}\nsurplus = \"hello\"\n");
+        // Into [messages]: the file ends with [reminders].
+        let extra = GB.replace("[messages]\n", "[messages]\nsurplus = \"hello\"\n");
         let err = rejected(&extra, Some("surplus"));
         assert!(matches!(err, FlowError::UnknownKey { .. }), "{err:?}");
         let meta_typo = with_line("forwarding_source", Some("forwarding_sauce = \"x\""));
@@ -1233,7 +1253,10 @@ mod tests {
     fn bad_toml_and_missing_files_are_rejected() {
         let err = rejected(&with_line("restart", Some("restart = \"OK, let's")), None);
         assert!(matches!(err, FlowError::Syntax { .. }), "{err:?}");
-        let err = rejected(&format!("{GB}\nrestart = \"again\"\n"), None);
+        let err = rejected(
+            &GB.replace("[messages]\n", "[messages]\nrestart = \"again\"\n"),
+            None,
+        );
         assert!(
             matches!(err, FlowError::Syntax { .. }),
             "duplicate key: {err:?}"

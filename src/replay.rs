@@ -43,7 +43,7 @@ pub struct Step {
     pub sms: Option<String>,
     /// ...or a provider event: payment_confirmed, payment_revoked, number_allocated (with
     /// `new_number`), pool_empty, test_call; or `timers`, which runs the background sweeps
-    /// (quarantines ending, verification windows closing) at the fixture's clock.
+    /// (quarantines ending, verification windows closing, reminders and expiry) at the fixture's clock.
     pub event: Option<String>,
     /// The `MessageSid`; repeat one to replay a retry.
     pub sid: Option<String>,
@@ -74,6 +74,10 @@ pub struct Step {
     pub call_sid: Option<String>,
     /// Minutes to move the clock forward before the step.
     pub after_minutes: Option<i64>,
+    /// Hours to move the clock forward before the step (added to the minutes and days).
+    pub after_hours: Option<i64>,
+    /// Days to move the clock forward before the step.
+    pub after_days: Option<i64>,
     #[serde(flatten)]
     pub expect: Expect,
 }
@@ -308,6 +312,12 @@ pub async fn run_on<S: Store>(
         if let Some(minutes) = step.after_minutes {
             clock.advance(Duration::minutes(minutes));
         }
+        if let Some(hours) = step.after_hours {
+            clock.advance(Duration::hours(hours));
+        }
+        if let Some(days) = step.after_days {
+            clock.advance(Duration::days(days));
+        }
         let owner = step.from.as_ref().unwrap_or(&fixture.owner);
         let client = engine.client_by_phone(owner).await?;
         // What the step queues for the owner is read back from the outbox after it.
@@ -379,6 +389,7 @@ pub async fn run_on<S: Store>(
                 ("timers", _) => {
                     engine.end_quarantines().await?;
                     engine.verify_timeouts().await?;
+                    engine.send_reminders().await?;
                 }
                 ("number_allocated", _) => {
                     let number = step.new_number.clone().expect("checked at load");

@@ -699,3 +699,42 @@ async fn the_funnel_counts_zero_everywhere_when_nobody_is_new() {
     assert_eq!(states.len(), 10);
     assert!(states.values().all(|n| *n == 0), "{funnel}");
 }
+
+/// Two owners reminded at S1; one answers and moves on to S2.
+async fn reminders_sent_and_moved_on<S: Store>(app: TestApp<S>) {
+    for (i, phone) in [JO, AL].iter().enumerate() {
+        app.text(&format!("SMrem{i}"), phone, "Hi").await;
+    }
+    app.clock.advance(Duration::hours(2));
+    assert_eq!(app.engine.send_reminders().await.unwrap().sent, 2);
+    app.text("SMrem2", JO, "Plumber in Leeds").await;
+    let json = get_json(&app, "/admin/api/reminders", &[]).await;
+    assert_eq!(
+        json,
+        json!({
+            "states": [{"state": "S1_BUSINESS_TYPE_LOCATION", "sent": 2, "moved_on": 1}],
+            "sent": 2,
+            "moved_on": 1,
+        })
+    );
+    let (status, _) = {
+        let response = app
+            .http
+            .get(format!("{}/admin/api/reminders", app.address))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), ())
+    };
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn reminders_sent_and_moved_on_per_step_on_sqlite() {
+    reminders_sent_and_moved_on(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn reminders_sent_and_moved_on_per_step_on_postgres() {
+    reminders_sent_and_moved_on(spawn_postgres(test_config(&[])).await).await;
+}

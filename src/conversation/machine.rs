@@ -630,3 +630,16 @@ impl State {
         }
     }
 }
+
+/// The current step's question, as entering it asks it; `None` where there is none (S9, or S7
+/// without a number). Reminders and the welcome back after expiry say it again.
+pub fn question(conversation: &Conversation, ctx: &Context<'_>) -> Option<String> {
+    let mut turn = Turn {
+        ctx,
+        event: &Event::Reset,
+        current: conversation.state,
+        out: Decision::default(),
+    };
+    conversation.prompt(&mut turn);
+    turn.out.replies.pop()
+}

@@ -2,6 +2,7 @@
 
 mod machine;
 pub mod parse;
+pub mod reminders;
 mod state;
 
 pub use machine::{Command, Context, Conversation, Decision, Event, step};

@@ -47,6 +47,7 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         )
         .route("/admin/api/funnel", get(funnel::<S>))
         .route("/admin/api/outbound/failed", get(failed_outbound::<S>))
+        .route("/admin/api/reminders", get(reminders::<S>))
 }
 
 /// Rejects requests without the right bearer token, comparing in constant time.
@@ -685,6 +686,18 @@ pub async fn funnel<S: Store>(State(app): State<AppState<S>>) -> Result<Json<Val
         "since": since,
         "states": states,
         "total": total,
+    })))
+}
+
+/// Reminders sent from each step, and how many owners moved on to another step after one.
+pub async fn reminders<S: Store>(State(app): State<AppState<S>>) -> Result<Json<Value>, ApiError> {
+    let stats = app.engine.reminder_stats().await.map_err(db)?;
+    let sent: i64 = stats.iter().map(|s| s.sent).sum();
+    let moved_on: i64 = stats.iter().map(|s| s.moved_on).sum();
+    Ok(Json(serde_json::json!({
+        "states": stats,
+        "sent": sent,
+        "moved_on": moved_on,
     })))
 }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 mod common;
 pub mod postgres;
+pub mod reminders;
 pub mod replenish;
 pub mod sqlite;
 
@@ -352,7 +353,7 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads {
 }
 
 /// One transaction. Dropped without [`Tx::commit`], it rolls back.
-pub trait Tx: Send + Sized {
+pub trait Tx: Send + Sized + reminders::ReminderTx {
     fn commit(self) -> impl Future<Output = Result<()>> + Send;
 
     // --- idempotency -------------------------------------------------------------------------

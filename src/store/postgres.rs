@@ -85,3 +85,5 @@ common::impl_tx!(
     for_update = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
 );
+
+super::reminders::impl_reminder_tx!(PgTx, claim_locks = " FOR UPDATE OF t, c SKIP LOCKED");

@@ -234,3 +234,5 @@ impl Store for SqliteStore {
 }
 
 common::impl_tx!(SqliteTx, for_update = "", skip_locked = "");
+
+super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");
