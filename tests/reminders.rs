@@ -261,7 +261,7 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
     let morning = claim(at_nine).await;
     assert_eq!(morning.len(), 1);
     assert!(
-        morning[0].body.contains("+447700900990"),
+        morning[0].body.contains("07700 900990"),
         "{}",
         morning[0].body
     );
