@@ -150,27 +150,19 @@ impl<S: Store> Engine<S> {
         );
         tracing::debug!(body = %sms.body, "inbound SMS body");
 
-        let event = Event::Text(sms.body.clone());
-        let decision = if created && conversation::parse::keyword(&sms.body, false).is_none() {
-            // The first text from a new owner is a greeting, whatever it says: ask the first question.
-            Decision {
-                replies: vec![
-                    self.flows
-                        .catalog(client.locale)
-                        .render(MessageKey::S1Ask, &[]),
-                ],
-                ..Decision::default()
-            }
+        // The first text from a new owner is greeted, and read for whatever it already says.
+        let event = if created {
+            Event::FirstText(sms.body.clone())
         } else {
-            let stored = client.clone();
-            let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
-            // HELP, a question, a text while opted out: many texts change nothing to write.
-            if client != stored {
-                client.updated_at = now;
-                tx.save_client(&client).await?;
-            }
-            decision
+            Event::Text(sms.body.clone())
         };
+        let stored = client.clone();
+        let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
+        // HELP, a question, a text while opted out: many texts change nothing to write.
+        if client != stored {
+            client.updated_at = now;
+            tx.save_client(&client).await?;
+        }
         let reply = if client.opted_out || decision.replies.is_empty() {
             None
         } else {
