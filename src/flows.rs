@@ -1368,7 +1368,92 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("no-such-dir");
         let err = Flows::load_dir(&dir).expect_err("no files there");
         assert!(matches!(err, FlowError::Unreadable { .. }), "{err:?}");
-        assert!(err.to_string().contains("en-GB.toml"), "{err}");
+        assert!(err.to_string().contains("vocabulary.toml"), "{err}");
+    }
+
+    const VOCABULARY: &str = include_str!("../flows/vocabulary.toml");
+
+    fn vocabulary_rejected(text: &str) -> FlowError {
+        let err = parse_vocabulary("test/vocabulary.toml", text).expect_err("should be rejected");
+        assert!(err.to_string().contains("test/vocabulary.toml"), "{err}");
+        err
+    }
+
+    #[test]
+    fn the_vocabulary_is_checked_when_loaded() {
+        assert!(parse_vocabulary("test/vocabulary.toml", VOCABULARY).is_ok());
+        let err = vocabulary_rejected(&VOCABULARY.replace("[trades]", "[trade]"));
+        assert!(matches!(err, FlowError::UnknownSection { .. }), "{err:?}");
+        let err = vocabulary_rejected(&VOCABULARY.replace("landline = [", "landlines = ["));
+        assert!(
+            matches!(&err, FlowError::UnknownKey { key, .. } if key == "landlines"),
+            "{err:?}"
+        );
+        let err = vocabulary_rejected(&VOCABULARY.replace("iphone = [", "iphone = [1, "));
+        assert!(matches!(err, FlowError::NotAList { .. }), "{err:?}");
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"apple\",", "\"apple\", \"APPLE\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::Duplicate { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A word in two device lists would make a phone both.
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"ios\",", "\"ios\", \"samsung\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::Ambiguous { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"plumber\",", "\"gas plumber\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::NotOneWord { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"plumber\",", "\"!!\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::NoWords { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_vocabulary_list_is_rejected() {
+        let start = VOCABULARY.find("iphone = [").unwrap();
+        let end = start + VOCABULARY[start..].find(']').unwrap() + 1;
+        let text = format!("{}iphone = []{}", &VOCABULARY[..start], &VOCABULARY[end..]);
+        let err = vocabulary_rejected(&text);
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::EmptyList { list: "iphone" },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     proptest! {

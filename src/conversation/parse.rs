@@ -527,7 +527,7 @@ pub enum Confirm {
     Yes,
     /// A clear no or not now.
     No,
-    /// A yes mixed with something else ("wait a sec yes", "yes?", "yes but..."): ask.
+    /// A yes mixed with something else ("wait a sec yes", "yes?"): ask.
     Unclear,
     /// Not an answer to the question.
     Unreadable,
@@ -631,15 +631,15 @@ const YES_COMPANIONS: &[&str] = &[
     "great",
 ];
 
-/// Reads a reply to the summary. Negation wins everywhere: a negative word makes it a no (or,
-/// beside a yes, unclear) and never a yes.
+/// Reads a reply to the summary. Negation wins everywhere: a negative word makes it a no, never a
+/// yes. A yes beside words that are not agreement ("wait a sec yes", "yes?") is unclear.
 pub fn confirm(text: &str) -> Confirm {
     let words = Words::new(text);
-    let yes = words.has_any(YES_WORDS);
     if words.negated() {
-        return if yes { Confirm::Unclear } else { Confirm::No };
+        // "yes... actually no", "ok but not yet": the no wins.
+        return Confirm::No;
     }
-    if !yes {
+    if !words.has_any(YES_WORDS) {
         return Confirm::Unreadable;
     }
     let only_agreement = words
@@ -1657,7 +1657,7 @@ mod tests {
             BusinessAnswer::TradeAndPlace { .. }
         ));
         assert!(matches!(
-            business("I'm a \u{212A}\u{212A}\u{212A} plumber in Leeds", &v),
+            business("I'm a plumber in \u{212A}ettering", &v),
             BusinessAnswer::TradeAndPlace { .. }
         ));
     }
