@@ -536,6 +536,8 @@ pub enum Confirm {
 /// Words that say yes on their own.
 const YES_WORDS: &[&str] = &[
     "yes",
+    "affirmative",
+    "course",
     "ok",
     "sure",
     "correct",
@@ -566,6 +568,16 @@ const YES_WORDS: &[&str] = &[
 /// Words that can sit beside a yes without changing it ("yes please go ahead", "all good thanks").
 const YES_COMPANIONS: &[&str] = &[
     "please",
+    "sir",
+    "buddy",
+    "pal",
+    "bud",
+    "x",
+    "xx",
+    "xxx",
+    "affirmative",
+    "course",
+    "of",
     "thanks",
     "thank",
     "you",
@@ -1027,6 +1039,13 @@ const PLACE_OPENERS: &[&[&str]] = &[
     &["serve"],
     &["serves"],
     &["servicing"],
+    // Last, so "based in" opens at "in" with "based" as its lead; "plumber based Leeds" still opens.
+    &["based"],
+];
+
+/// Opener words that may follow another opener ("based in", "based out of") and belong to it.
+const OPENER_TAIL: &[&str] = &[
+    "in", "at", "near", "around", "round", "out", "of", "from", "across",
 ];
 
 /// Words that may come before a place opener and belong to it ("and I work in", "based near").
@@ -1225,7 +1244,11 @@ fn find_opener(clause: &[Token]) -> Option<(usize, usize)> {
                     .rev()
                     .take_while(|t| among(&t.word, OPENER_LEAD))
                     .count();
-                return Some((at - lead, at + opener.len()));
+                let tail = clause[at + opener.len()..]
+                    .iter()
+                    .take_while(|t| among(&t.word, OPENER_TAIL))
+                    .count();
+                return Some((at - lead, at + opener.len() + tail));
             }
         }
     }
@@ -1312,7 +1335,11 @@ pub fn notify_answer(text: &str) -> NotifyAnswer {
         .iter()
         .zip(&negated)
         .any(|(t, n)| !n && among(&t.word, SMS_WORDS));
-    let email = words.has_any(&["email", "emails", "mail", "emailed"]);
+    let email = words
+        .tokens
+        .iter()
+        .zip(&negated)
+        .any(|(t, n)| !n && among(&t.word, &["email", "emails", "mail", "emailed"]));
     let unsure = words.has_any(&["what", "how", "why", "either", "dunno", "whatever"]);
     match (sms, email) {
         (true, false) if !unsure => NotifyAnswer::Chosen(Notify::Sms),
