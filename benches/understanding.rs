@@ -26,15 +26,28 @@ fn replies() -> Vec<(String, String)> {
     for name in ["tuning.toml", "held_out.toml"] {
         let text = std::fs::read_to_string(dir.join(name)).expect("corpus is readable");
         let table: toml::Table = toml::from_str(&text).expect("corpus is TOML");
-        for case in table.get("case").and_then(|v| v.as_array()).into_iter().flatten() {
+        for case in table
+            .get("case")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             let state = case["state"].as_str().unwrap_or_default().to_owned();
             let text = case["text"].as_str().unwrap_or_default().to_owned();
             out.push((state, text));
         }
-        for group in table.get("group").and_then(|v| v.as_array()).into_iter().flatten() {
+        for group in table
+            .get("group")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             let state = group["state"].as_str().unwrap_or_default();
             for text in group["texts"].as_array().into_iter().flatten() {
-                out.push((state.to_owned(), text.as_str().unwrap_or_default().to_owned()));
+                out.push((
+                    state.to_owned(),
+                    text.as_str().unwrap_or_default().to_owned(),
+                ));
             }
         }
     }

@@ -693,19 +693,20 @@ const EDIT_WORDS: &[&str] = &[
     "changes",
     "amend",
     "fix",
-    "update",
     "alter",
-    "switch",
-    "instead",
-    "rather",
-    "prefer",
     "modify",
     "correction",
     "redo",
 ];
-/// Words that say an answer is wrong; they ask for a change only when they name the answer.
+/// Words that say an answer is wrong or should be otherwise; they ask for a change only when they
+/// name the answer ("wrong town", "emails instead"), since "I'd rather go live" is no edit.
 const WRONG_WORDS: &[&str] = &[
     "wrong",
+    "update",
+    "switch",
+    "instead",
+    "rather",
+    "prefer",
     "incorrect",
     "mistake",
     "typo",
