@@ -1089,15 +1089,23 @@ pub fn business(text: &str, vocabulary: &Vocabulary) -> BusinessAnswer {
     // Clauses that said one thing we cannot yet place as trade or town.
     let mut unplaced: Vec<(usize, usize)> = Vec::new();
     let mut place_clause = None;
-    for (index, clause) in clauses.iter().enumerate() {
-        let clause = trim_tail(strip_greeting(clause));
-        if clause.is_empty() || clause.iter().any(|t| among(&t.word, NOISE) || t.nt) {
-            continue;
-        }
-        let clause = strip_intro(clause);
-        if clause.is_empty() {
-            continue;
-        }
+    // The clauses about the business, each with its place among all clauses.
+    let contents: Vec<(usize, &[Token])> = clauses
+        .iter()
+        .enumerate()
+        .filter_map(|(index, clause)| {
+            let clause = trim_tail(strip_greeting(clause));
+            if clause.is_empty() || clause.iter().any(|t| among(&t.word, NOISE) || t.nt) {
+                return None;
+            }
+            let clause = strip_intro(clause);
+            (!clause.is_empty()).then_some((index, clause))
+        })
+        .collect();
+    for (position, &(index, clause)) in contents.iter().enumerate() {
+        // Only the last clause about the business may hold both trade and place without an
+        // opener: in "Lawn care, Omaha NE" the first clause is all trade.
+        let last_content = position + 1 == contents.len();
         match find_opener(clause) {
             Some((lead, after)) => {
                 let before = trim_tail(&clause[..lead]);
@@ -1119,12 +1127,12 @@ pub fn business(text: &str, vocabulary: &Vocabulary) -> BusinessAnswer {
                         // Words after the trade are the place ("Plumber Leeds"); with none after,
                         // words before it are ("York builder"), unless they describe the trade.
                         let after = &clause[last + 1..];
-                        let (trade_span, place_span) = if !after.is_empty() {
+                        let (trade_span, place_span) = if !after.is_empty() && last_content {
                             (&clause[..=last], after)
                         } else if first > 0
                             && clause.len() - first <= 2
                             && first <= 3
-                            && index + 1 == clauses.len()
+                            && last_content
                         {
                             (&clause[first..], &clause[..first])
                         } else {
