@@ -274,7 +274,13 @@ impl Conversation {
         let Some(text) = answer(event) else {
             return Super;
         };
-        let (trade, place) = match parse::business(text, context.ctx.catalog.vocabulary()) {
+        let vocabulary = context.ctx.catalog.vocabulary();
+        let reading = if self.location.is_some() {
+            parse::business_knowing_place(text, vocabulary)
+        } else {
+            parse::business(text, vocabulary)
+        };
+        let (trade, place) = match reading {
             BusinessAnswer::TradeAndPlace { trade, place } => (Some(trade), Some(place)),
             BusinessAnswer::Trade(trade) => (Some(trade), None),
             BusinessAnswer::Place(place) => (None, Some(place)),

@@ -1082,6 +1082,16 @@ const OPENER_LEAD: &[&str] = &[
 /// in Milton Keynes", "Hi! I'm an electrician and I work in Bath", "Electrical contractor serving
 /// Denver CO", and the first text "Hi, I'm a plumber in Leeds, saw your ad".
 pub fn business(text: &str, vocabulary: &Vocabulary) -> BusinessAnswer {
+    read_business(text, vocabulary, false)
+}
+
+/// Like [`business`], for an owner whose town we already have: a reply without an opener is all
+/// trade ("Dog grooming" is not grooming in Dog).
+pub fn business_knowing_place(text: &str, vocabulary: &Vocabulary) -> BusinessAnswer {
+    read_business(text, vocabulary, true)
+}
+
+fn read_business(text: &str, vocabulary: &Vocabulary, place_known: bool) -> BusinessAnswer {
     let words = Words::new(text);
     let clauses = clauses(&words);
     let mut trade: Option<(usize, usize)> = None;
@@ -1105,7 +1115,7 @@ pub fn business(text: &str, vocabulary: &Vocabulary) -> BusinessAnswer {
     for (position, &(index, clause)) in contents.iter().enumerate() {
         // Only the last clause about the business may hold both trade and place without an
         // opener: in "Lawn care, Omaha NE" the first clause is all trade.
-        let last_content = position + 1 == contents.len();
+        let may_split = position + 1 == contents.len() && !place_known;
         match find_opener(clause) {
             Some((lead, after)) => {
                 let before = trim_tail(&clause[..lead]);
@@ -1127,12 +1137,9 @@ pub fn business(text: &str, vocabulary: &Vocabulary) -> BusinessAnswer {
                         // Words after the trade are the place ("Plumber Leeds"); with none after,
                         // words before it are ("York builder"), unless they describe the trade.
                         let after = &clause[last + 1..];
-                        let (trade_span, place_span) = if !after.is_empty() && last_content {
+                        let (trade_span, place_span) = if !after.is_empty() && may_split {
                             (&clause[..=last], after)
-                        } else if first > 0
-                            && clause.len() - first <= 2
-                            && first <= 3
-                            && last_content
+                        } else if first > 0 && clause.len() - first <= 2 && first <= 3 && may_split
                         {
                             (&clause[first..], &clause[..first])
                         } else {
@@ -1529,6 +1536,15 @@ mod tests {
         assert_eq!(
             business("Hi, I'm a plumber in Leeds, saw your ad", &v),
             both("Plumber", "Leeds")
+        );
+    }
+
+    #[test]
+    fn with_the_town_known_a_reply_without_an_opener_is_all_trade() {
+        let v = vocabulary();
+        assert_eq!(
+            business_knowing_place("Dog grooming", &v),
+            BusinessAnswer::Trade("Dog grooming".into())
         );
     }
 
