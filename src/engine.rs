@@ -178,25 +178,20 @@ impl<S: Store> Engine<S> {
         );
         tracing::debug!(body = %sms.body, "inbound SMS body");
 
-        let event = Event::Text(sms.body.clone());
         let timer = if created {
             None
         } else {
             tx.reminder_timer(&client.id).await?
         };
-        let decision = if created && conversation::parse::keyword(&sms.body, false).is_none() {
-            // The first text from a new owner is a greeting, whatever it says: ask the first question.
-            Decision {
-                replies: vec![
-                    self.flows
-                        .catalog(client.locale)
-                        .render(MessageKey::S1Ask, &[]),
-                ],
-                ..Decision::default()
-            }
-        } else if self.welcomes_back(timer.as_ref(), &client, &sms.body) {
+        let decision = if self.welcomes_back(timer.as_ref(), &client, &sms.body) {
             self.welcome_back(&client)
         } else {
+            // The first text from a new owner is greeted, and read for whatever it already says.
+            let event = if created {
+                Event::FirstText(sms.body.clone())
+            } else {
+                Event::Text(sms.body.clone())
+            };
             let stored = client.clone();
             let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
             // HELP, a question, a text while opted out: many texts change nothing to write.

@@ -5,7 +5,11 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKey {
     S1Ask,
+    Welcome,
     S1AskPlace,
+    S1AskTrade,
+    S1EditTrade,
+    S1EditPlace,
     S1Retry,
     S2Ask,
     S2Retry,
@@ -13,12 +17,15 @@ pub enum MessageKey {
     S3Retry,
     S4Ask,
     S4Retry,
+    S4AskEmail,
     S5Summary,
     S5Explain,
+    S5Clarify,
     S5Pay,
     S5Waitlist,
     S6Ask,
     S6Retry,
+    S6Clarify,
     FwdIphone,
     FwdAndroid,
     FwdLandline,
@@ -50,9 +57,13 @@ pub enum MessageKey {
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 43] = [
+    pub const ALL: [MessageKey; 50] = [
         MessageKey::S1Ask,
+        MessageKey::Welcome,
         MessageKey::S1AskPlace,
+        MessageKey::S1AskTrade,
+        MessageKey::S1EditTrade,
+        MessageKey::S1EditPlace,
         MessageKey::S1Retry,
         MessageKey::S2Ask,
         MessageKey::S2Retry,
@@ -60,12 +71,15 @@ impl MessageKey {
         MessageKey::S3Retry,
         MessageKey::S4Ask,
         MessageKey::S4Retry,
+        MessageKey::S4AskEmail,
         MessageKey::S5Summary,
         MessageKey::S5Explain,
+        MessageKey::S5Clarify,
         MessageKey::S5Pay,
         MessageKey::S5Waitlist,
         MessageKey::S6Ask,
         MessageKey::S6Retry,
+        MessageKey::S6Clarify,
         MessageKey::FwdIphone,
         MessageKey::FwdAndroid,
         MessageKey::FwdLandline,
@@ -100,7 +114,11 @@ impl MessageKey {
     pub fn name(self) -> &'static str {
         match self {
             MessageKey::S1Ask => "s1_ask",
+            MessageKey::Welcome => "welcome",
             MessageKey::S1AskPlace => "s1_ask_place",
+            MessageKey::S1AskTrade => "s1_ask_trade",
+            MessageKey::S1EditTrade => "s1_edit_trade",
+            MessageKey::S1EditPlace => "s1_edit_place",
             MessageKey::S1Retry => "s1_retry",
             MessageKey::S2Ask => "s2_ask",
             MessageKey::S2Retry => "s2_retry",
@@ -108,12 +126,15 @@ impl MessageKey {
             MessageKey::S3Retry => "s3_retry",
             MessageKey::S4Ask => "s4_ask",
             MessageKey::S4Retry => "s4_retry",
+            MessageKey::S4AskEmail => "s4_ask_email",
             MessageKey::S5Summary => "s5_summary",
             MessageKey::S5Explain => "s5_explain",
+            MessageKey::S5Clarify => "s5_clarify",
             MessageKey::S5Pay => "s5_pay",
             MessageKey::S5Waitlist => "s5_waitlist",
             MessageKey::S6Ask => "s6_ask",
             MessageKey::S6Retry => "s6_retry",
+            MessageKey::S6Clarify => "s6_clarify",
             MessageKey::FwdIphone => "fwd_iphone",
             MessageKey::FwdAndroid => "fwd_android",
             MessageKey::FwdLandline => "fwd_landline",
@@ -149,6 +170,7 @@ impl MessageKey {
     pub fn placeholders(self) -> &'static [&'static str] {
         match self {
             MessageKey::S1AskPlace => &["business_type"],
+            MessageKey::S1AskTrade => &["location"],
             MessageKey::S2Ask => &["business_type", "location"],
             MessageKey::S3Ask => &["business_name"],
             MessageKey::S4Ask => &["owner_name"],
@@ -192,6 +214,7 @@ impl MessageKey {
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::conversation::parse::{Vocabulary, VocabularyError};
 use crate::conversation::reminders::ReminderFlows;
 use crate::domain::Locale;
 use crate::sms;
@@ -230,10 +253,12 @@ pub enum FlowError {
     },
     #[error("{file}: the [{section}] table is missing (or is not a table)")]
     MissingSection { file: String, section: &'static str },
-    #[error(
-        "{file}: unknown top-level key `{key}` (only [meta], [messages] and [reminders] are allowed; a typo?)"
-    )]
-    UnknownSection { file: String, key: String },
+    #[error("{file}: unknown top-level key `{key}` (only {allowed} are allowed; a typo?)")]
+    UnknownSection {
+        file: String,
+        key: String,
+        allowed: &'static str,
+    },
     #[error("{file}: [meta] `{field}` is missing or empty")]
     MissingMeta { file: String, field: &'static str },
     #[error("{file}: [meta] `{field}` is invalid: {problem}")]
@@ -284,6 +309,14 @@ pub enum FlowError {
     },
     #[error("{file}: [reminders] {problem}")]
     Reminders { file: String, problem: String },
+    #[error("{file}: `{key}` must be a list of strings")]
+    NotAList { file: String, key: String },
+    #[error("{file}: {source}")]
+    Vocabulary {
+        file: String,
+        #[source]
+        source: VocabularyError,
+    },
     #[error(
         "{file}: message `{key}` is {segments} SMS segments when rendered with sample values; the limit is {max}"
     )]
@@ -334,12 +367,19 @@ pub struct Catalog {
     forwarding_source: String,
     forwarding_last_checked: String,
     reminders: ReminderFlows,
+    /// Device and trade words, shared by every locale (`flows/vocabulary.toml`).
+    vocabulary: Vocabulary,
 }
 
 impl Catalog {
     /// The reminder schedule and copy (`[reminders]`).
     pub fn reminders(&self) -> &ReminderFlows {
         &self.reminders
+    }
+
+    /// The words the parsers need to know (`flows/vocabulary.toml`).
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
     }
 
     pub fn locale(&self) -> Locale {
@@ -381,11 +421,14 @@ pub struct Flows {
 
 const EMBEDDED_EN_GB: &str = include_str!("../flows/en-GB.toml");
 const EMBEDDED_EN_US: &str = include_str!("../flows/en-US.toml");
+const EMBEDDED_VOCABULARY: &str = include_str!("../flows/vocabulary.toml");
 
 impl Flows {
-    /// The catalogs compiled into the binary (`flows/en-GB.toml`, `flows/en-US.toml`), checked.
+    /// The catalogs compiled into the binary (`flows/en-GB.toml`, `flows/en-US.toml`,
+    /// `flows/vocabulary.toml`), checked.
     pub fn embedded() -> Result<Flows, FlowError> {
-        Self::build(|locale| {
+        let vocabulary = parse_vocabulary("flows/vocabulary.toml (embedded)", EMBEDDED_VOCABULARY)?;
+        Self::build(vocabulary, |locale| {
             let text = match locale {
                 Locale::EnGb => EMBEDDED_EN_GB,
                 Locale::EnUs => EMBEDDED_EN_US,
@@ -395,9 +438,17 @@ impl Flows {
         })
     }
 
-    /// Loads `<dir>/<tag>.toml` for every locale (`en-GB.toml`, `en-US.toml`), checked.
+    /// Loads `<dir>/<tag>.toml` for every locale (`en-GB.toml`, `en-US.toml`) and
+    /// `<dir>/vocabulary.toml`, checked.
     pub fn load_dir(dir: &Path) -> Result<Flows, FlowError> {
-        Self::build(|locale| {
+        let path = dir.join("vocabulary.toml");
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| FlowError::Unreadable {
+            file: file.clone(),
+            source,
+        })?;
+        let vocabulary = parse_vocabulary(&file, &text)?;
+        Self::build(vocabulary, |locale| {
             let path = dir.join(format!("{}.toml", locale.tag()));
             let file = path.display().to_string();
             let text = std::fs::read_to_string(&path).map_err(|source| FlowError::Unreadable {
@@ -421,13 +472,86 @@ impl Flows {
     }
 
     fn build(
+        vocabulary: Vocabulary,
         mut load: impl FnMut(Locale) -> Result<Catalog, FlowError>,
     ) -> Result<Flows, FlowError> {
+        let mut with_words = |locale| {
+            load(locale).map(|catalog| Catalog {
+                vocabulary: vocabulary.clone(),
+                ..catalog
+            })
+        };
         Ok(Flows {
-            en_gb: load(Locale::EnGb)?,
-            en_us: load(Locale::EnUs)?,
+            en_gb: with_words(Locale::EnGb)?,
+            en_us: with_words(Locale::EnUs)?,
         })
     }
+}
+
+/// The tables of `flows/vocabulary.toml` and the lists each may hold.
+const VOCABULARY_LISTS: [(&str, &[&str]); 2] = [
+    ("devices", &["iphone", "android", "landline"]),
+    ("trades", &["words"]),
+];
+
+/// Parses and checks `flows/vocabulary.toml`: only known tables and lists, each a list of strings,
+/// then the word checks of [`Vocabulary::new`].
+pub fn parse_vocabulary(file: &str, text: &str) -> Result<Vocabulary, FlowError> {
+    let root: toml::Table = toml::from_str(text).map_err(|source| FlowError::Syntax {
+        file: file.to_owned(),
+        source,
+    })?;
+    if let Some(key) = root
+        .keys()
+        .find(|k| !VOCABULARY_LISTS.iter().any(|(table, _)| table == k))
+    {
+        return Err(FlowError::UnknownSection {
+            file: file.to_owned(),
+            key: key.clone(),
+            allowed: "[devices] and [trades]",
+        });
+    }
+    let mut lists: HashMap<&str, Vec<String>> = HashMap::new();
+    for (section, names) in VOCABULARY_LISTS {
+        let Some(toml::Value::Table(table)) = root.get(section) else {
+            return Err(FlowError::MissingSection {
+                file: file.to_owned(),
+                section,
+            });
+        };
+        if let Some(key) = table.keys().find(|k| !names.contains(&k.as_str())) {
+            return Err(FlowError::UnknownKey {
+                file: file.to_owned(),
+                section,
+                key: key.clone(),
+            });
+        }
+        for name in names {
+            let not_a_list = || FlowError::NotAList {
+                file: file.to_owned(),
+                key: format!("{section}.{name}"),
+            };
+            let Some(toml::Value::Array(values)) = table.get(*name) else {
+                return Err(not_a_list());
+            };
+            let words = values
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(not_a_list))
+                .collect::<Result<Vec<_>, _>>()?;
+            lists.insert(name, words);
+        }
+    }
+    let list = |name: &str| lists.get(name).cloned().unwrap_or_default();
+    Vocabulary::new(
+        &list("iphone"),
+        &list("android"),
+        &list("landline"),
+        &list("words"),
+    )
+    .map_err(|source| FlowError::Vocabulary {
+        file: file.to_owned(),
+        source,
+    })
 }
 
 /// Checks one file; holds what every error needs to say.
@@ -450,6 +574,7 @@ impl Parser<'_> {
             return Err(FlowError::UnknownSection {
                 file: file(),
                 key: key.clone(),
+                allowed: "[meta], [messages] and [reminders]",
             });
         }
         let meta = self.section(&mut root, "meta")?;
@@ -511,6 +636,7 @@ impl Parser<'_> {
             forwarding_source,
             forwarding_last_checked,
             reminders,
+            vocabulary: Vocabulary::default(),
         })
     }
 
@@ -1265,7 +1391,92 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("no-such-dir");
         let err = Flows::load_dir(&dir).expect_err("no files there");
         assert!(matches!(err, FlowError::Unreadable { .. }), "{err:?}");
-        assert!(err.to_string().contains("en-GB.toml"), "{err}");
+        assert!(err.to_string().contains("vocabulary.toml"), "{err}");
+    }
+
+    const VOCABULARY: &str = include_str!("../flows/vocabulary.toml");
+
+    fn vocabulary_rejected(text: &str) -> FlowError {
+        let err = parse_vocabulary("test/vocabulary.toml", text).expect_err("should be rejected");
+        assert!(err.to_string().contains("test/vocabulary.toml"), "{err}");
+        err
+    }
+
+    #[test]
+    fn the_vocabulary_is_checked_when_loaded() {
+        assert!(parse_vocabulary("test/vocabulary.toml", VOCABULARY).is_ok());
+        let err = vocabulary_rejected(&VOCABULARY.replace("[trades]", "[trade]"));
+        assert!(matches!(err, FlowError::UnknownSection { .. }), "{err:?}");
+        let err = vocabulary_rejected(&VOCABULARY.replace("landline = [", "landlines = ["));
+        assert!(
+            matches!(&err, FlowError::UnknownKey { key, .. } if key == "landlines"),
+            "{err:?}"
+        );
+        let err = vocabulary_rejected(&VOCABULARY.replace("iphone = [", "iphone = [1, "));
+        assert!(matches!(err, FlowError::NotAList { .. }), "{err:?}");
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"apple\",", "\"apple\", \"APPLE\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::Duplicate { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A word in two device lists would make a phone both.
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"ios\",", "\"ios\", \"samsung\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::Ambiguous { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"plumber\",", "\"gas plumber\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::NotOneWord { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = vocabulary_rejected(&VOCABULARY.replace("\"plumber\",", "\"!!\","));
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::NoWords { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_vocabulary_list_is_rejected() {
+        let start = VOCABULARY.find("iphone = [").unwrap();
+        let end = start + VOCABULARY[start..].find(']').unwrap() + 1;
+        let text = format!("{}iphone = []{}", &VOCABULARY[..start], &VOCABULARY[end..]);
+        let err = vocabulary_rejected(&text);
+        assert!(
+            matches!(
+                err,
+                FlowError::Vocabulary {
+                    source: VocabularyError::EmptyList { list: "iphone" },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     proptest! {

@@ -7,7 +7,7 @@
 use statig::blocking::IntoStateMachineExt as _;
 use statig::prelude::*;
 
-use super::parse::{self, BusinessAnswer, Keyword};
+use super::parse::{self, BusinessAnswer, Confirm, Device, EditField, Keyword, NotifyAnswer};
 use super::state::{Gate, StateName};
 use crate::domain::{Notify, PhoneNumber, PhoneType};
 use crate::flows::{Catalog, MessageKey};
@@ -17,6 +17,9 @@ use crate::flows::{Catalog, MessageKey};
 pub enum Event {
     /// An SMS from the owner.
     Text(String),
+    /// The very first SMS from a new owner: greeted, and read for whatever it already says
+    /// ("Hi, I'm a plumber in Leeds, saw your ad").
+    FirstText(String),
     PaymentConfirmed,
     PaymentRevoked,
     NumberAllocated(PhoneNumber),
@@ -35,7 +38,7 @@ impl Event {
     /// The stable name used in state history, logs and fixtures.
     pub fn name(&self) -> &'static str {
         match self {
-            Event::Text(_) => "sms",
+            Event::Text(_) | Event::FirstText(_) => "sms",
             Event::PaymentConfirmed => "payment_confirmed",
             Event::PaymentRevoked => "payment_revoked",
             Event::NumberAllocated(_) => "number_allocated",
@@ -143,7 +146,7 @@ pub fn step(conversation: &mut Conversation, event: &Event, ctx: &Context<'_>) -
     if conversation.opted_out {
         // Until START, a text changes nothing and gets no answer; provider events still apply silently.
         match event {
-            Event::Text(text) => {
+            Event::Text(text) | Event::FirstText(text) => {
                 if parse::keyword(text, true) == Some(Keyword::OptIn) {
                     conversation.opted_out = false;
                     turn.say(MessageKey::OptedIn, &[]);
@@ -190,7 +193,7 @@ impl Conversation {
     #[superstate]
     fn onboarding(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
         match event {
-            Event::Text(text) => match parse::keyword(text, false) {
+            Event::Text(text) | Event::FirstText(text) => match parse::keyword(text, false) {
                 Some(Keyword::OptOut) => {
                     self.opted_out = true;
                     Handled
@@ -267,28 +270,61 @@ impl Conversation {
         context: &mut Turn<'_>,
         event: &Event,
     ) -> Outcome<State> {
+        let first = matches!(event, Event::FirstText(_));
         let Some(text) = answer(event) else {
             return Super;
         };
-        match parse::business(text) {
-            BusinessAnswer::TradeAndPlace { trade, place } => {
-                self.business_type = Some(trade);
-                self.location = Some(place);
-                Transition(State::s2_business_name())
+        let vocabulary = context.ctx.catalog.vocabulary();
+        let reading = if self.location.is_some() {
+            parse::business_knowing_place(text, vocabulary)
+        } else {
+            parse::business(text, vocabulary)
+        };
+        let (trade, place) = match reading {
+            BusinessAnswer::TradeAndPlace { trade, place } => (Some(trade), Some(place)),
+            BusinessAnswer::Trade(trade) => (Some(trade), None),
+            BusinessAnswer::Place(place) => (None, Some(place)),
+            // One word that could be either fills whichever we are missing.
+            BusinessAnswer::One(one) => match (&self.business_type, &self.location) {
+                (Some(_), None) => (None, Some(parse::title_case(&one))),
+                (None, Some(_)) => (Some(parse::capitalise_first(&one)), None),
+                _ => (None, None),
+            },
+            BusinessAnswer::Unreadable => (None, None),
+        };
+        if trade.is_none() && place.is_none() {
+            if first {
+                // A greeting (or a question) gets the first question, not a "didn't catch that".
+                context.say(MessageKey::S1Ask, &[]);
+                return Handled;
             }
-            BusinessAnswer::One(one) if self.business_type.is_some() => {
-                self.location = Some(parse::title_case(strip_place_prefix(&one)));
-                Transition(State::s2_business_name())
-            }
-            BusinessAnswer::One(trade) => {
-                // Half an answer is progress: it ends a run of misses.
+            return self.miss(context, MessageKey::S1Retry);
+        }
+        if first {
+            context.say(MessageKey::Welcome, &[]);
+        }
+        if trade.is_some() {
+            self.business_type = trade;
+        }
+        if place.is_some() {
+            self.location = place;
+        }
+        match (&self.business_type, &self.location) {
+            (Some(_), Some(_)) => Transition(self.next_question()),
+            (Some(trade), None) => {
+                // Half an answer is progress: it ends a run of misses, and the reply says what we
+                // understood.
                 self.misses = 0;
-                let trade = parse::capitalise_first(&trade);
+                let trade = trade.clone();
                 context.say(MessageKey::S1AskPlace, &[("business_type", &trade)]);
-                self.business_type = Some(trade);
                 Handled
             }
-            BusinessAnswer::Unreadable => self.miss(context, MessageKey::S1Retry),
+            (None, _) => {
+                self.misses = 0;
+                let place = self.location.clone().unwrap_or_default();
+                context.say(MessageKey::S1AskTrade, &[("location", &place)]);
+                Handled
+            }
         }
     }
 
@@ -300,7 +336,7 @@ impl Conversation {
         match parse::bounded_text(text, 80) {
             Some(name) => {
                 self.business_name = Some(name);
-                Transition(State::s3_owner_name())
+                Transition(self.next_question())
             }
             None => self.miss(context, MessageKey::S2Retry),
         }
@@ -314,7 +350,7 @@ impl Conversation {
         match parse::bounded_text(text, 60) {
             Some(name) => {
                 self.owner_name = Some(name);
-                Transition(State::s4_notification_pref())
+                Transition(self.next_question())
             }
             None => self.miss(context, MessageKey::S3Retry),
         }
@@ -325,12 +361,17 @@ impl Conversation {
         let Some(text) = answer(event) else {
             return Super;
         };
-        match parse::notify(text) {
-            Some(notify) => {
+        match parse::notify_answer(text) {
+            NotifyAnswer::Chosen(notify) => {
                 self.notify = Some(notify);
-                Transition(State::s5_confirm_live())
+                Transition(self.next_question())
             }
-            None => self.miss(context, MessageKey::S4Retry),
+            NotifyAnswer::EmailWithoutAddress => {
+                self.misses = 0;
+                context.say(MessageKey::S4AskEmail, &[]);
+                Handled
+            }
+            NotifyAnswer::Unreadable => self.miss(context, MessageKey::S4Retry),
         }
     }
 
@@ -355,26 +396,31 @@ impl Conversation {
                 Handled
             }
             Event::Text(text) if parse::keyword(text, false).is_none() => {
-                if parse::is_yes(text) {
-                    self.misses = 0;
-                    if self.paid {
-                        context.run(Command::AllocateNumber);
-                    } else {
-                        self.gate = Some(Gate::PaymentRequired);
-                        context.say(
-                            MessageKey::S5Pay,
-                            &[("payment_link", context.ctx.payment_link)],
-                        );
+                // A change named is never a yes: "yes but the name is wrong" edits.
+                if let Some(field) = parse::edit(text) {
+                    return self.edit(field);
+                }
+                match parse::confirm(text) {
+                    Confirm::Yes => {
+                        self.misses = 0;
+                        if self.paid {
+                            context.run(Command::AllocateNumber);
+                        } else {
+                            self.gate = Some(Gate::PaymentRequired);
+                            context.say(
+                                MessageKey::S5Pay,
+                                &[("payment_link", context.ctx.payment_link)],
+                            );
+                        }
+                        Handled
                     }
-                    Handled
-                } else if parse::is_edit(text) {
-                    self.clear_answers();
-                    Transition(State::s1_business_type_location())
-                } else if parse::is_negative(text) {
-                    context.say(MessageKey::S5Explain, &[]);
-                    Handled
-                } else {
-                    self.miss(context, MessageKey::S5Explain)
+                    Confirm::No => {
+                        context.say(MessageKey::S5Explain, &[]);
+                        Handled
+                    }
+                    // "wait a sec yes", "yes?": an unclear reply costs a question, a wrong guess an owner.
+                    Confirm::Unclear => self.miss(context, MessageKey::S5Clarify),
+                    Confirm::Unreadable => self.miss(context, MessageKey::S5Explain),
                 }
             }
             _ => Super,
@@ -386,18 +432,20 @@ impl Conversation {
         let Some(text) = answer(event) else {
             return Super;
         };
-        match parse::phone_type(text) {
+        match parse::device(text, context.ctx.catalog.vocabulary()) {
             // Forwarding guard: instructions never go out without an allocated number.
-            Some(_) if self.number.is_none() => {
+            Device::Known(_) if self.number.is_none() => {
                 self.gate = Some(Gate::AwaitingNumber);
                 context.run(Command::AllocateNumber);
                 Transition(State::s5_confirm_live())
             }
-            Some(phone_type) => {
+            Device::Known(phone_type) => {
                 self.phone_type = Some(phone_type);
                 Transition(State::s7_fwd_sent())
             }
-            None => self.miss(context, MessageKey::S6Retry),
+            // "mobile", "iPhone or Android": the instructions differ, so ask rather than guess.
+            Device::Unclear => self.miss(context, MessageKey::S6Clarify),
+            Device::Unreadable => self.miss(context, MessageKey::S6Retry),
         }
     }
 
@@ -474,6 +522,14 @@ impl Conversation {
         let catalog = context.ctx.catalog;
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let reply = match self.state {
+            // Back from the summary to change the trade or the town: ask only for that.
+            StateName::S1BusinessTypeLocation if self.business_name.is_some() => {
+                match (&self.business_type, &self.location) {
+                    (None, Some(_)) => catalog.render(MessageKey::S1EditTrade, &[]),
+                    (Some(_), None) => catalog.render(MessageKey::S1EditPlace, &[]),
+                    _ => catalog.render(MessageKey::S1Ask, &[]),
+                }
+            }
             StateName::S1BusinessTypeLocation => catalog.render(MessageKey::S1Ask, &[]),
             StateName::S2BusinessName => catalog.render(
                 MessageKey::S2Ask,
@@ -553,6 +609,42 @@ impl Conversation {
         Handled
     }
 
+    /// The first question still unanswered, or the summary when none is: the usual order, and
+    /// after an edit of one answer, straight back to the summary.
+    fn next_question(&self) -> State {
+        if self.business_type.is_none() || self.location.is_none() {
+            State::s1_business_type_location()
+        } else if self.business_name.is_none() {
+            State::s2_business_name()
+        } else if self.owner_name.is_none() {
+            State::s3_owner_name()
+        } else if self.notify.is_none() {
+            State::s4_notification_pref()
+        } else {
+            State::s5_confirm_live()
+        }
+    }
+
+    /// EDIT at the summary: a named answer is asked again alone; otherwise all of them are.
+    /// Either way the owner says YES again afterwards.
+    fn edit(&mut self, field: EditField) -> Outcome<State> {
+        if field == EditField::Everything {
+            self.clear_answers();
+            return Transition(State::s1_business_type_location());
+        }
+        self.gate = None;
+        self.misses = 0;
+        match field {
+            EditField::Trade => self.business_type = None,
+            EditField::Place => self.location = None,
+            EditField::BusinessName => self.business_name = None,
+            EditField::OwnerName => self.owner_name = None,
+            EditField::Notify => self.notify = None,
+            EditField::Everything => {}
+        }
+        Transition(self.next_question())
+    }
+
     /// RESTART and EDIT: the answers go; payment and number stay.
     fn clear_answers(&mut self) {
         self.gate = None;
@@ -569,19 +661,11 @@ impl Conversation {
 /// The text of an ordinary answer; keywords and provider events go to the superstate.
 fn answer(event: &Event) -> Option<&str> {
     match event {
-        Event::Text(text) if parse::keyword(text, false).is_none() => Some(text),
+        Event::Text(text) | Event::FirstText(text) if parse::keyword(text, false).is_none() => {
+            Some(text)
+        }
         _ => None,
     }
-}
-
-fn strip_place_prefix(place: &str) -> &str {
-    let lower = place.to_lowercase();
-    for prefix in ["based in ", "in ", "near ", "from "] {
-        if lower.starts_with(prefix) {
-            return &place[prefix.len()..];
-        }
-    }
-    place
 }
 
 fn step_key(state: StateName) -> MessageKey {
