@@ -216,6 +216,33 @@ fn rate_limited(retry_after: &str) -> ResponseTemplate {
         .set_body_json(json!({"code": 20429, "message": "Too Many Requests", "status": 429}))
 }
 
+/// Twilio answers every send (a POST) with `response`, and must be asked exactly `times` times.
+async fn on_send(
+    server: &MockServer,
+    response: impl Respond + 'static,
+    times: impl Into<wiremock::Times>,
+) {
+    Mock::given(method("POST"))
+        .respond_with(response)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// Twilio answers every look-up in its message list with `response`, asked exactly `times` times.
+async fn on_list(
+    server: &MockServer,
+    response: impl Respond + 'static,
+    times: impl Into<wiremock::Times>,
+) {
+    Mock::given(method("GET"))
+        .and(path(MESSAGES))
+        .respond_with(response)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
 async fn posts(server: &MockServer) -> usize {
     server
         .received_requests()
@@ -287,13 +314,14 @@ async fn a_rate_limit_is_retried_after_retry_after<S: Store>(store: S) {
 
 async fn error_21610_fails_the_message_and_opts_the_owner_out<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+    on_send(
+        &server,
+        ResponseTemplate::new(400).set_body_json(json!({
             "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+        })),
+        1,
+    )
+    .await;
     let w = world(store, twilio(&server)).await;
     w.work().await;
     assert_eq!(w.message().await.status.as_str(), "failed");
@@ -302,11 +330,7 @@ async fn error_21610_fails_the_message_and_opts_the_owner_out<S: Store>(store: S
 
 async fn an_opted_out_owner_is_never_texted<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created("SM1"))
-        .expect(0)
-        .mount(&server)
-        .await;
+    on_send(&server, created("SM1"), 0).await;
     let w = world(store, twilio(&server)).await;
     let mut client = w.client().await;
     client.opted_out = true;
@@ -319,13 +343,14 @@ async fn an_opted_out_owner_is_never_texted<S: Store>(store: S) {
 
 async fn a_refusal_is_not_retried<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+    on_send(
+        &server,
+        ResponseTemplate::new(400).set_body_json(json!({
             "code": 21211, "message": "Invalid 'To' Phone Number", "status": 400
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+        })),
+        1,
+    )
+    .await;
     let w = world(store, twilio(&server)).await;
     w.work().await;
     let message = w.message().await;
@@ -336,24 +361,25 @@ async fn a_refusal_is_not_retried<S: Store>(store: S) {
 /// A 500 may have sent the text: the next attempt asks Twilio first, finds it, and does not resend.
 async fn an_ambiguous_failure_that_did_send_is_not_sent_twice<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+    on_send(
+        &server,
+        ResponseTemplate::new(500).set_body_json(json!({
             "code": 20500, "message": "Internal Server Error", "status": 500
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(MESSAGES))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        })),
+        1,
+    )
+    .await;
+    on_list(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
             "messages": [{
                 "sid": "SMsent", "status": "delivered", "to": OWNER, "from": FROM, "body": BODY,
                 "date_created": "Mon, 05 Jan 2026 09:00:01 +0000", "error_code": null
             }]
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+        })),
+        1,
+    )
+    .await;
     let w = world(store, twilio(&server)).await;
     w.work().await;
     let message = w.message().await;
@@ -372,13 +398,14 @@ async fn an_ambiguous_failure_that_did_send_is_not_sent_twice<S: Store>(store: S
 /// than concluding from the first page that it never went out.
 async fn an_ambiguous_send_found_only_on_the_second_page_is_not_sent_twice<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+    on_send(
+        &server,
+        ResponseTemplate::new(500).set_body_json(json!({
             "code": 20500, "message": "Internal Server Error", "status": 500
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
+        })),
+        1,
+    )
+    .await;
     let newer: Vec<_> = (0..50)
         .map(|i| {
             json!({
@@ -430,12 +457,12 @@ async fn an_ambiguous_failure_that_did_not_send_is_sent_again<S: Store>(store: S
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path(MESSAGES))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "messages": [] })))
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_list(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({ "messages": [] })),
+        1,
+    )
+    .await;
     Mock::given(method("POST"))
         .respond_with(created("SM2"))
         .mount(&server)
@@ -452,11 +479,7 @@ async fn an_ambiguous_failure_that_did_not_send_is_sent_again<S: Store>(store: S
 
 async fn when_twilio_cannot_say_whether_it_sent_nothing_is_sent<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_send(&server, ResponseTemplate::new(503), 1).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
@@ -567,17 +590,13 @@ async fn a_timeout_on_the_last_attempt_before_the_deadline_is_reconciled_not_fai
     store: S,
 ) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created("SMlate").set_delay(Duration::from_secs(2)))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(MESSAGES))
-        .respond_with(listed("SMlate", "delivered"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_send(
+        &server,
+        created("SMlate").set_delay(Duration::from_secs(2)),
+        1,
+    )
+    .await;
+    on_list(&server, listed("SMlate", "delivered"), 1).await;
     let w = world_with(store, twilio(&server), ten_minutes_to_live()).await;
     w.work().await;
     assert!(w.message().await.needs_reconcile);
@@ -596,17 +615,13 @@ async fn an_uncertain_text_twilio_never_got_is_given_up_at_the_deadline_without_
     store: S,
 ) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created("SMlate").set_delay(Duration::from_secs(2)))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(MESSAGES))
-        .respond_with(nothing_listed())
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_send(
+        &server,
+        created("SMlate").set_delay(Duration::from_secs(2)),
+        1,
+    )
+    .await;
+    on_list(&server, nothing_listed(), 1).await;
     let w = world_with(store, twilio(&server), ten_minutes_to_live()).await;
     w.work().await;
     w.clock.advance(chrono::Duration::minutes(11));
@@ -621,17 +636,8 @@ async fn an_uncertain_text_twilio_never_got_is_given_up_at_the_deadline_without_
 /// Twilio first, finds the text went out, and does not send it again.
 async fn an_expired_sending_lease_is_reconciled_before_any_resend<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created("SMtwice"))
-        .expect(0)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(MESSAGES))
-        .respond_with(listed("SMfirst", "sent"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_send(&server, created("SMtwice"), 0).await;
+    on_list(&server, listed("SMfirst", "sent"), 1).await;
     let w = world(store, twilio(&server)).await;
     a_replica_claims_and_dies(&w).await;
     w.clock.advance(chrono::Duration::seconds(30));
@@ -647,17 +653,8 @@ async fn an_expired_sending_lease_is_reconciled_before_any_resend<S: Store>(stor
 /// The dead replica had not sent it yet: Twilio has no trace, so it is sent, once.
 async fn an_expired_sending_lease_with_no_trace_at_twilio_is_sent_once<S: Store>(store: S) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created("SM1"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(MESSAGES))
-        .respond_with(nothing_listed())
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_send(&server, created("SM1"), 1).await;
+    on_list(&server, nothing_listed(), 1).await;
     let w = world(store, twilio(&server)).await;
     a_replica_claims_and_dies(&w).await;
     w.clock.advance(chrono::Duration::minutes(2));
@@ -805,11 +802,7 @@ async fn a_batch_that_outlives_its_lease_sends_nothing_another_worker_took_over<
 async fn a_worker_shutting_down_puts_its_batch_back<S: Store>(store: S) {
     let server = MockServer::start().await;
     // Sent once: by the next worker, not the one shutting down.
-    Mock::given(method("POST"))
-        .respond_with(created("SM1"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    on_send(&server, created("SM1"), 1).await;
     let w = world(store, twilio(&server)).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     stop.send(true).unwrap();
