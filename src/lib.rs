@@ -21,5 +21,6 @@ pub mod sms;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod tls;
 pub mod twilio;
 pub mod voice;
