@@ -27,7 +27,7 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("DATABASE_URL must start with postgres:// or sqlite: (got {0:?})")]
     UnknownDatabase(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (LISTEN_ADDR): {source}; set LISTEN_ADDR to a free host:port")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,
