@@ -5,6 +5,7 @@
 //! storage ([`store`]), and the Twilio and Stripe edges.
 
 pub mod app;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod conversation;

@@ -1,5 +1,6 @@
-//! The `onboard` command line: serve, migrate, replay.
+//! The `onboard` command line: serve, migrate, chat, replay, pool.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,8 +13,33 @@ use onboard::engine::Engine;
 use onboard::store::Store;
 use tracing_subscriber::EnvFilter;
 
+/// Shown under `--help`: everything is configured from the environment (or `.env`).
+const ENVIRONMENT_HELP: &str = "\
+Environment (also read from ./.env; the real environment wins):
+  DATABASE_URL           postgres://... or sqlite:... (default sqlite://onboard.db)
+  LISTEN_ADDR            where the server listens (default 127.0.0.1:3000)
+  PUBLIC_URL             the URL Twilio and Stripe call (default http://LISTEN_ADDR)
+  TWILIO_ACCOUNT_SID     with the token and ONBOARDING_NUMBER: texts are really sent
+  TWILIO_AUTH_TOKEN      checks X-Twilio-Signature; unset is dev mode
+  TWILIO_API_BASE        Twilio's REST API (default https://api.twilio.com)
+  ONBOARDING_NUMBER      the number owners text
+  STRIPE_PAYMENT_LINK    the Stripe Payment Link
+  STRIPE_WEBHOOK_SECRET  whsec_...; several comma-separated while rotating; unset is dev mode
+  ADMIN_TOKEN            bearer token of /admin/api/*; the admin API is off when unset
+  POOL_LOW_WATER, POOL_TARGET, POOL_MAX_BUY_PER_DAY, TWILIO_ADDRESS_SID, TWILIO_BUNDLE_SID
+  VERIFY_CALLER_NUMBER, VERIFY_WINDOW, VERIFY_RING_SECONDS
+  ONBOARD_ENV            development (default) or production
+  FLOWS_DIR              load the bot's wording from this folder
+  RUST_LOG               log filter (default info)
+  LOG_FORMAT             pretty (default) or json
+The README's Configuration section says more about each.";
+
 #[derive(Parser)]
-#[command(version, about = "Onboards small-business owners over SMS and voice")]
+#[command(
+    version,
+    about = "Onboards small-business owners over SMS and voice",
+    after_help = ENVIRONMENT_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +51,12 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Talk to the bot in the terminal, as an owner would by SMS (in-process, nothing to set up).
+    Chat {
+        /// The owner's phone number (E.164).
+        #[arg(long, default_value = onboard::chat::DEFAULT_PHONE)]
+        phone: String,
+    },
     /// Replay fixture conversations in-process and report each.
     Replay {
         /// Fixture files, or folders of them.
@@ -53,7 +85,17 @@ enum PoolCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before the arguments and the configuration, so both see it; never overrides the environment.
+    let env_file = dotenvy::dotenv();
     let cli = Cli::parse();
+    match &env_file {
+        Ok(path) => eprintln!("onboard: read {}", path.display()),
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            eprintln!("onboard: .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -63,15 +105,17 @@ async fn main() -> ExitCode {
     };
     // A replay prints its own report; its log lines would only bury it.
     let default_filter = match cli.command {
-        Command::Replay { .. } | Command::Pool(_) => "warn",
+        Command::Replay { .. } | Command::Pool(_) | Command::Chat { .. } => "warn",
         _ => "info,sqlx=warn,tower_http=info",
     };
     init_tracing(config.log_format, default_filter);
+    let database_url = config.database_url.clone();
     let result = match cli.command {
         Command::Serve => app::serve(config, shutdown_signal())
             .await
             .map_err(Into::into),
         Command::Migrate => migrate(&config).await,
+        Command::Chat { phone } => chat(&config, &phone).await,
         Command::Replay { paths } => match replay(&config, &paths).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -81,11 +125,74 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output went away (`onboard pool stats | head`): nothing more to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("onboard: {e:#}");
+            match missing_database(&e, &database_url) {
+                Some(hint) => eprintln!("onboard: {hint}"),
+                None => eprintln!("onboard: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// For a PostgreSQL database that does not exist (SQLSTATE 3D000): one line saying so, with the
+/// command that creates it.
+fn missing_database(e: &anyhow::Error, url: &str) -> Option<String> {
+    let missing = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|db| db.code().as_deref() == Some("3D000"))
+    });
+    if !missing {
+        return None;
+    }
+    let url = reqwest::Url::parse(url).ok()?;
+    let name = url.path().trim_start_matches('/');
+    let mut command = String::from("createdb");
+    if let Some(host) = url.host_str() {
+        command.push_str(&format!(" -h {host}"));
+    }
+    if let Some(port) = url.port() {
+        command.push_str(&format!(" -p {port}"));
+    }
+    if !url.username().is_empty() {
+        command.push_str(&format!(" -U {}", url.username()));
+    }
+    Some(format!(
+        "the database {name:?} named by DATABASE_URL does not exist; create it with: {command} {name}"
+    ))
+}
+
+/// `onboard chat`: the owner's side of the conversation on stdin and stdout.
+async fn chat(config: &Config, phone: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+
+    let owner = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone {phone:?}: {e}"))?;
+    let flows = Arc::new(app::load_flows(config)?);
+    let mut backend =
+        onboard::chat::Local::new(flows, owner.clone(), config.stripe_payment_link.clone()).await?;
+    let interactive = std::io::stdin().is_terminal();
+    let mut out = std::io::stdout().lock();
+    if interactive {
+        writeln!(
+            out,
+            "onboard chat: you are the owner of {owner}, texting the onboarding number.\n\
+             In-process, on an in-memory database; /help lists the commands, /quit leaves."
+        )?;
+    }
+    // stdin is read on this thread: the engine's futures are awaited here too, one line at a time.
+    onboard::chat::run(&mut backend, std::io::stdin().lock(), &mut out, interactive).await
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -93,13 +200,13 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         .await?
         .migrate()
         .await?;
-    println!("migrations applied");
+    writeln!(std::io::stdout(), "migrations applied")?;
     Ok(())
 }
 
 async fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
     let flows = Arc::new(app::load_flows(config)?);
-    Ok(onboard::replay::replay_all(paths, flows).await?)
+    Ok(onboard::replay::replay_all(paths, flows, &mut std::io::stdout().lock()).await?)
 }
 
 async fn pool(config: &Config, command: PoolCommand) -> anyhow::Result<()> {
@@ -122,46 +229,52 @@ async fn pool_on<S: Store>(
     command: PoolCommand,
 ) -> anyhow::Result<()> {
     let numbers = match &command {
-        PoolCommand::Add { numbers } => Some(parse_or_report(numbers.iter().map(String::as_str))?),
+        PoolCommand::Add { numbers } => Some(parse_or_report(
+            numbers.iter().map(String::as_str),
+            "argument",
+        )?),
         PoolCommand::Import { file } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            Some(parse_or_report(text.lines())?)
+            Some(parse_or_report(text.lines(), "line")?)
         }
         PoolCommand::Stats => None,
         PoolCommand::Release { number } => {
             let number =
                 PhoneNumber::parse(number).map_err(|e| anyhow::anyhow!("{number:?}: {e}"))?;
             engine.release_number(&number).await?;
-            println!("{} quarantined", number);
+            writeln!(std::io::stdout(), "{number} quarantined")?;
             None
         }
     };
     if let Some(numbers) = numbers {
         let (added, served) = engine.add_numbers(&numbers).await?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{added} added, {} already in the pool; {} waiting owner(s) given a number",
             numbers.len() as u64 - added,
             served.len()
-        );
+        )?;
     }
     let stats = engine.store().pool_stats().await?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{}",
         onboard::pool::format_stats(&stats, config.pool_low_water)
-    );
+    )?;
     Ok(())
 }
 
-/// Every bad line named; nothing added unless the whole list is good.
+/// Every bad line (or argument: `unit`) named; nothing added unless the whole list is good.
 fn parse_or_report<'a>(
     lines: impl IntoIterator<Item = &'a str>,
+    unit: &str,
 ) -> anyhow::Result<Vec<PhoneNumber>> {
     onboard::pool::parse_numbers(lines).map_err(|bad| {
         for line in &bad {
-            eprintln!("onboard: {line}");
+            eprintln!("onboard: {}", line.describe(unit));
         }
-        anyhow::anyhow!("{} bad line(s): nothing was added", bad.len())
+        anyhow::anyhow!("{} bad {unit}(s): nothing was added", bad.len())
     })
 }
 

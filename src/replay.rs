@@ -455,6 +455,52 @@ fn check_call(
     Ok(())
 }
 
+/// What a Stripe event delivery carries, for [`stripe_event_body`].
+pub struct StripeEvent<'a> {
+    /// `checkout.session.completed`, `charge.refunded`, ...
+    pub kind: &'a str,
+    pub event_id: &'a str,
+    /// The owner's client id: Stripe's customer, subscription and charge ids are derived from it,
+    /// so a later refund or cancellation finds the same owner.
+    pub owner: &'a str,
+    /// The checkout's `client_reference_id` (`None`: left out).
+    pub client_reference_id: Option<&'a str>,
+    /// For checkout events: `paid`, `unpaid`, ...
+    pub payment_status: &'a str,
+    /// The event's `created`, in Unix seconds.
+    pub created: i64,
+}
+
+/// The JSON body of a Stripe event delivery, shaped as Stripe sends it; sign it with
+/// [`crate::stripe::signature::sign`].
+pub fn stripe_event_body(event: &StripeEvent<'_>) -> String {
+    let owner = event.owner;
+    let object = match event.kind {
+        "customer.subscription.deleted" => serde_json::json!({
+            "id": format!("sub_{owner}"), "object": "subscription", "customer": format!("cus_{owner}"),
+            "status": "canceled",
+        }),
+        "charge.refunded" => serde_json::json!({
+            "id": format!("ch_{owner}"), "object": "charge", "customer": format!("cus_{owner}"),
+            "payment_intent": format!("pi_{owner}"), "amount": 2900, "amount_refunded": 2900,
+            "refunded": true,
+        }),
+        _ => serde_json::json!({
+            "id": format!("cs_{owner}"), "object": "checkout.session",
+            "client_reference_id": event.client_reference_id,
+            "payment_status": event.payment_status,
+            "customer": format!("cus_{owner}"), "subscription": format!("sub_{owner}"),
+            "payment_intent": format!("pi_{owner}"), "amount_total": 2900, "currency": "gbp",
+        }),
+    };
+    serde_json::json!({
+        "id": event.event_id,
+        "object": "event", "type": event.kind, "created": event.created, "livemode": false,
+        "data": { "object": object },
+    })
+    .to_string()
+}
+
 /// A Stripe delivery as Stripe would send it.
 struct Delivery {
     body: String,
@@ -473,34 +519,21 @@ fn stripe_delivery(
         .map(|c| c.id.to_string())
         .unwrap_or_else(|| "unknown".into());
     let reference = match step.client_reference_id.as_deref() {
-        Some("none") => serde_json::Value::Null,
-        Some(other) => other.into(),
-        None => owner.clone().into(),
+        Some("none") => None,
+        Some(other) => Some(other.to_owned()),
+        None => Some(owner.clone()),
     };
-    let object = match kind {
-        "customer.subscription.deleted" => serde_json::json!({
-            "id": format!("sub_{owner}"), "object": "subscription", "customer": format!("cus_{owner}"),
-            "status": "canceled",
-        }),
-        "charge.refunded" => serde_json::json!({
-            "id": format!("ch_{owner}"), "object": "charge", "customer": format!("cus_{owner}"),
-            "payment_intent": format!("pi_{owner}"), "amount": 2900, "amount_refunded": 2900,
-            "refunded": true,
-        }),
-        _ => serde_json::json!({
-            "id": format!("cs_{owner}"), "object": "checkout.session",
-            "client_reference_id": reference,
-            "payment_status": step.payment_status.as_deref().unwrap_or("paid"),
-            "customer": format!("cus_{owner}"), "subscription": format!("sub_{owner}"),
-            "payment_intent": format!("pi_{owner}"), "amount_total": 2900, "currency": "gbp",
-        }),
-    };
-    let body = serde_json::json!({
-        "id": step.stripe_event_id.clone().unwrap_or_else(|| format!("evt_fixture_{n}")),
-        "object": "event", "type": kind, "created": now, "livemode": false,
-        "data": { "object": object },
-    })
-    .to_string();
+    let body = stripe_event_body(&StripeEvent {
+        kind,
+        event_id: &step
+            .stripe_event_id
+            .clone()
+            .unwrap_or_else(|| format!("evt_fixture_{n}")),
+        owner: &owner,
+        client_reference_id: reference.as_deref(),
+        payment_status: step.payment_status.as_deref().unwrap_or("paid"),
+        created: now,
+    });
     let signature = match step.signature.as_deref() {
         Some("missing") => None,
         Some(_) => Some(crate::stripe::signature::sign(
@@ -667,7 +700,11 @@ pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Replays every fixture, printing one line each; true when all passed.
-pub async fn replay_all(paths: &[PathBuf], flows: Arc<Flows>) -> Result<bool, ReplayError> {
+pub async fn replay_all(
+    paths: &[PathBuf],
+    flows: Arc<Flows>,
+    out: &mut impl std::io::Write,
+) -> Result<bool, ReplayError> {
     let files = collect(paths)?;
     if files.is_empty() {
         return Err(ReplayError::NoFixtures(paths.to_vec()));
@@ -681,13 +718,13 @@ pub async fn replay_all(paths: &[PathBuf], flows: Arc<Flows>) -> Result<bool, Re
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok(()) => println!("ok      {}", file.display()),
+            Ok(()) => writeln!(out, "ok      {}", file.display())?,
             Err(why) => {
                 failed += 1;
-                println!("FAILED  {}: {why}", file.display());
+                writeln!(out, "FAILED  {}: {why}", file.display())?;
             }
         }
     }
-    println!("{} passed, {} failed", files.len() - failed, failed);
+    writeln!(out, "{} passed, {} failed", files.len() - failed, failed)?;
     Ok(failed == 0)
 }
