@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod flows;
 pub mod http;
+pub mod live;
 pub mod outbox;
 pub mod payments;
 pub mod pool;

@@ -57,11 +57,16 @@ enum Command {
         #[arg(long, default_value = onboard::chat::DEFAULT_PHONE)]
         phone: String,
     },
-    /// Replay fixture conversations in-process and report each.
+    /// Replay fixture conversations and report each: in-process, or against a running server.
     Replay {
         /// Fixture files, or folders of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// A running server (e.g. http://127.0.0.1:3000) to drive as Twilio and Stripe do,
+        /// signed with TWILIO_AUTH_TOKEN and STRIPE_WEBHOOK_SECRET and read through the admin
+        /// API (ADMIN_TOKEN); PUBLIC_URL when it differs from the target.
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
     },
     /// Operate the number pool.
     #[command(subcommand)]
@@ -116,7 +121,18 @@ async fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Migrate => migrate(&config).await,
         Command::Chat { phone } => chat(&config, &phone).await,
-        Command::Replay { paths } => match replay(&config, &paths).await {
+        Command::Replay {
+            paths,
+            target: Some(target),
+        } => match replay_live(&config, &target, &paths).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Replay {
+            paths,
+            target: None,
+        } => match replay(&config, &paths).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
@@ -207,6 +223,43 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
     let flows = Arc::new(app::load_flows(config)?);
     Ok(onboard::replay::replay_all(paths, flows, &mut std::io::stdout().lock()).await?)
+}
+
+/// How to drive the server at `target`, from the environment the server reads too.
+fn live_target(config: &Config, target: &str) -> anyhow::Result<onboard::live::Target> {
+    let url = target.trim_end_matches('/').to_owned();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--target {target:?} is not an http:// or https:// URL");
+    }
+    let admin_token = config.admin_token.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "ADMIN_TOKEN is not set: the target's admin API is how state and texts are read"
+        )
+    })?;
+    let verify_caller = config
+        .verify_caller_number
+        .clone()
+        .or_else(|| config.onboarding_number.clone())
+        .unwrap_or(PhoneNumber::parse(onboard::replay::FIXTURE_CALLER)?);
+    Ok(onboard::live::Target {
+        // Signatures are over the server's PUBLIC_URL; without one, the target is it.
+        public_url: std::env::var("PUBLIC_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| url.clone()),
+        url,
+        twilio_auth_token: config.twilio_auth_token.clone(),
+        stripe_secret: config.stripe_webhook_secrets.first().cloned(),
+        admin_token,
+        payment_link: config.stripe_payment_link.clone(),
+        verify_caller,
+    })
+}
+
+async fn replay_live(config: &Config, target: &str, paths: &[PathBuf]) -> anyhow::Result<bool> {
+    let remote = onboard::live::Remote::new(live_target(config, target)?);
+    onboard::live::replay_all(&remote, paths, &mut std::io::stdout().lock()).await
 }
 
 async fn pool(config: &Config, command: PoolCommand) -> anyhow::Result<()> {

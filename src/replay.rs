@@ -78,7 +78,7 @@ pub struct Step {
     pub expect: Expect,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The whole reply, exactly.
@@ -126,11 +126,16 @@ impl Fixture {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a fixture's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, FixtureError> {
         let invalid = |message: String| FixtureError::Invalid {
             path: path.to_owned(),
             message,
         };
-        let fixture: Fixture = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let fixture: Fixture = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if fixture.steps.is_empty() {
             return Err(invalid("no steps".into()));
         }
@@ -418,9 +423,10 @@ pub async fn run_on<S: Store>(
             reply = (!texts.is_empty()).then(|| texts.join("\n"));
         }
         let client = engine.client_by_phone(owner).await?;
+        let observed = client.as_ref().map(Observed::of);
         let checks = check_receipt(n, &step.expect, receipt.as_ref())
             .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
-            .and_then(|()| check(n, &step.expect, reply.as_deref(), client.as_ref()));
+            .and_then(|()| check(n, &step.expect, reply.as_deref(), observed.as_ref()));
         if let Err(failure) = checks {
             return Ok(Err(failure));
         }
@@ -428,7 +434,32 @@ pub async fn run_on<S: Store>(
     Ok(Ok(()))
 }
 
-fn check_call(
+/// What a step's expectations about the owner are checked against: read from the store
+/// in-process, or from the admin API of a live server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: String,
+    /// `None` when no gate holds the owner.
+    pub gate: Option<String>,
+    pub opted_out: bool,
+    pub paid: bool,
+    /// The owner's allocated number.
+    pub number: Option<String>,
+}
+
+impl Observed {
+    pub fn of(client: &crate::store::Client) -> Observed {
+        Observed {
+            state: client.state.to_string(),
+            gate: client.gate.map(|g| g.as_str().to_owned()),
+            opted_out: client.opted_out,
+            paid: client.payment_active,
+            number: client.twilio_number.as_ref().map(|n| n.to_string()),
+        }
+    }
+}
+
+pub(crate) fn check_call(
     step: usize,
     expect: &Expect,
     answer: Option<&str>,
@@ -550,7 +581,7 @@ fn stripe_delivery(
     Delivery { body, signature }
 }
 
-fn check_receipt(
+pub(crate) fn check_receipt(
     step: usize,
     expect: &Expect,
     receipt: Option<&Result<String, String>>,
@@ -582,11 +613,11 @@ fn check_receipt(
     Ok(())
 }
 
-fn check(
+pub(crate) fn check(
     step: usize,
     expect: &Expect,
     reply: Option<&str>,
-    client: Option<&crate::store::Client>,
+    client: Option<&Observed>,
 ) -> Result<(), Failure> {
     let fail = |expected: String, actual: String| {
         Err(Failure {
@@ -630,12 +661,12 @@ fn check(
         };
     };
     if let Some(state) = expect.state
-        && client.state != state
+        && client.state != state.as_str()
     {
-        return fail(format!("state {state}"), client.state.to_string());
+        return fail(format!("state {state}"), client.state.clone());
     }
     if let Some(gate) = &expect.gate {
-        let actual = client.gate.map(|g| g.as_str()).unwrap_or("none");
+        let actual = client.gate.as_deref().unwrap_or("none");
         if actual != gate {
             return fail(format!("gate {gate}"), actual.into());
         }
@@ -649,16 +680,12 @@ fn check(
         );
     }
     if let Some(paid) = expect.paid
-        && client.payment_active != paid
+        && client.paid != paid
     {
-        return fail(format!("paid {paid}"), client.payment_active.to_string());
+        return fail(format!("paid {paid}"), client.paid.to_string());
     }
     if let Some(number) = &expect.number {
-        let actual = client
-            .twilio_number
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "none".into());
+        let actual = client.number.clone().unwrap_or_else(|| "none".into());
         if &actual != number {
             return fail(format!("number {number}"), actual);
         }
