@@ -12,6 +12,7 @@ pub mod conversation;
 pub mod domain;
 pub mod engine;
 pub mod flows;
+pub mod golden;
 pub mod http;
 pub mod live;
 pub mod outbox;

@@ -65,8 +65,12 @@ enum Command {
         /// A running server (e.g. http://127.0.0.1:3000) to drive as Twilio and Stripe do,
         /// signed with TWILIO_AUTH_TOKEN and STRIPE_WEBHOOK_SECRET and read through the admin
         /// API (ADMIN_TOKEN); PUBLIC_URL when it differs from the target.
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", conflicts_with = "update")]
         target: Option<String>,
+        /// Rewrite each fixture's reply expectations into the exact transcript of what the bot
+        /// says now (review the change with `git diff`).
+        #[arg(long)]
+        update: bool,
     },
     /// Operate the number pool.
     #[command(subcommand)]
@@ -123,7 +127,17 @@ async fn main() -> ExitCode {
         Command::Chat { phone } => chat(&config, &phone).await,
         Command::Replay {
             paths,
+            update: true,
+            ..
+        } => match update(&config, &paths).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Replay {
+            paths,
             target: Some(target),
+            ..
         } => match replay_live(&config, &target, &paths).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -132,6 +146,7 @@ async fn main() -> ExitCode {
         Command::Replay {
             paths,
             target: None,
+            ..
         } => match replay(&config, &paths).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -223,6 +238,11 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
     let flows = Arc::new(app::load_flows(config)?);
     Ok(onboard::replay::replay_all(paths, flows, &mut std::io::stdout().lock()).await?)
+}
+
+async fn update(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
+    let flows = Arc::new(app::load_flows(config)?);
+    Ok(onboard::replay::update_all(paths, flows, &mut std::io::stdout().lock()).await?)
 }
 
 /// How to drive the server at `target`, from the environment the server reads too.

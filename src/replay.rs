@@ -290,6 +290,27 @@ pub async fn run_on<S: Store>(
     fixture: &Fixture,
     flows: Arc<Flows>,
 ) -> Result<Result<(), Failure>, ReplayError> {
+    Ok(steps(store, fixture, flows, true).await?.0)
+}
+
+/// What each step said to the owner (its reply, or the texts it queued), in order; `None` for
+/// a step that said nothing. Expectations are not checked.
+pub async fn transcript(
+    fixture: &Fixture,
+    flows: Arc<Flows>,
+) -> Result<Vec<Option<String>>, ReplayError> {
+    let store = SqliteStore::in_memory().await?;
+    store.migrate().await?;
+    Ok(steps(store, fixture, flows, false).await?.1)
+}
+
+async fn steps<S: Store>(
+    store: S,
+    fixture: &Fixture,
+    flows: Arc<Flows>,
+    checked: bool,
+) -> Result<(Result<(), Failure>, Vec<Option<String>>), ReplayError> {
+    let mut said = Vec::new();
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Engine::new(
         store,
@@ -398,11 +419,12 @@ pub async fn run_on<S: Store>(
                     engine.apply(&client.id, event).await?;
                 }
                 (name, None) => {
-                    return Ok(Err(Failure {
+                    let failure = Failure {
                         step: n,
                         expected: format!("an owner {} to send {name} to", owner.masked()),
                         actual: "no such owner (text first)".into(),
-                    }));
+                    };
+                    return Ok((Err(failure), said));
                 }
             }
         }
@@ -422,16 +444,20 @@ pub async fn run_on<S: Store>(
                 .collect();
             reply = (!texts.is_empty()).then(|| texts.join("\n"));
         }
+        said.push(reply.clone());
+        if !checked {
+            continue;
+        }
         let client = engine.client_by_phone(owner).await?;
         let observed = client.as_ref().map(Observed::of);
         let checks = check_receipt(n, &step.expect, receipt.as_ref())
             .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
             .and_then(|()| check(n, &step.expect, reply.as_deref(), observed.as_ref()));
         if let Err(failure) = checks {
-            return Ok(Err(failure));
+            return Ok((Err(failure), said));
         }
     }
-    Ok(Ok(()))
+    Ok((Ok(()), said))
 }
 
 /// What a step's expectations about the owner are checked against: read from the store
@@ -724,6 +750,41 @@ pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// Rewrites each fixture's reply expectations into the exact transcript of what the bot says
+/// now (`reply = "..."`, or `no_reply = true`), keeping every other line of the file as it is;
+/// prints one line a file. A change of wording then shows up as a reviewable diff of fixtures.
+pub async fn update_all(
+    paths: &[PathBuf],
+    flows: Arc<Flows>,
+    out: &mut impl std::io::Write,
+) -> Result<bool, ReplayError> {
+    let files = collect(paths)?;
+    if files.is_empty() {
+        return Err(ReplayError::NoFixtures(paths.to_vec()));
+    }
+    let mut failed = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let fixture = match Fixture::parse(&text, file) {
+            Ok(fixture) => fixture,
+            Err(e) => {
+                failed += 1;
+                writeln!(out, "FAILED  {e}")?;
+                continue;
+            }
+        };
+        let said = transcript(&fixture, flows.clone()).await?;
+        let updated = crate::golden::with_transcript(&text, &said);
+        if updated == text {
+            writeln!(out, "same    {}", file.display())?;
+        } else {
+            std::fs::write(file, updated)?;
+            writeln!(out, "updated {}", file.display())?;
+        }
+    }
+    Ok(failed == 0)
 }
 
 /// Replays every fixture, printing one line each; true when all passed.
