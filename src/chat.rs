@@ -8,6 +8,8 @@
 //!
 //! In-process ([`Local`]) it runs the real engine and flows on an in-memory SQLite database with
 //! a manual clock and a pool of test numbers it adds itself: nothing to set up, no file written.
+//! Against a live server ([`Live`], `--target URL`) the same commands are webhooks signed as
+//! Twilio and Stripe sign them, and the texts the server sends first are read from its admin API.
 //! The loop reads plain lines, so it works the same from a pipe as from a terminal.
 
 use std::io::{BufRead, Write};
@@ -405,6 +407,163 @@ impl Backend for Local {
             Self::engine(self.flows.clone(), &self.payment_link, self.clock.clone()).await?;
         Ok(())
     }
+}
+
+/// The bot on a running server, driven as Twilio and Stripe drive it.
+pub struct Live {
+    remote: crate::live::Remote,
+    owner: PhoneNumber,
+    /// Makes message and call sids, and Stripe event ids, unique to this chat.
+    run: String,
+    counter: u64,
+    /// The newest outbound message already shown, so texts the server sends later (a timer)
+    /// are shown at the next line.
+    seen: i64,
+}
+
+impl Live {
+    pub async fn new(remote: crate::live::Remote, owner: PhoneNumber) -> anyhow::Result<Live> {
+        let mut live = Live {
+            remote,
+            owner,
+            run: format!("chat{:x}", chrono::Utc::now().timestamp_millis()),
+            counter: 0,
+            seen: 0,
+        };
+        // What the owner was sent before this chat is history, not news.
+        live.seen = live.outbound().await?.last().map_or(0, |(id, _, _)| *id);
+        Ok(live)
+    }
+
+    async fn client(&self) -> anyhow::Result<serde_json::Value> {
+        self.remote
+            .owner(self.owner.as_str())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no owner yet: text the bot first"))
+    }
+
+    async fn outbound(&self) -> anyhow::Result<Vec<(i64, String, String)>> {
+        let Some(owner) = self.remote.owner(self.owner.as_str()).await? else {
+            return Ok(Vec::new());
+        };
+        let id = owner["id"].as_str().unwrap_or_default();
+        let record = self.remote.record(id).await?;
+        Ok(crate::live::outbound_after(
+            &record,
+            self.owner.as_str(),
+            self.seen,
+        ))
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}{}{:06}", self.run, self.counter)
+    }
+
+    async fn stripe(&mut self, kind: &str) -> anyhow::Result<Said> {
+        let client = self.client().await?;
+        let id = client["id"].as_str().unwrap_or_default().to_owned();
+        let event_id = self.next_id("evt_");
+        let body = stripe_event_body(&StripeEvent {
+            kind,
+            event_id: &event_id,
+            owner: &id,
+            client_reference_id: Some(&id),
+            payment_status: "paid",
+            created: chrono::Utc::now().timestamp(),
+        });
+        match self.remote.stripe(&body, None).await? {
+            Ok(outcome) => Ok(Said::Note(format!("Stripe {kind}: {outcome}"))),
+            Err(why) => Ok(Said::Note(format!("Stripe {kind} refused: {why}"))),
+        }
+    }
+
+    async fn call(&mut self, from: String, forwarded_from: Option<String>) -> anyhow::Result<Said> {
+        let client = self.client().await?;
+        let to = client["twilio_number"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no number yet: pay (/pay) and answer YES first"))?
+            .to_owned();
+        let sid = self.next_id("CA");
+        let twiml = self
+            .remote
+            .call(&sid, &from, &to, forwarded_from.as_deref())
+            .await?;
+        Ok(Said::CallAnswer(spoken(&twiml)))
+    }
+}
+
+impl Backend for Live {
+    async fn perform(&mut self, command: &Command) -> anyhow::Result<Vec<Said>> {
+        let verify_caller = self.remote.target().verify_caller.to_string();
+        let mut said = Vec::new();
+        match command {
+            Command::Text(body) => {
+                let sid = self.next_id("SM");
+                let twiml = self.remote.sms(&sid, self.owner.as_str(), body).await?;
+                said.extend(message_text(&twiml).map(Said::Reply));
+            }
+            Command::Pay => said.push(self.stripe("checkout.session.completed").await?),
+            Command::Refund => said.push(self.stripe("charge.refunded").await?),
+            Command::VerifyCall => {
+                let owner = self.owner.to_string();
+                said.push(self.call(verify_caller, Some(owner)).await?);
+            }
+            Command::OwnerCall => {
+                let owner = self.owner.to_string();
+                said.push(self.call(owner, None).await?);
+            }
+            Command::Missed => said.push(self.call(CHAT_CUSTOMER.to_owned(), None).await?),
+            Command::Later(_) => said.push(Said::Note(
+                "a live server keeps real time: /later works in-process only (no --target)".into(),
+            )),
+            Command::State => said.push(Said::Note(
+                match self.remote.owner(self.owner.as_str()).await? {
+                    Some(client) => describe_json(&client),
+                    None => describe(None),
+                },
+            )),
+            Command::Help | Command::Restart | Command::Quit => {}
+        }
+        for (id, kind, body) in self.outbound().await? {
+            self.seen = self.seen.max(id);
+            said.push(match kind.as_str() {
+                "verify_call" => Said::VerifyCallPlaced,
+                _ => Said::Text(body),
+            });
+        }
+        Ok(said)
+    }
+
+    /// A live server keeps its owners: the owner goes back to S1 through the admin API, keeping
+    /// payment and number, as RESTART does.
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(client) = self.remote.owner(self.owner.as_str()).await? {
+            let id = client["id"].as_str().unwrap_or_default();
+            self.remote.reset(id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `/state` from the admin API's view of an owner.
+fn describe_json(client: &serde_json::Value) -> String {
+    let text = |key: &str| client[key].as_str().unwrap_or("none").to_owned();
+    let yes = |key: &str| {
+        if client[key].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    format!(
+        "state {}, gate {}, paid {}, number {}, opted out {}",
+        text("state"),
+        text("gate"),
+        yes("payment_active"),
+        text("twilio_number"),
+        yes("opted_out"),
+    )
 }
 
 /// `/state`: the owner's record in one line.

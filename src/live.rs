@@ -247,6 +247,13 @@ impl Remote {
         serde_json::from_str(&text).map_err(|e| LiveError::Unexpected(format!("GET {path}: {e}")))
     }
 
+    /// Sends an owner back to S1, keeping payment and number (as RESTART does).
+    pub async fn reset(&self, id: &str) -> Result<(), LiveError> {
+        let path = format!("/admin/api/clients/{id}/reset");
+        let (status, text) = self.admin(reqwest::Method::POST, &path, None).await?;
+        ok(&format!("POST {path}"), status, text).map(|_| ())
+    }
+
     /// Adds numbers to the pool; answers how many were new.
     pub async fn add_pool(&self, numbers: &[String]) -> Result<u64, LiveError> {
         let body = serde_json::json!({ "numbers": numbers });
@@ -550,16 +557,6 @@ async fn revoke(remote: &Remote, id: &str, event_id: &str) -> Result<(), LiveErr
 }
 
 async fn steps(remote: &Remote, fixture: &Fixture, run: &str) -> Result<Verdict, LiveError> {
-    if !fixture.pool.is_empty() {
-        let pool: Vec<String> = fixture.pool.iter().map(|n| n.to_string()).collect();
-        let added = remote.add_pool(&pool).await?;
-        if added != pool.len() as u64 {
-            return Err(LiveError::Unexpected(format!(
-                "{} of the fixture's fresh pool numbers were already on the server: run again",
-                pool.len() as u64 - added
-            )));
-        }
-    }
     // Provider ids unique to the run, the same for a repeated id within the fixture; the run
     // goes after the provider's prefix (`SM`, `CA`, `evt_`), which the server checks.
     let unique = |id: &str| -> String {
@@ -855,22 +852,74 @@ async fn one_file(
         Ok(text) => text,
         Err(e) => return Verdict::Failed(format!("cannot read: {e}")),
     };
-    let (text, _) = rewriter.rewrite(&text, remote.target().verify_caller.as_str(), index as u64);
-    let fixture = match Fixture::parse(&text, file) {
+    let shape = match Fixture::parse(&text, file) {
         Ok(fixture) => fixture,
         Err(e) => return Verdict::Failed(e.to_string()),
     };
     // The pool first: a fixture waiting for it must not hold a slot others could use.
-    let _alone = if uses_pool(&fixture) {
+    let _alone = if uses_pool(&shape) {
         Some(pool_lock.lock().await)
     } else {
         None
     };
     let _slot = limit.acquire().await;
-    match replay_one(remote, &fixture, run).await {
-        Ok(verdict) => verdict,
-        Err(e) => Verdict::Failed(e.to_string()),
+    // Fresh for this run may still be taken on the server (an earlier run's owner or number):
+    // then the fixture is rewritten again.
+    for attempt in 0..5u64 {
+        let (rewritten, _) = rewriter.rewrite(
+            &text,
+            remote.target().verify_caller.as_str(),
+            index as u64 + 1000 * attempt,
+        );
+        let fixture = match Fixture::parse(&rewritten, file) {
+            Ok(fixture) => fixture,
+            Err(e) => return Verdict::Failed(e.to_string()),
+        };
+        let fresh = match is_fresh(remote, &fixture).await {
+            Ok(true) => add_fresh_pool(remote, &fixture).await,
+            other => other,
+        };
+        match fresh {
+            Ok(true) => {
+                return match replay_one(remote, &fixture, run).await {
+                    Ok(verdict) => verdict,
+                    Err(e) => Verdict::Failed(e.to_string()),
+                };
+            }
+            Ok(false) => continue,
+            Err(e) => return Verdict::Failed(e.to_string()),
+        }
     }
+    Verdict::Failed("found no numbers unused on the server in 5 tries".into())
+}
+
+/// True when no owner on the server texts from any of the fixture's owners' phones.
+async fn is_fresh(remote: &Remote, fixture: &Fixture) -> Result<bool, LiveError> {
+    let owners =
+        std::iter::once(&fixture.owner).chain(fixture.steps.iter().filter_map(|s| s.from.as_ref()));
+    for owner in owners {
+        if remote.owner(owner.as_str()).await?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Adds the fixture's pool one number at a time; when one was on the server already, hands back
+/// those it added and answers false.
+async fn add_fresh_pool(remote: &Remote, fixture: &Fixture) -> Result<bool, LiveError> {
+    let mut added = Vec::new();
+    for number in &fixture.pool {
+        if remote.add_pool(&[number.to_string()]).await? == 1 {
+            added.push(number);
+        } else {
+            for number in added {
+                remote.release(number.as_str()).await?;
+            }
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ enum Command {
         /// The owner's phone number (E.164).
         #[arg(long, default_value = onboard::chat::DEFAULT_PHONE)]
         phone: String,
+        /// A running server to talk to instead, driven as Twilio and Stripe do (signed with
+        /// TWILIO_AUTH_TOKEN and STRIPE_WEBHOOK_SECRET; texts read with ADMIN_TOKEN).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
     },
     /// Replay fixture conversations and report each: in-process, or against a running server.
     Replay {
@@ -124,7 +128,7 @@ async fn main() -> ExitCode {
             .await
             .map_err(Into::into),
         Command::Migrate => migrate(&config).await,
-        Command::Chat { phone } => chat(&config, &phone).await,
+        Command::Chat { phone, target } => chat(&config, &phone, target.as_deref()).await,
         Command::Replay {
             paths,
             update: true,
@@ -206,24 +210,42 @@ fn missing_database(e: &anyhow::Error, url: &str) -> Option<String> {
 }
 
 /// `onboard chat`: the owner's side of the conversation on stdin and stdout.
-async fn chat(config: &Config, phone: &str) -> anyhow::Result<()> {
+async fn chat(config: &Config, phone: &str, target: Option<&str>) -> anyhow::Result<()> {
     use std::io::IsTerminal;
 
     let owner = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone {phone:?}: {e}"))?;
-    let flows = Arc::new(app::load_flows(config)?);
-    let mut backend =
-        onboard::chat::Local::new(flows, owner.clone(), config.stripe_payment_link.clone()).await?;
     let interactive = std::io::stdin().is_terminal();
     let mut out = std::io::stdout().lock();
-    if interactive {
-        writeln!(
-            out,
-            "onboard chat: you are the owner of {owner}, texting the onboarding number.\n\
-             In-process, on an in-memory database; /help lists the commands, /quit leaves."
-        )?;
+    let input = std::io::stdin().lock();
+    match target {
+        Some(target) => {
+            let remote = onboard::live::Remote::new(live_target(config, target)?);
+            let mut backend = onboard::chat::Live::new(remote, owner.clone()).await?;
+            if interactive {
+                writeln!(
+                    out,
+                    "onboard chat: you are the owner of {owner}, texting the server at {target}.\n\
+                     /help lists the commands, /quit leaves."
+                )?;
+            }
+            onboard::chat::run(&mut backend, input, &mut out, interactive).await
+        }
+        None => {
+            let flows = Arc::new(app::load_flows(config)?);
+            let mut backend =
+                onboard::chat::Local::new(flows, owner.clone(), config.stripe_payment_link.clone())
+                    .await?;
+            if interactive {
+                writeln!(
+                    out,
+                    "onboard chat: you are the owner of {owner}, texting the onboarding number.\n\
+                     In-process, on an in-memory database; /help lists the commands, /quit leaves."
+                )?;
+            }
+            // The engine's futures are awaited here, one line at a time.
+            onboard::chat::run(&mut backend, input, &mut out, interactive).await
+        }
     }
-    // stdin is read on this thread: the engine's futures are awaited here too, one line at a time.
-    onboard::chat::run(&mut backend, std::io::stdin().lock(), &mut out, interactive).await
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -13,8 +13,13 @@ use support::app::{ADMIN_TOKEN, AUTH_TOKEN, TestApp, spawn_postgres, spawn_sqlit
 
 const STRIPE_SECRET: &str = "whsec_live_replay";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_fixture_passes_against_a_live_server_on_postgres() {
+/// A server started as `onboard serve` starts one, on a fresh PostgreSQL database: its address,
+/// how to drive it, and its task.
+async fn start_server() -> (
+    String,
+    Target,
+    tokio::task::JoinHandle<Result<(), onboard::app::StartError>>,
+) {
     let database_url = support::fresh_postgres_database().await;
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -40,7 +45,6 @@ async fn every_fixture_passes_against_a_live_server_on_postgres() {
     let server = tokio::spawn(onboard::app::serve(config, std::future::pending()));
     onboard::tls::install_crypto_provider();
     let http = reqwest::Client::new();
-    let mut up = false;
     for _ in 0..100 {
         if http
             .get(format!("http://{address}/readyz"))
@@ -48,8 +52,7 @@ async fn every_fixture_passes_against_a_live_server_on_postgres() {
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            up = true;
-            break;
+            return (address, target, server);
         }
         assert!(
             !server.is_finished(),
@@ -58,8 +61,12 @@ async fn every_fixture_passes_against_a_live_server_on_postgres() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(up, "the server did not answer /readyz");
+    panic!("the server did not answer /readyz");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fixture_passes_against_a_live_server_on_postgres() {
+    let (_, target, server) = start_server().await;
     let remote = Remote::new(target);
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/conversations");
     let mut report = Vec::new();
@@ -146,4 +153,73 @@ async fn admin_pool_post_takes_a_checked_list_on_sqlite() {
 #[tokio::test]
 async fn admin_pool_post_takes_a_checked_list_on_postgres() {
     pool_takes_a_list_checked_as_the_cli_checks(spawn_postgres(test_config(&[])).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chat_with_a_target_drives_a_live_server_to_complete() {
+    let (address, target, server) = start_server().await;
+    let remote = Remote::new(target.clone());
+    assert_eq!(
+        remote
+            .add_pool(&["+447700900911".to_owned()])
+            .await
+            .unwrap(),
+        1
+    );
+
+    let script = "Hi\nPlumber in Leeds\nSmith & Sons Plumbing\nJo Smith\nSMS\nYES\n/pay\n2\nDONE\n/call\n/later 2h\n/state\n";
+    let url = format!("http://{address}");
+    let public_url = target.public_url.clone();
+    let caller = target.verify_caller.to_string();
+    // The chat blocks on its stdin: it runs beside the server, off the runtime's threads.
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onboard"))
+            .args(["chat", "--phone", "+447700900124", "--target", &url])
+            .env_remove("DATABASE_URL")
+            .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+            .env("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PUBLIC_URL", public_url)
+            .env("ONBOARDING_NUMBER", caller)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the onboard binary starts");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{out}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.contains("bot: Hi, welcome to Onboard!"), "{out}");
+    assert!(
+        out.contains("-- Stripe checkout.session.completed: processed"),
+        "{out}"
+    );
+    // Texts the server sends first are read back from its admin API.
+    assert!(
+        out.contains("bot (text): Your new business number is +447700900911"),
+        "{out}"
+    );
+    assert!(out.contains("bot (calls you):"), "{out}");
+    assert!(out.contains("caller hears: Forwarding works."), "{out}");
+    assert!(out.contains("bot (text): It worked!"), "{out}");
+    assert!(out.contains("-- a live server keeps real time"), "{out}");
+    assert!(
+        out.contains("-- state COMPLETE, gate none, paid yes, number +447700900911"),
+        "{out}"
+    );
+    server.abort();
 }
