@@ -70,9 +70,10 @@ async fn every_fixture_passes_against_a_live_server_on_postgres() {
     let remote = Remote::new(target);
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/conversations");
     let mut report = Vec::new();
-    let all_passed = onboard::live::replay_all(&remote, &[fixtures.clone()], &mut report)
-        .await
-        .expect("the replay ran");
+    let all_passed =
+        onboard::live::replay_all(&remote, std::slice::from_ref(&fixtures), &mut report)
+            .await
+            .expect("the replay ran");
     let report = String::from_utf8(report).unwrap();
     assert!(all_passed, "{report}");
     let count = onboard::replay::collect(&[fixtures]).unwrap().len();
