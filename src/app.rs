@@ -32,7 +32,7 @@ pub enum StartError {
     /// Names only the URL's scheme: the rest can hold a password.
     #[error("DATABASE_URL must start with postgres:// or sqlite: (its scheme is {0:?})")]
     UnknownDatabase(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (LISTEN_ADDR): {source}; set LISTEN_ADDR to a free host:port")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,

@@ -5,13 +5,16 @@
 //! storage ([`store`]), and the Twilio and Stripe edges.
 
 pub mod app;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod domain;
 pub mod engine;
 pub mod flows;
+pub mod golden;
 pub mod http;
+pub mod live;
 pub mod outbox;
 pub mod payments;
 pub mod pool;
@@ -22,6 +25,7 @@ pub mod sms;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod tls;
 pub mod twilio;
 pub mod voice;
 pub mod workers;

@@ -1,5 +1,6 @@
-//! The `onboard` command line: serve, migrate, replay.
+//! The `onboard` command line: serve, migrate, chat, replay, pool.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,8 +13,33 @@ use onboard::engine::Engine;
 use onboard::store::Store;
 use tracing_subscriber::EnvFilter;
 
+/// Shown under `--help`: everything is configured from the environment (or `.env`).
+const ENVIRONMENT_HELP: &str = "\
+Environment (also read from ./.env; the real environment wins):
+  DATABASE_URL           postgres://... or sqlite:... (default sqlite://onboard.db)
+  LISTEN_ADDR            where the server listens (default 127.0.0.1:3000)
+  PUBLIC_URL             the URL Twilio and Stripe call (default http://LISTEN_ADDR)
+  TWILIO_ACCOUNT_SID     with the token and ONBOARDING_NUMBER: texts are really sent
+  TWILIO_AUTH_TOKEN      checks X-Twilio-Signature; unset is dev mode
+  TWILIO_API_BASE        Twilio's REST API (default https://api.twilio.com)
+  ONBOARDING_NUMBER      the number owners text
+  STRIPE_PAYMENT_LINK    the Stripe Payment Link
+  STRIPE_WEBHOOK_SECRET  whsec_...; several comma-separated while rotating; unset is dev mode
+  ADMIN_TOKEN            bearer token of /admin/api/*; the admin API is off when unset
+  POOL_LOW_WATER, POOL_TARGET, POOL_MAX_BUY_PER_DAY, TWILIO_ADDRESS_SID, TWILIO_BUNDLE_SID
+  VERIFY_CALLER_NUMBER, VERIFY_WINDOW, VERIFY_RING_SECONDS
+  ONBOARD_ENV            development (default) or production
+  FLOWS_DIR              load the bot's wording from this folder
+  RUST_LOG               log filter (default info)
+  LOG_FORMAT             pretty (default) or json
+The README's Configuration section says more about each.";
+
 #[derive(Parser)]
-#[command(version, about = "Onboards small-business owners over SMS and voice")]
+#[command(
+    version,
+    about = "Onboards small-business owners over SMS and voice",
+    after_help = ENVIRONMENT_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,11 +51,30 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Replay fixture conversations in-process and report each.
+    /// Talk to the bot in the terminal, as an owner would by SMS (in-process, nothing to set up).
+    Chat {
+        /// The owner's phone number (E.164).
+        #[arg(long, default_value = onboard::chat::DEFAULT_PHONE)]
+        phone: String,
+        /// A running server to talk to instead, driven as Twilio and Stripe do (signed with
+        /// TWILIO_AUTH_TOKEN and STRIPE_WEBHOOK_SECRET; texts read with ADMIN_TOKEN).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+    },
+    /// Replay fixture conversations and report each: in-process, or against a running server.
     Replay {
         /// Fixture files, or folders of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// A running server (e.g. http://127.0.0.1:3000) to drive as Twilio and Stripe do,
+        /// signed with TWILIO_AUTH_TOKEN and STRIPE_WEBHOOK_SECRET and read through the admin
+        /// API (ADMIN_TOKEN); PUBLIC_URL when it differs from the target.
+        #[arg(long, value_name = "URL", conflicts_with = "update")]
+        target: Option<String>,
+        /// Rewrite each fixture's reply expectations into the exact transcript of what the bot
+        /// says now (review the change with `git diff`).
+        #[arg(long)]
+        update: bool,
     },
     /// Operate the number pool.
     #[command(subcommand)]
@@ -53,7 +98,17 @@ enum PoolCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before the arguments and the configuration, so both see it; never overrides the environment.
+    let env_file = dotenvy::dotenv();
     let cli = Cli::parse();
+    match &env_file {
+        Ok(path) => eprintln!("onboard: read {}", path.display()),
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            eprintln!("onboard: .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -63,16 +118,40 @@ async fn main() -> ExitCode {
     };
     // A replay prints its own report; its log lines would only bury it.
     let default_filter = match cli.command {
-        Command::Replay { .. } | Command::Pool(_) => "warn",
+        Command::Replay { .. } | Command::Pool(_) | Command::Chat { .. } => "warn",
         _ => "info,sqlx=warn,tower_http=info",
     };
     init_tracing(config.log_format, default_filter);
+    let database_url = config.database_url.clone();
     let result = match cli.command {
         Command::Serve => app::serve(config, shutdown_signal())
             .await
             .map_err(Into::into),
         Command::Migrate => migrate(&config).await,
-        Command::Replay { paths } => match replay(&config, &paths).await {
+        Command::Chat { phone, target } => chat(&config, &phone, target.as_deref()).await,
+        Command::Replay {
+            paths,
+            update: true,
+            ..
+        } => match update(&config, &paths).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Replay {
+            paths,
+            target: Some(target),
+            ..
+        } => match replay_live(&config, &target, &paths).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Replay {
+            paths,
+            target: None,
+            ..
+        } => match replay(&config, &paths).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
@@ -81,9 +160,90 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output went away (`onboard pool stats | head`): nothing more to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("onboard: {e:#}");
+            match missing_database(&e, &database_url) {
+                Some(hint) => eprintln!("onboard: {hint}"),
+                None => eprintln!("onboard: {e:#}"),
+            }
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// For a PostgreSQL database that does not exist (SQLSTATE 3D000): one line saying so, with the
+/// command that creates it.
+fn missing_database(e: &anyhow::Error, url: &str) -> Option<String> {
+    let missing = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|db| db.code().as_deref() == Some("3D000"))
+    });
+    if !missing {
+        return None;
+    }
+    let url = reqwest::Url::parse(url).ok()?;
+    let name = url.path().trim_start_matches('/');
+    let mut command = String::from("createdb");
+    if let Some(host) = url.host_str() {
+        command.push_str(&format!(" -h {host}"));
+    }
+    if let Some(port) = url.port() {
+        command.push_str(&format!(" -p {port}"));
+    }
+    if !url.username().is_empty() {
+        command.push_str(&format!(" -U {}", url.username()));
+    }
+    Some(format!(
+        "the database {name:?} named by DATABASE_URL does not exist; create it with: {command} {name}"
+    ))
+}
+
+/// `onboard chat`: the owner's side of the conversation on stdin and stdout.
+async fn chat(config: &Config, phone: &str, target: Option<&str>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+
+    let owner = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone {phone:?}: {e}"))?;
+    let interactive = std::io::stdin().is_terminal();
+    let mut out = std::io::stdout().lock();
+    let input = std::io::stdin().lock();
+    match target {
+        Some(target) => {
+            let remote = onboard::live::Remote::new(live_target(config, target)?);
+            let mut backend = onboard::chat::Live::new(remote, owner.clone()).await?;
+            if interactive {
+                writeln!(
+                    out,
+                    "onboard chat: you are the owner of {owner}, texting the server at {target}.\n\
+                     /help lists the commands, /quit leaves."
+                )?;
+            }
+            onboard::chat::run(&mut backend, input, &mut out, interactive).await
+        }
+        None => {
+            let flows = Arc::new(app::load_flows(config)?);
+            let mut backend =
+                onboard::chat::Local::new(flows, owner.clone(), config.stripe_payment_link.clone())
+                    .await?;
+            if interactive {
+                writeln!(
+                    out,
+                    "onboard chat: you are the owner of {owner}, texting the onboarding number.\n\
+                     In-process, on an in-memory database; /help lists the commands, /quit leaves."
+                )?;
+            }
+            // The engine's futures are awaited here, one line at a time.
+            onboard::chat::run(&mut backend, input, &mut out, interactive).await
         }
     }
 }
@@ -93,13 +253,55 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         .await?
         .migrate()
         .await?;
-    println!("migrations applied");
+    writeln!(std::io::stdout(), "migrations applied")?;
     Ok(())
 }
 
 async fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
     let flows = Arc::new(app::load_flows(config)?);
-    Ok(onboard::replay::replay_all(paths, flows).await?)
+    Ok(onboard::replay::replay_all(paths, flows, &mut std::io::stdout().lock()).await?)
+}
+
+async fn update(config: &Config, paths: &[PathBuf]) -> anyhow::Result<bool> {
+    let flows = Arc::new(app::load_flows(config)?);
+    Ok(onboard::replay::update_all(paths, flows, &mut std::io::stdout().lock()).await?)
+}
+
+/// How to drive the server at `target`, from the environment the server reads too.
+fn live_target(config: &Config, target: &str) -> anyhow::Result<onboard::live::Target> {
+    let url = target.trim_end_matches('/').to_owned();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--target {target:?} is not an http:// or https:// URL");
+    }
+    let admin_token = config.admin_token.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "ADMIN_TOKEN is not set: the target's admin API is how state and texts are read"
+        )
+    })?;
+    let verify_caller = config
+        .verify_caller_number
+        .clone()
+        .or_else(|| config.onboarding_number.clone())
+        .unwrap_or(PhoneNumber::parse(onboard::replay::FIXTURE_CALLER)?);
+    Ok(onboard::live::Target {
+        // Signatures are over the server's PUBLIC_URL; without one, the target is it.
+        public_url: std::env::var("PUBLIC_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| url.clone()),
+        url,
+        twilio_auth_token: config.twilio_auth_token.clone(),
+        stripe_secret: config.stripe_webhook_secrets.first().cloned(),
+        admin_token,
+        payment_link: config.stripe_payment_link.clone(),
+        verify_caller,
+    })
+}
+
+async fn replay_live(config: &Config, target: &str, paths: &[PathBuf]) -> anyhow::Result<bool> {
+    let remote = onboard::live::Remote::new(live_target(config, target)?);
+    onboard::live::replay_all(&remote, paths, &mut std::io::stdout().lock()).await
 }
 
 async fn pool(config: &Config, command: PoolCommand) -> anyhow::Result<()> {
@@ -122,46 +324,52 @@ async fn pool_on<S: Store>(
     command: PoolCommand,
 ) -> anyhow::Result<()> {
     let numbers = match &command {
-        PoolCommand::Add { numbers } => Some(parse_or_report(numbers.iter().map(String::as_str))?),
+        PoolCommand::Add { numbers } => Some(parse_or_report(
+            numbers.iter().map(String::as_str),
+            "argument",
+        )?),
         PoolCommand::Import { file } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            Some(parse_or_report(text.lines())?)
+            Some(parse_or_report(text.lines(), "line")?)
         }
         PoolCommand::Stats => None,
         PoolCommand::Release { number } => {
             let number =
                 PhoneNumber::parse(number).map_err(|e| anyhow::anyhow!("{number:?}: {e}"))?;
             engine.release_number(&number).await?;
-            println!("{} quarantined", number);
+            writeln!(std::io::stdout(), "{number} quarantined")?;
             None
         }
     };
     if let Some(numbers) = numbers {
         let (added, served) = engine.add_numbers(&numbers).await?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{added} added, {} already in the pool; {} waiting owner(s) given a number",
             numbers.len() as u64 - added,
             served.len()
-        );
+        )?;
     }
     let stats = engine.store().pool_stats().await?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{}",
         onboard::pool::format_stats(&stats, config.pool_low_water)
-    );
+    )?;
     Ok(())
 }
 
-/// Every bad line named; nothing added unless the whole list is good.
+/// Every bad line (or argument: `unit`) named; nothing added unless the whole list is good.
 fn parse_or_report<'a>(
     lines: impl IntoIterator<Item = &'a str>,
+    unit: &str,
 ) -> anyhow::Result<Vec<PhoneNumber>> {
     onboard::pool::parse_numbers(lines).map_err(|bad| {
         for line in &bad {
-            eprintln!("onboard: {line}");
+            eprintln!("onboard: {}", line.describe(unit));
         }
-        anyhow::anyhow!("{} bad line(s): nothing was added", bad.len())
+        anyhow::anyhow!("{} bad {unit}(s): nothing was added", bad.len())
     })
 }
 

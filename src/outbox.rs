@@ -266,13 +266,15 @@ impl<S: Store> Outbox<S> {
                 OutboundKind::Sms => "OUTBOUND_SENT",
                 OutboundKind::VerifyCall => "VERIFY_CALL_PLACED",
             };
+            // Simulated means no Twilio credentials, which production refuses: dev mode only, so
+            // the body is shown where a newcomer looks for it.
             tracing::info!(
                 event,
                 client_id = %message.client_id,
                 phone = %message.to.masked(),
                 simulated = true,
+                text = %message.body,
             );
-            tracing::debug!(body = %message.body, "simulated");
             return Ok(Attempt::Done(OutboundStatus::Simulated, None, None));
         };
         if message.kind == OutboundKind::VerifyCall {

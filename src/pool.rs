@@ -16,13 +16,20 @@ pub struct BadLine {
     pub text: String,
 }
 
-impl std::fmt::Display for BadLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}: {:?} is not an E.164 number of a known country (e.g. +447700900123)",
+impl BadLine {
+    /// The problem, naming where it was as `unit` ("line" in a file, "argument" on a command
+    /// line, "item" in a JSON list).
+    pub fn describe(&self, unit: &str) -> String {
+        format!(
+            "{unit} {}: {:?} is not an E.164 number of a known country (e.g. +447700900123)",
             self.line, self.text
         )
+    }
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe("line"))
     }
 }
 

@@ -82,7 +82,7 @@ pub struct Step {
     pub expect: Expect,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The whole reply, exactly.
@@ -130,11 +130,16 @@ impl Fixture {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a fixture's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, FixtureError> {
         let invalid = |message: String| FixtureError::Invalid {
             path: path.to_owned(),
             message,
         };
-        let fixture: Fixture = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let fixture: Fixture = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if fixture.steps.is_empty() {
             return Err(invalid("no steps".into()));
         }
@@ -289,6 +294,27 @@ pub async fn run_on<S: Store>(
     fixture: &Fixture,
     flows: Arc<Flows>,
 ) -> Result<Result<(), Failure>, ReplayError> {
+    Ok(steps(store, fixture, flows, true).await?.0)
+}
+
+/// What each step said to the owner (its reply, or the texts it queued), in order; `None` for
+/// a step that said nothing. Expectations are not checked.
+pub async fn transcript(
+    fixture: &Fixture,
+    flows: Arc<Flows>,
+) -> Result<Vec<Option<String>>, ReplayError> {
+    let store = SqliteStore::in_memory().await?;
+    store.migrate().await?;
+    Ok(steps(store, fixture, flows, false).await?.1)
+}
+
+async fn steps<S: Store>(
+    store: S,
+    fixture: &Fixture,
+    flows: Arc<Flows>,
+    checked: bool,
+) -> Result<(Result<(), Failure>, Vec<Option<String>>), ReplayError> {
+    let mut said = Vec::new();
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Engine::new(
         store,
@@ -405,11 +431,12 @@ pub async fn run_on<S: Store>(
                     engine.apply(&client.id, event).await?;
                 }
                 (name, None) => {
-                    return Ok(Err(Failure {
+                    let failure = Failure {
                         step: n,
                         expected: format!("an owner {} to send {name} to", owner.masked()),
                         actual: "no such owner (text first)".into(),
-                    }));
+                    };
+                    return Ok((Err(failure), said));
                 }
             }
         }
@@ -429,18 +456,48 @@ pub async fn run_on<S: Store>(
                 .collect();
             reply = (!texts.is_empty()).then(|| texts.join("\n"));
         }
+        said.push(reply.clone());
+        if !checked {
+            continue;
+        }
         let client = engine.client_by_phone(owner).await?;
+        let observed = client.as_ref().map(Observed::of);
         let checks = check_receipt(n, &step.expect, receipt.as_ref())
             .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
-            .and_then(|()| check(n, &step.expect, reply.as_deref(), client.as_ref()));
+            .and_then(|()| check(n, &step.expect, reply.as_deref(), observed.as_ref()));
         if let Err(failure) = checks {
-            return Ok(Err(failure));
+            return Ok((Err(failure), said));
         }
     }
-    Ok(Ok(()))
+    Ok((Ok(()), said))
 }
 
-fn check_call(
+/// What a step's expectations about the owner are checked against: read from the store
+/// in-process, or from the admin API of a live server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: String,
+    /// `None` when no gate holds the owner.
+    pub gate: Option<String>,
+    pub opted_out: bool,
+    pub paid: bool,
+    /// The owner's allocated number.
+    pub number: Option<String>,
+}
+
+impl Observed {
+    pub fn of(client: &crate::store::Client) -> Observed {
+        Observed {
+            state: client.state.to_string(),
+            gate: client.gate.map(|g| g.as_str().to_owned()),
+            opted_out: client.opted_out,
+            paid: client.payment_active,
+            number: client.twilio_number.as_ref().map(|n| n.to_string()),
+        }
+    }
+}
+
+pub(crate) fn check_call(
     step: usize,
     expect: &Expect,
     answer: Option<&str>,
@@ -467,6 +524,52 @@ fn check_call(
     Ok(())
 }
 
+/// What a Stripe event delivery carries, for [`stripe_event_body`].
+pub struct StripeEvent<'a> {
+    /// `checkout.session.completed`, `charge.refunded`, ...
+    pub kind: &'a str,
+    pub event_id: &'a str,
+    /// The owner's client id: Stripe's customer, subscription and charge ids are derived from it,
+    /// so a later refund or cancellation finds the same owner.
+    pub owner: &'a str,
+    /// The checkout's `client_reference_id` (`None`: left out).
+    pub client_reference_id: Option<&'a str>,
+    /// For checkout events: `paid`, `unpaid`, ...
+    pub payment_status: &'a str,
+    /// The event's `created`, in Unix seconds.
+    pub created: i64,
+}
+
+/// The JSON body of a Stripe event delivery, shaped as Stripe sends it; sign it with
+/// [`crate::stripe::signature::sign`].
+pub fn stripe_event_body(event: &StripeEvent<'_>) -> String {
+    let owner = event.owner;
+    let object = match event.kind {
+        "customer.subscription.deleted" => serde_json::json!({
+            "id": format!("sub_{owner}"), "object": "subscription", "customer": format!("cus_{owner}"),
+            "status": "canceled",
+        }),
+        "charge.refunded" => serde_json::json!({
+            "id": format!("ch_{owner}"), "object": "charge", "customer": format!("cus_{owner}"),
+            "payment_intent": format!("pi_{owner}"), "amount": 2900, "amount_refunded": 2900,
+            "refunded": true,
+        }),
+        _ => serde_json::json!({
+            "id": format!("cs_{owner}"), "object": "checkout.session",
+            "client_reference_id": event.client_reference_id,
+            "payment_status": event.payment_status,
+            "customer": format!("cus_{owner}"), "subscription": format!("sub_{owner}"),
+            "payment_intent": format!("pi_{owner}"), "amount_total": 2900, "currency": "gbp",
+        }),
+    };
+    serde_json::json!({
+        "id": event.event_id,
+        "object": "event", "type": event.kind, "created": event.created, "livemode": false,
+        "data": { "object": object },
+    })
+    .to_string()
+}
+
 /// A Stripe delivery as Stripe would send it.
 struct Delivery {
     body: String,
@@ -485,34 +588,21 @@ fn stripe_delivery(
         .map(|c| c.id.to_string())
         .unwrap_or_else(|| "unknown".into());
     let reference = match step.client_reference_id.as_deref() {
-        Some("none") => serde_json::Value::Null,
-        Some(other) => other.into(),
-        None => owner.clone().into(),
+        Some("none") => None,
+        Some(other) => Some(other.to_owned()),
+        None => Some(owner.clone()),
     };
-    let object = match kind {
-        "customer.subscription.deleted" => serde_json::json!({
-            "id": format!("sub_{owner}"), "object": "subscription", "customer": format!("cus_{owner}"),
-            "status": "canceled",
-        }),
-        "charge.refunded" => serde_json::json!({
-            "id": format!("ch_{owner}"), "object": "charge", "customer": format!("cus_{owner}"),
-            "payment_intent": format!("pi_{owner}"), "amount": 2900, "amount_refunded": 2900,
-            "refunded": true,
-        }),
-        _ => serde_json::json!({
-            "id": format!("cs_{owner}"), "object": "checkout.session",
-            "client_reference_id": reference,
-            "payment_status": step.payment_status.as_deref().unwrap_or("paid"),
-            "customer": format!("cus_{owner}"), "subscription": format!("sub_{owner}"),
-            "payment_intent": format!("pi_{owner}"), "amount_total": 2900, "currency": "gbp",
-        }),
-    };
-    let body = serde_json::json!({
-        "id": step.stripe_event_id.clone().unwrap_or_else(|| format!("evt_fixture_{n}")),
-        "object": "event", "type": kind, "created": now, "livemode": false,
-        "data": { "object": object },
-    })
-    .to_string();
+    let body = stripe_event_body(&StripeEvent {
+        kind,
+        event_id: &step
+            .stripe_event_id
+            .clone()
+            .unwrap_or_else(|| format!("evt_fixture_{n}")),
+        owner: &owner,
+        client_reference_id: reference.as_deref(),
+        payment_status: step.payment_status.as_deref().unwrap_or("paid"),
+        created: now,
+    });
     let signature = match step.signature.as_deref() {
         Some("missing") => None,
         Some(_) => Some(crate::stripe::signature::sign(
@@ -529,7 +619,7 @@ fn stripe_delivery(
     Delivery { body, signature }
 }
 
-fn check_receipt(
+pub(crate) fn check_receipt(
     step: usize,
     expect: &Expect,
     receipt: Option<&Result<String, String>>,
@@ -561,11 +651,11 @@ fn check_receipt(
     Ok(())
 }
 
-fn check(
+pub(crate) fn check(
     step: usize,
     expect: &Expect,
     reply: Option<&str>,
-    client: Option<&crate::store::Client>,
+    client: Option<&Observed>,
 ) -> Result<(), Failure> {
     let fail = |expected: String, actual: String| {
         Err(Failure {
@@ -609,12 +699,12 @@ fn check(
         };
     };
     if let Some(state) = expect.state
-        && client.state != state
+        && client.state != state.as_str()
     {
-        return fail(format!("state {state}"), client.state.to_string());
+        return fail(format!("state {state}"), client.state.clone());
     }
     if let Some(gate) = &expect.gate {
-        let actual = client.gate.map(|g| g.as_str()).unwrap_or("none");
+        let actual = client.gate.as_deref().unwrap_or("none");
         if actual != gate {
             return fail(format!("gate {gate}"), actual.into());
         }
@@ -628,16 +718,12 @@ fn check(
         );
     }
     if let Some(paid) = expect.paid
-        && client.payment_active != paid
+        && client.paid != paid
     {
-        return fail(format!("paid {paid}"), client.payment_active.to_string());
+        return fail(format!("paid {paid}"), client.paid.to_string());
     }
     if let Some(number) = &expect.number {
-        let actual = client
-            .twilio_number
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "none".into());
+        let actual = client.number.clone().unwrap_or_else(|| "none".into());
         if &actual != number {
             return fail(format!("number {number}"), actual);
         }
@@ -678,8 +764,47 @@ pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Rewrites each fixture's reply expectations into the exact transcript of what the bot says
+/// now (`reply = "..."`, or `no_reply = true`), keeping every other line of the file as it is;
+/// prints one line a file. A change of wording then shows up as a reviewable diff of fixtures.
+pub async fn update_all(
+    paths: &[PathBuf],
+    flows: Arc<Flows>,
+    out: &mut impl std::io::Write,
+) -> Result<bool, ReplayError> {
+    let files = collect(paths)?;
+    if files.is_empty() {
+        return Err(ReplayError::NoFixtures(paths.to_vec()));
+    }
+    let mut failed = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let fixture = match Fixture::parse(&text, file) {
+            Ok(fixture) => fixture,
+            Err(e) => {
+                failed += 1;
+                writeln!(out, "FAILED  {e}")?;
+                continue;
+            }
+        };
+        let said = transcript(&fixture, flows.clone()).await?;
+        let updated = crate::golden::with_transcript(&text, &said);
+        if updated == text {
+            writeln!(out, "same    {}", file.display())?;
+        } else {
+            std::fs::write(file, updated)?;
+            writeln!(out, "updated {}", file.display())?;
+        }
+    }
+    Ok(failed == 0)
+}
+
 /// Replays every fixture, printing one line each; true when all passed.
-pub async fn replay_all(paths: &[PathBuf], flows: Arc<Flows>) -> Result<bool, ReplayError> {
+pub async fn replay_all(
+    paths: &[PathBuf],
+    flows: Arc<Flows>,
+    out: &mut impl std::io::Write,
+) -> Result<bool, ReplayError> {
     let files = collect(paths)?;
     if files.is_empty() {
         return Err(ReplayError::NoFixtures(paths.to_vec()));
@@ -693,13 +818,13 @@ pub async fn replay_all(paths: &[PathBuf], flows: Arc<Flows>) -> Result<bool, Re
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok(()) => println!("ok      {}", file.display()),
+            Ok(()) => writeln!(out, "ok      {}", file.display())?,
             Err(why) => {
                 failed += 1;
-                println!("FAILED  {}: {why}", file.display());
+                writeln!(out, "FAILED  {}: {why}", file.display())?;
             }
         }
     }
-    println!("{} passed, {} failed", files.len() - failed, failed);
+    writeln!(out, "{} passed, {} failed", files.len() - failed, failed)?;
     Ok(failed == 0)
 }

@@ -121,8 +121,12 @@ async fn shutdown_lets_the_request_in_hand_finish_then_stops_listening() {
             let _ = stopped.await;
         },
     ));
+    // reqwest is built without a default TLS provider; the server's own start installs one.
+    onboard::tls::install_crypto_provider();
     let request = tokio::spawn(reqwest::get(format!("http://{address}/slow")));
-    started.notified().await;
+    tokio::time::timeout(SAFETY_NET, started.notified())
+        .await
+        .expect("the request reached the handler");
     stop.send(()).unwrap();
 
     let response = request.await.unwrap().unwrap();

@@ -38,7 +38,7 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         .route("/admin/api/clients/search", get(search_clients::<S>))
         .route("/admin/api/clients/{id}", get(client_record::<S>))
         .route("/admin/api/clients/{id}/reset", post(reset_client::<S>))
-        .route("/admin/api/pool", get(pool::<S>))
+        .route("/admin/api/pool", get(pool::<S>).post(add_pool::<S>))
         .route("/admin/api/pool/{e164}/release", post(release_number::<S>))
         .route("/admin/api/webhook-events", get(webhook_events::<S>))
         .route(
@@ -156,6 +156,39 @@ pub async fn pool<S: Store>(
         "healthy": stats.available >= low_water,
         "uncertain_purchases": uncertain_purchases,
     })))
+}
+
+/// `POST /admin/api/pool` with `{"numbers": ["+447700900901", ...]}`: adds them as
+/// `onboard pool add` does (waiting owners are served at once). Checked as the CLI checks: every
+/// bad item named, and nothing added unless all are good.
+pub async fn add_pool<S: Store>(
+    State(app): State<AppState<S>>,
+    body: Result<Json<AddPool>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected a JSON body {{\"numbers\": [\"+447700900901\", ...]}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let numbers =
+        crate::pool::parse_numbers(body.numbers.iter().map(String::as_str)).map_err(|bad| {
+            let items: Vec<String> = bad.iter().map(|b| b.describe("item")).collect();
+            ApiError::BadRequest(format!("{}; nothing was added", items.join("; ")))
+        })?;
+    let (added, served) = app.engine.add_numbers(&numbers).await?;
+    Ok(Json(serde_json::json!({
+        "added": added,
+        "already_in_pool": numbers.len() as u64 - added,
+        "owners_served": served.len(),
+    })))
+}
+
+/// The body of `POST /admin/api/pool`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddPool {
+    pub numbers: Vec<String>,
 }
 
 // --- shared helpers ---------------------------------------------------------------------------

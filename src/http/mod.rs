@@ -4,6 +4,7 @@ pub mod admin;
 pub mod error;
 pub mod form;
 pub mod health;
+pub mod index;
 pub mod stripe;
 pub mod twilio;
 
@@ -108,7 +109,9 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             "/webhooks/twilio/call-status",
             post(twilio::call_status::<S>),
         )
-        .route("/webhooks/stripe", post(stripe::webhook::<S>));
+        .route("/webhooks/stripe", post(stripe::webhook::<S>))
+        .route("/", get(index::index::<S>))
+        .fallback(index::not_found);
     // With its own listener, /metrics (and what it reveals) stays off the public one.
     if state.config.metrics_addr.is_none() {
         app = app.route("/metrics", get(health::metrics::<S>));
@@ -119,6 +122,10 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             admin::require_token::<S>,
         ));
         app = app.merge(admin);
+    } else {
+        app = app
+            .route("/admin/api", axum::routing::any(index::admin_off))
+            .route("/admin/api/{*rest}", axum::routing::any(index::admin_off));
     }
     app.route_layer(axum::middleware::from_fn(crate::telemetry::track_latency))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

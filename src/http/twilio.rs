@@ -26,6 +26,18 @@ impl<S: Store> FromRequest<AppState<S>> for TwilioForm {
             .path_and_query()
             .map_or(req.uri().path(), |pq| pq.as_str());
         let url = format!("{}{}", app.config.public_url, path);
+        // A JSON body would fail later as "missing form field"; say what is wrong instead.
+        if req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("json"))
+        {
+            return Err(ApiError::BadRequest(
+                "a form is expected (application/x-www-form-urlencoded, as Twilio sends), not JSON"
+                    .into(),
+            ));
+        }
         let header = req
             .headers()
             .get("x-twilio-signature")
@@ -182,6 +194,16 @@ pub async fn sms<S: Store>(
         to: to.to_owned(),
     };
     let response = app.engine.handle_sms(&sms).await?;
+    if !app.config.signatures_checked() {
+        // Dev mode only (no TWILIO_AUTH_TOKEN, so never production): show the conversation, so a
+        // newcomer trying the server with curl sees what the bot says.
+        tracing::info!(event = "DEV_SMS_IN", from = %crate::domain::mask_phone(&sms.from), text = %sms.body);
+        tracing::info!(
+            event = "DEV_SMS_REPLY",
+            to = %crate::domain::mask_phone(&sms.from),
+            text = %crate::replay::message_text(&response).unwrap_or_default(),
+        );
+    }
     Ok(([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], response).into_response())
 }
 

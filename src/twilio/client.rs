@@ -229,6 +229,7 @@ impl TwilioClient {
             .ok()
             .filter(|u| !u.cannot_be_a_base())
             .unwrap_or_else(|| panic!("Twilio API base {base_url:?} is not an absolute URL"));
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)

@@ -68,6 +68,8 @@ pub async fn spawn_postgres(config: Config) -> TestApp<PgStore> {
 
 pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
     onboard::telemetry::install();
+    // reqwest has no TLS provider of its own: the crate's is installed by whoever builds a client.
+    onboard::tls::install_crypto_provider();
     let config = Arc::new(config);
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Arc::new(Engine::new(
