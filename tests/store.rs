@@ -1602,8 +1602,10 @@ async fn postgres_outbox_workers_never_share_a_message() {
     assert_eq!(first.len() + rest.len(), MESSAGES);
     let first_ids: HashSet<i64> = first.iter().map(|m| m.id).collect();
     assert!(rest.iter().all(|m| !first_ids.contains(&m.id)));
-    drop(other);
-    drop(held);
+    // Rolled back at once: a dropped transaction keeps its locks until its connection is used
+    // again, and the racing workers below would pass its rows by.
+    other.rollback().await.unwrap();
+    held.rollback().await.unwrap();
 
     // Racing: eight workers on two pools claim small batches until the outbox is empty.
     let barrier = Arc::new(tokio::sync::Barrier::new(8));

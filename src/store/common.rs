@@ -336,6 +336,11 @@ macro_rules! impl_tx {
                     Ok(())
                 }
 
+                async fn rollback(self) -> Result<()> {
+                    self.0.rollback().await?;
+                    Ok(())
+                }
+
                 // --- idempotency ---------------------------------------------------------
 
                 async fn claim_inbound(&mut self, msg: &NewInbound<'_>) -> Result<Claim> {

@@ -356,6 +356,10 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads {
 pub trait Tx: Send + Sized + reminders::ReminderTx {
     fn commit(self) -> impl Future<Output = Result<()>> + Send;
 
+    /// Rolls back now. A dropped transaction rolls back too, but only when its connection is next
+    /// used: until then its row locks stay, and `SKIP LOCKED` claims elsewhere pass those rows by.
+    fn rollback(self) -> impl Future<Output = Result<()>> + Send;
+
     // --- idempotency -------------------------------------------------------------------------
     /// Claims a `MessageSid`. A concurrent claim of the same sid waits for this transaction.
     fn claim_inbound(&mut self, msg: &NewInbound<'_>)

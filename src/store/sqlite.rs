@@ -168,6 +168,18 @@ impl OpenTx {
             }
         }
     }
+
+    async fn rollback(self) -> sqlx::Result<()> {
+        match self {
+            OpenTx::Pooled(tx) => tx.rollback().await,
+            OpenTx::Held(mut guard) => {
+                let held = held_conn(&mut guard);
+                sqlx::raw_sql("ROLLBACK").execute(&mut held.conn).await?;
+                held.in_tx = false;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Deref for OpenTx {
