@@ -397,11 +397,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Dev mode for sending: without an account sid and token, texts are logged, not sent.
-    pub fn sends_for_real(&self) -> bool {
-        self.twilio_account_sid.is_some() && self.twilio_auth_token.is_some()
-    }
-
     /// False only in dev mode (see [`Signatures`]): then no webhook signature is checked.
     pub fn signatures_checked(&self) -> bool {
         self.signatures == Signatures::Checked

@@ -63,10 +63,9 @@ pub fn parse_numbers<'a>(
 /// The stats as `onboard pool stats` prints them.
 pub fn format_stats(stats: &PoolStats, low_water: i64) -> String {
     format!(
-        "total        {}\navailable    {}\nreserved     {}\nassigned     {}\nquarantined  {}\nlow water    {}{}",
+        "total        {}\navailable    {}\nassigned     {}\nquarantined  {}\nlow water    {}{}",
         stats.total,
         stats.available,
-        stats.reserved,
         stats.assigned,
         stats.quarantined,
         low_water,

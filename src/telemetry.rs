@@ -105,7 +105,6 @@ pub fn render_gauges(
     );
     for (status, n) in [
         ("AVAILABLE", pool.available),
-        ("RESERVED", pool.reserved),
         ("ASSIGNED", pool.assigned),
         ("QUARANTINED", pool.quarantined),
     ] {

@@ -95,7 +95,6 @@ fn stats(total: i64, available: i64, assigned: i64) -> PoolStats {
     PoolStats {
         total,
         available,
-        reserved: 0,
         assigned,
         quarantined: 0,
     }

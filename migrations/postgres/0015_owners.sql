@@ -38,3 +38,7 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- No number is ever reserved: allocation takes an AVAILABLE number straight to ASSIGNED. (The
+-- status CHECK still lists RESERVED; nothing writes it.)
+ALTER TABLE pool_numbers DROP COLUMN reserved_at;

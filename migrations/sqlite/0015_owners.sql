@@ -29,3 +29,7 @@ DROP INDEX calls_client;
 CREATE INDEX calls_owner ON calls (owner_id, created_at);
 DROP INDEX stripe_links_client;
 CREATE INDEX stripe_links_owner ON stripe_links (owner_id);
+
+-- No number is ever reserved: allocation takes an AVAILABLE number straight to ASSIGNED. (The
+-- status CHECK still lists RESERVED; nothing writes it.)
+ALTER TABLE pool_numbers DROP COLUMN reserved_at;

@@ -157,7 +157,6 @@ pub async fn pool<S: Store>(
         "total": stats.total,
         "by_status": {
             "AVAILABLE": stats.available,
-            "RESERVED": stats.reserved,
             "ASSIGNED": stats.assigned,
             "QUARANTINED": stats.quarantined,
         },

@@ -223,7 +223,6 @@ pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
     for (status, count) in counts {
         let slot = match status.as_str() {
             "AVAILABLE" => &mut stats.available,
-            "RESERVED" => &mut stats.reserved,
             "ASSIGNED" => &mut stats.assigned,
             "QUARANTINED" => &mut stats.quarantined,
             _ => {
@@ -893,7 +892,7 @@ macro_rules! impl_tx {
                     };
                     sqlx::query(
                         "UPDATE pool_numbers \
-                         SET status = 'QUARANTINED', owner_id = NULL, reserved_at = NULL, \
+                         SET status = 'QUARANTINED', owner_id = NULL, \
                              assigned_at = NULL, quarantined_until = $2, updated_at = $3 \
                          WHERE e164 = $1",
                     )

@@ -249,26 +249,6 @@ pub enum Allocation {
     OwnerNotFound,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum NumberStatus {
-    Available,
-    Reserved,
-    Assigned,
-    Quarantined,
-}
-
-impl NumberStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NumberStatus::Available => "AVAILABLE",
-            NumberStatus::Reserved => "RESERVED",
-            NumberStatus::Assigned => "ASSIGNED",
-            NumberStatus::Quarantined => "QUARANTINED",
-        }
-    }
-}
-
 /// A number to put in the pool.
 #[derive(Debug, Clone)]
 pub struct NewPoolNumber {
@@ -280,7 +260,6 @@ pub struct NewPoolNumber {
 pub struct PoolStats {
     pub total: i64,
     pub available: i64,
-    pub reserved: i64,
     pub assigned: i64,
     pub quarantined: i64,
 }
