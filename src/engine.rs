@@ -496,6 +496,15 @@ impl<S: Store> Engine<S> {
                             );
                             Some(Event::NumberAllocated(number))
                         }
+                        Allocation::Returned(number) => {
+                            tracing::info!(
+                                event = "NUMBER_RETURNED",
+                                owner_id = %owner.id,
+                                phone = %owner.owner_phone.masked(),
+                                number = %number.masked(),
+                            );
+                            Some(Event::NumberReturned(number))
+                        }
                         Allocation::PoolEmpty => {
                             tracing::warn!(
                                 event = "POOL_EMPTY",

@@ -32,6 +32,7 @@ pub enum MessageKey {
     S7Retry,
     S8Ask,
     S8Waiting,
+    NumberReturned,
     Complete,
     CompleteAck,
     Help,
@@ -86,6 +87,7 @@ impl MessageKey {
         MessageKey::S7Retry,
         MessageKey::S8Ask,
         MessageKey::S8Waiting,
+        MessageKey::NumberReturned,
         MessageKey::Complete,
         MessageKey::CompleteAck,
         MessageKey::Help,
@@ -141,6 +143,7 @@ impl MessageKey {
             MessageKey::S7Retry => "s7_retry",
             MessageKey::S8Ask => "s8_ask",
             MessageKey::S8Waiting => "s8_waiting",
+            MessageKey::NumberReturned => "number_returned",
             MessageKey::Complete => "complete",
             MessageKey::CompleteAck => "complete_ack",
             MessageKey::Help => "help",
@@ -182,7 +185,7 @@ impl MessageKey {
                 "notify",
             ],
             MessageKey::S5Pay | MessageKey::PaymentRevoked => &["payment_link"],
-            MessageKey::S6Ask => &["number"],
+            MessageKey::S6Ask | MessageKey::NumberReturned => &["number"],
             MessageKey::FwdIphone | MessageKey::FwdAndroid | MessageKey::FwdLandline => {
                 &["number", "number_national"]
             }
@@ -1022,6 +1025,7 @@ mod tests {
             (MessageKey::S5Pay, "{payment_link}"),
             (MessageKey::PaymentRevoked, "{payment_link}"),
             (MessageKey::S6Ask, "{number}"),
+            (MessageKey::NumberReturned, "{number}"),
             (MessageKey::FwdIphone, "{number}"),
             (MessageKey::FwdAndroid, "{number}"),
             (MessageKey::FwdLandline, "{number_national}"),

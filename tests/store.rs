@@ -73,6 +73,7 @@ on_both_back_ends!(
     allocation_is_idempotent,
     allocation_of_unknown_owner,
     quarantine_and_its_end,
+    quarantined_number_comes_back_to_its_owner_only,
     waitlist_is_first_come_first_served,
     outbox_claim_lease_retry_finish,
     outbox_takeover_is_uncertain_and_ends_the_old_claim,
@@ -629,6 +630,60 @@ async fn quarantine_and_its_end<S: Probe>(store: S) {
     assert_eq!(
         allocate(&store, "c1", Country::Gb, None).await,
         Allocation::Allocated(uk(900_002))
+    );
+}
+
+async fn quarantined_number_comes_back_to_its_owner_only<S: Probe>(store: S) {
+    add_numbers(&store, &[uk(900_001), uk(900_002)], at(0)).await;
+    create(&store, "c1", &uk(1)).await;
+    create(&store, "c2", &uk(2)).await;
+    assert_eq!(
+        allocate(&store, "c1", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_001))
+    );
+    let until = at(30 * 86_400);
+    let mut tx = store.begin().await.unwrap();
+    tx.quarantine_number(&uk(900_001), until, at(20))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Another owner never gets it while it rests; its last owner gets it back at once.
+    assert_eq!(
+        allocate(&store, "c2", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_002))
+    );
+    assert_eq!(
+        allocate(&store, "c1", Country::Gb, None).await,
+        Allocation::Returned(uk(900_001))
+    );
+    assert_eq!(
+        allocate(&store, "c1", Country::Gb, None).await,
+        Allocation::AlreadyAssigned(uk(900_001))
+    );
+    assert_eq!(
+        store
+            .count(
+                "SELECT COUNT(*) FROM pool_numbers WHERE e164 = '+447700900001' \
+                 AND status = 'ASSIGNED' AND owner_id = 'c1' AND last_owner_id IS NULL \
+                 AND quarantined_until IS NULL"
+            )
+            .await,
+        1
+    );
+
+    // Once the quarantine is over the number is anyone's: the last owner is forgotten.
+    let mut tx = store.begin().await.unwrap();
+    tx.quarantine_number(&uk(900_001), until, at(40))
+        .await
+        .unwrap();
+    assert_eq!(tx.end_quarantines(until).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM pool_numbers WHERE last_owner_id IS NOT NULL")
+            .await,
+        0
     );
 }
 

@@ -33,3 +33,8 @@ CREATE INDEX stripe_links_owner ON stripe_links (owner_id);
 -- No number is ever reserved: allocation takes an AVAILABLE number straight to ASSIGNED. (The
 -- status CHECK still lists RESERVED; nothing writes it.)
 ALTER TABLE pool_numbers DROP COLUMN reserved_at;
+
+-- Who held a number until it went to quarantine: an owner who pays again before the quarantine
+-- ends gets their own number back, and their call forwarding still points at it.
+ALTER TABLE pool_numbers ADD COLUMN last_owner_id TEXT REFERENCES owners (id);
+CREATE INDEX pool_numbers_last_owner ON pool_numbers (last_owner_id) WHERE status = 'QUARANTINED';

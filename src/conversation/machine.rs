@@ -23,6 +23,8 @@ pub enum Event {
     PaymentConfirmed,
     PaymentRevoked,
     NumberAllocated(PhoneNumber),
+    /// The owner's own number came back from quarantine (they paid again before it ended).
+    NumberReturned(PhoneNumber),
     PoolEmpty,
     /// A call proved that forwarding works.
     TestCallDetected,
@@ -42,6 +44,7 @@ impl Event {
             Event::PaymentConfirmed => "payment_confirmed",
             Event::PaymentRevoked => "payment_revoked",
             Event::NumberAllocated(_) => "number_allocated",
+            Event::NumberReturned(_) => "number_returned",
             Event::PoolEmpty => "pool_empty",
             Event::TestCallDetected => "test_call",
             Event::OwnCallNotProof => "own_call",
@@ -54,7 +57,7 @@ impl Event {
 /// Work the shell must do for the conversation, then report back as an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Ask the pool for a number; answer with `NumberAllocated` or `PoolEmpty`.
+    /// Ask the pool for a number; answer with `NumberAllocated`, `NumberReturned` or `PoolEmpty`.
     AllocateNumber,
     /// Payment was revoked: the number goes to quarantine.
     ReleaseNumber,
@@ -257,6 +260,7 @@ impl Conversation {
             }
             // Only an owner held at S5 asks for a number; anywhere else these are stale.
             Event::NumberAllocated(_)
+            | Event::NumberReturned(_)
             | Event::PoolEmpty
             | Event::TestCallDetected
             | Event::OwnCallNotProof
@@ -389,6 +393,22 @@ impl Conversation {
                 self.number = Some(number.clone());
                 self.gate = None;
                 Transition(State::s6_phone_type())
+            }
+            // Their own number again: the forwarding they set up for it still points there, so
+            // there is nothing to set up, only to prove it still works. An owner who never said
+            // which phone they have goes on as with any number.
+            Event::NumberReturned(number) => {
+                self.number = Some(number.clone());
+                self.gate = None;
+                if self.phone_type.is_none() {
+                    return Transition(State::s6_phone_type());
+                }
+                context.say(
+                    MessageKey::NumberReturned,
+                    &[("number", &number.for_people())],
+                );
+                context.run(Command::PlaceVerifyCall);
+                Transition(State::s8_fwd_confirmed())
             }
             Event::PoolEmpty => {
                 self.gate = Some(Gate::AwaitingNumber);

@@ -792,14 +792,38 @@ macro_rules! impl_tx {
                         return Ok(Allocation::OwnerNotFound);
                     }
 
-                    let held: Option<String> =
-                        sqlx::query_scalar("SELECT e164 FROM pool_numbers WHERE owner_id = $1")
-                            .bind(owner_id.as_str())
-                            .fetch_optional(&mut *self.0)
-                            .await?;
-                    if let Some(e164) = held {
+                    // The owner's number, or the one they held until it went to quarantine:
+                    // an owner who pays again gets their own number back.
+                    let held: Option<(String, String)> = sqlx::query_as(
+                        "SELECT e164, status FROM pool_numbers \
+                         WHERE owner_id = $1 OR (status = 'QUARANTINED' AND last_owner_id = $1) \
+                         ORDER BY status LIMIT 1",
+                    )
+                    .bind(owner_id.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+                    if let Some((e164, status)) = held {
                         let number = common::phone("pool_numbers", "e164", &e164)?;
-                        return Ok(Allocation::AlreadyAssigned(number));
+                        if status != "QUARANTINED" {
+                            return Ok(Allocation::AlreadyAssigned(number));
+                        }
+                        // Still theirs only if the quarantine has not ended meanwhile (the
+                        // keeper may have made it AVAILABLE, and someone else taken it).
+                        let returned = sqlx::query(
+                            "UPDATE pool_numbers \
+                             SET status = 'ASSIGNED', owner_id = $2, last_owner_id = NULL, \
+                                 quarantined_until = NULL, assigned_at = $3, updated_at = $3 \
+                             WHERE e164 = $1 AND status = 'QUARANTINED' AND last_owner_id = $2",
+                        )
+                        .bind(&e164)
+                        .bind(owner_id.as_str())
+                        .bind(now)
+                        .execute(&mut *self.0)
+                        .await?
+                        .rows_affected();
+                        if returned == 1 {
+                            return Ok(Allocation::Returned(number));
+                        }
                     }
 
                     let mut picked: Option<String> = None;
@@ -892,7 +916,8 @@ macro_rules! impl_tx {
                     };
                     sqlx::query(
                         "UPDATE pool_numbers \
-                         SET status = 'QUARANTINED', owner_id = NULL, \
+                         SET status = 'QUARANTINED', last_owner_id = COALESCE(owner_id, last_owner_id), \
+                             owner_id = NULL, \
                              assigned_at = NULL, quarantined_until = $2, updated_at = $3 \
                          WHERE e164 = $1",
                     )
@@ -910,7 +935,8 @@ macro_rules! impl_tx {
                 async fn end_quarantines(&mut self, now: DateTime<Utc>) -> Result<u64> {
                     let ended = sqlx::query(
                         "UPDATE pool_numbers \
-                         SET status = 'AVAILABLE', quarantined_until = NULL, updated_at = $1 \
+                         SET status = 'AVAILABLE', quarantined_until = NULL, last_owner_id = NULL, \
+                             updated_at = $1 \
                          WHERE status = 'QUARANTINED' AND quarantined_until <= $1",
                     )
                     .bind(now)

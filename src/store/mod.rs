@@ -245,6 +245,9 @@ pub enum Allocation {
     Allocated(PhoneNumber),
     /// The owner already had this number: allocation is idempotent.
     AlreadyAssigned(PhoneNumber),
+    /// The owner's own number, back from quarantine: they held it until their payment was
+    /// revoked, and their call forwarding still points at it.
+    Returned(PhoneNumber),
     PoolEmpty,
     OwnerNotFound,
 }
