@@ -18,6 +18,7 @@ use sqlx::types::Json;
 use super::common::{OwnerRow, owner_columns};
 use super::{Owner, PgStore, Result, SqliteStore};
 use crate::domain::OwnerId;
+use super::row::row;
 
 /// One page of a list, and how many rows match in all.
 #[derive(Debug, Clone)]
@@ -35,18 +36,20 @@ pub struct WebhookEventFilter<'a> {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// A `webhook_events` row as stored (the payload unmasked: callers mask it for lists).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct WebhookEventRecord {
-    pub provider: String,
-    pub event_id: String,
-    pub event_type: String,
-    pub status: String,
-    pub error: Option<String>,
-    #[serde(serialize_with = "json_value")]
-    pub payload: Json<serde_json::Value>,
-    pub received_at: DateTime<Utc>,
-    pub processed_at: Option<DateTime<Utc>>,
+row! {
+    /// A `webhook_events` row as stored (the payload unmasked: callers mask it for lists).
+    #[derive(Debug, Clone, Serialize)]
+    pub struct WebhookEventRecord {
+        pub provider: String,
+        pub event_id: String,
+        pub event_type: String,
+        pub status: String,
+        pub error: Option<String>,
+        #[serde(serialize_with = "json_value")]
+        pub payload: Json<serde_json::Value>,
+        pub received_at: DateTime<Utc>,
+        pub processed_at: Option<DateTime<Utc>>,
+    }
 }
 
 fn json_value<S: serde::Serializer>(
@@ -56,73 +59,83 @@ fn json_value<S: serde::Serializer>(
     value.0.serialize(serializer)
 }
 
-/// A `state_history` row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct HistoryRecord {
-    pub id: i64,
-    pub from_state: String,
-    pub to_state: String,
-    pub cause: String,
-    pub at: DateTime<Utc>,
+row! {
+    /// A `state_history` row.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct HistoryRecord {
+        pub id: i64,
+        pub from_state: String,
+        pub to_state: String,
+        pub cause: String,
+        pub at: DateTime<Utc>,
+    }
 }
 
-/// An `inbound_messages` row: a text from the owner and the TwiML we answered it with.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct InboundRecord {
-    pub message_sid: String,
-    pub from_addr: String,
-    pub to_addr: String,
-    pub body: String,
-    /// The TwiML answered; None only while the claiming transaction was open.
-    pub response: Option<String>,
-    pub received_at: DateTime<Utc>,
+row! {
+    /// An `inbound_messages` row: a text from the owner and the TwiML we answered it with.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct InboundRecord {
+        pub message_sid: String,
+        pub from_addr: String,
+        pub to_addr: String,
+        pub body: String,
+        /// The TwiML answered; None only while the claiming transaction was open.
+        pub response: Option<String>,
+        pub received_at: DateTime<Utc>,
+    }
 }
 
-/// An `outbound_messages` row: a text (or verification call) we sent first, with its delivery.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct OutboundRecord {
-    pub id: i64,
-    pub to_addr: String,
-    pub body: String,
-    pub status: String,
-    pub kind: String,
-    pub attempts: i32,
-    pub twilio_sid: Option<String>,
-    pub last_error: Option<String>,
-    pub error_code: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+row! {
+    /// An `outbound_messages` row: a text (or verification call) we sent first, with its delivery.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct OutboundRecord {
+        pub id: i64,
+        pub to_addr: String,
+        pub body: String,
+        pub status: String,
+        pub kind: String,
+        pub attempts: i32,
+        pub twilio_sid: Option<String>,
+        pub last_error: Option<String>,
+        pub error_code: Option<String>,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
-/// An outbox message that failed: given up by us (`last_error` says why) or reported failed by
-/// Twilio (`error_code`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct FailedOutboundRecord {
-    pub id: i64,
-    pub owner_id: String,
-    pub to_addr: String,
-    pub kind: String,
-    pub attempts: i32,
-    pub twilio_sid: Option<String>,
-    pub last_error: Option<String>,
-    pub error_code: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+row! {
+    /// An outbox message that failed: given up by us (`last_error` says why) or reported failed by
+    /// Twilio (`error_code`).
+    #[derive(Debug, Clone, Serialize)]
+    pub struct FailedOutboundRecord {
+        pub id: i64,
+        pub owner_id: String,
+        pub to_addr: String,
+        pub kind: String,
+        pub attempts: i32,
+        pub twilio_sid: Option<String>,
+        pub last_error: Option<String>,
+        pub error_code: Option<String>,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
-/// A `calls` row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct CallRecord {
-    pub call_sid: String,
-    pub direction: String,
-    pub from_addr: String,
-    pub to_addr: String,
-    pub forwarded_from: Option<String>,
-    pub status: String,
-    pub duration_secs: Option<i32>,
-    pub is_test_call: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+row! {
+    /// A `calls` row.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct CallRecord {
+        pub call_sid: String,
+        pub direction: String,
+        pub from_addr: String,
+        pub to_addr: String,
+        pub forwarded_from: Option<String>,
+        pub status: String,
+        pub duration_secs: Option<i32>,
+        pub is_test_call: bool,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
+    }
 }
 
 /// Everything stored about one owner.

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{Owner, OutboundKind, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
 use crate::conversation::{Gate, StateName};
 use crate::domain::{OwnerId, Locale, Notify, PhoneNumber, PhoneType, mask_phone};
+use super::row::row;
 
 /// The answer replayed for a duplicate whose first delivery recorded none.
 pub(super) const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
@@ -69,29 +70,30 @@ pub(super) fn phone(table: &'static str, what: &str, raw: &str) -> Result<PhoneN
         .map_err(|_| corrupt(table, format!("{what}: {} is not E.164", mask_phone(raw))))
 }
 
-/// A `owners` row as stored.
-#[derive(sqlx::FromRow)]
-pub(super) struct OwnerRow {
-    id: String,
-    owner_phone: String,
-    locale: String,
-    state: String,
-    gate: Option<String>,
-    business_type: Option<String>,
-    location: Option<String>,
-    business_name: Option<String>,
-    owner_name: Option<String>,
-    notify: Option<String>,
-    phone_type: Option<String>,
-    misses: i32,
-    opted_out: bool,
-    payment_active: bool,
-    paid_at: Option<DateTime<Utc>>,
-    twilio_number: Option<String>,
-    waitlisted_at: Option<DateTime<Utc>>,
-    verify_started_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+row! {
+    /// An `owners` row as stored.
+    pub(super) struct OwnerRow {
+        id: String,
+        owner_phone: String,
+        locale: String,
+        state: String,
+        gate: Option<String>,
+        business_type: Option<String>,
+        location: Option<String>,
+        business_name: Option<String>,
+        owner_name: Option<String>,
+        notify: Option<String>,
+        phone_type: Option<String>,
+        misses: i32,
+        opted_out: bool,
+        payment_active: bool,
+        paid_at: Option<DateTime<Utc>>,
+        twilio_number: Option<String>,
+        waitlisted_at: Option<DateTime<Utc>>,
+        verify_started_at: Option<DateTime<Utc>>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    }
 }
 
 impl OwnerRow {
@@ -144,21 +146,22 @@ impl OwnerRow {
     }
 }
 
-/// An `outbound_messages` row as a worker sees it.
-#[derive(sqlx::FromRow)]
-pub(super) struct OutboundRow {
-    id: i64,
-    owner_id: String,
-    to_addr: String,
-    body: String,
-    status: String,
-    attempts: i32,
-    twilio_sid: Option<String>,
-    last_error: Option<String>,
-    needs_reconcile: bool,
-    attempted_at: Option<DateTime<Utc>>,
-    kind: String,
-    created_at: DateTime<Utc>,
+row! {
+    /// An `outbound_messages` row as a worker sees it.
+    pub(super) struct OutboundRow {
+        id: i64,
+        owner_id: String,
+        to_addr: String,
+        body: String,
+        status: String,
+        attempts: i32,
+        twilio_sid: Option<String>,
+        last_error: Option<String>,
+        needs_reconcile: bool,
+        attempted_at: Option<DateTime<Utc>>,
+        kind: String,
+        created_at: DateTime<Utc>,
+    }
 }
 
 impl OutboundRow {

@@ -6,6 +6,8 @@
 
 pub mod admin;
 mod common;
+mod migrations;
+mod row;
 pub mod postgres;
 pub mod reminders;
 pub mod replenish;

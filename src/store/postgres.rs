@@ -62,7 +62,7 @@ impl Store for PgStore {
     type Tx = PgTx;
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("./migrations/postgres")
+        super::migrations::migrator(super::migrations::POSTGRES)
             .run(&self.pool)
             .await?;
         Ok(())

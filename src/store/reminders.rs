@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{Owner, Result};
 use crate::conversation::StateName;
 use crate::domain::OwnerId;
+use super::row::row;
 
 /// An owner's reminder timer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +40,16 @@ pub struct ReminderStats {
     pub moved_on: i64,
 }
 
-/// A `reminder_timers` row, with its owner's row when claimed together.
-#[derive(sqlx::FromRow)]
-pub(super) struct TimerRow {
-    pub(super) timer_owner_id: String,
-    pub(super) timer_state: String,
-    pub(super) timer_sent: i32,
-    pub(super) timer_anchor_at: DateTime<Utc>,
-    pub(super) timer_due_at: Option<DateTime<Utc>>,
-    pub(super) timer_expired_at: Option<DateTime<Utc>>,
+row! {
+    /// A `reminder_timers` row, with its owner's row when claimed together.
+    pub(super) struct TimerRow {
+        pub(super) timer_owner_id: String,
+        pub(super) timer_state: String,
+        pub(super) timer_sent: i32,
+        pub(super) timer_anchor_at: DateTime<Utc>,
+        pub(super) timer_due_at: Option<DateTime<Utc>>,
+        pub(super) timer_expired_at: Option<DateTime<Utc>>,
+    }
 }
 
 impl TimerRow {
@@ -70,12 +72,23 @@ impl TimerRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A due timer claimed with its owner: one row holding both's columns.
 pub(super) struct DueRow {
-    #[sqlx(flatten)]
     pub(super) timer: TimerRow,
-    #[sqlx(flatten)]
     pub(super) owner: super::common::OwnerRow,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for DueRow
+where
+    TimerRow: sqlx::FromRow<'r, R>,
+    super::common::OwnerRow: sqlx::FromRow<'r, R>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(Self {
+            timer: TimerRow::from_row(row)?,
+            owner: super::common::OwnerRow::from_row(row)?,
+        })
+    }
 }
 
 pub(super) const PUT_TIMER: &str = "INSERT INTO reminder_timers \

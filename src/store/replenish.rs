@@ -21,6 +21,7 @@ use sqlx::{Postgres, Transaction};
 use super::common::{self, OwnerRow, owner_columns};
 use super::{Owner, PgStore, Result, SqliteStore, Store};
 use crate::domain::PhoneNumber;
+use super::row::row;
 
 /// The advisory lock key of the pool keeper ("onboard" and 1): any fixed number unused elsewhere.
 pub const KEEPER_LOCK_KEY: i64 = 0x6f6e_626f_6172_6401;
@@ -62,13 +63,14 @@ pub struct UncertainPurchase {
     pub checks: i32,
 }
 
-/// An `uncertain_purchases` row as stored.
-#[derive(sqlx::FromRow)]
-struct UncertainRow {
-    e164: String,
-    attempted_at: DateTime<Utc>,
-    last_checked_at: Option<DateTime<Utc>>,
-    checks: i32,
+row! {
+    /// An `uncertain_purchases` row as stored.
+    struct UncertainRow {
+        e164: String,
+        attempted_at: DateTime<Utc>,
+        last_checked_at: Option<DateTime<Utc>>,
+        checks: i32,
+    }
 }
 
 impl UncertainRow {

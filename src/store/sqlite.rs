@@ -206,7 +206,7 @@ impl Store for SqliteStore {
     type Tx = SqliteTx;
 
     async fn migrate(&self) -> Result<()> {
-        let migrator = sqlx::migrate!("./migrations/sqlite");
+        let migrator = super::migrations::migrator(super::migrations::SQLITE);
         match &self.db {
             Db::Pool(pool) => migrator.run(pool).await?,
             Db::Held(_) => {
