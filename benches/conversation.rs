@@ -39,7 +39,8 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use onboard::clock::{ManualClock, SequentialIds};
 use onboard::conversation::{Gate, StateName};
-use onboard::engine::{Engine, InboundSms, Settings};
+use onboard::config::Config;
+use onboard::engine::{Engine, InboundSms, Seams};
 use onboard::flows::Flows;
 use onboard::store::{PgStore, SqliteConn, SqliteStore, Store};
 
@@ -152,19 +153,20 @@ fn epoch() -> DateTime<Utc> {
 
 fn engine_on<S: Store>(store: S) -> Result<Engine<S>> {
     let flows = Flows::embedded().context("loading the embedded flows")?;
-    Ok(Engine::new(
+    // Dev mode; the script stops before payment: no number is allocated, no call placed.
+    let config = Config::from_lookup(|name| match name {
+        "STRIPE_PAYMENT_LINK" => Some(PAYMENT_LINK.to_owned()),
+        "POOL_LOW_WATER" => Some("0".to_owned()),
+        _ => None,
+    })
+    .context("the bench's configuration")?;
+    Ok(Engine::from_config(
         store,
-        Arc::new(flows),
-        Arc::new(ManualClock::new(epoch())),
-        Arc::new(SequentialIds::default()),
-        Settings {
-            payment_link: PAYMENT_LINK.to_owned(),
-            quarantine: Duration::days(onboard::engine::DEFAULT_QUARANTINE_DAYS),
-            // The script stops before payment: no number is allocated, no call placed.
-            pool_low_water: 0,
-            verify_caller: None,
-            verify_window: Duration::minutes(2),
-            onboarding_number: None,
+        &config,
+        Seams {
+            flows: Arc::new(flows),
+            clock: Arc::new(ManualClock::new(epoch())),
+            ids: Arc::new(SequentialIds::default()),
         },
     ))
 }

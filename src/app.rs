@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::clock::{RandomIds, SystemClock};
 use crate::config::{Config, DevModeReason, Signatures};
-use crate::engine::{DEFAULT_QUARANTINE_DAYS, Engine, Settings};
+use crate::engine::{Engine, Seams};
 use crate::flows::Flows;
 use crate::http::{self, AppState};
 use crate::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
@@ -87,24 +87,15 @@ impl Database {
 
 /// Builds an engine on `store` with the real clock and ids.
 pub fn engine<S: Store>(store: S, config: &Config, flows: Arc<Flows>) -> Engine<S> {
-    Engine::new(
+    Engine::from_config(
         store,
-        flows,
-        Arc::new(SystemClock),
-        Arc::new(RandomIds::default()),
-        Settings {
-            payment_link: config.stripe_payment_link.clone(),
-            quarantine: Duration::days(DEFAULT_QUARANTINE_DAYS),
-            pool_low_water: config.pool_low_water,
-            verify_caller: config.verify_caller_number.clone(),
-            verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
-            onboarding_number: config.onboarding_number.clone(),
+        config,
+        Seams {
+            flows,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds::default()),
         },
     )
-    .with_reminders(crate::reminders::ReminderSettings {
-        config: config.reminders.clone(),
-        ..crate::reminders::ReminderSettings::default()
-    })
 }
 
 /// Migrates, then serves on `config.listen_addr` until `shutdown`.

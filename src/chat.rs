@@ -19,11 +19,12 @@ use chrono::Duration;
 
 use crate::clock::{Clock, ManualClock, SequentialIds, SystemClock};
 use crate::domain::PhoneNumber;
-use crate::engine::{Engine, InboundSms, Settings};
+use crate::config::Config;
+use crate::engine::{Engine, InboundSms, Seams};
 use crate::flows::Flows;
 use crate::replay::{StripeEvent, message_text, stripe_event_body};
 use crate::store::{Owner, OutboundKind, SqliteStore, Store};
-use crate::voice::InboundCall;
+use crate::engine::InboundCall;
 
 /// The owner's phone when `--phone` is not given.
 pub const DEFAULT_PHONE: &str = "+447700900123";
@@ -262,22 +263,22 @@ impl Local {
         payment_link: &str,
         clock: Arc<ManualClock>,
     ) -> anyhow::Result<Engine<SqliteStore>> {
-        let settings = Settings {
-            payment_link: payment_link.to_owned(),
-            quarantine: Duration::days(crate::engine::DEFAULT_QUARANTINE_DAYS),
-            pool_low_water: 0,
-            verify_caller: Some(PhoneNumber::parse(CHAT_VERIFY_CALLER)?),
-            verify_window: Duration::minutes(2),
-            onboarding_number: None,
-        };
+        let config = Config::from_lookup(|name| match name {
+            "STRIPE_PAYMENT_LINK" => Some(payment_link.to_owned()),
+            "VERIFY_CALLER_NUMBER" => Some(CHAT_VERIFY_CALLER.to_owned()),
+            "POOL_LOW_WATER" => Some("0".to_owned()),
+            _ => None,
+        })?;
         let store = SqliteStore::in_memory().await?;
         store.migrate().await?;
-        let engine = Engine::new(
+        let engine = Engine::from_config(
             store,
-            flows,
-            clock,
-            Arc::new(SequentialIds::default()),
-            settings,
+            &config,
+            Seams {
+                flows,
+                clock,
+                ids: Arc::new(SequentialIds::default()),
+            },
         );
         let pool = CHAT_POOL
             .iter()
@@ -312,7 +313,7 @@ impl Local {
             created: now,
         });
         let signature = crate::stripe::signature::sign(body.as_bytes(), CHAT_STRIPE_SECRET, now);
-        let receipt = crate::payments::receive(
+        let receipt = crate::engine::payments::receive(
             &self.engine,
             &[CHAT_STRIPE_SECRET.to_owned()],
             Some(&signature),

@@ -12,16 +12,29 @@ use serde::Deserialize;
 use crate::clock::{ManualClock, SequentialIds};
 use crate::conversation::{Event, Gate, StateName};
 use crate::domain::PhoneNumber;
-use crate::engine::{Engine, InboundSms, Settings};
+use crate::config::Config;
+use crate::engine::{Engine, InboundSms, Seams};
 use crate::flows::Flows;
 use crate::store::{OutboundKind, SqliteStore, Store};
-use crate::voice::InboundCall;
+use crate::engine::InboundCall;
 
 /// The number fixtures' verification calls come from (`call = "verifier"`).
 pub const FIXTURE_CALLER: &str = "+447700900000";
 
 /// The payment link fixtures see, so expectations can name it.
 pub const FIXTURE_PAYMENT_LINK: &str = "https://buy.stripe.com/test_fixture";
+
+/// The configuration fixtures run under: dev mode (no onboarding number, nothing sent), the
+/// fixture payment link and verification caller, and no low-water warnings.
+pub fn fixture_config() -> Config {
+    Config::from_lookup(|name| match name {
+        "STRIPE_PAYMENT_LINK" => Some(FIXTURE_PAYMENT_LINK.to_owned()),
+        "VERIFY_CALLER_NUMBER" => Some(FIXTURE_CALLER.to_owned()),
+        "POOL_LOW_WATER" => Some("0".to_owned()),
+        _ => None,
+    })
+    .expect("the fixture configuration is valid")
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,18 +329,13 @@ async fn steps<S: Store>(
 ) -> Result<(Result<(), Failure>, Vec<Option<String>>), ReplayError> {
     let mut said = Vec::new();
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
-    let engine = Engine::new(
+    let engine = Engine::from_config(
         store,
-        flows,
-        clock.clone(),
-        Arc::new(SequentialIds::default()),
-        Settings {
-            payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
-            quarantine: Duration::days(crate::engine::DEFAULT_QUARANTINE_DAYS),
-            pool_low_water: 0,
-            verify_caller: Some(PhoneNumber::parse(FIXTURE_CALLER).expect("a valid number")),
-            verify_window: Duration::minutes(2),
-            onboarding_number: None,
+        &fixture_config(),
+        Seams {
+            flows,
+            clock: clock.clone(),
+            ids: Arc::new(SequentialIds::default()),
         },
     );
     if !fixture.pool.is_empty() {
@@ -367,7 +375,7 @@ async fn steps<S: Store>(
         } else if step.stripe.is_some() {
             let delivery = stripe_delivery(step, n, owner.as_ref(), engine.now().timestamp());
             receipt = Some(
-                match crate::payments::receive(
+                match crate::engine::payments::receive(
                     &engine,
                     &[FIXTURE_STRIPE_SECRET.to_owned()],
                     delivery.signature.as_deref(),
@@ -376,7 +384,7 @@ async fn steps<S: Store>(
                 .await
                 {
                     Ok(receipt) => Ok(receipt.name().to_owned()),
-                    Err(crate::payments::PaymentError::Failed(e)) => return Err(e.into()),
+                    Err(crate::engine::payments::PaymentError::Failed(e)) => return Err(e.into()),
                     Err(rejected) => Err(rejected.to_string()),
                 },
             );

@@ -37,21 +37,14 @@ impl Clock for TickingClock {
 }
 
 fn engine(store: PgStore, clock: Arc<TickingClock>) -> Arc<Engine<PgStore>> {
-    Arc::new(Engine::new(
+    support::app::engine_on(
         store,
-        Arc::new(Flows::embedded().expect("flows")),
+        // Dev mode's routing: every number no owner holds is the onboarding number.
+        &support::app::test_config(&[("ONBOARDING_NUMBER", "")]),
         clock,
         // Random ids: two engines counting from 1 would hand out the same ids.
         Arc::new(RandomIds::default()),
-        Settings {
-            payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
-            quarantine: Duration::days(30),
-            pool_low_water: 3,
-            verify_caller: None,
-            verify_window: Duration::minutes(2),
-            onboarding_number: None,
-        },
-    ))
+    )
 }
 
 fn owner_phone(i: usize) -> PhoneNumber {

@@ -19,21 +19,13 @@ use onboard::store::{PgStore, SqliteStore, Store, Tx as _};
 const OWNERS: usize = 40;
 
 fn engine<S: Store>(store: S, clock: Arc<ManualClock>) -> Arc<Engine<S>> {
-    Arc::new(Engine::new(
+    support::app::engine_on(
         store,
-        Arc::new(Flows::embedded().expect("flows")),
+        &support::app::test_config(&[("ONBOARDING_NUMBER", ""), ("POOL_LOW_WATER", "0")]),
         clock,
         // Random ids: two engines counting from 1 would hand out the same ids.
         Arc::new(RandomIds::default()),
-        Settings {
-            payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
-            quarantine: Duration::days(30),
-            pool_low_water: 0,
-            verify_caller: None,
-            verify_window: Duration::minutes(2),
-            onboarding_number: None,
-        },
-    ))
+    )
 }
 
 fn owner_phone(i: usize) -> PhoneNumber {

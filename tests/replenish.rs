@@ -148,20 +148,12 @@ struct Harness<S: ReplenishStore> {
 }
 
 fn engine<S: Store>(store: S, clock: Arc<ManualClock>) -> Arc<Engine<S>> {
-    Arc::new(Engine::new(
+    support::app::engine_on(
         store,
-        Arc::new(Flows::embedded().expect("flows")),
+        &support::app::test_config(&[("ONBOARDING_NUMBER", ""), ("POOL_LOW_WATER", "0")]),
         clock,
         Arc::new(SequentialIds::default()),
-        Settings {
-            payment_link: "https://buy.stripe.com/test".to_owned(),
-            quarantine: Duration::days(30),
-            pool_low_water: 0,
-            verify_caller: None,
-            verify_window: Duration::minutes(2),
-            onboarding_number: None,
-        },
-    ))
+    )
 }
 
 fn harness<S: ReplenishStore>(

@@ -6,7 +6,7 @@ mod support;
 use chrono::Utc;
 use onboard::domain::{OwnerId, PhoneNumber};
 use onboard::engine::Engine;
-use onboard::payments::{self, Receipt};
+use onboard::engine::payments::{self, Receipt};
 use onboard::store::{Owner, PgStore, SqliteStore, Store, Tx};
 use support::app::{TestApp, spawn_postgres, spawn_sqlite, test_config};
 

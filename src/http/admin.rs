@@ -17,7 +17,7 @@ use super::error::ApiError;
 use crate::conversation::StateName;
 use crate::domain::{OwnerId, PhoneNumber, mask_email, mask_phone};
 use crate::engine::EngineError;
-use crate::payments::{self, PaymentError, Receipt};
+use crate::engine::payments::{self, PaymentError, Receipt};
 use crate::store::admin::{
     CallRecord, OwnerRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord,
     WebhookEventFilter, WebhookEventRecord,

@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 
 use super::error::ApiError;
 use super::{AppState, RawBody};
-use crate::payments::{self, PaymentError};
+use crate::engine::payments::{self, PaymentError};
 use crate::store::Store;
 
 /// `POST /webhooks/stripe`: verified over the raw body before anything is parsed or stored.

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use onboard::clock::{ManualClock, SequentialIds};
+use onboard::clock::{Clock, Ids, ManualClock, SequentialIds};
 use onboard::config::Config;
-use onboard::engine::{Engine, Settings};
+use onboard::engine::{Engine, Seams};
 use onboard::flows::Flows;
 use onboard::http::{self, AppState};
 use onboard::replay::{FIXTURE_PAYMENT_LINK, fixture_epoch};
@@ -36,6 +36,8 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
         ("PUBLIC_URL", "https://onboard.example.com"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ONBOARDING_NUMBER", "+447700900000"),
+        ("STRIPE_PAYMENT_LINK", FIXTURE_PAYMENT_LINK),
+        ("POOL_LOW_WATER", "3"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -51,6 +53,24 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
             .filter(|v| !v.is_empty())
     })
     .expect("test config is valid")
+}
+
+/// An engine built as the server builds its own (from `config`), on the given clock and ids.
+pub fn engine_on<S: Store>(
+    store: S,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+) -> Arc<Engine<S>> {
+    Arc::new(Engine::from_config(
+        store,
+        config,
+        Seams {
+            flows: Arc::new(Flows::embedded().expect("flows")),
+            clock,
+            ids,
+        },
+    ))
 }
 
 pub async fn spawn_sqlite(config: Config) -> TestApp<SqliteStore> {
@@ -72,20 +92,12 @@ pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
     onboard::tls::install_crypto_provider();
     let config = Arc::new(config);
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
-    let engine = Arc::new(Engine::new(
+    let engine = engine_on(
         store,
-        Arc::new(Flows::embedded().expect("flows")),
+        &config,
         clock.clone(),
         Arc::new(SequentialIds::default()),
-        Settings {
-            payment_link: FIXTURE_PAYMENT_LINK.to_owned(),
-            quarantine: chrono::Duration::days(30),
-            pool_low_water: 3,
-            verify_caller: config.verify_caller_number.clone(),
-            verify_window: chrono::Duration::minutes(2),
-            onboarding_number: config.onboarding_number.clone(),
-        },
-    ));
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

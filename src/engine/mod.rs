@@ -3,12 +3,26 @@
 //! An event loads and locks the owner, runs the pure [`conversation::step`], carries out the commands it
 //! returns (allocating or releasing a number) inside the same transaction, feeds their results back in,
 //! and stores the new state with its replies. A retried provider id gets the stored answer back.
+//!
+//! One file per family of events: [`sms`] (texts from owners, delivery reports), [`payments`]
+//! (Stripe), [`calls`] (test calls and calls to owners' numbers), [`pool`] (numbers added,
+//! released and back from quarantine; the waitlist served). This file holds what they share: the
+//! engine, its builder [`Engine::from_config`], and the step that runs the conversation.
+
+pub mod calls;
+pub mod payments;
+mod pool;
+mod sms;
+
+pub use calls::InboundCall;
+pub use sms::InboundSms;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::{Clock, Ids};
+use crate::config::Config;
 use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
 use crate::domain::{OwnerId, Country, PhoneNumber, mask_phone};
 use crate::flows::{Flows, MessageKey};
@@ -55,15 +69,6 @@ pub struct Settings {
     pub onboarding_number: Option<PhoneNumber>,
 }
 
-/// An SMS from Twilio's webhook, fields already checked for presence.
-#[derive(Debug, Clone)]
-pub struct InboundSms {
-    pub message_sid: String,
-    pub from: String,
-    pub to: String,
-    pub body: String,
-}
-
 /// What an event produced for an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -71,6 +76,29 @@ pub struct Outcome {
     pub state: StateName,
     /// The texts sent (or queued) to the owner, one per event; empty when nothing was said.
     pub texts: Vec<String>,
+}
+
+impl Settings {
+    /// The engine's settings as the configuration gives them; quarantine is fixed by policy.
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            payment_link: config.stripe_payment_link.clone(),
+            quarantine: Duration::days(DEFAULT_QUARANTINE_DAYS),
+            pool_low_water: config.pool_low_water,
+            verify_caller: config.verify_caller_number.clone(),
+            verify_window: Duration::from_std(config.verify_window)
+                .unwrap_or(Duration::minutes(2)),
+            onboarding_number: config.onboarding_number.clone(),
+        }
+    }
+}
+
+/// What an engine runs on besides its store and configuration: the words it says, and the clock
+/// and ids (the system's in production; fixed ones in replays and tests, for repeatable runs).
+pub struct Seams {
+    pub flows: Arc<Flows>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn Ids>,
 }
 
 pub struct Engine<S: Store> {
@@ -83,7 +111,23 @@ pub struct Engine<S: Store> {
 }
 
 impl<S: Store> Engine<S> {
-    pub fn new(
+    /// The one way the server, `onboard replay`, `onboard chat` and the tests build an engine, so
+    /// all of them run the same wiring from a [`Config`].
+    pub fn from_config(store: S, config: &Config, seams: Seams) -> Self {
+        Self::new(
+            store,
+            seams.flows,
+            seams.clock,
+            seams.ids,
+            Settings::from_config(config),
+        )
+        .with_reminders(ReminderSettings {
+            config: config.reminders.clone(),
+            ..ReminderSettings::default()
+        })
+    }
+
+    fn new(
         store: S,
         flows: Arc<Flows>,
         clock: Arc<dyn Clock>,
@@ -114,126 +158,6 @@ impl<S: Store> Engine<S> {
         self.clock.now()
     }
 
-    /// Handles an inbound SMS and returns the TwiML to answer with: the same bytes on every retry.
-    pub async fn handle_sms(&self, sms: &InboundSms) -> Result<String, EngineError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let claim = tx
-            .claim_inbound(&NewInbound {
-                message_sid: &sms.message_sid,
-                from: &sms.from,
-                to: &sms.to,
-                body: &sms.body,
-                received_at: now,
-            })
-            .await?;
-        if let Claim::Duplicate { response } = claim {
-            tx.commit().await?;
-            tracing::info!(
-                event = "INBOUND_SMS_DUPLICATE",
-                message_sid = %sms.message_sid,
-                "retried MessageSid answered from the stored reply"
-            );
-            return Ok(response);
-        }
-
-        // A customer texting an owner's business number is not an owner to onboard.
-        if !self.is_for_onboarding(&mut tx, &sms.to).await? {
-            let response = twiml::Response::new().to_xml();
-            tx.finish_inbound(&sms.message_sid, None, &response).await?;
-            tx.commit().await?;
-            tracing::info!(
-                event = "INBOUND_SMS_NOT_FOR_ONBOARDING",
-                from = %mask_phone(&sms.from),
-                to = %mask_phone(&sms.to),
-                "SMS to a number that is not the onboarding number; not answered"
-            );
-            return Ok(response);
-        }
-
-        // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
-        let Ok(phone) = PhoneNumber::parse(&sms.from) else {
-            let response = twiml::Response::new().to_xml();
-            tx.finish_inbound(&sms.message_sid, None, &response).await?;
-            tx.commit().await?;
-            tracing::warn!(
-                event = "INBOUND_SMS_UNROUTABLE",
-                from = %mask_phone(&sms.from),
-                "SMS from a sender that is not an E.164 number; not answered"
-            );
-            return Ok(response);
-        };
-
-        let (mut owner, created) = tx
-            .lock_or_create_owner(&phone, || {
-                Owner::new(self.ids.owner_id(), phone.clone(), now)
-            })
-            .await?;
-        tracing::info!(
-            event = "INBOUND_SMS",
-            owner_id = %owner.id,
-            phone = %owner.owner_phone.masked(),
-            state = %owner.state,
-            new_owner = created,
-        );
-        tracing::debug!(body = %sms.body, "inbound SMS body");
-
-        let timer = if created {
-            None
-        } else {
-            tx.reminder_timer(&owner.id).await?
-        };
-        let decision = if self.welcomes_back(timer.as_ref(), &owner, &sms.body) {
-            self.welcome_back(&owner)
-        } else {
-            // The first text from a new owner is greeted, and read for whatever it already says.
-            let event = if created {
-                Event::FirstText(sms.body.clone())
-            } else {
-                Event::Text(sms.body.clone())
-            };
-            let stored = owner.clone();
-            let decision = self.run_unsaved(&mut tx, &mut owner, event, now).await?;
-            // HELP, a question, a text while opted out: many texts change nothing to write.
-            if owner != stored {
-                owner.updated_at = now;
-                tx.save_owner(&owner).await?;
-            }
-            decision
-        };
-        self.owner_texted(&mut tx, timer, &owner, now).await?;
-        let reply = if owner.opted_out || decision.replies.is_empty() {
-            None
-        } else {
-            Some(decision.replies.join("\n"))
-        };
-        let response = match &reply {
-            Some(text) => twiml::Response::new().message(text).to_xml(),
-            None => twiml::Response::new().to_xml(),
-        };
-        tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
-            .await?;
-        tx.commit().await?;
-        self.check_pool_after(&decision, &owner).await;
-        Ok(response)
-    }
-
-    /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to
-    /// the onboarding number or, without one (dev mode), to a number no owner holds. An empty `to`
-    /// (callers that do not say, like fixture replays) counts as the onboarding number.
-    async fn is_for_onboarding(&self, tx: &mut S::Tx, to: &str) -> Result<bool, EngineError> {
-        if to.is_empty() {
-            return Ok(true);
-        }
-        match &self.settings.onboarding_number {
-            Some(onboarding) => Ok(onboarding.as_str() == to),
-            None => Ok(match PhoneNumber::parse(to) {
-                Ok(number) => tx.lock_owner_by_number(&number).await?.is_none(),
-                Err(_) => true,
-            }),
-        }
-    }
-
     /// Applies a provider event (payment, test call, ...) to an owner; what the bot says goes to the outbox.
     pub async fn apply(&self, owner_id: &OwnerId, event: Event) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
@@ -253,32 +177,6 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    /// A delivery report from Twilio. Never moves a message back from a final status; error 21610
-    /// (the owner replied STOP) marks the owner opted out.
-    pub async fn message_status(
-        &self,
-        message_sid: &str,
-        status: OutboundStatus,
-        error_code: Option<&str>,
-    ) -> Result<bool, EngineError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let owner_id = tx
-            .update_outbound_status(message_sid, status, error_code, now)
-            .await?;
-        if let (Some(id), Some("21610")) = (&owner_id, error_code)
-            && let Some(mut owner) = tx.lock_owner(id).await?
-            && !owner.opted_out
-        {
-            owner.opted_out = true;
-            owner.updated_at = now;
-            tx.save_owner(&owner).await?;
-            tracing::info!(event = "OPTED_OUT", owner_id = %owner.id, phone = %owner.owner_phone.masked(), source = "twilio_21610");
-        }
-        tx.commit().await?;
-        Ok(owner_id.is_some())
-    }
-
     /// An operator's reset: the owner goes back to S1 with every answer cleared, keeping payment,
     /// number and opt-out (as RESTART does), recorded in the state history with cause
     /// `admin_reset`, in one transaction. Nothing is texted: their next text answers S1.
@@ -295,145 +193,12 @@ impl<S: Store> Engine<S> {
         Ok(owner)
     }
 
-    /// Sends a number no owner holds to quarantine. A number in use is refused: taking it from its
-    /// owner is a payment decision, not a pool one.
-    pub async fn release_number(&self, number: &PhoneNumber) -> Result<(), EngineError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        if let Some(owner) = tx.lock_owner_by_number(number).await? {
-            return Err(EngineError::NumberInUse(number.masked(), owner.id));
-        }
-        self.quarantine(&mut tx, number, now).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Returns numbers whose quarantine is over to the pool, and serves the waitlist with them.
-    pub async fn end_quarantines(&self) -> Result<u64, EngineError> {
-        let mut tx = self.store.begin().await?;
-        let returned = tx.end_quarantines(self.clock.now()).await?;
-        tx.commit().await?;
-        if returned > 0 {
-            tracing::info!(event = "QUARANTINE_ENDED", numbers = returned);
-            for country in [Country::Gb, Country::Us, Country::Other] {
-                self.serve_waitlist(country).await?;
-            }
-        }
-        Ok(returned)
-    }
-
-    /// A payment may have allocated a number: check what is left where we sell.
-    pub(crate) async fn after_payment(&self) {
-        for country in [Country::Gb, Country::Us] {
-            self.check_pool(country).await;
-        }
-    }
-
-    /// Logs `POOL_LOW` when a country has fewer than `pool_low_water` numbers left. Counts no
-    /// further than the low-water mark, so it costs the same with a million numbers as with ten.
-    async fn check_pool(&self, country: Country) {
-        let low_water = self.settings.pool_low_water;
-        match self.store.available_numbers(country, low_water).await {
-            Ok(available) if available < low_water => {
-                tracing::warn!(
-                    event = "POOL_LOW",
-                    country = country.code(),
-                    available,
-                    low_water,
-                    "add numbers: onboard pool add"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(event = "POOL_STATS_FAILED", error = %e),
-        }
-    }
-
-    /// After an event: if it allocated a number, check the pool of the owner's country.
-    async fn check_pool_after(&self, decision: &Decision, owner: &Owner) {
-        if decision.commands.contains(&Command::AllocateNumber) {
-            self.check_pool(owner.country()).await;
-        }
-    }
-
     /// The owner with this phone number, if any.
     pub async fn owner_by_phone(
         &self,
         phone: &PhoneNumber,
     ) -> Result<Option<Owner>, EngineError> {
         Ok(self.store.owner_by_phone(phone).await?)
-    }
-
-    /// Puts numbers in the pool, then serves waiting owners first come, first served.
-    /// Returns how many numbers were new and what each served owner was told.
-    pub async fn add_numbers(
-        &self,
-        numbers: &[PhoneNumber],
-    ) -> Result<(u64, Vec<Outcome>), EngineError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let new: Vec<NewPoolNumber> = numbers
-            .iter()
-            .map(|e164| NewPoolNumber {
-                e164: e164.clone(),
-                twilio_sid: None,
-            })
-            .collect();
-        let added = tx.add_numbers(&new, now).await?;
-        tx.commit().await?;
-        let mut countries: Vec<_> = numbers.iter().map(PhoneNumber::country).collect();
-        countries.dedup();
-        let mut served = Vec::new();
-        for country in countries {
-            served.extend(self.serve_waitlist(country).await?);
-        }
-        Ok((added, served))
-    }
-
-    /// Stores numbers (with their Twilio sids) as AVAILABLE and commits; returns how many were new.
-    /// Unlike [`Engine::add_numbers`] it does not serve the waitlist: the caller does that with
-    /// [`Engine::serve_waitlist`], so an error there is never mistaken for the numbers not being stored.
-    pub async fn add_pool_numbers(&self, numbers: &[NewPoolNumber]) -> Result<u64, EngineError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let added = tx.add_numbers(numbers, now).await?;
-        tx.commit().await?;
-        Ok(added)
-    }
-
-    /// Gives numbers to waiting owners of a country, oldest first, one transaction each, until the
-    /// pool or the waitlist runs out.
-    pub async fn serve_waitlist(
-        &self,
-        country: crate::domain::Country,
-    ) -> Result<Vec<Outcome>, EngineError> {
-        let mut served = Vec::new();
-        loop {
-            let now = self.clock.now();
-            let mut tx = self.store.begin().await?;
-            let Some(mut owner) = tx.lock_waitlist(country, 1).await?.into_iter().next() else {
-                return Ok(served);
-            };
-            let decision = self
-                .run_commands(&mut tx, &mut owner, vec![Command::AllocateNumber], now)
-                .await?;
-            if owner.gate == Some(Gate::AwaitingNumber) {
-                // Still no number: the pool ran dry again; leave the rest waiting (and roll back).
-                return Ok(served);
-            }
-            owner.updated_at = now;
-            tx.save_owner(&owner).await?;
-            // Not an answer to the owner: it waits for the end of their quiet hours.
-            let texts = self
-                .queue_proactive(&mut tx, &owner, &decision, now)
-                .await?;
-            tx.commit().await?;
-            self.check_pool_after(&decision, &owner).await;
-            served.push(Outcome {
-                owner_id: owner.id,
-                state: owner.state,
-                texts,
-            });
-        }
     }
 
     /// Runs an event, then every command it leads to, against the locked owner, and saves it.
@@ -628,22 +393,6 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok(decision)
-    }
-
-    async fn quarantine(
-        &self,
-        tx: &mut S::Tx,
-        number: &PhoneNumber,
-        now: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
-        let until = now + self.settings.quarantine;
-        match tx.quarantine_number(number, until, now).await? {
-            QuarantineOutcome::Quarantined { .. } => {
-                tracing::info!(event = "NUMBER_RELEASED", number = %number.masked(), until = %until);
-                Ok(())
-            }
-            QuarantineOutcome::NotInPool => Err(EngineError::UnknownNumber(number.masked())),
-        }
     }
 
     /// Writes the replies of an event that did not come by SMS to the outbox, in this transaction.

@@ -1,0 +1,161 @@
+//! The number pool seen from the engine: numbers in and out of quarantine, numbers added, and
+//! waiting owners served first come, first served.
+
+use chrono::{DateTime, Utc};
+
+use crate::conversation::{Command, Decision, Gate};
+use crate::domain::{Country, PhoneNumber};
+use crate::store::{NewPoolNumber, Owner, QuarantineOutcome, Store, Tx};
+
+use super::{Engine, EngineError, Outcome};
+
+impl<S: Store> Engine<S> {
+    /// Sends a number no owner holds to quarantine. A number in use is refused: taking it from its
+    /// owner is a payment decision, not a pool one.
+    pub async fn release_number(&self, number: &PhoneNumber) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if let Some(owner) = tx.lock_owner_by_number(number).await? {
+            return Err(EngineError::NumberInUse(number.masked(), owner.id));
+        }
+        self.quarantine(&mut tx, number, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Returns numbers whose quarantine is over to the pool, and serves the waitlist with them.
+    pub async fn end_quarantines(&self) -> Result<u64, EngineError> {
+        let mut tx = self.store.begin().await?;
+        let returned = tx.end_quarantines(self.clock.now()).await?;
+        tx.commit().await?;
+        if returned > 0 {
+            tracing::info!(event = "QUARANTINE_ENDED", numbers = returned);
+            for country in [Country::Gb, Country::Us, Country::Other] {
+                self.serve_waitlist(country).await?;
+            }
+        }
+        Ok(returned)
+    }
+
+    /// A payment may have allocated a number: check what is left where we sell.
+    pub(crate) async fn after_payment(&self) {
+        for country in [Country::Gb, Country::Us] {
+            self.check_pool(country).await;
+        }
+    }
+
+    /// Logs `POOL_LOW` when a country has fewer than `pool_low_water` numbers left. Counts no
+    /// further than the low-water mark, so it costs the same with a million numbers as with ten.
+    async fn check_pool(&self, country: Country) {
+        let low_water = self.settings.pool_low_water;
+        match self.store.available_numbers(country, low_water).await {
+            Ok(available) if available < low_water => {
+                tracing::warn!(
+                    event = "POOL_LOW",
+                    country = country.code(),
+                    available,
+                    low_water,
+                    "add numbers: onboard pool add"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(event = "POOL_STATS_FAILED", error = %e),
+        }
+    }
+
+    /// After an event: if it allocated a number, check the pool of the owner's country.
+    async fn check_pool_after(&self, decision: &Decision, owner: &Owner) {
+        if decision.commands.contains(&Command::AllocateNumber) {
+            self.check_pool(owner.country()).await;
+        }
+    }
+
+    /// Puts numbers in the pool, then serves waiting owners first come, first served.
+    /// Returns how many numbers were new and what each served owner was told.
+    pub async fn add_numbers(
+        &self,
+        numbers: &[PhoneNumber],
+    ) -> Result<(u64, Vec<Outcome>), EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let new: Vec<NewPoolNumber> = numbers
+            .iter()
+            .map(|e164| NewPoolNumber {
+                e164: e164.clone(),
+                twilio_sid: None,
+            })
+            .collect();
+        let added = tx.add_numbers(&new, now).await?;
+        tx.commit().await?;
+        let mut countries: Vec<_> = numbers.iter().map(PhoneNumber::country).collect();
+        countries.dedup();
+        let mut served = Vec::new();
+        for country in countries {
+            served.extend(self.serve_waitlist(country).await?);
+        }
+        Ok((added, served))
+    }
+
+    /// Stores numbers (with their Twilio sids) as AVAILABLE and commits; returns how many were new.
+    /// Unlike [`Engine::add_numbers`] it does not serve the waitlist: the caller does that with
+    /// [`Engine::serve_waitlist`], so an error there is never mistaken for the numbers not being stored.
+    pub async fn add_pool_numbers(&self, numbers: &[NewPoolNumber]) -> Result<u64, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let added = tx.add_numbers(numbers, now).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Gives numbers to waiting owners of a country, oldest first, one transaction each, until the
+    /// pool or the waitlist runs out.
+    pub async fn serve_waitlist(
+        &self,
+        country: crate::domain::Country,
+    ) -> Result<Vec<Outcome>, EngineError> {
+        let mut served = Vec::new();
+        loop {
+            let now = self.clock.now();
+            let mut tx = self.store.begin().await?;
+            let Some(mut owner) = tx.lock_waitlist(country, 1).await?.into_iter().next() else {
+                return Ok(served);
+            };
+            let decision = self
+                .run_commands(&mut tx, &mut owner, vec![Command::AllocateNumber], now)
+                .await?;
+            if owner.gate == Some(Gate::AwaitingNumber) {
+                // Still no number: the pool ran dry again; leave the rest waiting (and roll back).
+                return Ok(served);
+            }
+            owner.updated_at = now;
+            tx.save_owner(&owner).await?;
+            // Not an answer to the owner: it waits for the end of their quiet hours.
+            let texts = self
+                .queue_proactive(&mut tx, &owner, &decision, now)
+                .await?;
+            tx.commit().await?;
+            self.check_pool_after(&decision, &owner).await;
+            served.push(Outcome {
+                owner_id: owner.id,
+                state: owner.state,
+                texts,
+            });
+        }
+    }
+
+    async fn quarantine(
+        &self,
+        tx: &mut S::Tx,
+        number: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let until = now + self.settings.quarantine;
+        match tx.quarantine_number(number, until, now).await? {
+            QuarantineOutcome::Quarantined { .. } => {
+                tracing::info!(event = "NUMBER_RELEASED", number = %number.masked(), until = %until);
+                Ok(())
+            }
+            QuarantineOutcome::NotInPool => Err(EngineError::UnknownNumber(number.masked())),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Texts from owners, and Twilio's delivery reports of the texts we sent.
+
+use crate::conversation::Event;
+use crate::domain::{PhoneNumber, mask_phone};
+use crate::store::reminders::ReminderTx as _;
+use crate::store::{Claim, NewInbound, Owner, OutboundStatus, Store, Tx};
+use crate::twilio::twiml;
+
+use super::{Engine, EngineError};
+
+/// An SMS from Twilio's webhook, fields already checked for presence.
+#[derive(Debug, Clone)]
+pub struct InboundSms {
+    pub message_sid: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+}
+
+impl<S: Store> Engine<S> {
+    /// Handles an inbound SMS and returns the TwiML to answer with: the same bytes on every retry.
+    pub async fn handle_sms(&self, sms: &InboundSms) -> Result<String, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let claim = tx
+            .claim_inbound(&NewInbound {
+                message_sid: &sms.message_sid,
+                from: &sms.from,
+                to: &sms.to,
+                body: &sms.body,
+                received_at: now,
+            })
+            .await?;
+        if let Claim::Duplicate { response } = claim {
+            tx.commit().await?;
+            tracing::info!(
+                event = "INBOUND_SMS_DUPLICATE",
+                message_sid = %sms.message_sid,
+                "retried MessageSid answered from the stored reply"
+            );
+            return Ok(response);
+        }
+
+        // A customer texting an owner's business number is not an owner to onboard.
+        if !self.is_for_onboarding(&mut tx, &sms.to).await? {
+            let response = twiml::Response::new().to_xml();
+            tx.finish_inbound(&sms.message_sid, None, &response).await?;
+            tx.commit().await?;
+            tracing::info!(
+                event = "INBOUND_SMS_NOT_FOR_ONBOARDING",
+                from = %mask_phone(&sms.from),
+                to = %mask_phone(&sms.to),
+                "SMS to a number that is not the onboarding number; not answered"
+            );
+            return Ok(response);
+        }
+
+        // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
+        let Ok(phone) = PhoneNumber::parse(&sms.from) else {
+            let response = twiml::Response::new().to_xml();
+            tx.finish_inbound(&sms.message_sid, None, &response).await?;
+            tx.commit().await?;
+            tracing::warn!(
+                event = "INBOUND_SMS_UNROUTABLE",
+                from = %mask_phone(&sms.from),
+                "SMS from a sender that is not an E.164 number; not answered"
+            );
+            return Ok(response);
+        };
+
+        let (mut owner, created) = tx
+            .lock_or_create_owner(&phone, || {
+                Owner::new(self.ids.owner_id(), phone.clone(), now)
+            })
+            .await?;
+        tracing::info!(
+            event = "INBOUND_SMS",
+            owner_id = %owner.id,
+            phone = %owner.owner_phone.masked(),
+            state = %owner.state,
+            new_owner = created,
+        );
+        tracing::debug!(body = %sms.body, "inbound SMS body");
+
+        let timer = if created {
+            None
+        } else {
+            tx.reminder_timer(&owner.id).await?
+        };
+        let decision = if self.welcomes_back(timer.as_ref(), &owner, &sms.body) {
+            self.welcome_back(&owner)
+        } else {
+            // The first text from a new owner is greeted, and read for whatever it already says.
+            let event = if created {
+                Event::FirstText(sms.body.clone())
+            } else {
+                Event::Text(sms.body.clone())
+            };
+            let stored = owner.clone();
+            let decision = self.run_unsaved(&mut tx, &mut owner, event, now).await?;
+            // HELP, a question, a text while opted out: many texts change nothing to write.
+            if owner != stored {
+                owner.updated_at = now;
+                tx.save_owner(&owner).await?;
+            }
+            decision
+        };
+        self.owner_texted(&mut tx, timer, &owner, now).await?;
+        let reply = if owner.opted_out || decision.replies.is_empty() {
+            None
+        } else {
+            Some(decision.replies.join("\n"))
+        };
+        let response = match &reply {
+            Some(text) => twiml::Response::new().message(text).to_xml(),
+            None => twiml::Response::new().to_xml(),
+        };
+        tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
+            .await?;
+        tx.commit().await?;
+        self.check_pool_after(&decision, &owner).await;
+        Ok(response)
+    }
+
+    /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to
+    /// the onboarding number or, without one (dev mode), to a number no owner holds. An empty `to`
+    /// (callers that do not say, like fixture replays) counts as the onboarding number.
+    async fn is_for_onboarding(&self, tx: &mut S::Tx, to: &str) -> Result<bool, EngineError> {
+        if to.is_empty() {
+            return Ok(true);
+        }
+        match &self.settings.onboarding_number {
+            Some(onboarding) => Ok(onboarding.as_str() == to),
+            None => Ok(match PhoneNumber::parse(to) {
+                Ok(number) => tx.lock_owner_by_number(&number).await?.is_none(),
+                Err(_) => true,
+            }),
+        }
+    }
+
+    /// A delivery report from Twilio. Never moves a message back from a final status; error 21610
+    /// (the owner replied STOP) marks the owner opted out.
+    pub async fn message_status(
+        &self,
+        message_sid: &str,
+        status: OutboundStatus,
+        error_code: Option<&str>,
+    ) -> Result<bool, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let owner_id = tx
+            .update_outbound_status(message_sid, status, error_code, now)
+            .await?;
+        if let (Some(id), Some("21610")) = (&owner_id, error_code)
+            && let Some(mut owner) = tx.lock_owner(id).await?
+            && !owner.opted_out
+        {
+            owner.opted_out = true;
+            owner.updated_at = now;
+            tx.save_owner(&owner).await?;
+            tracing::info!(event = "OPTED_OUT", owner_id = %owner.id, phone = %owner.owner_phone.masked(), source = "twilio_21610");
+        }
+        tx.commit().await?;
+        Ok(owner_id.is_some())
+    }
+}
