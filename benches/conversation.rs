@@ -32,14 +32,14 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use onboard::clock::{ManualClock, SequentialIds};
-use onboard::conversation::{Gate, StateName};
 use onboard::config::Config;
+use onboard::conversation::{Gate, StateName};
 use onboard::engine::{Engine, InboundSms, Seams};
 use onboard::flows::Flows;
 use onboard::store::{PgStore, SqliteConn, SqliteStore, Store};

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use chrono::Utc;
 use onboard::domain::{OwnerId, PhoneNumber};
-use onboard::store::{Allocation, Owner, NewPoolNumber, PgStore, Store, Tx};
+use onboard::store::{self, Allocation, NewPoolNumber, PgStore, Store, Tx};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -207,7 +207,7 @@ async fn create_owners(store: &PgStore) -> anyhow::Result<Vec<Owner>> {
         let id = OwnerId::new(format!("c_bench_{i:06}"));
         let phone = PhoneNumber::parse(&format!("+447700{i:06}"))?;
         let (owner, created) = tx
-            .lock_or_create_owner(&phone, || Owner::new(id.clone(), phone.clone(), now))
+            .lock_or_create_owner(&phone, || store::Owner::new(id.clone(), phone.clone(), now))
             .await?;
         ensure!(created && owner.id == id, "owner {id} already existed");
         owners.push(Owner { id, phone });

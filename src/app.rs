@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use chrono::Duration;
 
 use crate::clock::{Clock, ManualClock, SequentialIds, SystemClock};
-use crate::domain::PhoneNumber;
 use crate::config::Config;
+use crate::domain::PhoneNumber;
+use crate::engine::InboundCall;
 use crate::engine::{Engine, InboundSms, Seams};
 use crate::flows::Flows;
 use crate::replay::{StripeEvent, message_text, stripe_event_body};
-use crate::store::{Owner, OutboundKind, SqliteStore, Store};
-use crate::engine::InboundCall;
+use crate::store::{OutboundKind, Owner, SqliteStore, Store};
 
 /// The owner's phone when `--phone` is not given.
 pub const DEFAULT_PHONE: &str = "+447700900123";

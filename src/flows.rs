@@ -58,7 +58,7 @@ pub enum MessageKey {
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 50] = [
+    pub const ALL: [MessageKey; 51] = [
         MessageKey::S1Ask,
         MessageKey::Welcome,
         MessageKey::S1AskPlace,

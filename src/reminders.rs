@@ -18,7 +18,7 @@ use crate::conversation::reminders::{
 use crate::conversation::{Context, Decision, StateName, parse};
 use crate::engine::{Engine, EngineError, conversation_of};
 use crate::store::reminders::{ReminderStats, ReminderTimer, ReminderTx as _};
-use crate::store::{Owner, NewOutbound, Store, StoreError, Tx};
+use crate::store::{NewOutbound, Owner, Store, StoreError, Tx};
 use crate::zones::Zones;
 
 /// The reminder settings from the environment (`REMINDERS`, `QUIET_HOURS`, `QUIET_SUNDAY_UNTIL`,

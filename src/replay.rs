@@ -10,13 +10,13 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
 use crate::clock::{ManualClock, SequentialIds};
+use crate::config::Config;
 use crate::conversation::{Event, Gate, StateName};
 use crate::domain::PhoneNumber;
-use crate::config::Config;
+use crate::engine::InboundCall;
 use crate::engine::{Engine, InboundSms, Seams};
 use crate::flows::Flows;
 use crate::store::{OutboundKind, SqliteStore, Store};
-use crate::engine::InboundCall;
 
 /// The number fixtures' verification calls come from (`call = "verifier"`).
 pub const FIXTURE_CALLER: &str = "+447700900000";
@@ -72,7 +72,7 @@ pub struct Step {
     pub stripe_event_id: Option<String>,
     /// For checkout events (default `paid`).
     pub payment_status: Option<String>,
-    /// Default: the owner's owner id; `"none"` leaves it out.
+    /// Default: the owner's id; `"none"` leaves it out.
     pub client_reference_id: Option<String>,
     /// `"bad"` signs with the wrong secret, `"missing"` sends no signature.
     pub signature: Option<String>,
@@ -353,7 +353,7 @@ async fn steps<S: Store>(
             clock.advance(Duration::days(days));
         }
         let owner = step.from.as_ref().unwrap_or(&fixture.owner);
-        let owner = engine.owner_by_phone(owner).await?;
+        let record = engine.owner_by_phone(owner).await?;
         // What the step queues for the owner is read back from the outbox after it.
         let bookmark = engine.store().latest_outbound_id().await?;
         let mut receipt = None;
@@ -373,7 +373,7 @@ async fn steps<S: Store>(
                 .await?;
             reply = message_text(&twiml);
         } else if step.stripe.is_some() {
-            let delivery = stripe_delivery(step, n, owner.as_ref(), engine.now().timestamp());
+            let delivery = stripe_delivery(step, n, record.as_ref(), engine.now().timestamp());
             receipt = Some(
                 match crate::engine::payments::receive(
                     &engine,
@@ -394,7 +394,7 @@ async fn steps<S: Store>(
                 "owner" => owner.to_string(),
                 other => other.to_owned(),
             };
-            let to = match (&step.call_to, &owner) {
+            let to = match (&step.call_to, &record) {
                 (Some(to), _) => to.clone(),
                 (None, Some(c)) => c
                     .twilio_number
@@ -419,7 +419,7 @@ async fn steps<S: Store>(
                     .await?,
             );
         } else if let Some(event) = &step.event {
-            match (event.as_str(), &owner) {
+            match (event.as_str(), &record) {
                 ("timers", _) => {
                     engine.end_quarantines().await?;
                     engine.verify_timeouts().await?;
@@ -429,14 +429,14 @@ async fn steps<S: Store>(
                     let number = step.new_number.clone().expect("checked at load");
                     engine.add_numbers(&[number]).await?;
                 }
-                (name, Some(owner)) => {
+                (name, Some(record)) => {
                     let event = match name {
                         "payment_confirmed" => Event::PaymentConfirmed,
                         "payment_revoked" => Event::PaymentRevoked,
                         "pool_empty" => Event::PoolEmpty,
                         _ => Event::TestCallDetected,
                     };
-                    engine.apply(&owner.id, event).await?;
+                    engine.apply(&record.id, event).await?;
                 }
                 (name, None) => {
                     let failure = Failure {
@@ -468,8 +468,8 @@ async fn steps<S: Store>(
         if !checked {
             continue;
         }
-        let owner = engine.owner_by_phone(owner).await?;
-        let observed = owner.as_ref().map(Observed::of);
+        let record = engine.owner_by_phone(owner).await?;
+        let observed = record.as_ref().map(Observed::of);
         let checks = check_receipt(n, &step.expect, receipt.as_ref())
             .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
             .and_then(|()| check(n, &step.expect, reply.as_deref(), observed.as_ref()));
@@ -537,7 +537,7 @@ pub struct StripeEvent<'a> {
     /// `checkout.session.completed`, `charge.refunded`, ...
     pub kind: &'a str,
     pub event_id: &'a str,
-    /// The owner's owner id: Stripe's customer, subscription and charge ids are derived from it,
+    /// The owner's id: Stripe's customer, subscription and charge ids are derived from it,
     /// so a later refund or cancellation finds the same owner.
     pub owner: &'a str,
     /// The checkout's `client_reference_id` (`None`: left out).

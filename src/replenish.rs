@@ -52,7 +52,7 @@ use crate::clock::Clock;
 use crate::domain::{Country, PhoneNumber};
 use crate::engine::{Engine, EngineError};
 use crate::store::replenish::ReplenishStore;
-use crate::store::{Owner, NewPoolNumber, PoolStats, StoreError};
+use crate::store::{NewPoolNumber, Owner, PoolStats, StoreError};
 use crate::twilio::client::{BuyNumber, IncomingNumber, NumberSearch, TwilioClient, TwilioError};
 
 /// The FriendlyName of every number the keeper buys, so they can be found in Twilio's console.

@@ -6,7 +6,7 @@ mod support;
 use chrono::{DateTime, Duration, Utc};
 use onboard::domain::OwnerId;
 use onboard::store::{
-    Owner, EventOutcome, NewCall, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx,
+    EventOutcome, NewCall, NewOutbound, NewWebhookEvent, OutboundStatus, Owner, Store, Tx,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};

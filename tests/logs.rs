@@ -9,10 +9,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use onboard::clock::{Clock, SystemClock};
-use onboard::domain::{OwnerId, Country, PhoneNumber};
+use onboard::domain::{Country, OwnerId, PhoneNumber};
 use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher};
-use onboard::store::{Owner, NewOutbound, Store, Tx};
+use onboard::store::{NewOutbound, Owner, Store, Tx};
 use onboard::stripe::signature;
 use onboard::twilio::client::{Credentials, TwilioClient};
 use support::app::{spawn_sqlite, test_config};

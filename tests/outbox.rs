@@ -12,7 +12,7 @@ use onboard::clock::{Clock, ManualClock};
 use onboard::domain::{OwnerId, PhoneNumber};
 use onboard::outbox::{CallSettings, MAX_RETRY_WAIT, Outbox, OutboxSettings, Sender};
 use onboard::replay::fixture_epoch;
-use onboard::store::{Owner, NewOutbound, OutboundMessage, PgStore, SqliteStore, Store, Tx};
+use onboard::store::{NewOutbound, OutboundMessage, Owner, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};

@@ -13,9 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use onboard::clock::{Clock, RandomIds};
 use onboard::conversation::{Event, Gate, StateName};
 use onboard::domain::{OwnerId, PhoneNumber};
-use onboard::engine::{Engine, InboundSms, Settings};
-use onboard::flows::Flows;
-use onboard::replay::{FIXTURE_PAYMENT_LINK, fixture_epoch};
+use onboard::engine::{Engine, InboundSms};
+use onboard::replay::fixture_epoch;
 use onboard::store::{Owner, PgStore, PoolStats, Store};
 use tokio::sync::Barrier;
 

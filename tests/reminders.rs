@@ -10,9 +10,8 @@ use std::sync::Arc;
 use chrono::Duration;
 use onboard::clock::{Clock as _, ManualClock, RandomIds};
 use onboard::domain::PhoneNumber;
-use onboard::engine::{Engine, InboundSms, Settings};
-use onboard::flows::Flows;
-use onboard::replay::{FIXTURE_PAYMENT_LINK, fixture_epoch};
+use onboard::engine::{Engine, InboundSms};
+use onboard::replay::fixture_epoch;
 use onboard::store::reminders::ReminderTx as _;
 use onboard::store::{PgStore, SqliteStore, Store, Tx as _};
 
@@ -207,9 +206,9 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
             .await
             .unwrap();
     }
-    let owner = engine.owner_by_phone(&owner).await.unwrap().unwrap();
+    let record = engine.owner_by_phone(&owner).await.unwrap().unwrap();
     engine
-        .apply(&owner.id, Event::PaymentConfirmed)
+        .apply(&record.id, Event::PaymentConfirmed)
         .await
         .unwrap();
     engine
@@ -221,8 +220,8 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
         })
         .await
         .unwrap();
-    let owner = engine.owner_by_phone(&owner).await.unwrap().unwrap();
-    assert_eq!(owner.gate, Some(Gate::AwaitingNumber));
+    let record = engine.owner_by_phone(&owner).await.unwrap().unwrap();
+    assert_eq!(record.gate, Some(Gate::AwaitingNumber));
 
     let claim = |at: chrono::DateTime<chrono::Utc>| {
         let engine = engine.clone();
@@ -279,9 +278,9 @@ async fn a_paid_owner_who_expires_alerts_ops() {
     {
         app.text(&format!("SMpaid{i}"), owner.as_str(), body).await;
     }
-    let owner = app.engine.owner_by_phone(&owner).await.unwrap().unwrap();
+    let record = app.engine.owner_by_phone(&owner).await.unwrap().unwrap();
     app.engine
-        .apply(&owner.id, Event::PaymentConfirmed)
+        .apply(&record.id, Event::PaymentConfirmed)
         .await
         .unwrap();
     for after in [Duration::hours(2), Duration::hours(22), Duration::days(13)] {

@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use onboard::clock::{Clock, ManualClock, SequentialIds};
 use onboard::conversation::{Gate, StateName};
-use onboard::domain::{OwnerId, Country, PhoneNumber};
-use onboard::engine::{Engine, Settings};
-use onboard::flows::Flows;
+use onboard::domain::{Country, OwnerId, PhoneNumber};
+use onboard::engine::Engine;
 use onboard::replay::fixture_epoch;
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher, RunOutcome, RunReport};
 use onboard::store::replenish::ReplenishStore;
-use onboard::store::{Owner, NewPoolNumber, PgStore, SqliteStore, Store, Tx};
+use onboard::store::{NewPoolNumber, Owner, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient, TwilioError};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
@@ -210,9 +209,7 @@ async fn waiting_owner<S: Store>(
 ) {
     let mut tx = store.begin().await.unwrap();
     let (owner, _) = tx
-        .lock_or_create_owner(&phone(raw), || {
-            Owner::new(OwnerId::new(id), phone(raw), at)
-        })
+        .lock_or_create_owner(&phone(raw), || Owner::new(OwnerId::new(id), phone(raw), at))
         .await
         .unwrap();
     tx.save_owner(&Owner {

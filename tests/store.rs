@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use onboard::conversation::{Gate, StateName};
-use onboard::domain::{OwnerId, Country, Locale, Notify, PhoneNumber, PhoneType};
+use onboard::domain::{Country, Locale, Notify, OwnerId, PhoneNumber, PhoneType};
 use onboard::store::replenish::ReplenishStore;
 use onboard::store::{
-    Allocation, Claim, Owner, EventOutcome, NewInbound, NewOutbound, NewPoolNumber,
-    NewWebhookEvent, OutboundStatus, PgStore, PoolStats, QuarantineOutcome, SqliteStore, Store,
-    StoreError, Transition, Tx,
+    Allocation, Claim, EventOutcome, NewInbound, NewOutbound, NewPoolNumber, NewWebhookEvent,
+    OutboundStatus, Owner, PgStore, PoolStats, QuarantineOutcome, SqliteStore, Store, StoreError,
+    TestTx as _, Transition, Tx,
 };
 use sqlx::Row;
 
@@ -246,8 +246,9 @@ async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
             response: EMPTY_TWIML.to_owned()
         }
     );
-    // Finishing a sid never claimed is a bug, not a silent no-op.
-    assert!(tx.finish_inbound("SM_UNKNOWN", None, "x").await.is_err());
+    // Finishing a sid never claimed is a bug, not a silent no-op: the commit fails.
+    tx.finish_inbound("SM_UNKNOWN", None, "x").await.unwrap();
+    assert!(tx.commit().await.is_err());
 }
 
 async fn lock_or_create_twice_gives_one_owner<S: Probe>(store: S) {
@@ -298,10 +299,7 @@ async fn owner_round_trips_every_field<S: Probe>(store: S) {
     };
     let mut tx = store.begin().await.unwrap();
     tx.save_owner(&full).await.unwrap();
-    assert_eq!(
-        tx.lock_owner(&full.id).await.unwrap().as_ref(),
-        Some(&full)
-    );
+    assert_eq!(tx.lock_owner(&full.id).await.unwrap().as_ref(), Some(&full));
     tx.commit().await.unwrap();
 
     let mut tx = store.begin().await.unwrap();
@@ -341,7 +339,9 @@ async fn owner_round_trips_every_field<S: Probe>(store: S) {
 async fn saving_an_unknown_owner_fails<S: Probe>(store: S) {
     let mut tx = store.begin().await.unwrap();
     let ghost = Owner::new(id("ghost"), uk(5), at(0));
-    assert!(tx.save_owner(&ghost).await.is_err());
+    // Held until commit, which fails: there is no such owner.
+    tx.save_owner(&ghost).await.unwrap();
+    assert!(tx.commit().await.is_err());
 }
 
 async fn transitions_are_recorded<S: Probe>(store: S) {
@@ -403,7 +403,11 @@ async fn corrupt_rows_are_named<S: Probe>(store: S) {
         other => panic!("expected a corrupt row, got {other:?}"),
     }
     drop(tx);
-    store.exec("UPDATE owners SET state = 'S1_BUSINESS_TYPE_LOCATION', twilio_number = '0800 FLOWERS'").await;
+    store
+        .exec(
+            "UPDATE owners SET state = 'S1_BUSINESS_TYPE_LOCATION', twilio_number = '0800 FLOWERS'",
+        )
+        .await;
     match store.owner_by_phone(&uk(1)).await {
         Err(StoreError::Corrupt {
             table: "owners",
@@ -451,15 +455,15 @@ async fn allocation_prefers_area_code_and_keeps_to_country<S: Probe>(store: S) {
         Some("GB")
     );
 
-    for (owner, owner) in [
+    for (owner_id, phone) in [
         ("a", us("212", 9001)),
         ("b", us("646", 9002)),
         ("c", us("415", 9003)),
     ] {
-        create(&store, owner, &owner).await;
+        create(&store, owner_id, &phone).await;
     }
-    for (owner, owner) in [("g1", uk(1)), ("g2", uk(2))] {
-        create(&store, owner, &owner).await;
+    for (owner_id, phone) in [("g1", uk(1)), ("g2", uk(2))] {
+        create(&store, owner_id, &phone).await;
     }
 
     // Its own area code first, even though older numbers exist elsewhere.
@@ -749,14 +753,14 @@ async fn waitlist_is_first_come_first_served<S: Probe>(store: S) {
 // --- outbox ------------------------------------------------------------------------------------
 
 async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
-    let owner = uk(1);
-    let owner = create(&store, "c1", &owner).await;
+    let phone = uk(1);
+    let owner = create(&store, "c1", &phone).await;
     let mut tx = store.begin().await.unwrap();
     let mut ids = Vec::new();
     for (n, body) in ["one", "two", "three"].into_iter().enumerate() {
         let msg = NewOutbound {
             owner_id: &owner.id,
-            to: &owner,
+            to: &phone,
             body,
             created_at: at(n as i64),
         };
@@ -780,7 +784,7 @@ async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
     let first = claim(at(5), at(65), 2).await;
     assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), ids[..2]);
     assert_eq!(first[0].owner_id, owner.id);
-    assert_eq!(first[0].to, owner);
+    assert_eq!(first[0].to, phone);
     assert_eq!(first[0].body, "one");
     assert_eq!(first[0].status, OutboundStatus::Sending);
     assert_eq!(first[0].attempts, 1);
@@ -902,13 +906,13 @@ async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
 /// first claim's time kept as where to search from; the first claim can then neither renew its
 /// lease nor hand the message back. A message handed back by its claim costs no attempt.
 async fn outbox_takeover_is_uncertain_and_ends_the_old_claim<S: Probe>(store: S) {
-    let owner = uk(1);
-    let owner = create(&store, "c1", &owner).await;
+    let phone = uk(1);
+    let owner = create(&store, "c1", &phone).await;
     let mut tx = store.begin().await.unwrap();
     let id = tx
         .enqueue_outbound(&NewOutbound {
             owner_id: &owner.id,
-            to: &owner,
+            to: &phone,
             body: "one",
             created_at: at(0),
         })
@@ -972,12 +976,12 @@ async fn outbox_takeover_is_uncertain_and_ends_the_old_claim<S: Probe>(store: S)
 }
 
 async fn status_callbacks_never_move_back<S: Probe>(store: S) {
-    let owner = uk(1);
-    let owner = create(&store, "c1", &owner).await;
+    let phone = uk(1);
+    let owner = create(&store, "c1", &phone).await;
     let mut tx = store.begin().await.unwrap();
     let msg = NewOutbound {
         owner_id: &owner.id,
-        to: &owner,
+        to: &phone,
         body: "hello",
         created_at: at(0),
     };
@@ -1070,12 +1074,13 @@ async fn webhook_event_stored_once<S: Probe>(store: S) {
     )
     .await
     .unwrap();
-    assert!(
-        tx.set_webhook_event_outcome("stripe", "evt_404", EventOutcome::Ignored, None)
-            .await
-            .is_err()
-    );
     tx.commit().await.unwrap();
+    // An event never stored has no outcome to record: the commit fails.
+    let mut tx = store.begin().await.unwrap();
+    tx.set_webhook_event_outcome("stripe", "evt_404", EventOutcome::Ignored, None)
+        .await
+        .unwrap();
+    assert!(tx.commit().await.is_err());
 
     assert_eq!(
         store.count("SELECT COUNT(*) FROM webhook_events WHERE provider = 'stripe' AND status = 'failed' AND error = 'no such owner' AND processed_at IS NOT NULL").await,
@@ -1438,8 +1443,8 @@ async fn postgres_allocation_skips_numbers_being_taken_and_serialises_one_owner(
         PgStore::connect(&url, 2).await.unwrap(),
     );
     add_numbers(&a, &[uk(900_001), uk(900_002), uk(900_003)], at(0)).await;
-    for (owner, owner) in [("c1", uk(1)), ("c2", uk(2))] {
-        create(&a, owner, &owner).await;
+    for (owner_id, phone) in [("c1", uk(1)), ("c2", uk(2))] {
+        create(&a, owner_id, &phone).await;
     }
 
     // c1's allocation is open; c2's passes it by without waiting and takes the next number.
@@ -1629,14 +1634,14 @@ async fn postgres_outbox_workers_never_share_a_message() {
         PgStore::connect(&url, 4).await.unwrap(),
         PgStore::connect(&url, 4).await.unwrap(),
     ];
-    let owner = uk(1);
-    let owner = create(&stores[0], "c1", &owner).await;
+    let phone = uk(1);
+    let owner = create(&stores[0], "c1", &phone).await;
     let mut tx = stores[0].begin().await.unwrap();
     for n in 0..MESSAGES {
         let body = format!("message {n}");
         let msg = NewOutbound {
             owner_id: &owner.id,
-            to: &owner,
+            to: &phone,
             body: &body,
             created_at: at(0),
         };

@@ -30,11 +30,9 @@ async fn concurrent_deliveries_are_processed_once<S: Store>(engine: &Engine<S>) 
     for n in 0..OWNERS {
         let phone: PhoneNumber = format!("+4477009001{n:02}").parse().unwrap();
         let id = OwnerId::new(format!("c_race{n}"));
-        tx.lock_or_create_owner(&phone, || {
-            Owner::new(id.clone(), phone.clone(), Utc::now())
-        })
-        .await
-        .unwrap();
+        tx.lock_or_create_owner(&phone, || Owner::new(id.clone(), phone.clone(), Utc::now()))
+            .await
+            .unwrap();
     }
     tx.commit().await.unwrap();
 

@@ -24,14 +24,10 @@ use chrono::{DateTime, Duration, Utc};
 use crate::clock::{Clock, Ids};
 use crate::config::Config;
 use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
-use crate::domain::{OwnerId, Country, PhoneNumber, mask_phone};
+use crate::domain::{OwnerId, PhoneNumber};
 use crate::flows::{Flows, MessageKey};
 use crate::reminders::ReminderSettings;
-use crate::store::reminders::ReminderTx as _;
-use crate::store::{
-    Allocation, Claim, Owner, NewInbound, NewOutbound, NewPoolNumber, OutboundStatus,
-    QuarantineOutcome, Store, StoreError, Transition, Tx,
-};
+use crate::store::{Allocation, NewOutbound, Owner, Store, StoreError, Transition, Tx};
 use crate::twilio::twiml;
 
 /// How long a released number rests before another business may have it.
@@ -86,8 +82,7 @@ impl Settings {
             quarantine: Duration::days(DEFAULT_QUARANTINE_DAYS),
             pool_low_water: config.pool_low_water,
             verify_caller: config.verify_caller_number.clone(),
-            verify_window: Duration::from_std(config.verify_window)
-                .unwrap_or(Duration::minutes(2)),
+            verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
             onboarding_number: config.onboarding_number.clone(),
         }
     }
@@ -194,10 +189,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// The owner with this phone number, if any.
-    pub async fn owner_by_phone(
-        &self,
-        phone: &PhoneNumber,
-    ) -> Result<Option<Owner>, EngineError> {
+    pub async fn owner_by_phone(&self, phone: &PhoneNumber) -> Result<Option<Owner>, EngineError> {
         Ok(self.store.owner_by_phone(phone).await?)
     }
 
@@ -407,7 +399,7 @@ impl<S: Store> Engine<S> {
             return Ok(Vec::new());
         }
         let body = decision.replies.join("\n");
-        tx.enqueue_outbound(&NewOutbound {
+        tx.queue_outbound(&NewOutbound {
             owner_id: &owner.id,
             to: &owner.owner_phone,
             body: &body,

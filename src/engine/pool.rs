@@ -46,7 +46,7 @@ impl<S: Store> Engine<S> {
 
     /// Logs `POOL_LOW` when a country has fewer than `pool_low_water` numbers left. Counts no
     /// further than the low-water mark, so it costs the same with a million numbers as with ten.
-    async fn check_pool(&self, country: Country) {
+    pub(super) async fn check_pool(&self, country: Country) {
         let low_water = self.settings.pool_low_water;
         match self.store.available_numbers(country, low_water).await {
             Ok(available) if available < low_water => {
@@ -64,7 +64,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// After an event: if it allocated a number, check the pool of the owner's country.
-    async fn check_pool_after(&self, decision: &Decision, owner: &Owner) {
+    pub(super) async fn check_pool_after(&self, decision: &Decision, owner: &Owner) {
         if decision.commands.contains(&Command::AllocateNumber) {
             self.check_pool(owner.country()).await;
         }
@@ -143,7 +143,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn quarantine(
+    pub(super) async fn quarantine(
         &self,
         tx: &mut S::Tx,
         number: &PhoneNumber,

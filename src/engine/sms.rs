@@ -3,7 +3,7 @@
 use crate::conversation::Event;
 use crate::domain::{PhoneNumber, mask_phone};
 use crate::store::reminders::ReminderTx as _;
-use crate::store::{Claim, NewInbound, Owner, OutboundStatus, Store, Tx};
+use crate::store::{Claim, NewInbound, OutboundStatus, Owner, Store, Tx};
 use crate::twilio::twiml;
 
 use super::{Engine, EngineError};

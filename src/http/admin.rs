@@ -19,7 +19,7 @@ use crate::domain::{OwnerId, PhoneNumber, mask_email, mask_phone};
 use crate::engine::EngineError;
 use crate::engine::payments::{self, PaymentError, Receipt};
 use crate::store::admin::{
-    CallRecord, OwnerRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord,
+    CallRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord, OwnerRecord,
     WebhookEventFilter, WebhookEventRecord,
 };
 use crate::store::{Owner, Store, StoreError};

@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::{AppState, RawBody, form};
 use crate::domain::PhoneNumber;
+use crate::engine::InboundCall;
 use crate::engine::InboundSms;
 use crate::outbox;
 use crate::store::Store;
 use crate::twilio::{signature, twiml};
-use crate::engine::InboundCall;
 
 /// A Twilio webhook's form fields, `X-Twilio-Signature` checked against the public URL (never
 /// the Host header) when the server has an auth token.

@@ -16,9 +16,9 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::common::{OwnerRow, owner_columns};
+use super::row::row;
 use super::{Owner, PgStore, Result, SqliteStore};
 use crate::domain::OwnerId;
-use super::row::row;
 
 /// One page of a list, and how many rows match in all.
 #[derive(Debug, Clone)]
@@ -326,12 +326,7 @@ const UNCERTAIN_PURCHASE_COUNT: &str = "SELECT COUNT(*) FROM uncertain_purchases
 macro_rules! impl_admin_reads {
     ($store:ty) => {
         impl AdminReads for $store {
-            async fn search_owners(
-                &self,
-                q: &str,
-                limit: i64,
-                offset: i64,
-            ) -> Result<Page<Owner>> {
+            async fn search_owners(&self, q: &str, limit: i64, offset: i64) -> Result<Page<Owner>> {
                 let (exact, suffix, name) = search_patterns(q);
                 let rows: Vec<OwnerRow> = sqlx::query_as(SEARCH_OWNERS)
                     .bind(&exact)

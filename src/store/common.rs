@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Owner, OutboundKind, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
-use crate::conversation::{Gate, StateName};
-use crate::domain::{OwnerId, Locale, Notify, PhoneNumber, PhoneType, mask_phone};
 use super::row::row;
+use super::{OutboundKind, OutboundMessage, OutboundStatus, Owner, PoolStats, Result, StoreError};
+use crate::conversation::{Gate, StateName};
+use crate::domain::{Locale, Notify, OwnerId, PhoneNumber, PhoneType, mask_phone};
 
 /// The answer replayed for a duplicate whose first delivery recorded none.
 pub(super) const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
@@ -31,6 +31,15 @@ macro_rules! outbound_columns {
     };
 }
 pub(super) use outbound_columns;
+
+/// The pool number owner `$1` holds, or held until it went to quarantine (an assigned one first).
+macro_rules! held_by_owner {
+    () => {
+        "owner_id = $1 OR (status = 'QUARANTINED' AND last_owner_id = $1) \
+         ORDER BY status LIMIT 1"
+    };
+}
+pub(super) use held_by_owner;
 
 pub(super) const OWNER_BY_PHONE: &str = concat!(
     "SELECT ",
@@ -324,7 +333,7 @@ macro_rules! impl_tx {
 
             use $crate::domain::{OwnerId, Country, PhoneNumber};
             use $crate::store::common::{
-                self, OwnerRow, OutboundRow, owner_columns, outbound_columns,
+                self, OwnerRow, OutboundRow, held_by_owner, owner_columns, outbound_columns,
             };
             use $crate::store::{
                 Allocation, Claim, Owner, EventOutcome, NewInbound, NewOutbound,
@@ -332,16 +341,20 @@ macro_rules! impl_tx {
                 NewCall, QuarantineOutcome, Result, StripeKind, Transition, Tx,
             };
 
-            impl Tx for $tx {
-                async fn commit(self) -> Result<()> {
-                    self.0.commit().await?;
-                    Ok(())
-                }
-
+            impl $crate::store::TestTx for $tx {
                 async fn rollback(self) -> Result<()> {
                     self.0.rollback().await?;
                     Ok(())
                 }
+            }
+
+            impl Tx for $tx {
+                async fn commit(mut self) -> Result<()> {
+                    self.flush().await?;
+                    self.0.commit().await?;
+                    Ok(())
+                }
+
 
                 // --- idempotency ---------------------------------------------------------
 
@@ -382,20 +395,7 @@ macro_rules! impl_tx {
                     owner_id: Option<&OwnerId>,
                     response: &str,
                 ) -> Result<()> {
-                    let updated = sqlx::query(
-                        "UPDATE inbound_messages SET owner_id = $2, response = $3 \
-                         WHERE message_sid = $1",
-                    )
-                    .bind(message_sid)
-                    .bind(owner_id.map(OwnerId::as_str))
-                    .bind(response)
-                    .execute(&mut *self.0)
-                    .await?
-                    .rows_affected();
-                    if updated == 0 {
-                        // Finishing a message that was never claimed would lose the answer.
-                        return Err(sqlx::Error::RowNotFound.into());
-                    }
+                    self.1.inbound(message_sid, owner_id.map(OwnerId::as_str), response);
                     Ok(())
                 }
 
@@ -406,6 +406,7 @@ macro_rules! impl_tx {
                     phone: &PhoneNumber,
                     new: impl FnOnce() -> Owner + Send,
                 ) -> Result<(Owner, bool)> {
+                    self.flush().await?;
                     let lock = concat!(
                         "SELECT ",
                         owner_columns!(),
@@ -467,6 +468,8 @@ macro_rules! impl_tx {
                 }
 
                 async fn lock_owner(&mut self, id: &OwnerId) -> Result<Option<Owner>> {
+                    // The transaction's own writes first, so the read sees them.
+                    self.flush().await?;
                     sqlx::query_as::<_, OwnerRow>(concat!(
                         "SELECT ",
                         owner_columns!(),
@@ -484,6 +487,8 @@ macro_rules! impl_tx {
                     &mut self,
                     twilio_number: &PhoneNumber,
                 ) -> Result<Option<Owner>> {
+                    // The transaction's own writes first, so the read sees them.
+                    self.flush().await?;
                     sqlx::query_as::<_, OwnerRow>(concat!(
                         "SELECT ",
                         owner_columns!(),
@@ -498,54 +503,12 @@ macro_rules! impl_tx {
                 }
 
                 async fn save_owner(&mut self, owner: &Owner) -> Result<()> {
-                    let updated = sqlx::query(
-                        "UPDATE owners SET locale = $2, state = $3, gate = $4, \
-                             business_type = $5, location = $6, business_name = $7, \
-                             owner_name = $8, notify = $9, phone_type = $10, misses = $11, \
-                             opted_out = $12, payment_active = $13, paid_at = $14, \
-                             twilio_number = $15, waitlisted_at = $16, verify_started_at = $17, \
-                             updated_at = $18 \
-                         WHERE id = $1",
-                    )
-                    .bind(owner.id.as_str())
-                    .bind(owner.locale.tag())
-                    .bind(owner.state.as_str())
-                    .bind(owner.gate.map(|g| g.as_str()))
-                    .bind(owner.business_type.as_deref())
-                    .bind(owner.location.as_deref())
-                    .bind(owner.business_name.as_deref())
-                    .bind(owner.owner_name.as_deref())
-                    .bind(owner.notify.as_ref().map(|n| n.to_stored()))
-                    .bind(owner.phone_type.map(|p| p.as_str()))
-                    .bind(owner.misses)
-                    .bind(owner.opted_out)
-                    .bind(owner.payment_active)
-                    .bind(owner.paid_at)
-                    .bind(owner.twilio_number.as_ref().map(PhoneNumber::as_str))
-                    .bind(owner.waitlisted_at)
-                    .bind(owner.verify_started_at)
-                    .bind(owner.updated_at)
-                    .execute(&mut *self.0)
-                    .await?
-                    .rows_affected();
-                    if updated == 0 {
-                        return Err(sqlx::Error::RowNotFound.into());
-                    }
+                    self.1.owner(owner);
                     Ok(())
                 }
 
                 async fn record_transition(&mut self, t: &Transition<'_>) -> Result<()> {
-                    sqlx::query(
-                        "INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(t.owner_id.as_str())
-                    .bind(t.from.as_str())
-                    .bind(t.to.as_str())
-                    .bind(t.cause)
-                    .bind(t.at)
-                    .execute(&mut *self.0)
-                    .await?;
+                    self.1.transition(t);
                     Ok(())
                 }
 
@@ -567,20 +530,14 @@ macro_rules! impl_tx {
                     Ok(id)
                 }
 
-                async fn enqueue_verify_call(&mut self, call: &NewOutbound<'_>) -> Result<i64> {
-                    let id = sqlx::query_scalar(
-                        "INSERT INTO outbound_messages (owner_id, to_addr, body, status, \
-                             attempts, next_attempt_at, created_at, updated_at, kind) \
-                         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4, 'verify_call') \
-                         RETURNING id",
-                    )
-                    .bind(call.owner_id.as_str())
-                    .bind(call.to.as_str())
-                    .bind(call.body)
-                    .bind(call.created_at)
-                    .fetch_one(&mut *self.0)
-                    .await?;
-                    Ok(id)
+                async fn enqueue_verify_call(&mut self, call: &NewOutbound<'_>) -> Result<()> {
+                    self.1.outbound(call, "verify_call");
+                    Ok(())
+                }
+
+                async fn queue_outbound(&mut self, msg: &NewOutbound<'_>) -> Result<()> {
+                    self.1.outbound(msg, "sms");
+                    Ok(())
                 }
 
                 async fn claim_outbound(
@@ -781,9 +738,9 @@ macro_rules! impl_tx {
                     now: DateTime<Utc>,
                 ) -> Result<Allocation> {
                     // Lock the owner first, so two allocations for one owner queue up rather
-                    // than race to two numbers. (Checking the owner before its number changes
-                    // no outcome: pool_numbers.owner_id is a foreign key, so a number's owner
-                    // always exists.)
+                    // than race to two numbers. The number they hold is read in a statement of
+                    // its own: one that waited for the lock must see what the other committed,
+                    // and a statement's subqueries keep the snapshot it began with.
                     let owner: Option<String> = sqlx::query_scalar(concat!(
                         "SELECT id FROM owners WHERE id = $1",
                         $for_update
@@ -794,20 +751,19 @@ macro_rules! impl_tx {
                     if owner.is_none() {
                         return Ok(Allocation::OwnerNotFound);
                     }
-
-                    // The owner's number, or the one they held until it went to quarantine:
-                    // an owner who pays again gets their own number back.
-                    let held: Option<(String, String)> = sqlx::query_as(
-                        "SELECT e164, status FROM pool_numbers \
-                         WHERE owner_id = $1 OR (status = 'QUARANTINED' AND last_owner_id = $1) \
-                         ORDER BY status LIMIT 1",
-                    )
+                    // The number they hold, or held until it went to quarantine: an owner who
+                    // pays again gets it back.
+                    let found: Option<(String, String)> = sqlx::query_as(concat!(
+                        "SELECT e164, status FROM pool_numbers WHERE ",
+                        held_by_owner!()
+                    ))
                     .bind(owner_id.as_str())
                     .fetch_optional(&mut *self.0)
                     .await?;
-                    if let Some((e164, status)) = held {
+                    let (held, status) = found.unzip();
+                    if let Some(e164) = held {
                         let number = common::phone("pool_numbers", "e164", &e164)?;
-                        if status != "QUARANTINED" {
+                        if status.as_deref() != Some("QUARANTINED") {
                             return Ok(Allocation::AlreadyAssigned(number));
                         }
                         // Still theirs only if the quarantine has not ended meanwhile (the
@@ -829,50 +785,38 @@ macro_rules! impl_tx {
                         }
                     }
 
-                    let mut picked: Option<String> = None;
-                    if let Some(area_code) = area_code {
-                        picked = sqlx::query_scalar(concat!(
-                            "SELECT e164 FROM pool_numbers \
-                             WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
-                             ORDER BY created_at, e164 LIMIT 1",
-                            $skip_locked
-                        ))
-                        .bind(country.code())
-                        .bind(area_code)
-                        .fetch_optional(&mut *self.0)
-                        .await?;
-                    }
-                    if picked.is_none() {
-                        picked = sqlx::query_scalar(concat!(
-                            "SELECT e164 FROM pool_numbers \
-                             WHERE status = 'AVAILABLE' AND country = $1 \
-                             ORDER BY created_at, e164 LIMIT 1",
-                            $skip_locked
-                        ))
-                        .bind(country.code())
-                        .fetch_optional(&mut *self.0)
-                        .await?;
-                    }
-                    let Some(e164) = picked else {
-                        return Ok(Allocation::PoolEmpty);
-                    };
-
-                    sqlx::query(
+                    // Takes the first free number of the owner's area code or, failing that, of
+                    // their country, in one statement: COALESCE runs the second search only when
+                    // the first finds nothing.
+                    let picked: Option<String> = sqlx::query_scalar(concat!(
                         "UPDATE pool_numbers \
-                         SET status = 'ASSIGNED', owner_id = $2, assigned_at = $3, \
-                             updated_at = $3 \
-                         WHERE e164 = $1",
-                    )
-                    .bind(&e164)
+                         SET status = 'ASSIGNED', owner_id = $3, assigned_at = $4, updated_at = $4 \
+                         WHERE e164 = COALESCE( \
+                             (SELECT e164 FROM pool_numbers \
+                              WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
+                              ORDER BY created_at, e164 LIMIT 1",
+                        $skip_locked,
+                        "), \
+                             (SELECT e164 FROM pool_numbers \
+                              WHERE status = 'AVAILABLE' AND country = $1 \
+                              ORDER BY created_at, e164 LIMIT 1",
+                        $skip_locked,
+                        ")) RETURNING e164"
+                    ))
+                    .bind(country.code())
+                    .bind(area_code)
                     .bind(owner_id.as_str())
                     .bind(now)
-                    .execute(&mut *self.0)
+                    .fetch_optional(&mut *self.0)
                     .await?;
-                    Ok(Allocation::Allocated(common::phone(
-                        "pool_numbers",
-                        "e164",
-                        &e164,
-                    )?))
+                    match picked {
+                        Some(e164) => Ok(Allocation::Allocated(common::phone(
+                            "pool_numbers",
+                            "e164",
+                            &e164,
+                        )?)),
+                        None => Ok(Allocation::PoolEmpty),
+                    }
                 }
 
                 async fn add_numbers(
@@ -950,6 +894,8 @@ macro_rules! impl_tx {
                 }
 
                 async fn lock_waitlist(&mut self, country: Country, limit: i64) -> Result<Vec<Owner>> {
+                    // The transaction's own writes first, so the read sees them.
+                    self.flush().await?;
                     let rows: Vec<OwnerRow> = sqlx::query_as(concat!(
                         "SELECT ",
                         owner_columns!(),
@@ -1005,16 +951,8 @@ macro_rules! impl_tx {
                     is_test_call: bool,
                     response: &str,
                 ) -> Result<()> {
-                    sqlx::query(
-                        "UPDATE calls SET owner_id = $2, is_test_call = $3, response = $4 \
-                         WHERE call_sid = $1",
-                    )
-                    .bind(call_sid)
-                    .bind(owner_id.map(OwnerId::as_str))
-                    .bind(is_test_call)
-                    .bind(response)
-                    .execute(&mut *self.0)
-                    .await?;
+                    self.1
+                        .call(call_sid, owner_id.map(OwnerId::as_str), is_test_call, response);
                     Ok(())
                 }
 
@@ -1080,6 +1018,8 @@ macro_rules! impl_tx {
                     started_before: DateTime<Utc>,
                     limit: i64,
                 ) -> Result<Vec<Owner>> {
+                    // The transaction's own writes first, so the read sees them.
+                    self.flush().await?;
                     let rows: Vec<OwnerRow> = sqlx::query_as(concat!(
                         "SELECT ",
                         owner_columns!(),
@@ -1104,17 +1044,7 @@ macro_rules! impl_tx {
                     stripe_id: &str,
                     now: DateTime<Utc>,
                 ) -> Result<()> {
-                    // First link wins: a Stripe object never moves to another owner.
-                    sqlx::query(
-                        "INSERT INTO stripe_links (kind, stripe_id, owner_id, created_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (kind, stripe_id) DO NOTHING",
-                    )
-                    .bind(kind.as_str())
-                    .bind(stripe_id)
-                    .bind(owner_id.as_str())
-                    .bind(now)
-                    .execute(&mut *self.0)
-                    .await?;
+                    self.1.link(owner_id.as_str(), kind, stripe_id, now);
                     Ok(())
                 }
 
@@ -1123,6 +1053,8 @@ macro_rules! impl_tx {
                     kind: StripeKind,
                     stripe_id: &str,
                 ) -> Result<Option<Owner>> {
+                    // The transaction's own writes first, so the read sees them.
+                    self.flush().await?;
                     sqlx::query_as::<_, OwnerRow>(concat!(
                         "SELECT ",
                         owner_columns!(),
@@ -1180,22 +1112,8 @@ macro_rules! impl_tx {
                     outcome: EventOutcome,
                     error: Option<&str>,
                 ) -> Result<()> {
-                    let updated = sqlx::query(
-                        "UPDATE webhook_events SET status = $3, error = $4, processed_at = $5 \
-                         WHERE provider = $1 AND event_id = $2",
-                    )
-                    .bind(provider)
-                    .bind(event_id)
-                    .bind(outcome.as_str())
-                    .bind(error)
                     // The contract passes no clock here; processed_at is only for operators.
-                    .bind(Utc::now())
-                    .execute(&mut *self.0)
-                    .await?
-                    .rows_affected();
-                    if updated == 0 {
-                        return Err(sqlx::Error::RowNotFound.into());
-                    }
+                    self.1.event(provider, event_id, outcome, error, Utc::now());
                     Ok(())
                 }
             }

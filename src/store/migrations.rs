@@ -89,7 +89,11 @@ mod tests {
 
     #[test]
     fn every_migration_in_the_folders_is_embedded() {
-        assert_eq!(embedded(POSTGRES), folder("postgres"), "migrations/postgres");
+        assert_eq!(
+            embedded(POSTGRES),
+            folder("postgres"),
+            "migrations/postgres"
+        );
         assert_eq!(embedded(SQLITE), folder("sqlite"), "migrations/sqlite");
     }
 

@@ -7,11 +7,12 @@
 pub mod admin;
 mod common;
 mod migrations;
-mod row;
 pub mod postgres;
 pub mod reminders;
 pub mod replenish;
+mod row;
 pub mod sqlite;
+mod write;
 
 use std::future::Future;
 
@@ -19,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::conversation::{Gate, StateName};
-use crate::domain::{OwnerId, Country, Locale, Notify, PhoneNumber, PhoneType};
+use crate::domain::{Country, Locale, Notify, OwnerId, PhoneNumber, PhoneType};
 
 pub use postgres::PgStore;
 pub use sqlite::{SqliteConn, SqliteStore};
@@ -33,6 +34,14 @@ pub enum StoreError {
     /// A stored value no longer parses (hand-edited row, or a bug): named so ops can find it.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// An event wrote to a row that does not exist (an unknown owner, an unclaimed message): a
+    /// bug, and the whole event is rolled back.
+    #[error("{what}: {expected} rows to update, {found} found")]
+    NotFound {
+        what: &'static str,
+        expected: usize,
+        found: i64,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -337,19 +346,20 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads {
 }
 
 /// One transaction. Dropped without [`Tx::commit`], it rolls back.
+///
+/// An event's writes (marked *held* below) are held until commit and then sent together: one
+/// statement on PostgreSQL (see `store/write.rs`). A held write that finds no row to change fails
+/// the commit.
 pub trait Tx: Send + Sized + reminders::ReminderTx {
+    /// Sends the held writes, then commits.
     fn commit(self) -> impl Future<Output = Result<()>> + Send;
-
-    /// Rolls back now. A dropped transaction rolls back too, but only when its connection is next
-    /// used: until then its row locks stay, and `SKIP LOCKED` claims elsewhere pass those rows by.
-    fn rollback(self) -> impl Future<Output = Result<()>> + Send;
 
     // --- idempotency -------------------------------------------------------------------------
     /// Claims a `MessageSid`. A concurrent claim of the same sid waits for this transaction.
     fn claim_inbound(&mut self, msg: &NewInbound<'_>)
     -> impl Future<Output = Result<Claim>> + Send;
 
-    /// Records the answer to a claimed message, so a retry gets it back byte for byte.
+    /// Records the answer to a claimed message, so a retry gets it back byte for byte. Held.
     fn finish_inbound(
         &mut self,
         message_sid: &str,
@@ -367,8 +377,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         new: impl FnOnce() -> Owner + Send,
     ) -> impl Future<Output = Result<(Owner, bool)>> + Send;
 
-    fn lock_owner(&mut self, id: &OwnerId)
-    -> impl Future<Output = Result<Option<Owner>>> + Send;
+    fn lock_owner(&mut self, id: &OwnerId) -> impl Future<Output = Result<Option<Owner>>> + Send;
 
     /// The owner whose allocated number this is, locked.
     fn lock_owner_by_number(
@@ -376,22 +385,30 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         twilio_number: &PhoneNumber,
     ) -> impl Future<Output = Result<Option<Owner>>> + Send;
 
-    /// Writes every mutable field of the owner (the id and phone never change).
+    /// Writes every mutable field of the owner (the id and phone never change). Held; a later
+    /// save of the same owner in this transaction replaces it.
     fn save_owner(&mut self, owner: &Owner) -> impl Future<Output = Result<()>> + Send;
 
+    /// Appends to the owner's state history. Held.
     fn record_transition(&mut self, t: &Transition<'_>) -> impl Future<Output = Result<()>> + Send;
 
     // --- outbox ------------------------------------------------------------------------------
+    /// Puts a text in the outbox now and returns its id, for a caller that needs it (a reminder
+    /// held through quiet hours).
     fn enqueue_outbound(
         &mut self,
         msg: &NewOutbound<'_>,
     ) -> impl Future<Output = Result<i64>> + Send;
 
+    /// Puts a text in the outbox. Held.
+    fn queue_outbound(&mut self, msg: &NewOutbound<'_>) -> impl Future<Output = Result<()>> + Send;
+
     /// Queues a forwarding verification call; `body` is the TwiML played if the owner answers.
+    /// Held.
     fn enqueue_verify_call(
         &mut self,
         call: &NewOutbound<'_>,
-    ) -> impl Future<Output = Result<i64>> + Send;
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Claims up to `limit` due messages (pending, or sending with an expired lease) for one worker:
     /// marks them `sending` with a lease until `lease_until`, increments attempts. `SKIP LOCKED` on PostgreSQL.
@@ -497,7 +514,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
     /// Claims a `CallSid`, as [`Tx::claim_inbound`] does a `MessageSid`.
     fn claim_call(&mut self, call: &NewCall<'_>) -> impl Future<Output = Result<Claim>> + Send;
 
-    /// Records whose call it was, whether it was the test call, and the TwiML answered.
+    /// Records whose call it was, whether it was the test call, and the TwiML answered. Held.
     fn finish_call(
         &mut self,
         call_sid: &str,
@@ -535,7 +552,8 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
     ) -> impl Future<Output = Result<Vec<Owner>>> + Send;
 
     // --- payments ----------------------------------------------------------------------------
-    /// Remembers that a Stripe object (customer, subscription, payment) belongs to this owner.
+    /// Remembers that a Stripe object (customer, subscription, payment) belongs to this owner;
+    /// the first link wins. Held.
     fn link_stripe(
         &mut self,
         owner_id: &OwnerId,
@@ -565,6 +583,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         event: &NewWebhookEvent<'_>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Records what became of an event. Held.
     fn set_webhook_event_outcome(
         &mut self,
         provider: &str,
@@ -578,6 +597,13 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
 pub enum QuarantineOutcome {
     NotInPool,
     Quarantined { owner_id: Option<OwnerId> },
+}
+
+/// What tests do with a transaction that the server never does.
+pub trait TestTx: Tx {
+    /// Rolls back now. A dropped transaction rolls back too, but only when its connection is next
+    /// used: until then its row locks stay, and `SKIP LOCKED` claims elsewhere pass those rows by.
+    fn rollback(self) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The Stripe objects that tie later events to an owner.

@@ -11,10 +11,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::row::row;
 use super::{Owner, Result};
 use crate::conversation::StateName;
 use crate::domain::OwnerId;
-use super::row::row;
 
 /// An owner's reminder timer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,9 +19,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
 use super::common::{self, OwnerRow, owner_columns};
+use super::row::row;
 use super::{Owner, PgStore, Result, SqliteStore, Store};
 use crate::domain::PhoneNumber;
-use super::row::row;
 
 /// The advisory lock key of the pool keeper ("onboard" and 1): any fixed number unused elsewhere.
 pub const KEEPER_LOCK_KEY: i64 = 0x6f6e_626f_6172_6401;

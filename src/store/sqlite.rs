@@ -15,6 +15,7 @@ use sqlx::{Connection, Sqlite, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::common;
+use super::write::Writes;
 use super::{Result, Store};
 
 /// How long a caller waits for the in-memory connection before giving up, as a pool's acquire
@@ -146,8 +147,20 @@ impl DerefMut for SqliteConn {
     }
 }
 
-/// One `BEGIN IMMEDIATE` transaction; dropped without commit, it rolls back.
-pub struct SqliteTx(OpenTx);
+/// One `BEGIN IMMEDIATE` transaction, with the writes it holds until commit; dropped without
+/// commit, it rolls back.
+pub struct SqliteTx(OpenTx, Writes);
+
+impl SqliteTx {
+    /// Runs the writes held so far, if any.
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        if self.1.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut self.1);
+        super::write::run_on_sqlite(&mut self.0, writes).await
+    }
+}
 
 enum OpenTx {
     Pooled(Transaction<'static, Sqlite>),
@@ -232,7 +245,7 @@ impl Store for SqliteStore {
                 OpenTx::Held(guard)
             }
         };
-        Ok(SqliteTx(tx))
+        Ok(SqliteTx(tx, Writes::default()))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -245,6 +258,6 @@ impl Store for SqliteStore {
     common::store_reads!();
 }
 
-common::impl_tx!(SqliteTx, for_update = "", skip_locked = "");
+common::impl_tx!(SqliteTx, for_update = "", skip_locked = "",);
 
 super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");

@@ -1,5 +1,5 @@
 //! Twilio's edges, hand-rolled on purpose: webhook signatures, TwiML, and (later) the REST client.
 
-pub mod owner;
+pub mod client;
 pub mod signature;
 pub mod twiml;

@@ -75,10 +75,6 @@ fn signature_matches(
     any.into()
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
-}
-
 fn new_mac(key: &str) -> Hmac<Sha1> {
     // HMAC hashes or pads any key to the block size, so this cannot fail.
     Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC accepts keys of any length")
@@ -261,7 +257,10 @@ mod tests {
 
     #[test]
     fn vector_url_only() {
-        assert_eq!(compute(TOKEN, JSON_URL, &[]), "a9nBmqA0ju/hNViExpshrM61xv4=");
+        assert_eq!(
+            compute(TOKEN, JSON_URL, &[]),
+            "a9nBmqA0ju/hNViExpshrM61xv4="
+        );
     }
 
     #[test]
