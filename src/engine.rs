@@ -1,6 +1,6 @@
 //! The shell around the conversation: each inbound event runs in one database transaction.
 //!
-//! An event loads and locks the owner, runs the pure [`conversation::step`], carries out the commands it
+//! An event loads and locks the owner, runs it through the pure [`Onboarding`], carries out the commands it
 //! returns (allocating or releasing a number) inside the same transaction, feeds their results back in,
 //! and stores the new state with its replies. A retried provider id gets the stored answer back.
 
@@ -9,7 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::{Clock, Ids};
-use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
+use crate::conversation::{
+    Command, Context, Conversation, Decision, Event, Gate, Onboarding, StateName, WaitlistPlace,
+};
 use crate::domain::{ClientId, Country, PhoneNumber, mask_phone};
 use crate::flows::{Flows, MessageKey};
 use crate::reminders::ReminderSettings;
@@ -183,24 +185,28 @@ impl<S: Store> Engine<S> {
         } else {
             tx.reminder_timer(&client.id).await?
         };
-        let decision = if self.welcomes_back(timer.as_ref(), &client, &sms.body) {
-            self.welcome_back(&client)
+        // The first text from a new owner is greeted, and read for whatever it already says; one
+        // after a silence that expired the conversation is welcomed back.
+        let event = if created {
+            Event::FirstText(sms.body.clone())
+        } else if timer.as_ref().is_some_and(|t| t.expired_at.is_some()) {
+            tracing::info!(
+                event = "CONVERSATION_RESUMED",
+                client_id = %client.id,
+                phone = %client.owner_phone.masked(),
+                state = %client.state,
+            );
+            Event::TextAfterExpiry(sms.body.clone())
         } else {
-            // The first text from a new owner is greeted, and read for whatever it already says.
-            let event = if created {
-                Event::FirstText(sms.body.clone())
-            } else {
-                Event::Text(sms.body.clone())
-            };
-            let stored = client.clone();
-            let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
-            // HELP, a question, a text while opted out: many texts change nothing to write.
-            if client != stored {
-                client.updated_at = now;
-                tx.save_client(&client).await?;
-            }
-            decision
+            Event::Text(sms.body.clone())
         };
+        let stored = client.clone();
+        let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
+        // HELP, a question, a text while opted out: many texts change nothing to write.
+        if client != stored {
+            client.updated_at = now;
+            tx.save_client(&client).await?;
+        }
         self.owner_texted(&mut tx, timer, &client, now).await?;
         let reply = if client.opted_out || decision.replies.is_empty() {
             None
@@ -414,7 +420,7 @@ impl<S: Store> Engine<S> {
                 return Ok(served);
             };
             let decision = self
-                .run_commands(&mut tx, &mut client, vec![Command::AllocateNumber], now)
+                .run_unsaved(&mut tx, &mut client, Event::NumberAvailable, now)
                 .await?;
             if client.gate == Some(Gate::AwaitingNumber) {
                 // Still no number: the pool ran dry again; leave the rest waiting (and roll back).
@@ -567,11 +573,11 @@ impl<S: Store> Engine<S> {
             catalog: self.flows.catalog(client.locale),
             payment_link: &payment_link,
         };
-        let mut conversation = conversation_of(client);
+        let mut onboarding = Onboarding::resume(client.state, conversation_of(client), &ctx);
         let was_opted_out = client.opted_out;
         let gate_before = client.gate;
-        let decision = conversation::step(&mut conversation, event, &ctx);
-        apply_conversation(client, conversation, now);
+        let decision = onboarding.handle(event, &ctx);
+        apply_conversation(client, &onboarding, now);
 
         if client.gate != gate_before {
             let name = match client.gate {
@@ -667,10 +673,9 @@ fn merge(mut first: Decision, then: Decision) -> Decision {
     first
 }
 
-/// The conversation's view of a stored owner.
+/// The conversation's view of a stored owner (the step they are on is the machine's state).
 pub fn conversation_of(client: &Client) -> Conversation {
     Conversation {
-        state: client.state,
         gate: client.gate,
         business_type: client.business_type.clone(),
         location: client.location.clone(),
@@ -682,44 +687,44 @@ pub fn conversation_of(client: &Client) -> Conversation {
         opted_out: client.opted_out,
         paid: client.payment_active,
         number: client.twilio_number.clone(),
+        awaiting_proof: client.verify_started_at.is_some(),
     }
 }
 
 /// Writes a conversation back onto the stored owner, keeping the times that go with its changes
 /// (`updated_at` is the caller's: it moves only when something did).
-fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) {
+fn apply_conversation(client: &mut Client, onboarding: &Onboarding, now: DateTime<Utc>) {
+    let c = onboarding.conversation();
     if c.paid && !client.payment_active {
         client.paid_at = Some(now);
     }
     if !c.paid {
         client.paid_at = None;
     }
-    match c.gate {
-        Some(Gate::AwaitingNumber) => {
+    match c.waitlist_place() {
+        WaitlistPlace::Queued => {
             client.waitlisted_at.get_or_insert(now);
         }
-        // A paid owner who steps away to change an answer is not served meanwhile (the queue
-        // is owners at the gate) but keeps their place for when they say YES again.
-        _ if c.paid && c.number.is_none() => {}
-        _ => client.waitlisted_at = None,
+        WaitlistPlace::Held => {}
+        WaitlistPlace::Out => client.waitlisted_at = None,
     }
-    // The window is open only while waiting for proof.
-    if c.state != StateName::S8FwdConfirmed {
+    // Opened by the verification call's command (which records when), closed by the conversation.
+    if !c.awaiting_proof {
         client.verify_started_at = None;
     }
-    client.state = c.state;
+    client.state = onboarding.state();
     client.gate = c.gate;
-    client.business_type = c.business_type;
-    client.location = c.location;
-    client.business_name = c.business_name;
-    client.owner_name = c.owner_name;
-    client.notify = c.notify;
+    client.business_type.clone_from(&c.business_type);
+    client.location.clone_from(&c.location);
+    client.business_name.clone_from(&c.business_name);
+    client.owner_name.clone_from(&c.owner_name);
+    client.notify.clone_from(&c.notify);
     client.phone_type = c.phone_type;
     client.misses = c.misses;
     client.opted_out = c.opted_out;
     client.payment_active = c.paid;
     // A released number stays on the client until the release command has quarantined it.
     if c.number.is_some() {
-        client.twilio_number = c.number;
+        client.twilio_number.clone_from(&c.number);
     }
 }

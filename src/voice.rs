@@ -173,7 +173,6 @@ impl<S: Store> Engine<S> {
             let Some(mut client) = due.into_iter().next() else {
                 return Ok(told);
             };
-            client.verify_started_at = None;
             tracing::info!(
                 event = "VERIFY_TIMED_OUT",
                 client_id = %client.id,
