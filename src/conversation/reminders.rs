@@ -520,8 +520,10 @@ mod tests {
     #[test]
     fn opted_out_and_finished_owners_are_never_reminded() {
         let t = timer(StateName::S3OwnerName, 0, MONDAY_9);
-        let mut c = Conversation::default();
-        c.opted_out = true;
+        let c = Conversation {
+            opted_out: true,
+            ..Conversation::default()
+        };
         assert_eq!(decide_at(&t, &c, "2026-01-05T11:00:00Z"), Action::Stop);
         for state in [StateName::Complete, StateName::S9TestCallDetected] {
             assert_eq!(
@@ -538,9 +540,11 @@ mod tests {
     #[test]
     fn an_owner_waiting_for_a_number_is_looked_at_again_but_not_reminded() {
         let t = timer(StateName::S5ConfirmLive, 0, MONDAY_9);
-        let mut c = Conversation::default();
-        c.gate = Some(Gate::AwaitingNumber);
-        c.paid = true;
+        let c = Conversation {
+            gate: Some(Gate::AwaitingNumber),
+            paid: true,
+            ..Conversation::default()
+        };
         assert!(matches!(
             decide_at(&t, &c, "2026-01-05T11:00:00Z"),
             Action::Wait { .. }
@@ -692,8 +696,10 @@ mod tests {
             catalog: flows.catalog(crate::domain::Locale::EnGb),
             payment_link: "https://pay.example/link",
         };
-        let mut c = Conversation::default();
-        c.business_name = Some("Smith Plumbing".into());
+        let c = Conversation {
+            business_name: Some("Smith Plumbing".into()),
+            ..Conversation::default()
+        };
         let text = reminder_text(StateName::S3OwnerName, &c, &ctx).unwrap();
         assert!(text.starts_with(&ctx.catalog.reminders().intro), "{text}");
         assert!(
@@ -701,17 +707,21 @@ mod tests {
             "{text}"
         );
 
-        let mut gate = Conversation::default();
-        gate.gate = Some(Gate::PaymentRequired);
+        let gate = Conversation {
+            gate: Some(Gate::PaymentRequired),
+            ..Conversation::default()
+        };
         assert!(
             reminder_text(StateName::S5ConfirmLive, &gate, &ctx)
                 .unwrap()
                 .contains("https://pay.example/link")
         );
 
-        let mut s7 = Conversation::default();
-        s7.number = Some("+447700900980".parse().unwrap());
-        s7.phone_type = Some(crate::domain::PhoneType::Android);
+        let s7 = Conversation {
+            number: Some("+447700900980".parse().unwrap()),
+            phone_type: Some(crate::domain::PhoneType::Android),
+            ..Conversation::default()
+        };
         let text = reminder_text(StateName::S7FwdSent, &s7, &ctx).unwrap();
         assert!(
             text.contains("**004*+447700900980#") && text.contains("Reply DONE"),
