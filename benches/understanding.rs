@@ -2,7 +2,7 @@
 //! test).
 //!
 //! Every reply of the understanding corpus (`fixtures/understanding/*.toml`) goes through the pure
-//! core, [`onboard::conversation::step`], from the state it is labelled with, as a webhook would
+//! core, [`onboard::conversation::Onboarding`], from the state it is labelled with, as a webhook would
 //! run it: normalising, matching, deciding, rendering the reply. Target: well under a millisecond
 //! per reply, since this runs inside the request; no external model or service is involved.
 //!
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use onboard::conversation::{Context, Conversation, Event, StateName, step};
+use onboard::conversation::{Context, Conversation, Event, Onboarding, StateName};
 use onboard::domain::{Locale, Notify, PhoneNumber, PhoneType};
 use onboard::flows::Flows;
 
@@ -54,32 +54,29 @@ fn replies() -> Vec<(String, String)> {
     out
 }
 
-fn owner_at(state: &str) -> Conversation {
+fn owner_at(state: &str) -> (StateName, Conversation) {
     let mut owner = Conversation::default();
     if state == "first" || state == "S1" {
-        return owner;
+        return (StateName::S1BusinessTypeLocation, owner);
     }
     owner.business_type = Some("Plumber".into());
     owner.location = Some("Leeds".into());
     owner.business_name = Some("Smith & Sons".into());
     owner.owner_name = Some("Jo".into());
-    owner.state = StateName::S4NotificationPref;
     if state == "S4" {
-        return owner;
+        return (StateName::S4NotificationPref, owner);
     }
     owner.notify = Some(Notify::Sms);
-    owner.state = StateName::S5ConfirmLive;
     if state == "S5" {
-        return owner;
+        return (StateName::S5ConfirmLive, owner);
     }
     owner.paid = true;
     owner.number = PhoneNumber::parse("+447700900900").ok();
-    owner.state = StateName::S6PhoneType;
     if state == "S7" {
         owner.phone_type = Some(PhoneType::Android);
-        owner.state = StateName::S7FwdSent;
+        return (StateName::S7FwdSent, owner);
     }
-    owner
+    (StateName::S6PhoneType, owner)
 }
 
 fn main() {
@@ -92,14 +89,16 @@ fn main() {
     let mut per_state: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
     for _ in 0..ROUNDS {
         for (state, text) in &replies {
-            let mut owner = owner_at(state);
+            let (at, owner) = owner_at(state);
             let event = if state == "first" {
                 Event::FirstText(text.clone())
             } else {
                 Event::Text(text.clone())
             };
             let started = Instant::now();
-            black_box(step(&mut owner, black_box(&event), &ctx));
+            // Resuming the stored machine is part of every reply, as in the engine.
+            let mut onboarding = Onboarding::resume(at, owner, &ctx);
+            black_box(onboarding.handle(black_box(&event), &ctx));
             let took = started.elapsed();
             let entry = per_state.entry(state.clone()).or_default();
             entry.0 += took;
@@ -107,7 +106,7 @@ fn main() {
         }
     }
     println!(
-        "understanding: {} corpus replies x {ROUNDS} rounds through conversation::step",
+        "understanding: {} corpus replies x {ROUNDS} rounds through the conversation core",
         replies.len()
     );
     let mut slowest = Duration::ZERO;

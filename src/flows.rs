@@ -23,6 +23,8 @@ pub enum MessageKey {
     S5Clarify,
     S5Pay,
     S5Waitlist,
+    S5FindingNumber,
+    S5ExplainPaid,
     S6Ask,
     S6Retry,
     S6Clarify,
@@ -41,6 +43,8 @@ pub enum MessageKey {
     StepS3,
     StepS4,
     StepS5,
+    StepS5Payment,
+    StepS5Number,
     StepS6,
     StepS7,
     StepS8,
@@ -58,7 +62,7 @@ pub enum MessageKey {
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 51] = [
+    pub const ALL: [MessageKey; 55] = [
         MessageKey::S1Ask,
         MessageKey::Welcome,
         MessageKey::S1AskPlace,
@@ -78,6 +82,8 @@ impl MessageKey {
         MessageKey::S5Clarify,
         MessageKey::S5Pay,
         MessageKey::S5Waitlist,
+        MessageKey::S5FindingNumber,
+        MessageKey::S5ExplainPaid,
         MessageKey::S6Ask,
         MessageKey::S6Retry,
         MessageKey::S6Clarify,
@@ -96,6 +102,8 @@ impl MessageKey {
         MessageKey::StepS3,
         MessageKey::StepS4,
         MessageKey::StepS5,
+        MessageKey::StepS5Payment,
+        MessageKey::StepS5Number,
         MessageKey::StepS6,
         MessageKey::StepS7,
         MessageKey::StepS8,
@@ -134,6 +142,8 @@ impl MessageKey {
             MessageKey::S5Clarify => "s5_clarify",
             MessageKey::S5Pay => "s5_pay",
             MessageKey::S5Waitlist => "s5_waitlist",
+            MessageKey::S5FindingNumber => "s5_finding_number",
+            MessageKey::S5ExplainPaid => "s5_explain_paid",
             MessageKey::S6Ask => "s6_ask",
             MessageKey::S6Retry => "s6_retry",
             MessageKey::S6Clarify => "s6_clarify",
@@ -152,6 +162,8 @@ impl MessageKey {
             MessageKey::StepS3 => "step_s3",
             MessageKey::StepS4 => "step_s4",
             MessageKey::StepS5 => "step_s5",
+            MessageKey::StepS5Payment => "step_s5_payment",
+            MessageKey::StepS5Number => "step_s5_number",
             MessageKey::StepS6 => "step_s6",
             MessageKey::StepS7 => "step_s7",
             MessageKey::StepS8 => "step_s8",
@@ -223,12 +235,14 @@ use crate::domain::Locale;
 use crate::sms;
 
 /// The keys of the `step_*` messages: the short names `help` fills `{step}` with.
-const STEP_KEYS: [MessageKey; 10] = [
+const STEP_KEYS: [MessageKey; 12] = [
     MessageKey::StepS1,
     MessageKey::StepS2,
     MessageKey::StepS3,
     MessageKey::StepS4,
     MessageKey::StepS5,
+    MessageKey::StepS5Payment,
+    MessageKey::StepS5Number,
     MessageKey::StepS6,
     MessageKey::StepS7,
     MessageKey::StepS8,

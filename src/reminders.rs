@@ -13,9 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::config::ConfigError;
 use crate::conversation::reminders::{
     Action, DEFAULT_EXPIRE_AFTER, QuietHours, Schedule, Timer, decide, parse_span, reminder_text,
-    welcome_back_text,
 };
-use crate::conversation::{Context, Decision, StateName, parse};
+use crate::conversation::{Context, Decision, StateName};
 use crate::engine::{Engine, EngineError, conversation_of};
 use crate::store::reminders::{ReminderStats, ReminderTimer, ReminderTx as _};
 use crate::store::{NewOutbound, Owner, Store, StoreError, Tx};
@@ -174,7 +173,7 @@ impl<S: Store> Engine<S> {
                     catalog,
                     payment_link: &link,
                 };
-                let Some(body) = reminder_text(&conversation, &ctx) else {
+                let Some(body) = reminder_text(owner.state, &conversation, &ctx) else {
                     return Ok(());
                 };
                 let outbound_id = tx
@@ -240,39 +239,6 @@ impl<S: Store> Engine<S> {
             Action::Stop => timer.due_at = None,
         }
         Ok(())
-    }
-
-    /// Whether this text resumes an expired conversation: not STOP, HELP or another keyword,
-    /// which keep their meaning, and not from an opted-out owner, who is not answered.
-    pub(crate) fn welcomes_back(
-        &self,
-        timer: Option<&ReminderTimer>,
-        owner: &Owner,
-        body: &str,
-    ) -> bool {
-        timer.is_some_and(|t| t.expired_at.is_some())
-            && !owner.opted_out
-            && parse::keyword(body, false).is_none()
-    }
-
-    /// The answer to an expired conversation's next text: welcome back, and the step's question.
-    /// The text itself is not taken as an answer: after two weeks it is rarely one.
-    pub(crate) fn welcome_back(&self, owner: &Owner) -> Decision {
-        let link = self.payment_link_for(owner);
-        let ctx = Context {
-            catalog: self.flows.catalog(owner.locale),
-            payment_link: &link,
-        };
-        tracing::info!(
-            event = "CONVERSATION_RESUMED",
-            owner_id = %owner.id,
-            phone = %owner.owner_phone.masked(),
-            state = %owner.state,
-        );
-        Decision {
-            replies: vec![welcome_back_text(&conversation_of(owner), &ctx)],
-            ..Decision::default()
-        }
     }
 
     /// Re-arms the owner's timer after their text (in its transaction), and counts the owner as

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use onboard::conversation::{Command, Context, Conversation, Event, Gate, StateName, step};
+use onboard::conversation::{Command, Context, Conversation, Event, Gate, Onboarding, StateName};
 use onboard::domain::{Locale, Notify, PhoneNumber, PhoneType};
 use onboard::flows::Flows;
 use proptest::prelude::*;
@@ -100,8 +100,9 @@ fn number() -> PhoneNumber {
     PhoneNumber::parse("+447700900900").expect("a valid number")
 }
 
-/// An owner at `state` with every earlier answer given.
-fn owner_at(state: &str) -> Conversation {
+/// An owner at `state` with every earlier answer given: the step, and what the conversation remembers.
+fn owner_at(state: &str) -> (StateName, Conversation) {
+    let mut at = StateName::S1BusinessTypeLocation;
     let mut owner = Conversation::default();
     let answered = |owner: &mut Conversation| {
         owner.business_type = Some("Plumber".into());
@@ -113,27 +114,27 @@ fn owner_at(state: &str) -> Conversation {
         "first" | "S1" => {}
         "S4" => {
             answered(&mut owner);
-            owner.state = StateName::S4NotificationPref;
+            at = StateName::S4NotificationPref;
         }
         "S5" => {
             answered(&mut owner);
             owner.notify = Some(Notify::Sms);
-            owner.state = StateName::S5ConfirmLive;
+            at = StateName::S5ConfirmLive;
         }
         "S6" | "S7" => {
             answered(&mut owner);
             owner.notify = Some(Notify::Sms);
             owner.paid = true;
             owner.number = Some(number());
-            owner.state = StateName::S6PhoneType;
+            at = StateName::S6PhoneType;
             if state == "S7" {
                 owner.phone_type = Some(PhoneType::Android);
-                owner.state = StateName::S7FwdSent;
+                at = StateName::S7FwdSent;
             }
         }
         other => panic!("unknown corpus state {other:?}"),
     }
-    owner
+    (at, owner)
 }
 
 fn short(state: StateName) -> &'static str {
@@ -152,15 +153,17 @@ fn run(case: &Case, flows: &Flows, locale: Locale) -> Run {
         catalog: flows.catalog(locale),
         payment_link: "https://pay.example/link",
     };
-    let mut owner = owner_at(&case.state);
+    let (at, mut owner) = owner_at(&case.state);
     owner.business_type = case.known_trade.clone().or(owner.business_type);
+    let mut onboarding = Onboarding::resume(at, owner, &ctx);
     let event = if case.state == "first" {
         Event::FirstText(case.text.clone())
     } else {
         Event::Text(case.text.clone())
     };
-    let decision = step(&mut owner, &event, &ctx);
-    let outcome = match owner.state {
+    let decision = onboarding.handle(&event, &ctx);
+    let owner = onboarding.conversation();
+    let outcome = match onboarding.state() {
         StateName::S5ConfirmLive
             if case.state == "S5"
                 && (owner.gate == Some(Gate::PaymentRequired)
@@ -395,10 +398,11 @@ proptest! {
                 catalog: flows.catalog(Locale::EnGb),
                 payment_link: "https://pay.example/link",
             };
-            let mut owner = owner_at("S5");
+            let (at, mut owner) = owner_at("S5");
             owner.paid = paid;
-            let decision = step(&mut owner, &Event::Text(text.clone()), &ctx);
-            prop_assert_ne!(owner.gate, Some(Gate::PaymentRequired), "{:?}", text);
+            let mut onboarding = Onboarding::resume(at, owner, &ctx);
+            let decision = onboarding.handle(&Event::Text(text.clone()), &ctx);
+            prop_assert_ne!(onboarding.conversation().gate, Some(Gate::PaymentRequired), "{:?}", text);
             prop_assert!(
                 !decision.commands.contains(&Command::AllocateNumber),
                 "{:?} asked for a number",

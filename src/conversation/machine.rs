@@ -1,10 +1,16 @@
 //! The onboarding conversation as a statig state machine: a pure decision core.
 //!
-//! [`step`] maps (state, answers, event) to (new state, replies, commands). It does no I/O: the shell
-//! around it runs the commands (allocate a number, release one, place a call) and feeds their results
-//! back as events.
+//! [`Onboarding::handle`] maps (state, answers, event) to (new state, replies, commands). It does no
+//! I/O: the shell around it runs the commands (allocate a number, release one, place a call) and
+//! feeds their results back as events.
+//!
+//! Shape: one statig state per step, each with an entry action that asks the step's question; one
+//! superstate, `onboarding`, above them all, for what means the same everywhere: keywords (STOP,
+//! START, HELP, RESTART), opt-out, operator resets and payment events. A state hands an event it
+//! does not handle up to the superstate. The statig machine is what [`Onboarding`] holds, and its
+//! state is the one the store keeps: [`StateName`] is only its stored name, derived in one place.
 
-use statig::blocking::IntoStateMachineExt as _;
+use statig::blocking::{InitializedStateMachine, IntoStateMachineExt as _, State as _};
 use statig::prelude::*;
 
 use super::parse::{self, BusinessAnswer, Confirm, Device, EditField, Keyword, NotifyAnswer};
@@ -20,10 +26,16 @@ pub enum Event {
     /// The very first SMS from a new owner: greeted, and read for whatever it already says
     /// ("Hi, I'm a plumber in Leeds, saw your ad").
     FirstText(String),
+    /// An SMS that ends a silence long enough to expire the conversation: welcomed back at the
+    /// step the owner was on. Not read as an answer: after two weeks it rarely is one.
+    TextAfterExpiry(String),
     PaymentConfirmed,
     PaymentRevoked,
+    /// Numbers came into the pool: an owner waiting for one asks for it.
+    NumberAvailable,
     NumberAllocated(PhoneNumber),
-    /// The owner's own number came back from quarantine (they paid again before it ended).
+    /// The pool gave back the number this owner held before (still in quarantine): the forwarding
+    /// they set up for it still points there.
     NumberReturned(PhoneNumber),
     PoolEmpty,
     /// A call proved that forwarding works.
@@ -40,9 +52,10 @@ impl Event {
     /// The stable name used in state history, logs and fixtures.
     pub fn name(&self) -> &'static str {
         match self {
-            Event::Text(_) | Event::FirstText(_) => "sms",
+            Event::Text(_) | Event::FirstText(_) | Event::TextAfterExpiry(_) => "sms",
             Event::PaymentConfirmed => "payment_confirmed",
             Event::PaymentRevoked => "payment_revoked",
+            Event::NumberAvailable => "number_available",
             Event::NumberAllocated(_) => "number_allocated",
             Event::NumberReturned(_) => "number_returned",
             Event::PoolEmpty => "pool_empty",
@@ -50,6 +63,14 @@ impl Event {
             Event::OwnCallNotProof => "own_call",
             Event::VerifyTimedOut => "verify_timed_out",
             Event::Reset => "admin_reset",
+        }
+    }
+
+    /// The owner's words, for the events that are a text.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Event::Text(text) | Event::FirstText(text) | Event::TextAfterExpiry(text) => Some(text),
+            _ => None,
         }
     }
 }
@@ -61,14 +82,14 @@ pub enum Command {
     AllocateNumber,
     /// Payment was revoked: the number goes to quarantine.
     ReleaseNumber,
-    /// Place the forwarding verification call.
+    /// Place the forwarding verification call (and start its window: `VerifyTimedOut` when it ends).
     PlaceVerifyCall,
 }
 
-/// What the conversation remembers about an owner between events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the conversation remembers about an owner between events, besides the step they are on
+/// (which is the machine's state: see [`Onboarding`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Conversation {
-    pub state: StateName,
     pub gate: Option<Gate>,
     pub business_type: Option<String>,
     pub location: Option<String>,
@@ -80,23 +101,30 @@ pub struct Conversation {
     pub opted_out: bool,
     pub paid: bool,
     pub number: Option<PhoneNumber>,
+    /// A verification call was placed and neither proof nor its timeout has come: the window is open.
+    pub awaiting_proof: bool,
 }
 
-impl Default for Conversation {
-    fn default() -> Self {
-        Self {
-            state: StateName::S1BusinessTypeLocation,
-            gate: None,
-            business_type: None,
-            location: None,
-            business_name: None,
-            owner_name: None,
-            notify: None,
-            phone_type: None,
-            misses: 0,
-            opted_out: false,
-            paid: false,
-            number: None,
+/// Where an owner stands in the queue for a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitlistPlace {
+    /// Paid, at the gate, no number free: served first come, first served.
+    Queued,
+    /// Paid and without a number, but away changing an answer: not served meanwhile, and their
+    /// place is kept for when they say YES again.
+    Held,
+    /// Not waiting.
+    Out,
+}
+
+impl Conversation {
+    pub fn waitlist_place(&self) -> WaitlistPlace {
+        if self.gate == Some(Gate::AwaitingNumber) {
+            WaitlistPlace::Queued
+        } else if self.paid && self.number.is_none() {
+            WaitlistPlace::Held
+        } else {
+            WaitlistPlace::Out
         }
     }
 }
@@ -118,72 +146,101 @@ pub struct Context<'a> {
     pub payment_link: &'a str,
 }
 
+/// An owner's conversation: the statig machine, in the step the owner is on.
+pub struct Onboarding {
+    machine: InitializedStateMachine<Conversation>,
+}
+
+impl Onboarding {
+    /// A new owner: at the first step, nothing answered.
+    pub fn new(ctx: &Context<'_>) -> Self {
+        Self::resume(
+            StateName::S1BusinessTypeLocation,
+            Conversation::default(),
+            ctx,
+        )
+    }
+
+    /// The machine in a stored step. statig 0.4 can only start a machine through `init`, which
+    /// runs the entry actions down to the state; the owner has already been asked this step's
+    /// question, so what those say now is dropped (entry actions only speak; see [`Turn::say`]).
+    pub fn resume(state: StateName, conversation: Conversation, ctx: &Context<'_>) -> Self {
+        let mut machine = conversation.uninitialized_state_machine();
+        *machine.state_mut() = State::from(state);
+        let mut turn = Turn::new(ctx, state, false);
+        Self {
+            machine: machine.init_with_context(&mut turn),
+        }
+    }
+
+    /// The step the owner is on.
+    pub fn state(&self) -> StateName {
+        self.machine.state().name()
+    }
+
+    pub fn conversation(&self) -> &Conversation {
+        self.machine.inner()
+    }
+
+    /// Runs one event through the machine, then any event a state raised on entry (S9 passes
+    /// straight on). An opted-out owner is told nothing, whatever happened.
+    pub fn handle(&mut self, event: &Event, ctx: &Context<'_>) -> Decision {
+        let mut turn = Turn::new(ctx, self.state(), true);
+        self.machine.handle_with_context(event, &mut turn);
+        while let Some(raised) = turn.raised.pop() {
+            turn.current = self.state();
+            self.machine.handle_with_context(&raised, &mut turn);
+        }
+        if self.conversation().opted_out {
+            turn.out.replies.clear();
+        }
+        turn.out
+    }
+}
+
 /// The statig context: the world's read-only facts plus what this event produced.
 pub struct Turn<'a> {
     ctx: &'a Context<'a>,
-    event: &'a Event,
-    /// The state the event was dispatched in, for superstate handlers.
+    /// The state the event was dispatched in, for the superstate's handler.
     current: StateName,
+    /// False while resuming: the owner is not asked again what they were asked before.
+    speaking: bool,
+    /// Events raised by entry actions, handled after the current one.
+    raised: Vec<Event>,
     out: Decision,
 }
 
-impl Turn<'_> {
+impl<'a> Turn<'a> {
+    fn new(ctx: &'a Context<'a>, current: StateName, speaking: bool) -> Self {
+        Turn {
+            ctx,
+            current,
+            speaking,
+            raised: Vec::new(),
+            out: Decision::default(),
+        }
+    }
+
     fn say(&mut self, key: MessageKey, vars: &[(&str, &str)]) {
-        self.out.replies.push(self.ctx.catalog.render(key, vars));
+        if self.speaking {
+            self.out.replies.push(self.ctx.catalog.render(key, vars));
+        }
+    }
+
+    /// A text already rendered (a welcome back, a step's needs).
+    fn say_text(&mut self, text: String) {
+        if self.speaking {
+            self.out.replies.push(text);
+        }
     }
 
     fn run(&mut self, command: Command) {
         self.out.commands.push(command);
     }
-}
 
-/// Runs one event through the conversation.
-pub fn step(conversation: &mut Conversation, event: &Event, ctx: &Context<'_>) -> Decision {
-    let mut turn = Turn {
-        ctx,
-        event,
-        current: conversation.state,
-        out: Decision::default(),
-    };
-
-    if conversation.opted_out {
-        // Until START, a text changes nothing and gets no answer; provider events still apply silently.
-        match event {
-            Event::Text(text) | Event::FirstText(text) => {
-                if parse::keyword(text, true) == Some(Keyword::OptIn) {
-                    conversation.opted_out = false;
-                    turn.say(MessageKey::OptedIn, &[]);
-                    conversation.prompt(&mut turn);
-                }
-                return turn.out;
-            }
-            _ => {
-                let decision = dispatch(conversation, &mut turn);
-                return Decision {
-                    replies: Vec::new(),
-                    ..decision
-                };
-            }
-        }
+    fn raise(&mut self, event: Event) {
+        self.raised.push(event);
     }
-    dispatch(conversation, &mut turn)
-}
-
-fn dispatch(conversation: &mut Conversation, turn: &mut Turn<'_>) -> Decision {
-    let mut machine = conversation.clone().uninitialized_state_machine();
-    *machine.state_mut() = State::from_name(conversation.state);
-    // There are no entry actions (questions are asked on transition), so restoring says nothing.
-    let mut machine = machine.init_with_context(turn);
-
-    let event = turn.event.clone();
-    machine.handle_with_context(&event, turn);
-    // S9 passes straight on: the event that reached it also completes onboarding.
-    if machine.state().name() == StateName::S9TestCallDetected {
-        machine.handle_with_context(&Event::TestCallDetected, turn);
-    }
-    *conversation = machine.inner().clone();
-    conversation.state = machine.state().name();
-    std::mem::take(&mut turn.out)
 }
 
 #[state_machine(
@@ -192,36 +249,14 @@ fn dispatch(conversation: &mut Conversation, turn: &mut Turn<'_>) -> Decision {
     after_transition = "Self::after_transition"
 )]
 impl Conversation {
-    /// Keywords and provider events that mean the same in every state.
+    /// What means the same in every step: keywords, opt-out, resets and payments. Every state
+    /// hands up what it does not handle itself.
     #[superstate]
     fn onboarding(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
+        if let Some(text) = event.text() {
+            return self.keyword(context, event, text);
+        }
         match event {
-            Event::Text(text) | Event::FirstText(text) => match parse::keyword(text, false) {
-                Some(Keyword::OptOut) => {
-                    self.opted_out = true;
-                    Handled
-                }
-                Some(Keyword::OptIn) => {
-                    self.prompt(context);
-                    Handled
-                }
-                Some(Keyword::Help) => {
-                    let step = context.ctx.catalog.render(step_key(context.current), &[]);
-                    context.say(MessageKey::Help, &[("step", &step)]);
-                    Handled
-                }
-                Some(Keyword::Restart) => {
-                    self.clear_answers();
-                    context.say(MessageKey::Restart, &[]);
-                    if context.current == StateName::S1BusinessTypeLocation {
-                        self.prompt(context);
-                        Handled
-                    } else {
-                        Transition(State::s1_business_type_location())
-                    }
-                }
-                None => Handled,
-            },
             Event::Reset => {
                 self.clear_answers();
                 if context.current == StateName::S1BusinessTypeLocation {
@@ -258,24 +293,32 @@ impl Conversation {
                     Handled
                 }
             }
-            // Only an owner held at S5 asks for a number; anywhere else these are stale.
-            Event::NumberAllocated(_)
+            // A window can only be open at S8 (leaving S8 closes it); closing it here too means a
+            // timeout never stays due.
+            Event::VerifyTimedOut => {
+                self.awaiting_proof = false;
+                Handled
+            }
+            // Only an owner held at S5 asks for a number, and only one at S8 waits for a call;
+            // anywhere else these are stale.
+            Event::NumberAvailable
+            | Event::NumberAllocated(_)
             | Event::NumberReturned(_)
             | Event::PoolEmpty
             | Event::TestCallDetected
-            | Event::OwnCallNotProof
-            | Event::VerifyTimedOut => Handled,
+            | Event::OwnCallNotProof => Handled,
+            Event::Text(_) | Event::FirstText(_) | Event::TextAfterExpiry(_) => Handled,
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s1")]
     fn s1_business_type_location(
         &mut self,
         context: &mut Turn<'_>,
         event: &Event,
     ) -> Outcome<State> {
         let first = matches!(event, Event::FirstText(_));
-        let Some(text) = answer(event) else {
+        let Some(text) = self.answer(event) else {
             return Super;
         };
         let vocabulary = context.ctx.catalog.vocabulary();
@@ -332,9 +375,9 @@ impl Conversation {
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s2")]
     fn s2_business_name(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
-        let Some(text) = answer(event) else {
+        let Some(text) = self.answer(event) else {
             return Super;
         };
         match parse::bounded_text(text, 80) {
@@ -346,9 +389,9 @@ impl Conversation {
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s3")]
     fn s3_owner_name(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
-        let Some(text) = answer(event) else {
+        let Some(text) = self.answer(event) else {
             return Super;
         };
         match parse::bounded_text(text, 60) {
@@ -360,9 +403,9 @@ impl Conversation {
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s4")]
     fn s4_notification_pref(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
-        let Some(text) = answer(event) else {
+        let Some(text) = self.answer(event) else {
             return Super;
         };
         match parse::notify_answer(text) {
@@ -379,7 +422,7 @@ impl Conversation {
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s5")]
     fn s5_confirm_live(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
         match event {
             Event::PaymentConfirmed => {
@@ -389,14 +432,17 @@ impl Conversation {
                 }
                 Handled
             }
+            Event::NumberAvailable if self.gate == Some(Gate::AwaitingNumber) => {
+                context.run(Command::AllocateNumber);
+                Handled
+            }
             Event::NumberAllocated(number) => {
                 self.number = Some(number.clone());
                 self.gate = None;
                 Transition(State::s6_phone_type())
             }
-            // Their own number again: the forwarding they set up for it still points there, so
-            // there is nothing to set up, only to prove it still works. An owner who never said
-            // which phone they have goes on as with any number.
+            // Their own number again: if they already said which phone they have, forwarding is
+            // set up and only the test call is left.
             Event::NumberReturned(number) => {
                 self.number = Some(number.clone());
                 self.gate = None;
@@ -407,7 +453,7 @@ impl Conversation {
                     MessageKey::NumberReturned,
                     &[("number", &number.for_people())],
                 );
-                context.run(Command::PlaceVerifyCall);
+                self.place_verify_call(context);
                 Transition(State::s8_fwd_confirmed())
             }
             Event::PoolEmpty => {
@@ -415,41 +461,16 @@ impl Conversation {
                 context.say(MessageKey::S5Waitlist, &[]);
                 Handled
             }
-            Event::Text(text) if parse::keyword(text, false).is_none() => {
-                // A change named is never a yes: "yes but the name is wrong" edits.
-                if let Some(field) = parse::edit(text) {
-                    return self.edit(field);
-                }
-                match parse::confirm(text) {
-                    Confirm::Yes => {
-                        self.misses = 0;
-                        if self.paid {
-                            context.run(Command::AllocateNumber);
-                        } else {
-                            self.gate = Some(Gate::PaymentRequired);
-                            context.say(
-                                MessageKey::S5Pay,
-                                &[("payment_link", context.ctx.payment_link)],
-                            );
-                        }
-                        Handled
-                    }
-                    Confirm::No => {
-                        context.say(MessageKey::S5Explain, &[]);
-                        Handled
-                    }
-                    // "wait a sec yes", "yes?": an unclear reply costs a question, a wrong guess an owner.
-                    Confirm::Unclear => self.miss(context, MessageKey::S5Clarify),
-                    Confirm::Unreadable => self.miss(context, MessageKey::S5Explain),
-                }
-            }
-            _ => Super,
+            _ => match self.answer(event) {
+                Some(text) => self.confirm(context, text),
+                None => Super,
+            },
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s6")]
     fn s6_phone_type(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
-        let Some(text) = answer(event) else {
+        let Some(text) = self.answer(event) else {
             return Super;
         };
         match parse::device(text, context.ctx.catalog.vocabulary()) {
@@ -469,20 +490,26 @@ impl Conversation {
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_s7")]
     fn s7_fwd_sent(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
-        let Some(text) = answer(event) else {
+        let Some(text) = self.answer(event) else {
             return Super;
         };
         if parse::is_done(text) {
-            context.run(Command::PlaceVerifyCall);
+            self.place_verify_call(context);
             Transition(State::s8_fwd_confirmed())
         } else {
             self.miss(context, MessageKey::S7Retry)
         }
     }
 
-    #[state(superstate = "onboarding")]
+    /// Waiting for the test call. The window a call opens ends with proof, with the timeout (told
+    /// once per call, with tips), or with leaving S8; CALL ME places another call and opens another.
+    #[state(
+        superstate = "onboarding",
+        entry_action = "ask_s8",
+        exit_action = "close_verify_window"
+    )]
     fn s8_fwd_confirmed(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
         match event {
             Event::TestCallDetected => Transition(State::s9_test_call_detected()),
@@ -491,23 +518,29 @@ impl Conversation {
                 Handled
             }
             Event::VerifyTimedOut => {
-                context.say(MessageKey::VerifyTroubleshoot, &[]);
-                Handled
-            }
-            Event::Text(text) if parse::keyword(text, false).is_none() => {
-                if parse::is_call_me(text) || parse::is_done(text) {
-                    context.run(Command::PlaceVerifyCall);
-                    context.say(MessageKey::S8Ask, &[]);
-                } else {
-                    context.say(MessageKey::S8Waiting, &[]);
+                if self.awaiting_proof {
+                    self.awaiting_proof = false;
+                    context.say(MessageKey::VerifyTroubleshoot, &[]);
                 }
                 Handled
             }
-            _ => Super,
+            _ => match self.answer(event) {
+                Some(text) if parse::is_call_me(text) || parse::is_done(text) => {
+                    self.place_verify_call(context);
+                    context.say(MessageKey::S8Ask, &[]);
+                    Handled
+                }
+                Some(_) => {
+                    context.say(MessageKey::S8Waiting, &[]);
+                    Handled
+                }
+                None => Super,
+            },
         }
     }
 
-    #[state(superstate = "onboarding")]
+    /// The test call arrived: nothing to ask, onboarding completes with the same call.
+    #[state(superstate = "onboarding", entry_action = "pass_on")]
     fn s9_test_call_detected(&mut self, event: &Event) -> Outcome<State> {
         match event {
             Event::TestCallDetected => Transition(State::complete()),
@@ -515,9 +548,9 @@ impl Conversation {
         }
     }
 
-    #[state(superstate = "onboarding")]
+    #[state(superstate = "onboarding", entry_action = "ask_complete")]
     fn complete(&mut self, context: &mut Turn<'_>, event: &Event) -> Outcome<State> {
-        match answer(event) {
+        match self.answer(event) {
             Some(_) => {
                 context.say(MessageKey::CompleteAck, &[]);
                 Handled
@@ -525,108 +558,287 @@ impl Conversation {
             None => Super,
         }
     }
+
+    // Entry actions: entering a step asks its question. They only speak (resuming a stored
+    // machine runs them silently), so they take `&self`.
+
+    /// Back from the summary to change the trade or the town: ask only for that.
+    #[action]
+    fn ask_s1(&self, context: &mut Turn<'_>) {
+        let key = match (&self.business_name, &self.business_type, &self.location) {
+            (Some(_), None, Some(_)) => MessageKey::S1EditTrade,
+            (Some(_), Some(_), None) => MessageKey::S1EditPlace,
+            _ => MessageKey::S1Ask,
+        };
+        context.say(key, &[]);
+    }
+
+    #[action]
+    fn ask_s2(&self, context: &mut Turn<'_>) {
+        context.say(
+            MessageKey::S2Ask,
+            &[
+                ("business_type", text(&self.business_type)),
+                ("location", text(&self.location)),
+            ],
+        );
+    }
+
+    #[action]
+    fn ask_s3(&self, context: &mut Turn<'_>) {
+        context.say(
+            MessageKey::S3Ask,
+            &[("business_name", text(&self.business_name))],
+        );
+    }
+
+    #[action]
+    fn ask_s4(&self, context: &mut Turn<'_>) {
+        context.say(MessageKey::S4Ask, &[("owner_name", text(&self.owner_name))]);
+    }
+
+    /// The summary of every answer.
+    #[action]
+    fn ask_s5(&self, context: &mut Turn<'_>) {
+        let notify = match &self.notify {
+            Some(Notify::Email(address)) => address.as_str(),
+            _ => "SMS",
+        };
+        context.say(
+            MessageKey::S5Summary,
+            &[
+                ("business_type", text(&self.business_type)),
+                ("location", text(&self.location)),
+                ("business_name", text(&self.business_name)),
+                ("owner_name", text(&self.owner_name)),
+                ("notify", notify),
+            ],
+        );
+    }
+
+    /// The new number, shown to read, not to dial: in the owner's national format.
+    #[action]
+    fn ask_s6(&self, context: &mut Turn<'_>) {
+        let number = self
+            .number
+            .as_ref()
+            .map(PhoneNumber::for_people)
+            .unwrap_or_default();
+        context.say(MessageKey::S6Ask, &[("number", &number)]);
+    }
+
+    /// The forwarding codes for their phone (never without a number: S6 guards that).
+    #[action]
+    fn ask_s7(&self, context: &mut Turn<'_>) {
+        let (Some(number), Some(phone_type)) = (&self.number, self.phone_type) else {
+            return;
+        };
+        let key = match phone_type {
+            PhoneType::Iphone => MessageKey::FwdIphone,
+            PhoneType::Android => MessageKey::FwdAndroid,
+            PhoneType::Landline => MessageKey::FwdLandline,
+        };
+        context.say(
+            key,
+            &[
+                ("number", number.as_str()),
+                ("number_national", &number.national()),
+            ],
+        );
+    }
+
+    #[action]
+    fn ask_s8(&self, context: &mut Turn<'_>) {
+        context.say(MessageKey::S8Ask, &[]);
+    }
+
+    /// S9 asks nothing: the call that proved forwarding also completes onboarding.
+    #[action]
+    fn pass_on(&self, context: &mut Turn<'_>) {
+        context.raise(Event::TestCallDetected);
+    }
+
+    #[action]
+    fn ask_complete(&self, context: &mut Turn<'_>) {
+        context.say(MessageKey::Complete, &[]);
+    }
+
+    #[action]
+    fn close_verify_window(&mut self) {
+        self.awaiting_proof = false;
+    }
 }
 
 impl Conversation {
-    /// Entering a state resets the miss count and asks its question.
+    /// Entering a state resets the miss count; the history records the move.
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Turn<'_>) {
-        let (from, to) = (source.name(), target.name());
-        self.state = to;
         self.misses = 0;
-        context.out.transitions.push((from, to));
-        self.prompt(context);
+        context.out.transitions.push((source.name(), target.name()));
     }
 
-    /// Says the current state's question (entering it, or again after START).
-    fn prompt(&self, context: &mut Turn<'_>) {
-        let catalog = context.ctx.catalog;
-        let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        let reply = match self.state {
-            // Back from the summary to change the trade or the town: ask only for that.
-            StateName::S1BusinessTypeLocation if self.business_name.is_some() => {
-                match (&self.business_type, &self.location) {
-                    (None, Some(_)) => catalog.render(MessageKey::S1EditTrade, &[]),
-                    (Some(_), None) => catalog.render(MessageKey::S1EditPlace, &[]),
-                    _ => catalog.render(MessageKey::S1Ask, &[]),
+    /// The text of an ordinary answer; keywords, provider events and everything an opted-out
+    /// owner sends go to the superstate.
+    fn answer<'e>(&self, event: &'e Event) -> Option<&'e str> {
+        match event {
+            Event::Text(text) | Event::FirstText(text)
+                if !self.opted_out && parse::keyword(text, false).is_none() =>
+            {
+                Some(text)
+            }
+            _ => None,
+        }
+    }
+
+    /// A text the current state did not take as an answer.
+    fn keyword(&mut self, context: &mut Turn<'_>, event: &Event, text: &str) -> Outcome<State> {
+        if self.opted_out {
+            // Until START, a text changes nothing and gets no answer.
+            if parse::keyword(text, true) == Some(Keyword::OptIn) {
+                self.opted_out = false;
+                context.say(MessageKey::OptedIn, &[]);
+                self.ask(context);
+            }
+            return Handled;
+        }
+        match parse::keyword(text, false) {
+            Some(Keyword::OptOut) => {
+                self.opted_out = true;
+                Handled
+            }
+            Some(Keyword::OptIn) => {
+                self.ask(context);
+                Handled
+            }
+            Some(Keyword::Help) => {
+                let step = context
+                    .ctx
+                    .catalog
+                    .render(step_key(context.current, self.gate), &[]);
+                context.say(MessageKey::Help, &[("step", &step)]);
+                Handled
+            }
+            Some(Keyword::Restart) => {
+                self.clear_answers();
+                context.say(MessageKey::Restart, &[]);
+                if context.current == StateName::S1BusinessTypeLocation {
+                    self.ask(context);
+                    Handled
+                } else {
+                    Transition(State::s1_business_type_location())
                 }
             }
-            StateName::S1BusinessTypeLocation => catalog.render(MessageKey::S1Ask, &[]),
-            StateName::S2BusinessName => catalog.render(
-                MessageKey::S2Ask,
-                &[
-                    ("business_type", &text(&self.business_type)),
-                    ("location", &text(&self.location)),
-                ],
-            ),
-            StateName::S3OwnerName => catalog.render(
-                MessageKey::S3Ask,
-                &[("business_name", &text(&self.business_name))],
-            ),
-            StateName::S4NotificationPref => catalog.render(
-                MessageKey::S4Ask,
-                &[("owner_name", &text(&self.owner_name))],
-            ),
-            StateName::S5ConfirmLive => {
-                let notify = match &self.notify {
-                    Some(Notify::Email(address)) => address.clone(),
-                    _ => "SMS".to_owned(),
-                };
-                catalog.render(
-                    MessageKey::S5Summary,
-                    &[
-                        ("business_type", &text(&self.business_type)),
-                        ("location", &text(&self.location)),
-                        ("business_name", &text(&self.business_name)),
-                        ("owner_name", &text(&self.owner_name)),
-                        ("notify", &notify),
-                    ],
-                )
+            // Back after a long silence: welcomed, and told what the step needs.
+            None if matches!(event, Event::TextAfterExpiry(_)) => {
+                let welcome = context.ctx.catalog.reminders().welcome_back.clone();
+                context.say_text(welcome);
+                if let Some(ask) = self.needs(context.current, context) {
+                    context.say_text(ask);
+                }
+                Handled
             }
-            // Shown to read, not to dial: in the owner's national format.
-            StateName::S6PhoneType => catalog.render(
-                MessageKey::S6Ask,
-                &[(
-                    "number",
-                    &self
-                        .number
-                        .as_ref()
-                        .map(PhoneNumber::for_people)
-                        .unwrap_or_default(),
-                )],
+            None => Handled,
+        }
+    }
+
+    /// Asks the current step's question again, as entering it does (START, RESTART at S1).
+    fn ask(&mut self, context: &mut Turn<'_>) {
+        State::from(context.current).call_entry_action(self, context);
+    }
+
+    /// What the step needs from the owner, for a reminder or a welcome back: at the payment gate
+    /// the payment link, while waiting for a number that we are finding it, at S8 the test-call
+    /// tips; elsewhere the step's question. `None` when the step has nothing to ask.
+    pub(crate) fn needs(&self, state: StateName, context: &Turn<'_>) -> Option<String> {
+        let catalog = context.ctx.catalog;
+        let text = match (state, self.gate) {
+            (StateName::S5ConfirmLive, Some(Gate::PaymentRequired)) => catalog.render(
+                MessageKey::S5Pay,
+                &[("payment_link", context.ctx.payment_link)],
             ),
-            StateName::S7FwdSent => {
-                let (Some(number), Some(phone_type)) = (&self.number, self.phone_type) else {
-                    return;
-                };
-                let key = match phone_type {
-                    PhoneType::Iphone => MessageKey::FwdIphone,
-                    PhoneType::Android => MessageKey::FwdAndroid,
-                    PhoneType::Landline => MessageKey::FwdLandline,
-                };
-                catalog.render(
-                    key,
-                    &[
-                        ("number", number.as_str()),
-                        ("number_national", &number.national()),
-                    ],
-                )
+            (StateName::S5ConfirmLive, Some(Gate::AwaitingNumber)) => {
+                catalog.render(MessageKey::S5Waitlist, &[])
             }
-            StateName::S8FwdConfirmed => catalog.render(MessageKey::S8Ask, &[]),
-            // S9 passes straight on; COMPLETE says it.
-            StateName::S9TestCallDetected => return,
-            StateName::Complete => catalog.render(MessageKey::Complete, &[]),
+            (StateName::S8FwdConfirmed, _) => catalog.render(MessageKey::VerifyTroubleshoot, &[]),
+            _ => {
+                let mut turn = Turn::new(context.ctx, state, true);
+                State::from(state).call_entry_action(&mut self.clone(), &mut turn);
+                turn.out.replies.pop()?
+            }
         };
-        context.out.replies.push(reply);
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// A reply at the summary that is not EDIT: YES goes on to payment or a number; anything
+    /// else is answered for where the owner stands (unpaid, sent the link, paid, waiting for a
+    /// number).
+    fn confirm(&mut self, context: &mut Turn<'_>, text: &str) -> Outcome<State> {
+        // A change named is never a yes: "yes but the name is wrong" edits.
+        if let Some(field) = parse::edit(text) {
+            return self.edit(field);
+        }
+        let reply = parse::confirm(text);
+        if self.gate == Some(Gate::AwaitingNumber) && reply != Confirm::Yes {
+            // Paid, and nothing is asked of them: whatever they say, we are finding their number.
+            self.misses = 0;
+            context.say(MessageKey::S5FindingNumber, &[]);
+            return Handled;
+        }
+        match reply {
+            Confirm::Yes => {
+                self.misses = 0;
+                if self.paid {
+                    context.run(Command::AllocateNumber);
+                } else {
+                    self.gate = Some(Gate::PaymentRequired);
+                    context.say(
+                        MessageKey::S5Pay,
+                        &[("payment_link", context.ctx.payment_link)],
+                    );
+                }
+                Handled
+            }
+            Confirm::No if self.paid => {
+                context.say(MessageKey::S5ExplainPaid, &[]);
+                Handled
+            }
+            Confirm::No => {
+                context.say(MessageKey::S5Explain, &[]);
+                Handled
+            }
+            // "wait a sec yes", "yes?": an unclear reply costs a question, a wrong guess an owner.
+            Confirm::Unclear => self.miss(context, MessageKey::S5Clarify),
+            Confirm::Unreadable if self.paid => self.miss(context, MessageKey::S5ExplainPaid),
+            // They said YES and were sent the link: send it again rather than ask for YES again.
+            Confirm::Unreadable if self.gate == Some(Gate::PaymentRequired) => {
+                self.misses += 1;
+                context.say(
+                    MessageKey::S5Pay,
+                    &[("payment_link", context.ctx.payment_link)],
+                );
+                self.stuck(context);
+                Handled
+            }
+            Confirm::Unreadable => self.miss(context, MessageKey::S5Explain),
+        }
+    }
+
+    fn place_verify_call(&mut self, context: &mut Turn<'_>) {
+        self.awaiting_proof = true;
+        context.run(Command::PlaceVerifyCall);
     }
 
     /// An answer that does not fit: the hint, and from the third miss in a row, how to get help.
     fn miss(&mut self, context: &mut Turn<'_>, hint: MessageKey) -> Outcome<State> {
         self.misses += 1;
         context.say(hint, &[]);
+        self.stuck(context);
+        Handled
+    }
+
+    fn stuck(&self, context: &mut Turn<'_>) {
         if self.misses >= 3 {
             context.say(MessageKey::Stuck, &[]);
         }
-        Handled
     }
 
     /// The first question still unanswered, or the summary when none is: the usual order, and
@@ -678,23 +890,22 @@ impl Conversation {
     }
 }
 
-/// The text of an ordinary answer; keywords and provider events go to the superstate.
-fn answer(event: &Event) -> Option<&str> {
-    match event {
-        Event::Text(text) | Event::FirstText(text) if parse::keyword(text, false).is_none() => {
-            Some(text)
-        }
-        _ => None,
-    }
+fn text(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or_default()
 }
 
-fn step_key(state: StateName) -> MessageKey {
+/// The step's name in HELP; at the gate, what the owner is waiting for.
+fn step_key(state: StateName, gate: Option<Gate>) -> MessageKey {
     match state {
         StateName::S1BusinessTypeLocation => MessageKey::StepS1,
         StateName::S2BusinessName => MessageKey::StepS2,
         StateName::S3OwnerName => MessageKey::StepS3,
         StateName::S4NotificationPref => MessageKey::StepS4,
-        StateName::S5ConfirmLive => MessageKey::StepS5,
+        StateName::S5ConfirmLive => match gate {
+            Some(Gate::PaymentRequired) => MessageKey::StepS5Payment,
+            Some(Gate::AwaitingNumber) => MessageKey::StepS5Number,
+            None => MessageKey::StepS5,
+        },
         StateName::S6PhoneType => MessageKey::StepS6,
         StateName::S7FwdSent => MessageKey::StepS7,
         StateName::S8FwdConfirmed => MessageKey::StepS8,
@@ -703,8 +914,9 @@ fn step_key(state: StateName) -> MessageKey {
     }
 }
 
+/// The one mapping between the machine's states and their stored names.
 impl State {
-    fn name(&self) -> StateName {
+    pub fn name(&self) -> StateName {
         match self {
             State::S1BusinessTypeLocation {} => StateName::S1BusinessTypeLocation,
             State::S2BusinessName {} => StateName::S2BusinessName,
@@ -718,8 +930,10 @@ impl State {
             State::Complete {} => StateName::Complete,
         }
     }
+}
 
-    fn from_name(name: StateName) -> Self {
+impl From<StateName> for State {
+    fn from(name: StateName) -> Self {
         match name {
             StateName::S1BusinessTypeLocation => State::s1_business_type_location(),
             StateName::S2BusinessName => State::s2_business_name(),
@@ -735,15 +949,552 @@ impl State {
     }
 }
 
-/// The current step's question, as entering it asks it; `None` where there is none (S9, or S7
-/// without a number). Reminders and the welcome back after expiry say it again.
-pub fn question(conversation: &Conversation, ctx: &Context<'_>) -> Option<String> {
-    let mut turn = Turn {
-        ctx,
-        event: &Event::Reset,
-        current: conversation.state,
-        out: Decision::default(),
-    };
-    conversation.prompt(&mut turn);
-    turn.out.replies.pop()
+/// What the owner's step needs from them (see [`Conversation::needs`]), for reminders.
+pub fn needs(state: StateName, conversation: &Conversation, ctx: &Context<'_>) -> Option<String> {
+    conversation.needs(state, &Turn::new(ctx, state, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::Locale;
+    use crate::flows::Flows;
+
+    const LINK: &str = "https://pay.example/link";
+
+    fn flows() -> &'static Flows {
+        static FLOWS: std::sync::OnceLock<Flows> = std::sync::OnceLock::new();
+        FLOWS.get_or_init(|| Flows::embedded().expect("the shipped flows load"))
+    }
+
+    fn ctx(locale: Locale) -> Context<'static> {
+        Context {
+            catalog: flows().catalog(locale),
+            payment_link: LINK,
+        }
+    }
+
+    fn say(key: MessageKey) -> String {
+        flows().catalog(Locale::EnGb).render(key, &[])
+    }
+
+    fn number() -> PhoneNumber {
+        "+447700900900".parse().unwrap()
+    }
+
+    /// An owner who has answered everything up to `state`, as the machine would have left them.
+    fn owner_at(state: StateName) -> Conversation {
+        let mut c = Conversation::default();
+        if state == StateName::S1BusinessTypeLocation {
+            return c;
+        }
+        c.business_type = Some("Plumber".into());
+        c.location = Some("Leeds".into());
+        if state == StateName::S2BusinessName {
+            return c;
+        }
+        c.business_name = Some("Smith & Sons".into());
+        if state == StateName::S3OwnerName {
+            return c;
+        }
+        c.owner_name = Some("Jo".into());
+        if state == StateName::S4NotificationPref {
+            return c;
+        }
+        c.notify = Some(Notify::Sms);
+        if state == StateName::S5ConfirmLive {
+            return c;
+        }
+        c.paid = true;
+        c.number = Some(number());
+        if state == StateName::S6PhoneType {
+            return c;
+        }
+        c.phone_type = Some(PhoneType::Android);
+        c
+    }
+
+    fn run(state: StateName, conversation: Conversation, event: Event) -> (Onboarding, Decision) {
+        let ctx = ctx(Locale::EnGb);
+        let mut onboarding = Onboarding::resume(state, conversation, &ctx);
+        let decision = onboarding.handle(&event, &ctx);
+        (onboarding, decision)
+    }
+
+    fn text(words: &str) -> Event {
+        Event::Text(words.to_owned())
+    }
+
+    /// What entering `state` says, straight from its entry action.
+    fn entry(state: StateName, conversation: &Conversation) -> Vec<String> {
+        let ctx = ctx(Locale::EnGb);
+        let mut turn = Turn::new(&ctx, state, true);
+        State::from(state).call_entry_action(&mut conversation.clone(), &mut turn);
+        turn.out.replies
+    }
+
+    #[test]
+    fn state_names_map_to_machine_states_and_back() {
+        for name in StateName::ALL {
+            assert_eq!(State::from(name).name(), name);
+        }
+    }
+
+    #[test]
+    fn every_state_asks_its_question_on_entry() {
+        let catalog = flows().catalog(Locale::EnGb);
+        for state in StateName::ALL {
+            let said = entry(state, &owner_at(state));
+            let want: Vec<String> = match state {
+                StateName::S1BusinessTypeLocation => vec![say(MessageKey::S1Ask)],
+                StateName::S2BusinessName => vec![catalog.render(
+                    MessageKey::S2Ask,
+                    &[("business_type", "Plumber"), ("location", "Leeds")],
+                )],
+                StateName::S3OwnerName => {
+                    vec![catalog.render(MessageKey::S3Ask, &[("business_name", "Smith & Sons")])]
+                }
+                StateName::S4NotificationPref => {
+                    vec![catalog.render(MessageKey::S4Ask, &[("owner_name", "Jo")])]
+                }
+                StateName::S5ConfirmLive => vec![catalog.render(
+                    MessageKey::S5Summary,
+                    &[
+                        ("business_type", "Plumber"),
+                        ("location", "Leeds"),
+                        ("business_name", "Smith & Sons"),
+                        ("owner_name", "Jo"),
+                        ("notify", "SMS"),
+                    ],
+                )],
+                StateName::S6PhoneType => {
+                    vec![catalog.render(MessageKey::S6Ask, &[("number", "07700 900900")])]
+                }
+                StateName::S7FwdSent => vec![catalog.render(
+                    MessageKey::FwdAndroid,
+                    &[
+                        ("number", "+447700900900"),
+                        ("number_national", &number().national()),
+                    ],
+                )],
+                StateName::S8FwdConfirmed => vec![say(MessageKey::S8Ask)],
+                // S9 asks nothing: it passes straight on.
+                StateName::S9TestCallDetected => vec![],
+                StateName::Complete => vec![say(MessageKey::Complete)],
+            };
+            assert_eq!(said, want, "{state}");
+        }
+    }
+
+    #[test]
+    fn resuming_a_stored_owner_says_nothing_and_changes_nothing() {
+        for state in StateName::ALL {
+            let mut conversation = owner_at(state);
+            conversation.misses = 2;
+            let onboarding = Onboarding::resume(state, conversation.clone(), &ctx(Locale::EnGb));
+            assert_eq!(onboarding.state(), state);
+            assert_eq!(onboarding.conversation(), &conversation);
+            // The next event is answered alone, without the step's question before it.
+            let (_, decision) = run(state, conversation, text("HELP"));
+            assert_eq!(decision.replies.len(), 1, "{state}: {:?}", decision.replies);
+            assert!(decision.replies[0].starts_with("You're on: "));
+        }
+    }
+
+    #[test]
+    fn a_transition_asks_the_new_question_and_resets_misses() {
+        let mut at_s2 = owner_at(StateName::S2BusinessName);
+        at_s2.misses = 2;
+        let (onboarding, decision) = run(StateName::S2BusinessName, at_s2, text("Smith & Sons"));
+        assert_eq!(onboarding.state(), StateName::S3OwnerName);
+        assert_eq!(onboarding.conversation().misses, 0);
+        assert_eq!(
+            decision.transitions,
+            vec![(StateName::S2BusinessName, StateName::S3OwnerName)]
+        );
+        assert_eq!(
+            decision.replies,
+            entry(StateName::S3OwnerName, onboarding.conversation())
+        );
+    }
+
+    #[test]
+    fn the_first_text_is_greeted_and_read() {
+        let s1 = StateName::S1BusinessTypeLocation;
+        let (onboarding, decision) =
+            run(s1, Conversation::default(), Event::FirstText("Hi".into()));
+        assert_eq!(onboarding.state(), s1);
+        assert_eq!(decision.replies, vec![say(MessageKey::S1Ask)]);
+        assert_eq!(onboarding.conversation().misses, 0);
+
+        let (onboarding, decision) = run(
+            s1,
+            Conversation::default(),
+            Event::FirstText("Hi, plumber in Leeds here".into()),
+        );
+        assert_eq!(onboarding.state(), StateName::S2BusinessName);
+        assert_eq!(decision.replies[0], say(MessageKey::Welcome));
+        assert_eq!(decision.replies.len(), 2);
+
+        // A later text that says nothing is a miss, not a greeting.
+        let (_, decision) = run(s1, Conversation::default(), text("Hi"));
+        assert_eq!(decision.replies, vec![say(MessageKey::S1Retry)]);
+    }
+
+    #[test]
+    fn a_paid_owner_waiting_for_a_number_is_told_we_are_finding_it() {
+        let mut waiting = owner_at(StateName::S5ConfirmLive);
+        waiting.paid = true;
+        waiting.gate = Some(Gate::AwaitingNumber);
+        for words in ["hello?", "no", "2", "what now", "yes?", "\u{1F44B}"] {
+            let (onboarding, decision) =
+                run(StateName::S5ConfirmLive, waiting.clone(), text(words));
+            assert_eq!(
+                decision.replies,
+                vec![say(MessageKey::S5FindingNumber)],
+                "{words:?}"
+            );
+            assert_eq!(onboarding.conversation(), &waiting, "{words:?}");
+            assert!(decision.commands.is_empty());
+        }
+        // YES tries the pool again.
+        let (_, decision) = run(StateName::S5ConfirmLive, waiting.clone(), text("yes"));
+        assert_eq!(decision.commands, vec![Command::AllocateNumber]);
+        // HELP names what they are waiting for.
+        let (_, decision) = run(StateName::S5ConfirmLive, waiting, text("help"));
+        assert!(
+            decision.replies[0].contains(&say(MessageKey::StepS5Number)),
+            "{:?}",
+            decision.replies
+        );
+    }
+
+    #[test]
+    fn a_paid_owner_at_the_summary_is_never_told_to_pay() {
+        let mut paid = owner_at(StateName::S5ConfirmLive);
+        paid.paid = true;
+        for words in ["hello?", "no", "not yet"] {
+            let (_, decision) = run(StateName::S5ConfirmLive, paid.clone(), text(words));
+            assert_eq!(
+                decision.replies,
+                vec![say(MessageKey::S5ExplainPaid)],
+                "{words:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_sent_the_payment_link_gets_it_again() {
+        let mut sent = owner_at(StateName::S5ConfirmLive);
+        sent.gate = Some(Gate::PaymentRequired);
+        let (onboarding, decision) = run(StateName::S5ConfirmLive, sent, text("hello?"));
+        assert_eq!(decision.replies.len(), 1);
+        assert!(decision.replies[0].contains(LINK), "{:?}", decision.replies);
+        assert_eq!(onboarding.conversation().misses, 1);
+        assert_eq!(onboarding.conversation().gate, Some(Gate::PaymentRequired));
+    }
+
+    #[test]
+    fn a_number_coming_free_serves_only_an_owner_waiting_for_one() {
+        let mut waiting = owner_at(StateName::S5ConfirmLive);
+        waiting.paid = true;
+        waiting.gate = Some(Gate::AwaitingNumber);
+        assert_eq!(waiting.waitlist_place(), WaitlistPlace::Queued);
+        let (_, decision) = run(
+            StateName::S5ConfirmLive,
+            waiting.clone(),
+            Event::NumberAvailable,
+        );
+        assert_eq!(decision.commands, vec![Command::AllocateNumber]);
+        assert!(decision.replies.is_empty());
+
+        // Told their number when it comes.
+        let (onboarding, decision) = run(
+            StateName::S5ConfirmLive,
+            waiting.clone(),
+            Event::NumberAllocated(number()),
+        );
+        assert_eq!(onboarding.state(), StateName::S6PhoneType);
+        assert_eq!(
+            onboarding.conversation().waitlist_place(),
+            WaitlistPlace::Out
+        );
+        assert!(decision.replies[0].contains("07700 900900"));
+
+        // Away changing an answer: their place is held, and they are not served meanwhile.
+        let (onboarding, _) = run(
+            StateName::S5ConfirmLive,
+            waiting,
+            text("change the business name"),
+        );
+        assert_eq!(onboarding.state(), StateName::S2BusinessName);
+        assert_eq!(
+            onboarding.conversation().waitlist_place(),
+            WaitlistPlace::Held
+        );
+        let (_, decision) = run(
+            StateName::S2BusinessName,
+            onboarding.conversation().clone(),
+            Event::NumberAvailable,
+        );
+        assert!(decision.commands.is_empty() && decision.replies.is_empty());
+
+        for state in StateName::ALL {
+            if state != StateName::S5ConfirmLive {
+                let (_, decision) = run(state, owner_at(state), Event::NumberAvailable);
+                assert_eq!(decision, Decision::default(), "{state}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_pool_running_dry_puts_a_paid_owner_on_the_waitlist() {
+        let mut paid = owner_at(StateName::S5ConfirmLive);
+        paid.paid = true;
+        let (onboarding, decision) = run(StateName::S5ConfirmLive, paid, Event::PoolEmpty);
+        assert_eq!(onboarding.conversation().gate, Some(Gate::AwaitingNumber));
+        assert_eq!(decision.replies, vec![say(MessageKey::S5Waitlist)]);
+    }
+
+    #[test]
+    fn the_verification_window_tells_once_and_call_me_opens_another() {
+        let s7 = owner_at(StateName::S7FwdSent);
+        let (onboarding, decision) = run(StateName::S7FwdSent, s7, text("done"));
+        assert_eq!(onboarding.state(), StateName::S8FwdConfirmed);
+        assert_eq!(decision.commands, vec![Command::PlaceVerifyCall]);
+        assert!(onboarding.conversation().awaiting_proof);
+
+        let s8 = StateName::S8FwdConfirmed;
+        let (onboarding, decision) =
+            run(s8, onboarding.conversation().clone(), Event::VerifyTimedOut);
+        assert_eq!(decision.replies, vec![say(MessageKey::VerifyTroubleshoot)]);
+        assert!(!onboarding.conversation().awaiting_proof);
+        // The same window never tells twice.
+        let closed = onboarding.conversation().clone();
+        let (_, decision) = run(s8, closed.clone(), Event::VerifyTimedOut);
+        assert_eq!(decision, Decision::default());
+
+        let (onboarding, decision) = run(s8, closed.clone(), text("call me"));
+        assert_eq!(decision.commands, vec![Command::PlaceVerifyCall]);
+        assert_eq!(decision.replies, vec![say(MessageKey::S8Ask)]);
+        assert!(onboarding.conversation().awaiting_proof);
+
+        let (_, decision) = run(s8, closed, text("hello?"));
+        assert_eq!(decision.replies, vec![say(MessageKey::S8Waiting)]);
+        assert!(decision.commands.is_empty());
+    }
+
+    #[test]
+    fn a_test_call_passes_through_s9_to_complete_and_closes_the_window() {
+        let mut waiting = owner_at(StateName::S8FwdConfirmed);
+        waiting.awaiting_proof = true;
+        let (onboarding, decision) =
+            run(StateName::S8FwdConfirmed, waiting, Event::TestCallDetected);
+        assert_eq!(onboarding.state(), StateName::Complete);
+        assert!(!onboarding.conversation().awaiting_proof);
+        assert_eq!(
+            decision.transitions,
+            vec![
+                (StateName::S8FwdConfirmed, StateName::S9TestCallDetected),
+                (StateName::S9TestCallDetected, StateName::Complete),
+            ]
+        );
+        assert_eq!(decision.replies, vec![say(MessageKey::Complete)]);
+    }
+
+    #[test]
+    fn an_expired_conversation_is_welcomed_back_at_its_step() {
+        let s3 = StateName::S3OwnerName;
+        let at_s3 = owner_at(s3);
+        let back = Event::TextAfterExpiry("Jo Smith".into());
+        let (onboarding, decision) = run(s3, at_s3.clone(), back.clone());
+        let catalog = flows().catalog(Locale::EnGb);
+        assert_eq!(
+            decision.replies,
+            [
+                vec![catalog.reminders().welcome_back.clone()],
+                entry(s3, &at_s3)
+            ]
+            .concat()
+        );
+        // Not taken as an answer.
+        assert_eq!(onboarding.state(), s3);
+        assert_eq!(onboarding.conversation(), &at_s3);
+
+        // At the payment gate, the link again.
+        let mut gate = owner_at(StateName::S5ConfirmLive);
+        gate.gate = Some(Gate::PaymentRequired);
+        let (_, decision) = run(StateName::S5ConfirmLive, gate, back.clone());
+        assert!(decision.replies[1].contains(LINK));
+
+        // Keywords keep their meaning; an opted-out owner is not answered.
+        let (onboarding, decision) = run(s3, at_s3.clone(), Event::TextAfterExpiry("STOP".into()));
+        assert!(onboarding.conversation().opted_out && decision.replies.is_empty());
+        let (_, decision) = run(s3, onboarding.conversation().clone(), back);
+        assert!(decision.replies.is_empty());
+    }
+
+    #[test]
+    fn stop_in_any_step_silences_until_start_asks_the_step_again() {
+        for state in StateName::ALL {
+            if state == StateName::S9TestCallDetected {
+                continue;
+            }
+            let (stopped, decision) = run(state, owner_at(state), text("STOP"));
+            assert!(stopped.conversation().opted_out, "{state}");
+            assert_eq!(stopped.state(), state);
+            assert!(decision.replies.is_empty(), "{state}");
+            let quiet = stopped.conversation().clone();
+            for words in ["hello?", "HELP", "yes please", "RESTART"] {
+                let (still, decision) = run(state, quiet.clone(), text(words));
+                assert_eq!(still.conversation(), &quiet, "{state} {words:?}");
+                assert!(decision.replies.is_empty(), "{state} {words:?}");
+            }
+            let (back, decision) = run(state, quiet, text("START"));
+            assert!(!back.conversation().opted_out);
+            assert_eq!(
+                decision.replies,
+                [
+                    vec![say(MessageKey::OptedIn)],
+                    entry(state, &owner_at(state))
+                ]
+                .concat(),
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn provider_events_still_apply_to_an_opted_out_owner_silently() {
+        let mut stopped = owner_at(StateName::S5ConfirmLive);
+        stopped.opted_out = true;
+        stopped.gate = Some(Gate::PaymentRequired);
+        let (onboarding, decision) =
+            run(StateName::S5ConfirmLive, stopped, Event::PaymentConfirmed);
+        assert!(onboarding.conversation().paid);
+        assert_eq!(decision.commands, vec![Command::AllocateNumber]);
+        assert!(decision.replies.is_empty());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Every state x every kind of event.
+
+    const TEXTS: [&str; 16] = [
+        "yes",
+        "no",
+        "hello?",
+        "STOP",
+        "START",
+        "HELP",
+        "RESTART",
+        "EDIT",
+        "change the town",
+        "2",
+        "DONE",
+        "CALL ME",
+        "Plumber in Leeds",
+        "",
+        "\u{1F44D}",
+        "jo@example.com",
+    ];
+
+    fn any_state() -> impl Strategy<Value = StateName> {
+        prop::sample::select(StateName::ALL.to_vec()).prop_filter("S9 is never stored", |s| {
+            *s != StateName::S9TestCallDetected
+        })
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        let words = prop::sample::select(TEXTS.to_vec()).prop_map(str::to_owned);
+        prop_oneof![
+            words.clone().prop_map(Event::Text),
+            words.clone().prop_map(Event::FirstText),
+            words.prop_map(Event::TextAfterExpiry),
+            ".{0,40}".prop_map(Event::Text),
+            Just(Event::PaymentConfirmed),
+            Just(Event::PaymentRevoked),
+            Just(Event::NumberAvailable),
+            Just(Event::NumberAllocated(number())),
+            Just(Event::NumberReturned(number())),
+            Just(Event::PoolEmpty),
+            Just(Event::TestCallDetected),
+            Just(Event::OwnCallNotProof),
+            Just(Event::VerifyTimedOut),
+            Just(Event::Reset),
+        ]
+    }
+
+    /// A stored owner the machine could have left at `state`.
+    fn owner(state: StateName) -> impl Strategy<Value = Conversation> {
+        (any::<bool>(), 0..4i32, any::<bool>(), 0..3u8).prop_map(
+            move |(opted_out, misses, flag, gate)| {
+                let mut c = owner_at(state);
+                c.opted_out = opted_out;
+                c.misses = misses;
+                match state {
+                    StateName::S5ConfirmLive => match gate {
+                        0 => c.paid = flag,
+                        1 => c.gate = Some(Gate::PaymentRequired),
+                        _ => {
+                            c.paid = true;
+                            c.gate = Some(Gate::AwaitingNumber);
+                        }
+                    },
+                    StateName::S8FwdConfirmed => c.awaiting_proof = flag,
+                    _ => {}
+                }
+                c
+            },
+        )
+    }
+
+    fn owner_and_state() -> impl Strategy<Value = (StateName, Conversation)> {
+        any_state().prop_flat_map(|state| (Just(state), owner(state)))
+    }
+
+    proptest! {
+        #[test]
+        fn every_state_handles_every_event_and_lands_in_a_state_that_exists(
+            (state, conversation) in owner_and_state(),
+            events in prop::collection::vec(any_event(), 1..6),
+            us in any::<bool>(),
+        ) {
+            let ctx = ctx(if us { Locale::EnUs } else { Locale::EnGb });
+            let mut at = state;
+            let mut stored = conversation;
+            for event in &events {
+                let mut onboarding = Onboarding::resume(at, stored, &ctx);
+                let decision = onboarding.handle(event, &ctx);
+                let now = onboarding.state();
+                let c = onboarding.conversation();
+                prop_assert!(StateName::ALL.contains(&now));
+                prop_assert_eq!(State::from(now).name(), now);
+                // S9 never rests; the gate only holds at the summary; the window only at S8.
+                prop_assert_ne!(now, StateName::S9TestCallDetected);
+                prop_assert!(c.gate.is_none() || now == StateName::S5ConfirmLive, "{:?} at {}", c.gate, now);
+                prop_assert!(!c.awaiting_proof || now == StateName::S8FwdConfirmed);
+                // Forwarding is never asked about without a number.
+                prop_assert!(!now.is_past_gate() || c.number.is_some());
+                prop_assert!(c.misses >= 0);
+                if c.opted_out {
+                    prop_assert!(decision.replies.is_empty());
+                }
+                prop_assert!(decision.replies.iter().all(|r| !r.is_empty()));
+                // The recorded transitions chain from where the owner was to where they are.
+                let mut from = at;
+                for (a, b) in &decision.transitions {
+                    prop_assert_eq!(*a, from);
+                    from = *b;
+                }
+                prop_assert_eq!(from, now);
+                if decision.commands.contains(&Command::PlaceVerifyCall) {
+                    prop_assert!(c.awaiting_proof);
+                }
+                at = now;
+                stored = c.clone();
+            }
+        }
+    }
 }

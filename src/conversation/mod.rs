@@ -5,5 +5,5 @@ pub mod parse;
 pub mod reminders;
 mod state;
 
-pub use machine::{Command, Context, Conversation, Decision, Event, step};
+pub use machine::{Command, Context, Conversation, Decision, Event, Onboarding, WaitlistPlace};
 pub use state::{Gate, StateName};

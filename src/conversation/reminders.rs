@@ -14,9 +14,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, Duration, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 
-use super::machine::{Context, Conversation, question};
+use super::machine::{Context, Conversation, needs};
 use super::state::{Gate, StateName};
-use crate::flows::MessageKey;
 
 /// How long a silent conversation lives before it expires, unless `EXPIRE_AFTER` says otherwise.
 pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::days(14);
@@ -224,8 +223,8 @@ pub enum Action {
 }
 
 /// What the owner's step asks of them, for the schedule and the copy.
-fn remindable(conversation: &Conversation) -> Remindable {
-    match conversation.state {
+fn remindable(state: StateName, conversation: &Conversation) -> Remindable {
+    match state {
         StateName::S9TestCallDetected | StateName::Complete => Remindable::Never,
         // We owe them a number: nothing to remind them of, but the step may change without a text.
         StateName::S5ConfirmLive if conversation.gate == Some(Gate::AwaitingNumber) => {
@@ -241,8 +240,8 @@ enum Remindable {
     Never,
 }
 
-/// Decides what a due timer does. `delays` is the schedule for the owner's step; `zone` is the
-/// owner's local time zone.
+/// Decides what a due timer does. The timer's state is the owner's step (the shell brings it up to
+/// date first); `delays` is the schedule for that step; `zone` is the owner's local time zone.
 pub fn decide(
     timer: &Timer,
     conversation: &Conversation,
@@ -255,7 +254,7 @@ pub fn decide(
     if conversation.opted_out {
         return Action::Stop;
     }
-    match remindable(conversation) {
+    match remindable(timer.state, conversation) {
         Remindable::Never => return Action::Stop,
         // Looked at again later, when a number may have come and with it a question to remind of.
         Remindable::WaitingOnUs => {
@@ -295,32 +294,13 @@ pub fn decide(
 /// The words of a reminder: the flows' `intro`, then what the step needs from the owner (the
 /// question again; at the payment gate, the payment link; at S7 the codes with "reply DONE"; at S8
 /// the test-call tips with "reply CALL ME"). `None` when the step has nothing to ask.
-pub fn reminder_text(conversation: &Conversation, ctx: &Context<'_>) -> Option<String> {
-    let body = current_ask(conversation, ctx)?;
+pub fn reminder_text(
+    state: StateName,
+    conversation: &Conversation,
+    ctx: &Context<'_>,
+) -> Option<String> {
+    let body = needs(state, conversation, ctx)?;
     Some(format!("{}\n{body}", ctx.catalog.reminders().intro))
-}
-
-/// The welcome for an owner whose conversation expired, with the step they are on.
-pub fn welcome_back_text(conversation: &Conversation, ctx: &Context<'_>) -> String {
-    let welcome = ctx.catalog.reminders().welcome_back.clone();
-    match current_ask(conversation, ctx) {
-        Some(body) => format!("{welcome}\n{body}"),
-        None => welcome,
-    }
-}
-
-fn current_ask(conversation: &Conversation, ctx: &Context<'_>) -> Option<String> {
-    let text = match (conversation.state, conversation.gate) {
-        (StateName::S5ConfirmLive, Some(Gate::PaymentRequired)) => ctx
-            .catalog
-            .render(MessageKey::S5Pay, &[("payment_link", ctx.payment_link)]),
-        (StateName::S5ConfirmLive, Some(Gate::AwaitingNumber)) => {
-            ctx.catalog.render(MessageKey::S5Waitlist, &[])
-        }
-        (StateName::S8FwdConfirmed, _) => ctx.catalog.render(MessageKey::VerifyTroubleshoot, &[]),
-        _ => question(conversation, ctx)?,
-    };
-    (!text.is_empty()).then_some(text)
 }
 
 /// A locale's `[reminders]` section of `flows/<locale>.toml`, checked when loaded.
@@ -416,13 +396,6 @@ mod tests {
         }
     }
 
-    fn conversation(state: StateName) -> Conversation {
-        Conversation {
-            state,
-            ..Conversation::default()
-        }
-    }
-
     fn decide_at(t: &Timer, c: &Conversation, now: &str) -> Action {
         decide(
             t,
@@ -481,7 +454,7 @@ mod tests {
     #[test]
     fn nothing_before_the_first_delay() {
         let t = timer(StateName::S3OwnerName, 0, MONDAY_9);
-        let c = conversation(StateName::S3OwnerName);
+        let c = Conversation::default();
         assert_eq!(
             decide_at(&t, &c, "2026-01-05T10:59:00Z"),
             Action::Wait {
@@ -492,7 +465,7 @@ mod tests {
 
     #[test]
     fn the_first_reminder_at_two_hours_then_the_second_at_twenty_four() {
-        let c = conversation(StateName::S3OwnerName);
+        let c = Conversation::default();
         let first = decide_at(
             &timer(StateName::S3OwnerName, 0, MONDAY_9),
             &c,
@@ -522,7 +495,7 @@ mod tests {
     #[test]
     fn after_the_last_reminder_only_expiry_is_left() {
         let t = timer(StateName::S3OwnerName, 2, MONDAY_9);
-        let c = conversation(StateName::S3OwnerName);
+        let c = Conversation::default();
         assert_eq!(
             decide_at(&t, &c, "2026-01-08T09:00:00Z"),
             Action::Wait {
@@ -535,7 +508,7 @@ mod tests {
     #[test]
     fn a_reminder_due_at_night_waits_for_morning() {
         let t = timer(StateName::S2BusinessName, 0, "2026-01-05T21:00:00Z");
-        let c = conversation(StateName::S2BusinessName);
+        let c = Conversation::default();
         assert_eq!(
             decide_at(&t, &c, "2026-01-05T23:00:00Z"),
             Action::Defer {
@@ -547,14 +520,16 @@ mod tests {
     #[test]
     fn opted_out_and_finished_owners_are_never_reminded() {
         let t = timer(StateName::S3OwnerName, 0, MONDAY_9);
-        let mut c = conversation(StateName::S3OwnerName);
-        c.opted_out = true;
+        let c = Conversation {
+            opted_out: true,
+            ..Conversation::default()
+        };
         assert_eq!(decide_at(&t, &c, "2026-01-05T11:00:00Z"), Action::Stop);
         for state in [StateName::Complete, StateName::S9TestCallDetected] {
             assert_eq!(
                 decide_at(
                     &timer(state, 0, MONDAY_9),
-                    &conversation(state),
+                    &Conversation::default(),
                     "2026-01-05T11:00:00Z"
                 ),
                 Action::Stop
@@ -565,9 +540,11 @@ mod tests {
     #[test]
     fn an_owner_waiting_for_a_number_is_looked_at_again_but_not_reminded() {
         let t = timer(StateName::S5ConfirmLive, 0, MONDAY_9);
-        let mut c = conversation(StateName::S5ConfirmLive);
-        c.gate = Some(Gate::AwaitingNumber);
-        c.paid = true;
+        let c = Conversation {
+            gate: Some(Gate::AwaitingNumber),
+            paid: true,
+            ..Conversation::default()
+        };
         assert!(matches!(
             decide_at(&t, &c, "2026-01-05T11:00:00Z"),
             Action::Wait { .. }
@@ -578,7 +555,7 @@ mod tests {
     fn every_step_before_the_test_call_is_reminded_and_expires() {
         for state in StateName::ALL {
             let t = timer(state, 0, MONDAY_9);
-            let c = conversation(state);
+            let c = Conversation::default();
             let expected = !matches!(state, StateName::S9TestCallDetected | StateName::Complete);
             let due = decide_at(&t, &c, "2026-01-05T11:00:00Z");
             assert_eq!(matches!(due, Action::Remind { .. }), expected, "{state}");
@@ -590,7 +567,7 @@ mod tests {
     #[test]
     fn an_empty_schedule_sends_nothing_but_still_expires() {
         let t = timer(StateName::S3OwnerName, 0, MONDAY_9);
-        let c = conversation(StateName::S3OwnerName);
+        let c = Conversation::default();
         let quiet = QuietHours::default();
         let now = at("2026-01-05T11:00:00Z");
         assert_eq!(
@@ -719,43 +696,49 @@ mod tests {
             catalog: flows.catalog(crate::domain::Locale::EnGb),
             payment_link: "https://pay.example/link",
         };
-        let mut c = conversation(StateName::S3OwnerName);
-        c.business_name = Some("Smith Plumbing".into());
-        let text = reminder_text(&c, &ctx).unwrap();
+        let c = Conversation {
+            business_name: Some("Smith Plumbing".into()),
+            ..Conversation::default()
+        };
+        let text = reminder_text(StateName::S3OwnerName, &c, &ctx).unwrap();
         assert!(text.starts_with(&ctx.catalog.reminders().intro), "{text}");
         assert!(
             text.ends_with("Smith Plumbing it is. And what's your name?"),
             "{text}"
         );
 
-        let mut gate = conversation(StateName::S5ConfirmLive);
-        gate.gate = Some(Gate::PaymentRequired);
+        let gate = Conversation {
+            gate: Some(Gate::PaymentRequired),
+            ..Conversation::default()
+        };
         assert!(
-            reminder_text(&gate, &ctx)
+            reminder_text(StateName::S5ConfirmLive, &gate, &ctx)
                 .unwrap()
                 .contains("https://pay.example/link")
         );
 
-        let mut s7 = conversation(StateName::S7FwdSent);
-        s7.number = Some("+447700900980".parse().unwrap());
-        s7.phone_type = Some(crate::domain::PhoneType::Android);
-        let text = reminder_text(&s7, &ctx).unwrap();
+        let s7 = Conversation {
+            number: Some("+447700900980".parse().unwrap()),
+            phone_type: Some(crate::domain::PhoneType::Android),
+            ..Conversation::default()
+        };
+        let text = reminder_text(StateName::S7FwdSent, &s7, &ctx).unwrap();
         assert!(
             text.contains("**004*+447700900980#") && text.contains("Reply DONE"),
             "{text}"
         );
 
-        let text = reminder_text(&conversation(StateName::S8FwdConfirmed), &ctx).unwrap();
+        let text =
+            reminder_text(StateName::S8FwdConfirmed, &Conversation::default(), &ctx).unwrap();
         assert!(text.contains("Reply CALL ME"), "{text}");
 
         assert_eq!(
-            reminder_text(&conversation(StateName::S9TestCallDetected), &ctx),
+            reminder_text(
+                StateName::S9TestCallDetected,
+                &Conversation::default(),
+                &ctx
+            ),
             None
-        );
-        let back = welcome_back_text(&c, &ctx);
-        assert!(
-            back.starts_with("Welcome back") && back.contains("what's your name?"),
-            "{back}"
         );
     }
 
@@ -808,7 +791,7 @@ mod tests {
             let quiet = QuietHours::default();
             let t = timer(StateName::S3OwnerName, sent, MONDAY_9);
             let now = at(MONDAY_9) + Duration::hours(hours);
-            let action = decide(&t, &conversation(StateName::S3OwnerName), Schedule::standard().delays(),
+            let action = decide(&t, &Conversation::default(), Schedule::standard().delays(),
                 DEFAULT_EXPIRE_AFTER, &quiet, zone, now);
             match action {
                 Action::Remind { next_due, .. } => {

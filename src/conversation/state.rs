@@ -1,4 +1,7 @@
 //! The names of the conversation's steps and gates, as stored, shown by the admin API and written in fixtures.
+//!
+//! A step's name is derived from the state machine's state, and back, in one place
+//! (`State::name` and `From<StateName> for State` in `machine.rs`).
 
 use std::fmt;
 

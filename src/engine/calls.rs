@@ -173,7 +173,6 @@ impl<S: Store> Engine<S> {
             let Some(mut owner) = due.into_iter().next() else {
                 return Ok(told);
             };
-            owner.verify_started_at = None;
             tracing::info!(
                 event = "VERIFY_TIMED_OUT",
                 owner_id = %owner.id,

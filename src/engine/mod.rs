@@ -1,6 +1,6 @@
 //! The shell around the conversation: each inbound event runs in one database transaction.
 //!
-//! An event loads and locks the owner, runs the pure [`conversation::step`], carries out the commands it
+//! An event loads and locks the owner, runs it through the pure [`Onboarding`], carries out the commands it
 //! returns (allocating or releasing a number) inside the same transaction, feeds their results back in,
 //! and stores the new state with its replies. A retried provider id gets the stored answer back.
 //!
@@ -23,7 +23,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::{Clock, Ids};
 use crate::config::Config;
-use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
+use crate::conversation::{
+    Command, Context, Conversation, Decision, Event, Gate, Onboarding, StateName, WaitlistPlace,
+};
 use crate::domain::{OwnerId, PhoneNumber};
 use crate::flows::{Flows, MessageKey};
 use crate::reminders::ReminderSettings;
@@ -333,11 +335,11 @@ impl<S: Store> Engine<S> {
             catalog: self.flows.catalog(owner.locale),
             payment_link: &payment_link,
         };
-        let mut conversation = conversation_of(owner);
+        let mut onboarding = Onboarding::resume(owner.state, conversation_of(owner), &ctx);
         let was_opted_out = owner.opted_out;
         let gate_before = owner.gate;
-        let decision = conversation::step(&mut conversation, event, &ctx);
-        apply_conversation(owner, conversation, now);
+        let decision = onboarding.handle(event, &ctx);
+        apply_conversation(owner, &onboarding, now);
 
         if owner.gate != gate_before {
             let name = match owner.gate {
@@ -417,10 +419,9 @@ fn merge(mut first: Decision, then: Decision) -> Decision {
     first
 }
 
-/// The conversation's view of a stored owner.
+/// The conversation's view of a stored owner (the step they are on is the machine's state).
 pub fn conversation_of(owner: &Owner) -> Conversation {
     Conversation {
-        state: owner.state,
         gate: owner.gate,
         business_type: owner.business_type.clone(),
         location: owner.location.clone(),
@@ -432,44 +433,44 @@ pub fn conversation_of(owner: &Owner) -> Conversation {
         opted_out: owner.opted_out,
         paid: owner.payment_active,
         number: owner.twilio_number.clone(),
+        awaiting_proof: owner.verify_started_at.is_some(),
     }
 }
 
 /// Writes a conversation back onto the stored owner, keeping the times that go with its changes
 /// (`updated_at` is the caller's: it moves only when something did).
-fn apply_conversation(owner: &mut Owner, c: Conversation, now: DateTime<Utc>) {
+fn apply_conversation(owner: &mut Owner, onboarding: &Onboarding, now: DateTime<Utc>) {
+    let c = onboarding.conversation();
     if c.paid && !owner.payment_active {
         owner.paid_at = Some(now);
     }
     if !c.paid {
         owner.paid_at = None;
     }
-    match c.gate {
-        Some(Gate::AwaitingNumber) => {
+    match c.waitlist_place() {
+        WaitlistPlace::Queued => {
             owner.waitlisted_at.get_or_insert(now);
         }
-        // A paid owner who steps away to change an answer is not served meanwhile (the queue
-        // is owners at the gate) but keeps their place for when they say YES again.
-        _ if c.paid && c.number.is_none() => {}
-        _ => owner.waitlisted_at = None,
+        WaitlistPlace::Held => {}
+        WaitlistPlace::Out => owner.waitlisted_at = None,
     }
-    // The window is open only while waiting for proof.
-    if c.state != StateName::S8FwdConfirmed {
+    // Opened by the verification call's command (which records when), closed by the conversation.
+    if !c.awaiting_proof {
         owner.verify_started_at = None;
     }
-    owner.state = c.state;
+    owner.state = onboarding.state();
     owner.gate = c.gate;
-    owner.business_type = c.business_type;
-    owner.location = c.location;
-    owner.business_name = c.business_name;
-    owner.owner_name = c.owner_name;
-    owner.notify = c.notify;
+    owner.business_type.clone_from(&c.business_type);
+    owner.location.clone_from(&c.location);
+    owner.business_name.clone_from(&c.business_name);
+    owner.owner_name.clone_from(&c.owner_name);
+    owner.notify.clone_from(&c.notify);
     owner.phone_type = c.phone_type;
     owner.misses = c.misses;
     owner.opted_out = c.opted_out;
     owner.payment_active = c.paid;
     // A released number stays on the owner until the release command has quarantined it.
     if c.number.is_some() {
-        owner.twilio_number = c.number;
+        owner.twilio_number.clone_from(&c.number);
     }
 }

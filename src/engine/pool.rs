@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::conversation::{Command, Decision, Gate};
+use crate::conversation::{Command, Decision, Event, Gate};
 use crate::domain::{Country, PhoneNumber};
 use crate::store::{NewPoolNumber, Owner, QuarantineOutcome, Store, Tx};
 
@@ -121,7 +121,7 @@ impl<S: Store> Engine<S> {
                 return Ok(served);
             };
             let decision = self
-                .run_commands(&mut tx, &mut owner, vec![Command::AllocateNumber], now)
+                .run_unsaved(&mut tx, &mut owner, Event::NumberAvailable, now)
                 .await?;
             if owner.gate == Some(Gate::AwaitingNumber) {
                 // Still no number: the pool ran dry again; leave the rest waiting (and roll back).

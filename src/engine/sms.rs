@@ -87,24 +87,28 @@ impl<S: Store> Engine<S> {
         } else {
             tx.reminder_timer(&owner.id).await?
         };
-        let decision = if self.welcomes_back(timer.as_ref(), &owner, &sms.body) {
-            self.welcome_back(&owner)
+        // The first text from a new owner is greeted, and read for whatever it already says; one
+        // after a silence that expired the conversation is welcomed back.
+        let event = if created {
+            Event::FirstText(sms.body.clone())
+        } else if timer.as_ref().is_some_and(|t| t.expired_at.is_some()) {
+            tracing::info!(
+                event = "CONVERSATION_RESUMED",
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
+                state = %owner.state,
+            );
+            Event::TextAfterExpiry(sms.body.clone())
         } else {
-            // The first text from a new owner is greeted, and read for whatever it already says.
-            let event = if created {
-                Event::FirstText(sms.body.clone())
-            } else {
-                Event::Text(sms.body.clone())
-            };
-            let stored = owner.clone();
-            let decision = self.run_unsaved(&mut tx, &mut owner, event, now).await?;
-            // HELP, a question, a text while opted out: many texts change nothing to write.
-            if owner != stored {
-                owner.updated_at = now;
-                tx.save_owner(&owner).await?;
-            }
-            decision
+            Event::Text(sms.body.clone())
         };
+        let stored = owner.clone();
+        let decision = self.run_unsaved(&mut tx, &mut owner, event, now).await?;
+        // HELP, a question, a text while opted out: many texts change nothing to write.
+        if owner != stored {
+            owner.updated_at = now;
+            tx.save_owner(&owner).await?;
+        }
         self.owner_texted(&mut tx, timer, &owner, now).await?;
         let reply = if owner.opted_out || decision.replies.is_empty() {
             None
