@@ -233,10 +233,7 @@ pub async fn run(
     mut input: Input<impl BufRead>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    loop {
-        let Some(line) = input.read_line(out)? else {
-            break;
-        };
+    while let Some(line) = input.read_line(out)? {
         if line.trim().is_empty() && !line.is_empty() {
             // Whitespace only: a text a phone could send, but surely a slip here.
             continue;
