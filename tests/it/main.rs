@@ -23,6 +23,6 @@ mod replay_update;
 mod replenish;
 mod store;
 mod stripe_race;
-mod twilio_client;
+mod twilio_owner;
 mod understanding;
 mod webhook_fuzz;
