@@ -10,7 +10,12 @@
 //! a manual clock and a pool of test numbers it adds itself: nothing to set up, no file written.
 //! Against a live server ([`Live`], `--target URL`) the same commands are webhooks signed as
 //! Twilio and Stripe sign them, and the texts the server sends first are read from its admin API.
-//! The loop reads plain lines, so it works the same from a pipe as from a terminal.
+//! From a pipe the loop reads plain lines; in a terminal it edits the line being typed (arrows,
+//! Home/End, the usual Ctrl keys, this session's history: [`line`] decides, [`terminal`] does the
+//! I/O).
+
+mod line;
+mod terminal;
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -174,23 +179,62 @@ pub trait Backend {
     async fn restart(&mut self) -> anyhow::Result<()>;
 }
 
+/// Where the owner's lines come from.
+pub enum Input<R> {
+    /// Plain lines (a pipe, a file); `prompt` shows `you> ` before each.
+    Lines {
+        lines: std::io::Lines<R>,
+        prompt: bool,
+    },
+    /// A terminal, with line editing and history.
+    Terminal(terminal::Terminal),
+}
+
+impl<R: BufRead> Input<R> {
+    /// Line editing when `input` is stdin and both stdin and stdout are a terminal; plain lines
+    /// (with the prompt when `input` is a terminal) otherwise.
+    pub fn stdin(input: R) -> Input<R> {
+        use std::io::IsTerminal;
+        let stdin_is_terminal = std::io::stdin().is_terminal();
+        if stdin_is_terminal
+            && std::io::stdout().is_terminal()
+            && let Some(terminal) = terminal::Terminal::on_stdin()
+        {
+            return Input::Terminal(terminal);
+        }
+        Input::plain(input, stdin_is_terminal)
+    }
+
+    /// Plain lines from `input`.
+    pub fn plain(input: R, prompt: bool) -> Input<R> {
+        Input::Lines {
+            lines: input.lines(),
+            prompt,
+        }
+    }
+
+    /// The next line without its ending; `None` at the end of the input.
+    fn read_line(&mut self, out: &mut impl Write) -> std::io::Result<Option<String>> {
+        match self {
+            Input::Lines { lines, prompt } => {
+                if *prompt {
+                    write!(out, "{}", terminal::PROMPT)?;
+                    out.flush()?;
+                }
+                lines.next().transpose()
+            }
+            Input::Terminal(terminal) => terminal.read_line(out),
+        }
+    }
+}
+
 /// The chat loop: reads lines until `/quit` or the end of the input.
 pub async fn run(
     backend: &mut impl Backend,
-    input: impl BufRead,
+    mut input: Input<impl BufRead>,
     out: &mut impl Write,
-    prompt: bool,
 ) -> anyhow::Result<()> {
-    let mut lines = input.lines();
-    loop {
-        if prompt {
-            write!(out, "you> ")?;
-            out.flush()?;
-        }
-        let Some(line) = lines.next() else {
-            break;
-        };
-        let line = line?;
+    while let Some(line) = input.read_line(out)? {
         if line.trim().is_empty() && !line.is_empty() {
             // Whitespace only: a text a phone could send, but surely a slip here.
             continue;

@@ -216,7 +216,7 @@ async fn chat(config: &Config, phone: &str, target: Option<&str>) -> anyhow::Res
     let owner = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone {phone:?}: {e}"))?;
     let interactive = std::io::stdin().is_terminal();
     let mut out = std::io::stdout().lock();
-    let input = std::io::stdin().lock();
+    let input = onboard::chat::Input::stdin(std::io::stdin().lock());
     match target {
         Some(target) => {
             let remote = onboard::live::Remote::new(live_target(config, target)?);
@@ -228,7 +228,7 @@ async fn chat(config: &Config, phone: &str, target: Option<&str>) -> anyhow::Res
                      /help lists the commands, /quit leaves."
                 )?;
             }
-            onboard::chat::run(&mut backend, input, &mut out, interactive).await
+            onboard::chat::run(&mut backend, input, &mut out).await
         }
         None => {
             let flows = Arc::new(app::load_flows(config)?);
@@ -243,7 +243,7 @@ async fn chat(config: &Config, phone: &str, target: Option<&str>) -> anyhow::Res
                 )?;
             }
             // The engine's futures are awaited here, one line at a time.
-            onboard::chat::run(&mut backend, input, &mut out, interactive).await
+            onboard::chat::run(&mut backend, input, &mut out).await
         }
     }
 }

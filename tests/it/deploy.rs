@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const UNIT: &str = include_str!("../deploy/onboard.service");
+const UNIT: &str = include_str!("../../deploy/onboard.service");
 
 /// Runs `systemd-analyze verify` on `unit` (its `ExecStart` pointed at the binary under test, as
 /// verify checks that it exists); answers everything it printed.

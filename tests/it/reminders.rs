@@ -2,7 +2,7 @@
 //! exactly once, and each one is recorded for the admin API's counts. Run on PostgreSQL, where the
 //! claims race for real (`FOR UPDATE ... SKIP LOCKED`), and on SQLite.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! the wrong kind of body, and the command line's messages (`.env`, `--help`, a taken port, a
 //! missing database, a bad argument, a closed pipe).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

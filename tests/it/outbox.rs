@@ -2,7 +2,7 @@
 //! and the reconciliation that keeps an uncertain attempt (a timeout, a 5xx, a worker that died
 //! mid-send) from becoming a double text. Every test runs on both back ends.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! nobody gets one twice, twenty wait, and those twenty are served first come, first served when
 //! numbers are added. Nothing here depends on timing: the race only makes the overlap likely.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //!
 //! Signatures are off (dev mode) so that the inputs reach the parsers behind them.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -2,7 +2,7 @@
 //! production does (`app::serve`, on PostgreSQL), signed as Twilio and Stripe sign, read back
 //! through the admin API; and the `POST /admin/api/pool` it adds pool numbers with.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Every fixture conversation in `fixtures/conversations`, replayed on SQLite and on PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests (`mod support;` in a file under `tests/`).
+//! Helpers shared by the integration tests (`crate::support` in every module of `tests/it/`).
 //!
 //! PostgreSQL tests get their server from `DATABASE_URL`, which `scripts/test` sets up
 //! (it starts a throwaway server when `DATABASE_URL` is not already set).

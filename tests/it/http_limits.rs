@@ -3,7 +3,7 @@
 //! The timeouts are configured short; the waits below are only safety nets for a broken server,
 //! never measurements.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! captured and searched, and so do the error paths (a text Twilio refuses, an answer it garbles,
 //! a number purchase it refuses, a database URL we cannot use).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! does when a purchase cannot be kept or its outcome is unknown, the daily cap, the circuit
 //! breaker, and two replicas on one PostgreSQL. Time is a manual clock: nothing here waits.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::future::Future;

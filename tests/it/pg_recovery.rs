@@ -2,7 +2,7 @@
 //! of them, nor wait long for a new one: each checkout checks its connection first and replaces
 //! a dead one at once. A restart is played by killing the pool's connections on the server.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Stripe delivers the same event twice at the same moment (its retries overlap a slow first
 //! delivery): exactly one delivery processes it, the other is a duplicate. On both back ends.
 
-mod support;
+use crate::support;
 
 use chrono::Utc;
 use onboard::domain::{OwnerId, PhoneNumber};

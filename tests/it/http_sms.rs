@@ -1,6 +1,6 @@
 //! The SMS webhook over HTTP: signatures, bad input, retries, and the admin API.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! instructions, DONE, the verification call placed through Twilio's Calls API, the call arriving
 //! back at the allocated number from our caller id, COMPLETE.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! function run once on an in-memory SQLite database and once on a fresh PostgreSQL database
 //! (`DATABASE_URL` names the server). The races at the end are PostgreSQL's own.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::future::Future;

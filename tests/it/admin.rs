@@ -1,7 +1,7 @@
 //! The admin API over HTTP: search, one owner in full, webhook events and their reprocessing,
 //! reset, releasing a number, the funnel; masking, pagination and every refusal.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, Duration, Utc};
 use onboard::domain::OwnerId;
