@@ -214,7 +214,6 @@ impl<S: Store> Engine<S> {
         tx.finish_inbound(&sms.message_sid, Some(&client.id), &response)
             .await?;
         tx.commit().await?;
-        self.check_pool_after(&decision, &client).await;
         Ok(response)
     }
 
@@ -245,7 +244,6 @@ impl<S: Store> Engine<S> {
         let decision = self.run(&mut tx, &mut client, event, now).await?;
         let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
         tx.commit().await?;
-        self.check_pool_after(&decision, &client).await;
         Ok(Outcome {
             client_id: client.id,
             state: client.state,
@@ -322,19 +320,22 @@ impl<S: Store> Engine<S> {
         Ok(returned)
     }
 
-    /// A payment may have allocated a number: check what is left where we sell.
-    pub(crate) async fn after_payment(&self) {
-        for country in [Country::Gb, Country::Us] {
-            self.check_pool(country).await;
-        }
-    }
-
-    /// Logs `POOL_LOW` when a country has fewer than `pool_low_water` numbers left. Counts no
-    /// further than the low-water mark, so it costs the same with a million numbers as with ten.
-    async fn check_pool(&self, country: Country) {
+    /// The pool keeper's low-water check, for each country we sell in: logs `POOL_LOW` when a
+    /// country's available numbers cross below `pool_low_water`, once per crossing whichever
+    /// replica sees it first (the level last seen is stored). Counts no further than the mark, so
+    /// it costs the same with a million numbers as with ten. Returns the countries that crossed,
+    /// with the numbers they have left.
+    pub async fn check_pool_levels(&self) -> Result<Vec<(Country, i64)>, EngineError> {
         let low_water = self.settings.pool_low_water;
-        match self.store.available_numbers(country, low_water).await {
-            Ok(available) if available < low_water => {
+        let mut crossed = Vec::new();
+        for country in [Country::Gb, Country::Us] {
+            let available = self.store.available_numbers(country, low_water).await?;
+            let mut tx = self.store.begin().await?;
+            let changed = tx
+                .note_pool_level(country, available < low_water, available, self.clock.now())
+                .await?;
+            tx.commit().await?;
+            if changed == Some(true) {
                 tracing::warn!(
                     event = "POOL_LOW",
                     country = country.code(),
@@ -342,17 +343,10 @@ impl<S: Store> Engine<S> {
                     low_water,
                     "add numbers: onboard pool add"
                 );
+                crossed.push((country, available));
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(event = "POOL_STATS_FAILED", error = %e),
         }
-    }
-
-    /// After an event: if it allocated a number, check the pool of the owner's country.
-    async fn check_pool_after(&self, decision: &Decision, client: &Client) {
-        if decision.commands.contains(&Command::AllocateNumber) {
-            self.check_pool(client.country()).await;
-        }
+        Ok(crossed)
     }
 
     /// The owner with this phone number, if any.
@@ -427,7 +421,6 @@ impl<S: Store> Engine<S> {
                 .queue_proactive(&mut tx, &client, &decision, now)
                 .await?;
             tx.commit().await?;
-            self.check_pool_after(&decision, &client).await;
             served.push(Outcome {
                 client_id: client.id,
                 state: client.state,
