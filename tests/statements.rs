@@ -156,7 +156,7 @@ fn check(backend: Backend, counts: &[(Kind, usize)]) {
             "{backend:?} {kind:?}: no statement counted; sqlx's `sqlx::query` events no longer \
              reach the counting layer"
         );
-        if count > &bound {
+        if *count > bound {
             over.push(format!(
                 "{kind:?} took {count} statements, more than its bound of {bound}"
             ));
