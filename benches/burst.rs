@@ -247,7 +247,7 @@ async fn bench(database_url: String, options: PgConnectOptions) -> anyhow::Resul
     let server = tokio::spawn(onboard::app::serve(config, async move {
         let _ = stopped.await;
     }));
-    let client = Client::new(format!("http://{listen}"))?;
+    let client = Owner::new(format!("http://{listen}"))?;
     let bare = PgPoolOptions::new()
         .max_connections(PAY_CONCURRENCY as u32)
         // The limit is the statements alone: no ping before each transaction.
@@ -290,12 +290,12 @@ async fn free_port() -> anyhow::Result<String> {
 // --- the HTTP side -------------------------------------------------------------------------------
 
 #[derive(Clone)]
-struct Client {
+struct Owner {
     base: String,
     http: reqwest::Client,
 }
 
-impl Client {
+impl Owner {
     fn new(base: String) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(PAY_CONCURRENCY)
@@ -461,7 +461,7 @@ where
 /// different owners), each owner's texts in order. Returns the wall time and the owners' ids, read
 /// from the payment link of the last reply.
 async fn walk_to_s5(
-    client: &Client,
+    owner: &Owner,
     phones: Vec<String>,
     tag: &str,
 ) -> anyhow::Result<(Duration, Vec<String>)> {
@@ -513,7 +513,7 @@ impl Inbound {
     }
 }
 
-async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
+async fn part_a(owner: &Owner, bare: &PgPool) -> anyhow::Result<Inbound> {
     let texts = OWNERS * SCRIPT.len();
     println!(
         "\nA. inbound SMS: {} owners x {} texts, {SMS_CONCURRENCY} concurrent",
@@ -606,7 +606,7 @@ async fn bare_text(pool: &PgPool, k: usize, step: usize) -> anyhow::Result<()> {
         STATES[step - 1]
     };
     sqlx::query(
-        "INSERT INTO state_history (client_id, from_state, to_state, cause, at) \
+        "INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
          VALUES ($1, $2, $3, 'sms', $4)",
     )
     .bind(&id)
@@ -630,7 +630,7 @@ async fn bare_text(pool: &PgPool, k: usize, step: usize) -> anyhow::Result<()> {
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE inbound_messages SET client_id = $2, response = $3 WHERE message_sid = $1")
+    sqlx::query("UPDATE inbound_messages SET owner_id = $2, response = $3 WHERE message_sid = $1")
         .bind(&sid)
         .bind(&id)
         .bind(
@@ -660,7 +660,7 @@ impl Payments {
 }
 
 async fn part_b(
-    client: &Client,
+    owner: &Owner,
     bare: &PgPool,
     twilio: &FakeTwilio,
     owner_ids: &[String],
@@ -676,11 +676,11 @@ async fn part_b(
     );
 
     twilio.expect(OWNERS);
-    let client_ = client.clone();
+    let owner_ = client.clone();
     let items: Vec<(usize, String)> = owner_ids.iter().cloned().enumerate().collect();
     let started = Instant::now();
     let answered = concurrently(items, PAY_CONCURRENCY, move |(k, id)| {
-        let client = client_.clone();
+        let client = owner_.clone();
         async move { client.pay(k, &id).await }
     })
     .await?;
@@ -731,7 +731,7 @@ async fn bare_allocation_round(
                 "WITH pick AS ( \
                      SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
                      ORDER BY created_at, e164 LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 UPDATE pool_numbers AS p SET status = 'ASSIGNED', client_id = $2, \
+                 UPDATE pool_numbers AS p SET status = 'ASSIGNED', owner_id = $2, \
                      assigned_at = $3, updated_at = $3 \
                  FROM pick WHERE p.e164 = pick.e164 RETURNING p.e164",
             )

@@ -267,7 +267,7 @@ async fn journey<S: Store>(app: &TestApp<S>, twilio: &MockServer) -> Vec<(Kind, 
     text(app, "SMst6", "YES").await;
     let owner = app
         .engine
-        .client_by_phone(&OWNER.parse().unwrap())
+        .owner_by_phone(&OWNER.parse().unwrap())
         .await
         .unwrap()
         .expect("the owner exists");

@@ -52,7 +52,7 @@ pub struct OutboundResult {
 /// The columns every claim returns, in the order `OutboundRow` reads them, then `opted_out`.
 macro_rules! claimed_columns {
     () => {
-        "id, client_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
+        "id, owner_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
          attempted_at, kind, created_at"
     };
 }
@@ -125,7 +125,7 @@ pub(super) mod postgres {
         claimed_columns!(),
         ") SELECT claimed.*, \
              CASE WHEN COALESCE(c.opted_out, TRUE) THEN 1::int8 ELSE 0::int8 END AS opted_out \
-         FROM claimed LEFT JOIN clients c ON c.id = claimed.client_id \
+         FROM claimed LEFT JOIN owners c ON c.id = claimed.owner_id \
          ORDER BY claimed.id"
     );
 
@@ -150,8 +150,8 @@ pub(super) mod sqlite {
         claim_set!(),
         " WHERE id IN (SELECT id FROM due) RETURNING ",
         claimed_columns!(),
-        ", COALESCE((SELECT c.opted_out FROM clients c \
-             WHERE c.id = outbound_messages.client_id), 1) AS opted_out"
+        ", COALESCE((SELECT c.opted_out FROM owners c \
+             WHERE c.id = outbound_messages.owner_id), 1) AS opted_out"
     );
 
     /// Every result of a batch in one statement: `$1` a JSON array of [`super::record_rows`],
