@@ -590,7 +590,7 @@ async fn bare_text(pool: &PgPool, k: usize, step: usize) -> anyhow::Result<()> {
     .rows_affected();
     ensure!(claimed == 1, "bare: {sid} was already claimed");
     let id: String = sqlx::query_scalar(
-        "INSERT INTO clients (id, owner_phone, country, locale, state, created_at, updated_at) \
+        "INSERT INTO owners (id, owner_phone, country, locale, state, created_at, updated_at) \
          VALUES ($1, $2, 'GB', 'en-GB', 'S1_BUSINESS_TYPE_LOCATION', $3, $3) \
          ON CONFLICT (owner_phone) DO UPDATE SET updated_at = EXCLUDED.updated_at \
          RETURNING id",
@@ -616,7 +616,7 @@ async fn bare_text(pool: &PgPool, k: usize, step: usize) -> anyhow::Result<()> {
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE clients SET state = $2, business_type = $3, location = $4, business_name = $5, \
+        "UPDATE owners SET state = $2, business_type = $3, location = $4, business_name = $5, \
              owner_name = $6, notify = $7, updated_at = $8 \
          WHERE id = $1",
     )
