@@ -24,13 +24,20 @@
 //! Rate limits are waited out (after `Retry-After`, capped at [`MAX_RETRY_WAIT`]) without spending
 //! an attempt: a burst of 429s only delays a text. Attempts count real sends, and set the backoff.
 //!
-//! # Leases
-//! A worker claims a batch under one lease. Once a quarter of it has gone by, it renews each
-//! message's lease just before sending it; the renewal fails if the claim is no longer the
-//! worker's (another took the message over), and then the worker leaves it alone. Once half the
-//! lease has gone by, the rest of the batch is handed back rather than worked late.
+//! # Batches and leases
+//! A worker claims a batch under one lease, in one statement that also reads whether each owner
+//! opted out, sends to different owners together (one owner's texts one after another, in order),
+//! and records what became of the whole batch in one statement. Once a quarter of the lease has
+//! gone by, it renews each message's lease just before sending it, recording the results so far
+//! in the same transaction (so a text that went out is on record before its lease can run out);
+//! the renewal fails if the claim is no longer the worker's (another took the message over), and
+//! then the worker leaves it alone. Once half the lease has gone by, the rest of the batch is
+//! handed back rather than worked late.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,7 +45,10 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::{PhoneNumber, mask_pii};
-use crate::store::{OutboundKind, OutboundMessage, OutboundStatus, Store, StoreError, Tx};
+use crate::store::{
+    ClaimedOutbound, OutboundKind, OutboundMessage, OutboundOutcome, OutboundResult,
+    OutboundStatus, Store, StoreError, Tx,
+};
 use crate::twilio::client::{SentMessage, TwilioClient};
 
 /// How far Twilio's clock may be behind ours when we ask what it sent since an attempt.
@@ -162,8 +172,13 @@ impl<S: Store> Outbox<S> {
         tracing::info!(event = "OUTBOX_STOPPED");
     }
 
-    /// Claims one batch and works through it; returns how many messages it handled. Messages left
-    /// when `shutdown` turns true, or once half the lease is gone, go straight back to the outbox.
+    /// Claims one batch and works through it; returns how many messages it handled. Messages
+    /// left when `shutdown` turns true, or once half the lease is gone, go straight back to the
+    /// outbox. The claim is one statement and reads all the sends need; what became of the batch
+    /// is recorded in one statement at the end.
+    ///
+    /// Messages to one owner go out one after another, in the order queued; different owners'
+    /// messages go out together.
     pub async fn run_once(
         &self,
         shutdown: Option<&watch::Receiver<bool>>,
@@ -173,7 +188,7 @@ impl<S: Store> Outbox<S> {
             chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::MAX);
         let mut tx = self.store.begin().await?;
         let batch = tx
-            .claim_outbound(
+            .claim_outbound_batch(
                 claimed_at,
                 add_capped(claimed_at, lease),
                 self.settings.batch,
@@ -181,47 +196,115 @@ impl<S: Store> Outbox<S> {
             .await?;
         tx.commit().await?;
         let count = batch.len();
-        for message in batch {
-            let now = self.clock.now();
-            if shutdown.is_some_and(|s| *s.borrow()) {
-                self.finish(
-                    &message,
-                    Attempt::Defer("shutting down".into(), Duration::ZERO),
-                )
-                .await?;
-                continue;
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut chains: Vec<Vec<ClaimedOutbound>> = Vec::new();
+        for claimed in batch {
+            match chains
+                .iter_mut()
+                .find(|chain| chain[0].message.to == claimed.message.to)
+            {
+                Some(chain) => chain.push(claimed),
+                None => chains.push(vec![claimed]),
             }
-            if now - claimed_at >= lease / 2 {
-                self.finish(
-                    &message,
-                    Attempt::Defer("batch lease half spent".into(), Duration::ZERO),
-                )
-                .await?;
-                continue;
+        }
+        let worked = join_all(
+            chains
+                .into_iter()
+                .map(|chain| self.work_chain(chain, claimed_at, lease, shutdown))
+                .collect(),
+        )
+        .await;
+        let mut results = Vec::with_capacity(count);
+        let mut failed = None;
+        for (chain_results, error) in worked {
+            results.extend(chain_results);
+            failed = failed.or(error);
+        }
+        // Recorded even when a chain failed: what did go out must not be sent again.
+        if !results.is_empty() {
+            let mut tx = self.store.begin().await?;
+            tx.record_outbound_batch(&results, self.clock.now()).await?;
+            tx.commit().await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+
+    /// Works one owner's messages of a batch, in order. Returns the results not recorded yet, and
+    /// the error that stopped it, if one did.
+    async fn work_chain(
+        &self,
+        chain: Vec<ClaimedOutbound>,
+        claimed_at: DateTime<Utc>,
+        lease: chrono::Duration,
+        shutdown: Option<&watch::Receiver<bool>>,
+    ) -> (Vec<OutboundResult>, Option<StoreError>) {
+        let mut results = Vec::new();
+        for claimed in &chain {
+            if let Err(e) = self
+                .work_one(claimed, claimed_at, lease, shutdown, &mut results)
+                .await
+            {
+                return (results, Some(e));
             }
-            // Early in the batch the claim's own lease, three quarters of it or more still to
-            // run, covers a send many times over: no renewal (one transaction) is needed.
-            let still_ours = now - claimed_at < lease / 4 || {
-                let mut tx = self.store.begin().await?;
-                let renewed = tx
-                    .renew_outbound_lease(message.id, message.attempts, add_capped(now, lease), now)
-                    .await?;
-                tx.commit().await?;
-                renewed
-            };
-            if !still_ours {
+        }
+        (results, None)
+    }
+
+    /// Sends one message (or hands it back), adding what became of it to `results`.
+    async fn work_one(
+        &self,
+        claimed: &ClaimedOutbound,
+        claimed_at: DateTime<Utc>,
+        lease: chrono::Duration,
+        shutdown: Option<&watch::Receiver<bool>>,
+        results: &mut Vec<OutboundResult>,
+    ) -> Result<(), StoreError> {
+        let message = &claimed.message;
+        let now = self.clock.now();
+        if shutdown.is_some_and(|s| *s.borrow()) {
+            results.push(self.settle(
+                message,
+                Attempt::Defer("shutting down".into(), Duration::ZERO),
+            ));
+            return Ok(());
+        }
+        if now - claimed_at >= lease / 2 {
+            results.push(self.settle(
+                message,
+                Attempt::Defer("batch lease half spent".into(), Duration::ZERO),
+            ));
+            return Ok(());
+        }
+        // Early in the batch the claim's own lease, three quarters of it or more still to run,
+        // covers a send many times over: no renewal (one transaction) is needed. Later, the
+        // results so far are recorded with the renewal, so a message that went out is on record
+        // before its lease can run out and another worker take it over.
+        if now - claimed_at >= lease / 4 {
+            let mut tx = self.store.begin().await?;
+            tx.record_outbound_batch(results, now).await?;
+            let renewed = tx
+                .renew_outbound_lease(message.id, message.attempts, add_capped(now, lease), now)
+                .await?;
+            tx.commit().await?;
+            results.clear();
+            if !renewed {
                 tracing::warn!(
                     event = "OUTBOUND_LEASE_LOST",
                     owner_id = %message.owner_id,
                     message_id = message.id,
                     "another worker took this message over: not sending it"
                 );
-                continue;
+                return Ok(());
             }
-            let attempt = self.attempt(&message).await?;
-            self.finish(&message, attempt).await?;
         }
-        Ok(count)
+        let attempt = self.attempt(claimed).await?;
+        results.push(self.settle(message, attempt));
+        Ok(())
     }
 
     /// Whether `message` was queued longer ago than `give_up_after`.
@@ -241,14 +324,10 @@ impl<S: Store> Outbox<S> {
         }
     }
 
-    async fn attempt(&self, message: &OutboundMessage) -> Result<Attempt, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let opted_out = tx
-            .lock_owner(&message.owner_id)
-            .await?
-            .is_none_or(|c| c.opted_out);
-        tx.commit().await?;
-        if opted_out {
+    async fn attempt(&self, claimed: &ClaimedOutbound) -> Result<Attempt, StoreError> {
+        let message = &claimed.message;
+        // Read in the claim: an owner who opted out (or is gone) is never texted.
+        if claimed.owner_opted_out {
             return Ok(Attempt::Done(
                 OutboundStatus::Suppressed,
                 None,
@@ -417,8 +496,8 @@ impl<S: Store> Outbox<S> {
         }
     }
 
-    /// Records an attempt.
-    async fn finish(&self, message: &OutboundMessage, attempt: Attempt) -> Result<(), StoreError> {
+    /// Counts and logs an attempt, and turns it into the line the batch's record writes.
+    fn settle(&self, message: &OutboundMessage, attempt: Attempt) -> OutboundResult {
         let now = self.clock.now();
         let result = match &attempt {
             Attempt::Done(status, ..) => status.as_str(),
@@ -430,18 +509,8 @@ impl<S: Store> Outbox<S> {
         let kind = kind_label(message.kind);
         metrics::counter!("onboard_outbound_total", "kind" => kind, "result" => result)
             .increment(1);
-        let mut tx = self.store.begin().await?;
-        match attempt {
+        let outcome = match attempt {
             Attempt::Done(status, sid, error) => {
-                tx.finish_outbound(
-                    message.id,
-                    status,
-                    sid.as_deref(),
-                    error.as_deref(),
-                    None,
-                    now,
-                )
-                .await?;
                 if status == OutboundStatus::Failed {
                     // Twilio took the message but reports it failed: a status, not our giving up.
                     log_failed(
@@ -458,48 +527,56 @@ impl<S: Store> Outbox<S> {
                         twilio_sid = sid.as_deref().unwrap_or_default(),
                     );
                 }
+                OutboundOutcome::Finish {
+                    status,
+                    twilio_sid: sid,
+                    error,
+                    retry_at: None,
+                }
             }
             Attempt::GaveUp { reason, error } => {
-                tx.finish_outbound(
-                    message.id,
-                    OutboundStatus::Failed,
-                    None,
-                    Some(&error),
-                    None,
-                    now,
-                )
-                .await?;
                 metrics::counter!("onboard_outbound_given_up_total", "kind" => kind, "reason" => reason)
                     .increment(1);
                 log_failed(message, reason, &error);
+                OutboundOutcome::Finish {
+                    status: OutboundStatus::Failed,
+                    twilio_sid: None,
+                    error: Some(error),
+                    retry_at: None,
+                }
             }
             Attempt::Retry(error, wait) => {
                 let at = retry_at(now, wait);
-                tx.finish_outbound(
-                    message.id,
-                    OutboundStatus::Pending,
-                    None,
-                    Some(&error),
-                    Some(at),
-                    now,
-                )
-                .await?;
                 tracing::warn!(event = "OUTBOUND_RETRY", owner_id = %message.owner_id, error = %mask_pii(&error), retry_at = %at);
+                OutboundOutcome::Finish {
+                    status: OutboundStatus::Pending,
+                    twilio_sid: None,
+                    error: Some(error),
+                    retry_at: Some(at),
+                }
             }
             Attempt::Defer(error, wait) => {
                 let at = retry_at(now, wait);
-                tx.defer_outbound(message.id, message.attempts, &error, at, now)
-                    .await?;
                 tracing::info!(event = "OUTBOUND_DEFERRED", owner_id = %message.owner_id, error = %mask_pii(&error), retry_at = %at);
+                OutboundOutcome::Defer {
+                    attempts: message.attempts,
+                    error,
+                    retry_at: at,
+                }
             }
             Attempt::Ambiguous(error, wait) => {
                 let at = retry_at(now, wait);
-                tx.mark_outbound_ambiguous(message.id, &error, at, now)
-                    .await?;
                 tracing::warn!(event = "OUTBOUND_UNCERTAIN", owner_id = %message.owner_id, error = %mask_pii(&error), retry_at = %at);
+                OutboundOutcome::Uncertain {
+                    error,
+                    retry_at: at,
+                }
             }
+        };
+        OutboundResult {
+            id: message.id,
+            outcome,
         }
-        tx.commit().await
     }
 
     /// Twilio says the owner replied STOP: we stop too.
@@ -522,6 +599,30 @@ impl<S: Store> Outbox<S> {
             .min(16);
         (self.settings.backoff * 2u32.pow(doublings)).min(self.settings.max_backoff)
     }
+}
+
+/// Runs `futures` together on the calling task; their outputs in the same order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 fn log_failed(message: &OutboundMessage, reason: &str, error: &str) {

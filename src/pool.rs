@@ -77,8 +77,9 @@ pub fn format_stats(stats: &PoolStats, low_water: i64) -> String {
     )
 }
 
-/// Every `period`, until `shutdown`: ends quarantines that are over (serving the waitlist), and
-/// texts tips to owners whose test call has not come in time.
+/// Every `period`, until `shutdown`: ends quarantines that are over (serving the waitlist), texts
+/// tips to owners whose test call has not come in time, and logs `POOL_LOW` when a country's pool
+/// crosses below the low-water mark (here rather than after every payment, which it would slow).
 pub async fn keep<S: Store>(
     engine: &Engine<S>,
     period: Duration,
@@ -90,6 +91,9 @@ pub async fn keep<S: Store>(
         }
         if let Err(e) = engine.verify_timeouts().await {
             tracing::error!(event = "VERIFY_SWEEP_ERROR", error = %e);
+        }
+        if let Err(e) = engine.check_pool_levels().await {
+            tracing::warn!(event = "POOL_STATS_FAILED", error = %e);
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

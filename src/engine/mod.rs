@@ -166,7 +166,6 @@ impl<S: Store> Engine<S> {
         let decision = self.run(&mut tx, &mut owner, event, now).await?;
         let texts = self.queue_replies(&mut tx, &owner, &decision, now).await?;
         tx.commit().await?;
-        self.check_pool_after(&decision, &owner).await;
         Ok(Outcome {
             owner_id: owner.id,
             state: owner.state,

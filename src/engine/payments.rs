@@ -80,12 +80,7 @@ async fn process<S: Store>(
     payload: &serde_json::Value,
 ) -> Result<Receipt, PaymentError> {
     match handle(engine, envelope, payload).await {
-        Ok(receipt) => {
-            if receipt == Receipt::Processed {
-                engine.after_payment().await;
-            }
-            Ok(receipt)
-        }
+        Ok(receipt) => Ok(receipt),
         Err(e) => {
             record_failure(engine, envelope, payload, &e).await;
             Err(e.into())

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::conversation::{Command, Decision, Event, Gate};
+use crate::conversation::{Event, Gate};
 use crate::domain::{Country, PhoneNumber};
-use crate::store::{NewPoolNumber, Owner, QuarantineOutcome, Store, Tx};
+use crate::store::{NewPoolNumber, QuarantineOutcome, Store, Tx};
 
 use super::{Engine, EngineError, Outcome};
 
@@ -37,19 +37,22 @@ impl<S: Store> Engine<S> {
         Ok(returned)
     }
 
-    /// A payment may have allocated a number: check what is left where we sell.
-    pub(crate) async fn after_payment(&self) {
-        for country in [Country::Gb, Country::Us] {
-            self.check_pool(country).await;
-        }
-    }
-
-    /// Logs `POOL_LOW` when a country has fewer than `pool_low_water` numbers left. Counts no
-    /// further than the low-water mark, so it costs the same with a million numbers as with ten.
-    pub(super) async fn check_pool(&self, country: Country) {
+    /// The pool keeper's low-water check, for each country we sell in: logs `POOL_LOW` when a
+    /// country's available numbers cross below `pool_low_water`, once per crossing whichever
+    /// replica sees it first (the level last seen is stored). Counts no further than the mark, so
+    /// it costs the same with a million numbers as with ten. Returns the countries that crossed,
+    /// with the numbers they have left.
+    pub async fn check_pool_levels(&self) -> Result<Vec<(Country, i64)>, EngineError> {
         let low_water = self.settings.pool_low_water;
-        match self.store.available_numbers(country, low_water).await {
-            Ok(available) if available < low_water => {
+        let mut crossed = Vec::new();
+        for country in [Country::Gb, Country::Us] {
+            let available = self.store.available_numbers(country, low_water).await?;
+            let mut tx = self.store.begin().await?;
+            let changed = tx
+                .note_pool_level(country, available < low_water, available, self.clock.now())
+                .await?;
+            tx.commit().await?;
+            if changed == Some(true) {
                 tracing::warn!(
                     event = "POOL_LOW",
                     country = country.code(),
@@ -57,17 +60,10 @@ impl<S: Store> Engine<S> {
                     low_water,
                     "add numbers: onboard pool add"
                 );
+                crossed.push((country, available));
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(event = "POOL_STATS_FAILED", error = %e),
         }
-    }
-
-    /// After an event: if it allocated a number, check the pool of the owner's country.
-    pub(super) async fn check_pool_after(&self, decision: &Decision, owner: &Owner) {
-        if decision.commands.contains(&Command::AllocateNumber) {
-            self.check_pool(owner.country()).await;
-        }
+        Ok(crossed)
     }
 
     /// Puts numbers in the pool, then serves waiting owners first come, first served.
@@ -134,7 +130,6 @@ impl<S: Store> Engine<S> {
                 .queue_proactive(&mut tx, &owner, &decision, now)
                 .await?;
             tx.commit().await?;
-            self.check_pool_after(&decision, &owner).await;
             served.push(Outcome {
                 owner_id: owner.id,
                 state: owner.state,

@@ -122,7 +122,6 @@ impl<S: Store> Engine<S> {
         tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
             .await?;
         tx.commit().await?;
-        self.check_pool_after(&decision, &owner).await;
         Ok(response)
     }
 

@@ -325,7 +325,12 @@ pub(super) use store_reads;
 /// SQLite passes `""` for both: its transactions begin with `BEGIN IMMEDIATE` and so already hold
 /// the database's one write lock.
 macro_rules! impl_tx {
-    ($tx:ty, for_update = $for_update:literal, skip_locked = $skip_locked:literal $(,)?) => {
+    (
+        $tx:ty,
+        for_update = $for_update:literal,
+        skip_locked = $skip_locked:literal,
+        outbox_sql = $outbox_sql:ident $(,)?
+    ) => {
         // A block, so these imports don't leak into the back end's module.
         const _: () = {
             use chrono::{DateTime, Utc};
@@ -583,6 +588,50 @@ macro_rules! impl_tx {
                     // RETURNING promises no order.
                     messages.sort_by_key(|m| m.id);
                     Ok(messages)
+                }
+
+                async fn claim_outbound_batch(
+                    &mut self,
+                    now: DateTime<Utc>,
+                    lease_until: DateTime<Utc>,
+                    limit: i64,
+                ) -> Result<Vec<$crate::store::ClaimedOutbound>> {
+                    let rows = sqlx::query($crate::store::outbox::$outbox_sql::CLAIM)
+                        .bind(now)
+                        .bind(lease_until)
+                        .bind(limit)
+                        .fetch_all(&mut *self.0)
+                        .await?;
+                    let mut claimed = rows
+                        .iter()
+                        .map(|row| {
+                            let message: OutboundRow = sqlx::FromRow::from_row(row)?;
+                            let opted_out: i64 = sqlx::Row::try_get(row, "opted_out")?;
+                            Ok($crate::store::ClaimedOutbound {
+                                message: message.into_message()?,
+                                owner_opted_out: opted_out != 0,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    // SQLite's RETURNING promises no order.
+                    claimed.sort_by_key(|c| c.message.id);
+                    Ok(claimed)
+                }
+
+                async fn record_outbound_batch(
+                    &mut self,
+                    results: &[$crate::store::OutboundResult],
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    if results.is_empty() {
+                        return Ok(());
+                    }
+                    sqlx::query($crate::store::outbox::$outbox_sql::RECORD)
+                        .bind(Json($crate::store::outbox::record_rows(results)))
+                        .bind(now)
+                        .execute(&mut *self.0)
+                        .await?;
+                    Ok(())
                 }
 
                 async fn finish_outbound(
@@ -877,6 +926,22 @@ macro_rules! impl_tx {
                         .map(|id| common::owner_id("pool_numbers", id))
                         .transpose()?;
                     Ok(QuarantineOutcome::Quarantined { owner_id })
+                }
+
+                async fn note_pool_level(
+                    &mut self,
+                    country: Country,
+                    low: bool,
+                    available: i64,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<bool>> {
+                    Ok(sqlx::query_scalar($crate::store::pool_levels::NOTE_LEVEL)
+                        .bind(country.code())
+                        .bind(low)
+                        .bind(available)
+                        .bind(now)
+                        .fetch_optional(&mut *self.0)
+                        .await?)
                 }
 
                 async fn end_quarantines(&mut self, now: DateTime<Utc>) -> Result<u64> {

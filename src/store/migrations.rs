@@ -27,6 +27,7 @@ pub(super) const POSTGRES: Embedded = embed!("postgres":
     "0007_outbox_hardening.sql",
     "0014_reminders.sql",
     "0015_owners.sql",
+    "0018_pool_levels.sql",
 );
 
 pub(super) const SQLITE: Embedded = embed!("sqlite":
@@ -39,6 +40,7 @@ pub(super) const SQLITE: Embedded = embed!("sqlite":
     "0007_outbox_hardening.sql",
     "0014_reminders.sql",
     "0015_owners.sql",
+    "0018_pool_levels.sql",
 );
 
 /// A migrator for one back end's files, read as `sqlx::migrate!` reads a folder:

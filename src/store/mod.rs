@@ -6,6 +6,8 @@
 
 pub mod admin;
 mod common;
+pub mod outbox;
+mod pool_levels;
 mod migrations;
 pub mod postgres;
 pub mod reminders;
@@ -22,6 +24,7 @@ use serde::Serialize;
 use crate::conversation::{Gate, StateName};
 use crate::domain::{Country, Locale, Notify, OwnerId, PhoneNumber, PhoneType};
 
+pub use outbox::{ClaimedOutbound, OutboundOutcome, OutboundResult};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteConn, SqliteStore};
 
@@ -419,6 +422,23 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<OutboundMessage>>> + Send;
 
+    /// Claims up to `limit` due messages as [`Tx::claim_outbound`] does, in one statement that also
+    /// reads what each send needs besides the message (whether its owner opted out).
+    fn claim_outbound_batch(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ClaimedOutbound>>> + Send;
+
+    /// Records what became of every message of a batch, in one statement: each result as
+    /// [`Tx::finish_outbound`], [`Tx::defer_outbound`] or [`Tx::mark_outbound_ambiguous`] would.
+    fn record_outbound_batch(
+        &mut self,
+        results: &[OutboundResult],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Records the result of a send attempt: a new status, the Twilio sid if any, an error if any,
     /// and when to try next (`Some` puts it back to pending until then).
     fn finish_outbound(
@@ -502,6 +522,17 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
 
     /// Returns numbers whose quarantine has ended to AVAILABLE. Returns how many.
     fn end_quarantines(&mut self, now: DateTime<Utc>) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Stores whether a country's pool is below the low-water mark, with its (capped) count of
+    /// available numbers. `Some(low)` when that changed since the level last stored (or none was),
+    /// `None` when it did not: of replicas noting the same change, one gets `Some`.
+    fn note_pool_level(
+        &mut self,
+        country: Country,
+        low: bool,
+        available: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<bool>>> + Send;
 
     /// The longest-waiting owners of a country (gate `awaiting_number`), locked, first come first served.
     fn lock_waitlist(

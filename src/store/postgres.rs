@@ -284,6 +284,7 @@ common::impl_tx!(
     PgTx,
     for_update = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
+    outbox_sql = postgres,
 );
 
 super::reminders::impl_reminder_tx!(PgTx, claim_locks = " FOR UPDATE OF t, c SKIP LOCKED");

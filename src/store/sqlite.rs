@@ -258,6 +258,11 @@ impl Store for SqliteStore {
     common::store_reads!();
 }
 
-common::impl_tx!(SqliteTx, for_update = "", skip_locked = "",);
+common::impl_tx!(
+    SqliteTx,
+    for_update = "",
+    skip_locked = "",
+    outbox_sql = sqlite,
+);
 
 super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");

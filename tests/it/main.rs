@@ -16,6 +16,7 @@ mod logs;
 mod newcomer;
 mod outbox;
 mod pg_recovery;
+mod pool_levels;
 mod pool_race;
 mod reminders;
 mod replay_live;
