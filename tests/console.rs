@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration as StdDuration;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use onboard::domain::ClientId;
 use onboard::store::{EventOutcome, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx};
 use reqwest::StatusCode;
@@ -36,7 +36,13 @@ async fn sign_in<S: Store>(app: &TestApp<S>) -> String {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/admin");
     let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/admin", "Max-Age="] {
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Path=/admin",
+        "Max-Age=",
+    ] {
         assert!(set.contains(attribute), "{attribute} missing from {set}");
     }
     set.split(';').next().unwrap().to_owned()
@@ -80,7 +86,10 @@ async fn post_form<S: Store>(
 
 /// The CSRF token in a page's forms.
 fn csrf(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
     page[at..at + page[at..].find('"').unwrap()].to_owned()
 }
 
@@ -108,7 +117,15 @@ async fn console_story<S: Store>(app: TestApp<S>) {
 
     // Today: counts, the funnel as SVG, the pool, the outbox, spend named as not recorded yet.
     let today = ok_page(&app, &cookie, "/admin").await;
-    for text in ["Today", "<svg", "S2_BUSINESS_NAME", "Pool by country", "Outbox", "Spend today", "Twilio circuit"] {
+    for text in [
+        "Today",
+        "<svg",
+        "S2_BUSINESS_NAME",
+        "Pool by country",
+        "Outbox",
+        "Spend today",
+        "Twilio circuit",
+    ] {
         assert!(today.contains(text), "Today lacks {text}");
     }
     assert!(today.contains("The pool is empty"), "{today}");
@@ -142,12 +159,26 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _, _) = post_form(&app, &cookie, &path, &[("csrf", "forged")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let client = app.engine.client_by_phone(&JO.parse().unwrap()).await.unwrap().unwrap();
-    assert_eq!(client.state.as_str(), "S4_NOTIFICATION_PREF", "a refused form changes nothing");
+    let client = app
+        .engine
+        .client_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        client.state.as_str(),
+        "S4_NOTIFICATION_PREF",
+        "a refused form changes nothing"
+    );
     let (status, _, location) = post_form(&app, &cookie, &path, &[("csrf", &token)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.unwrap(), format!("/admin/owners/{jo}?done=reset"));
-    let client = app.engine.client_by_phone(&JO.parse().unwrap()).await.unwrap().unwrap();
+    let client = app
+        .engine
+        .client_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(client.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
     let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}?done=reset")).await;
     assert!(owner.contains("admin_reset"), "{owner}");
@@ -170,11 +201,21 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     })
     .await
     .unwrap();
-    tx.set_webhook_event_outcome("stripe", "evt_failed", EventOutcome::Failed, Some("database was down"))
-        .await
-        .unwrap();
+    tx.set_webhook_event_outcome(
+        "stripe",
+        "evt_failed",
+        EventOutcome::Failed,
+        Some("database was down"),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let events = ok_page(&app, &cookie, "/admin/webhooks?provider=stripe&status=failed").await;
+    let events = ok_page(
+        &app,
+        &cookie,
+        "/admin/webhooks?provider=stripe&status=failed",
+    )
+    .await;
     assert!(events.contains("evt_failed"));
     assert!(events.contains("database was down"));
     assert!(events.contains("j***@smith.example"), "{events}");
@@ -208,13 +249,23 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     assert_eq!(status, StatusCode::CONFLICT, "only a failed event: {body}");
 
     // The pool: a pasted list checked line by line, then added through a confirmation.
-    let (status, body) = get_page(&app, &cookie, "/admin/pool/add?numbers=%2B447700900901%0Anonsense").await;
+    let (status, body) = get_page(
+        &app,
+        &cookie,
+        "/admin/pool/add?numbers=%2B447700900901%0Anonsense",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("line 2"), "{body}");
     let confirm = ok_page(&app, &cookie, "/admin/pool/add?numbers=%2B447700900901").await;
     let token = csrf(&confirm);
-    let (status, _, location) =
-        post_form(&app, &cookie, "/admin/pool/add", &[("csrf", &token), ("numbers", NUMBER)]).await;
+    let (status, _, location) = post_form(
+        &app,
+        &cookie,
+        "/admin/pool/add",
+        &[("csrf", &token), ("numbers", NUMBER)],
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(location.unwrap().contains("added=1"));
     let pool = ok_page(&app, &cookie, "/admin/pool").await;
@@ -239,7 +290,10 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     let live = ok_page(&app, &cookie, "/admin/live").await;
     assert!(live.contains("text_in"), "{live}");
     assert!(live.contains("admin_reset"));
-    assert!(!live.contains(JO) && !live.contains("Dog grooming"), "PII in the feed");
+    assert!(
+        !live.contains(JO) && !live.contains("Dog grooming"),
+        "PII in the feed"
+    );
 
     // Sign out: the cookie is cleared.
     let today = ok_page(&app, &cookie, "/admin").await;
@@ -273,7 +327,11 @@ async fn no_page_without_a_session<S: Store>(app: TestApp<S>) {
     ] {
         for cookie in ["", "onboard_console=v1.1.99999999999.forged"] {
             let (status, body) = get_page(&app, cookie, path).await;
-            assert_eq!(status, StatusCode::SEE_OTHER, "GET {path} with {cookie:?}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::SEE_OTHER,
+                "GET {path} with {cookie:?}: {body}"
+            );
         }
     }
     let (status, _, location) = post_form(&app, "", "/admin/owners/c_x/reset", &[]).await;
@@ -322,7 +380,13 @@ async fn failed_sign_ins_are_limited<S: Store>(app: TestApp<S>) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(response.text().await.unwrap().contains("Too many failed sign-ins"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
     app.clock.advance(Duration::minutes(16));
     sign_in(&app).await;
 }
@@ -365,9 +429,18 @@ async fn assets_are_cached_for_a_year_under_their_content_hash() {
     let page = get_page(&app, "", "/admin/sign-in").await.1;
     let at = page.find("/admin/assets/console.css?v=").unwrap();
     let url = &page[at..at + page[at..].find('"').unwrap()];
-    let response = browser().get(format!("{}{url}", app.address)).send().await.unwrap();
+    let response = browser()
+        .get(format!("{}{url}", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+    assert!(
+        response.headers()[CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
     let (status, _) = get_page(&app, "", "/admin/assets/secrets.txt").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -388,10 +461,20 @@ async fn a_failed_text_is_resent_once<S: Store>(app: TestApp<S>) {
     })
     .await
     .unwrap();
-    let claimed = tx.claim_outbound(now, now + Duration::minutes(1), 10).await.unwrap();
-    tx.finish_outbound(claimed[0].id, OutboundStatus::Failed, None, Some("Twilio error 21610"), None, now)
+    let claimed = tx
+        .claim_outbound(now, now + Duration::minutes(1), 10)
         .await
         .unwrap();
+    tx.finish_outbound(
+        claimed[0].id,
+        OutboundStatus::Failed,
+        None,
+        Some("Twilio error 21610"),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let failed = claimed[0].id;
 
@@ -477,7 +560,12 @@ async fn the_live_feed_streams_and_resumes<S: Store>(app: TestApp<S>) {
     };
     let mut stream = open(None).await.unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
-    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     app.text("SMlive1", JO, "Hi").await;
     let (first, event) = next_event(&mut stream, 0).await;
     assert_eq!(event["kind"], "text_in", "{event}");
@@ -491,8 +579,10 @@ async fn the_live_feed_streams_and_resumes<S: Store>(app: TestApp<S>) {
     assert!(next > first);
     assert_ne!(event["detail"], "", "{event}");
     let body = event.to_string();
-    assert!(!body.contains("Dog grooming") && !body.contains(JO), "PII in the feed: {body}");
-    let _ = Utc::now();
+    assert!(
+        !body.contains("Dog grooming") && !body.contains(JO),
+        "PII in the feed: {body}"
+    );
 }
 
 #[tokio::test]

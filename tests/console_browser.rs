@@ -68,8 +68,14 @@ async fn driver() -> Driver {
         .spawn()
         .expect("chromedriver starts");
     let deadline = Instant::now() + StdDuration::from_secs(15);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen within 15 s");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen within 15 s"
+        );
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     Driver {
@@ -152,7 +158,10 @@ async fn click(client: &Client, css: &str) {
 /// Two owners part-way through, a few numbers, and a payment whose processing failed.
 async fn seed(app: &TestApp<SqliteStore>) -> String {
     for (phone, texts) in [
-        (JO, ["Hi", "Dog grooming in Leeds", "Paws & Claws", "Jo Smith"]),
+        (
+            JO,
+            ["Hi", "Dog grooming in Leeds", "Paws & Claws", "Jo Smith"],
+        ),
         (AL, ["Hello", "Plumbing, York", "Al's Pipes", "Al Jones"]),
     ] {
         for (n, body) in texts.iter().enumerate() {
@@ -242,7 +251,10 @@ async fn scenario(driver: &Driver, width: u32) {
     wait_for(&client, "#results a.result", StdDuration::from_secs(5)).await;
     let results = text_of(&client, "#results").await;
     assert!(results.contains("Paws & Claws"), "{results}");
-    assert!(results.contains("+44*******123") && !results.contains(JO), "{results}");
+    assert!(
+        results.contains("+44*******123") && !results.contains(JO),
+        "{results}"
+    );
     shoot(&client, width, "search").await;
 
     // The owner, and their conversation.
@@ -279,7 +291,10 @@ async fn scenario(driver: &Driver, width: u32) {
     // Give the page's event stream a moment to open, as a person would.
     let opened = Instant::now();
     while !text_of(&client, "#live-status").await.starts_with("Live") {
-        assert!(opened.elapsed() < StdDuration::from_secs(5), "the stream did not open");
+        assert!(
+            opened.elapsed() < StdDuration::from_secs(5),
+            "the stream did not open"
+        );
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     }
     assert_eq!(app.text("SMlive", JO, "Hello again").await.status(), 200);

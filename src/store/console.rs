@@ -105,7 +105,8 @@ pub enum Resend {
 
 /// The console's reads and writes. A supertrait of [`super::Store`], so every store has them.
 pub trait ConsoleStore: Send + Sync {
-    fn activity_since(&self, since: DateTime<Utc>) -> impl Future<Output = Result<Activity>> + Send;
+    fn activity_since(&self, since: DateTime<Utc>)
+    -> impl Future<Output = Result<Activity>> + Send;
 
     /// `(country, status, numbers)`, by country then status.
     fn pool_by_country(&self) -> impl Future<Output = Result<Vec<(String, String, i64)>>> + Send;
@@ -115,11 +116,15 @@ pub trait ConsoleStore: Send + Sync {
     /// Owners waiting for a number, first come first served.
     fn waitlist(&self, limit: i64) -> impl Future<Output = Result<Vec<Client>>> + Send;
 
-    fn unconfirmed_purchases(&self) -> impl Future<Output = Result<Vec<UnconfirmedPurchase>>> + Send;
+    fn unconfirmed_purchases(
+        &self,
+    ) -> impl Future<Output = Result<Vec<UnconfirmedPurchase>>> + Send;
 
     /// The numbers whose status changed last, newest first.
-    fn pool_numbers(&self, limit: i64)
-    -> impl Future<Output = Result<Vec<PoolNumberRecord>>> + Send;
+    fn pool_numbers(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<PoolNumberRecord>>> + Send;
 
     /// Provider events of both providers, newest first.
     fn provider_events(
@@ -136,15 +141,18 @@ pub trait ConsoleStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<LiveEvent>>> + Send;
 
     /// The latest `limit` live events, oldest first.
-    fn recent_live_events(&self, limit: i64) -> impl Future<Output = Result<Vec<LiveEvent>>> + Send;
+    fn recent_live_events(&self, limit: i64)
+    -> impl Future<Output = Result<Vec<LiveEvent>>> + Send;
 
     /// Deletes live events and sign-in failures older than `before`; returns how many.
     fn prune_console(&self, before: DateTime<Utc>) -> impl Future<Output = Result<u64>> + Send;
 
     fn record_signin_failure(&self, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
 
-    fn signin_failures_since(&self, since: DateTime<Utc>)
-    -> impl Future<Output = Result<i64>> + Send;
+    fn signin_failures_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<i64>> + Send;
 
     /// Queues a copy of a failed text, once: a second resend of the same text is refused by a
     /// unique index (`resend_of`), on every replica.
@@ -225,8 +233,7 @@ const PRUNE_SIGNIN_FAILURES: &str = "DELETE FROM console_signin_failures WHERE a
 
 const RECORD_SIGNIN_FAILURE: &str = "INSERT INTO console_signin_failures (at) VALUES ($1)";
 
-const SIGNIN_FAILURES_SINCE: &str =
-    "SELECT COUNT(*) FROM console_signin_failures WHERE at >= $1";
+const SIGNIN_FAILURES_SINCE: &str = "SELECT COUNT(*) FROM console_signin_failures WHERE at >= $1";
 
 /// The copy is a new outbox message, pending from `$2`; the failed one stays as it was. The
 /// unique index on `resend_of` lets only one copy of a message ever exist.

@@ -164,7 +164,9 @@ fn parse(raw: &str) -> Result<Vec<PhoneNumber>> {
         ConsoleError::BadRequest(format!("{}; nothing was added.", lines.join("; ")))
     })?;
     if numbers.is_empty() {
-        return Err(ConsoleError::BadRequest("Paste at least one number.".into()));
+        return Err(ConsoleError::BadRequest(
+            "Paste at least one number.".into(),
+        ));
     }
     if numbers.len() > MAX_PASTE {
         return Err(ConsoleError::BadRequest(format!(

@@ -10,8 +10,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{ConsoleError, Nav, Page, Result, Session, layout, path_segment, when};
-use crate::store::{Client, Store};
 use crate::http::AppState;
+use crate::store::{Client, Store};
 
 /// Results shown at once.
 pub const RESULTS: i64 = 25;

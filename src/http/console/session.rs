@@ -200,9 +200,8 @@ pub async fn sign_in<S: Store>(
     let since = now - Duration::minutes(FAILURE_WINDOW_MINUTES);
     if store.signin_failures_since(since).await? >= MAX_FAILURES {
         tracing::warn!(event = "CONSOLE_SIGNIN_LOCKED");
-        let message = format!(
-            "Too many failed sign-ins: try again in {FAILURE_WINDOW_MINUTES} minutes."
-        );
+        let message =
+            format!("Too many failed sign-ins: try again in {FAILURE_WINDOW_MINUTES} minutes.");
         return Ok((StatusCode::TOO_MANY_REQUESTS, sign_in_page(Some(&message))).into_response());
     }
     let expected = app.config.admin_token.as_deref().unwrap_or_default();

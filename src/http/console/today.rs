@@ -45,7 +45,11 @@ pub fn funnel(by_state: &[(String, i64)]) -> Vec<FunnelStep> {
     let mut steps = Vec::with_capacity(owners.len());
     for (i, state) in StateName::ALL.iter().enumerate() {
         let reached: i64 = owners[i..].iter().sum();
-        let previous: i64 = if i == 0 { 0 } else { owners[i - 1..].iter().sum() };
+        let previous: i64 = if i == 0 {
+            0
+        } else {
+            owners[i - 1..].iter().sum()
+        };
         let conversion = (i > 0 && previous > 0).then(|| reached as f64 * 100.0 / previous as f64);
         steps.push(FunnelStep {
             state: state.as_str(),
@@ -64,7 +68,7 @@ fn funnel_chart(steps: &[FunnelStep]) -> Markup {
     let row = 28;
     let height = row * steps.len() as i64 + 4;
     html! {
-        svg.funnel viewBox={ "0 0 600 " (height) } role="img"
+        svg.funnel viewBox={ "0 0 680 " (height) } role="img"
             aria-label="Owners who reached each step" preserveAspectRatio="xMinYMin meet" {
             @for (i, step) in steps.iter().enumerate() {
                 @let y = i as i64 * row + 2;
@@ -214,7 +218,10 @@ mod tests {
             ("COMPLETE".into(), 1),
         ]);
         assert_eq!(steps.len(), StateName::ALL.len());
-        assert_eq!((steps[0].owners, steps[0].reached, steps[0].conversion), (2, 4, None));
+        assert_eq!(
+            (steps[0].owners, steps[0].reached, steps[0].conversion),
+            (2, 4, None)
+        );
         assert_eq!((steps[1].owners, steps[1].reached), (1, 2));
         assert_eq!(steps[1].conversion, Some(50.0));
         assert_eq!(steps[2].reached, 1);
@@ -226,6 +233,10 @@ mod tests {
     #[test]
     fn no_owners_is_no_conversion() {
         let steps = funnel(&[]);
-        assert!(steps.iter().all(|s| s.reached == 0 && s.conversion.is_none()));
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.reached == 0 && s.conversion.is_none())
+        );
     }
 }

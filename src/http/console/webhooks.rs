@@ -195,7 +195,10 @@ pub async fn confirm_reprocess<S: Store>(
         "/admin/webhooks/stripe/{}/reprocess",
         path_segment(&event_id)
     );
-    let back = format!("/admin/webhooks?provider=stripe&id={}", path_segment(&event_id));
+    let back = format!(
+        "/admin/webhooks?provider=stripe&id={}",
+        path_segment(&event_id)
+    );
     Ok(confirm(
         &session,
         "Reprocess this event?",
