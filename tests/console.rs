@@ -569,7 +569,7 @@ async fn the_live_feed_streams_and_resumes<S: Store>(app: TestApp<S>) {
     app.text("SMlive1", JO, "Hi").await;
     let (first, event) = next_event(&mut stream, 0).await;
     assert_eq!(event["kind"], "text_in", "{event}");
-    assert!(event["client_id"].as_str().unwrap().starts_with("c_"));
+    assert!(event["owner_id"].as_str().unwrap().starts_with("c_"));
     drop(stream);
 
     // While nobody watches, the owner answers; a reconnect from the last id gets what it missed.

@@ -7,7 +7,7 @@
 CREATE TABLE live_events (
     id        bigserial PRIMARY KEY,
     kind      text NOT NULL,
-    client_id text,
+    owner_id  text,
     detail    text NOT NULL,
     at        timestamptz NOT NULL
 );
@@ -24,20 +24,21 @@ CREATE INDEX console_signin_failures_at ON console_signin_failures (at);
 
 CREATE FUNCTION live_event_text_in() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- The answer is written when the event's transaction finishes: one row per text, retries none.
-    IF OLD.response IS NULL AND NEW.response IS NOT NULL THEN
-        INSERT INTO live_events (kind, client_id, detail, at)
+    -- A text counts once it is answered, whether the answer is written with the claim or after
+    -- it: one row per text, retries none.
+    IF NEW.response IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.response IS NULL) THEN
+        INSERT INTO live_events (kind, owner_id, detail, at)
         VALUES ('text_in', NEW.client_id, 'text received', NEW.received_at);
     END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER live_text_in AFTER UPDATE OF response ON inbound_messages
+CREATE TRIGGER live_text_in AFTER INSERT OR UPDATE OF response ON inbound_messages
     FOR EACH ROW EXECUTE FUNCTION live_event_text_in();
 
 CREATE FUNCTION live_event_state() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES ('state', NEW.client_id,
             NEW.from_state || ' → ' || NEW.to_state || ' (' || NEW.cause || ')', NEW.at);
     RETURN NULL;
@@ -49,7 +50,7 @@ CREATE TRIGGER live_state AFTER INSERT ON state_history
 CREATE FUNCTION live_event_webhook() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status THEN
-        INSERT INTO live_events (kind, client_id, detail, at)
+        INSERT INTO live_events (kind, owner_id, detail, at)
         VALUES (CASE WHEN NEW.status = 'failed' THEN 'failure' ELSE 'payment' END,
                 NEW.payload -> 'data' -> 'object' ->> 'client_reference_id',
                 NEW.provider || ' ' || NEW.event_type || ' ' || NEW.status,
@@ -64,7 +65,7 @@ CREATE TRIGGER live_webhook AFTER INSERT OR UPDATE OF status ON webhook_events
 CREATE FUNCTION live_event_pool() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.status IS DISTINCT FROM NEW.status THEN
-        INSERT INTO live_events (kind, client_id, detail, at)
+        INSERT INTO live_events (kind, owner_id, detail, at)
         VALUES ('allocation', COALESCE(NEW.client_id, OLD.client_id),
                 'number ' || OLD.status || ' → ' || NEW.status || ' (' || NEW.country || ')',
                 NEW.updated_at);
@@ -78,7 +79,7 @@ CREATE TRIGGER live_pool AFTER UPDATE OF status ON pool_numbers
 CREATE FUNCTION live_event_call() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status THEN
-        INSERT INTO live_events (kind, client_id, detail, at)
+        INSERT INTO live_events (kind, owner_id, detail, at)
         VALUES ('call', NEW.client_id, NEW.direction || ' call ' || NEW.status, NEW.updated_at);
     END IF;
     RETURN NULL;
@@ -91,7 +92,7 @@ CREATE FUNCTION live_event_outbound() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.status IS DISTINCT FROM NEW.status
        AND NEW.status IN ('sent', 'delivered', 'undelivered', 'failed') THEN
-        INSERT INTO live_events (kind, client_id, detail, at)
+        INSERT INTO live_events (kind, owner_id, detail, at)
         VALUES (CASE WHEN NEW.status IN ('undelivered', 'failed') THEN 'failure'
                      ELSE 'text_out' END,
                 NEW.client_id, NEW.kind || ' ' || NEW.status, NEW.updated_at);

@@ -6,7 +6,7 @@
 CREATE TABLE live_events (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     kind      TEXT NOT NULL,
-    client_id TEXT,
+    owner_id  TEXT,
     detail    TEXT NOT NULL,
     at        TEXT NOT NULL
 ) STRICT;
@@ -21,24 +21,32 @@ CREATE TABLE console_signin_failures (
 
 CREATE INDEX console_signin_failures_at ON console_signin_failures (at);
 
--- The answer is written when the event's transaction finishes: one row per text, retries none.
+-- A text counts once it is answered, whether the answer is written with the claim or after it:
+-- one row per text, retries none.
+CREATE TRIGGER live_text_in_answered AFTER INSERT ON inbound_messages
+    WHEN NEW.response IS NOT NULL
+BEGIN
+    INSERT INTO live_events (kind, owner_id, detail, at)
+    VALUES ('text_in', NEW.client_id, 'text received', NEW.received_at);
+END;
+
 CREATE TRIGGER live_text_in AFTER UPDATE OF response ON inbound_messages
     WHEN OLD.response IS NULL AND NEW.response IS NOT NULL
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES ('text_in', NEW.client_id, 'text received', NEW.received_at);
 END;
 
 CREATE TRIGGER live_state AFTER INSERT ON state_history
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES ('state', NEW.client_id,
             NEW.from_state || ' → ' || NEW.to_state || ' (' || NEW.cause || ')', NEW.at);
 END;
 
 CREATE TRIGGER live_webhook_new AFTER INSERT ON webhook_events
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES (CASE WHEN NEW.status = 'failed' THEN 'failure' ELSE 'payment' END,
             NEW.payload -> 'data' -> 'object' ->> 'client_reference_id',
             NEW.provider || ' ' || NEW.event_type || ' ' || NEW.status,
@@ -48,7 +56,7 @@ END;
 CREATE TRIGGER live_webhook AFTER UPDATE OF status ON webhook_events
     WHEN OLD.status IS NOT NEW.status
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES (CASE WHEN NEW.status = 'failed' THEN 'failure' ELSE 'payment' END,
             NEW.payload -> 'data' -> 'object' ->> 'client_reference_id',
             NEW.provider || ' ' || NEW.event_type || ' ' || NEW.status,
@@ -58,7 +66,7 @@ END;
 CREATE TRIGGER live_pool AFTER UPDATE OF status ON pool_numbers
     WHEN OLD.status IS NOT NEW.status
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES ('allocation', COALESCE(NEW.client_id, OLD.client_id),
             'number ' || OLD.status || ' → ' || NEW.status || ' (' || NEW.country || ')',
             NEW.updated_at);
@@ -66,14 +74,14 @@ END;
 
 CREATE TRIGGER live_call_new AFTER INSERT ON calls
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES ('call', NEW.client_id, NEW.direction || ' call ' || NEW.status, NEW.updated_at);
 END;
 
 CREATE TRIGGER live_call AFTER UPDATE OF status ON calls
     WHEN OLD.status IS NOT NEW.status
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES ('call', NEW.client_id, NEW.direction || ' call ' || NEW.status, NEW.updated_at);
 END;
 
@@ -81,7 +89,7 @@ CREATE TRIGGER live_outbound AFTER UPDATE OF status ON outbound_messages
     WHEN OLD.status IS NOT NEW.status
      AND NEW.status IN ('sent', 'delivered', 'undelivered', 'failed')
 BEGIN
-    INSERT INTO live_events (kind, client_id, detail, at)
+    INSERT INTO live_events (kind, owner_id, detail, at)
     VALUES (CASE WHEN NEW.status IN ('undelivered', 'failed') THEN 'failure' ELSE 'text_out' END,
             NEW.client_id, NEW.kind || ' ' || NEW.status, NEW.updated_at);
 END;

@@ -35,19 +35,19 @@ pub struct OutboxHealth {
 }
 
 /// A business event of the live feed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LiveEvent {
     pub id: i64,
     /// `text_in`, `text_out`, `state`, `payment`, `allocation`, `call` or `failure`.
     pub kind: String,
-    pub client_id: Option<String>,
+    pub owner_id: Option<String>,
     /// What happened, without a phone number, a body or an email.
     pub detail: String,
     pub at: DateTime<Utc>,
 }
 
 /// A number of the pool as the Pool page lists it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PoolNumberRecord {
     pub e164: String,
     pub status: String,
@@ -57,7 +57,7 @@ pub struct PoolNumberRecord {
 }
 
 /// A purchase the pool keeper could not confirm or rule out yet.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct UnconfirmedPurchase {
     pub e164: String,
     pub attempted_at: DateTime<Utc>,
@@ -67,7 +67,7 @@ pub struct UnconfirmedPurchase {
 
 /// One provider callback as the Webhooks page lists it: a Stripe event from `webhook_events`, or
 /// a Twilio callback from the table it is stored in (an inbound text, a call, a delivery status).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ProviderEvent {
     pub provider: String,
     pub event_id: String,
@@ -220,11 +220,11 @@ const PROVIDER_EVENTS: &str = "SELECT * FROM ( \
      AND ($4 IS NULL OR received_at >= $4) AND ($5 IS NULL OR received_at <= $5) \
    ORDER BY received_at DESC, provider, event_id DESC LIMIT $6";
 
-const LIVE_AFTER: &str = "SELECT id, kind, client_id, detail, at FROM live_events \
+const LIVE_AFTER: &str = "SELECT id, kind, owner_id, detail, at FROM live_events \
      WHERE id > $1 ORDER BY id LIMIT $2";
 
-const LIVE_RECENT: &str = "SELECT id, kind, client_id, detail, at FROM ( \
-     SELECT id, kind, client_id, detail, at FROM live_events ORDER BY id DESC LIMIT $1 \
+const LIVE_RECENT: &str = "SELECT id, kind, owner_id, detail, at FROM ( \
+     SELECT id, kind, owner_id, detail, at FROM live_events ORDER BY id DESC LIMIT $1 \
    ) AS recent ORDER BY id";
 
 const PRUNE_LIVE: &str = "DELETE FROM live_events WHERE at < $1";
@@ -246,6 +246,72 @@ const RESEND_FAILED_TEXT: &str = "INSERT INTO outbound_messages \
      RETURNING id";
 
 const RESENT_ALREADY: &str = "SELECT COUNT(*) FROM outbound_messages WHERE resend_of = $1";
+
+// Rows are read as tuples (sqlx decodes those without its derive macros) and named here.
+type LiveRow = (i64, String, Option<String>, String, DateTime<Utc>);
+
+fn live_event((id, kind, owner_id, detail, at): LiveRow) -> LiveEvent {
+    LiveEvent {
+        id,
+        kind,
+        owner_id,
+        detail,
+        at,
+    }
+}
+
+type PoolNumberRow = (String, String, String, Option<String>, DateTime<Utc>);
+
+fn pool_number((e164, status, country, client_id, updated_at): PoolNumberRow) -> PoolNumberRecord {
+    PoolNumberRecord {
+        e164,
+        status,
+        country,
+        client_id,
+        updated_at,
+    }
+}
+
+type PurchaseRow = (String, DateTime<Utc>, Option<DateTime<Utc>>, i32);
+
+fn purchase((e164, attempted_at, last_checked_at, checks): PurchaseRow) -> UnconfirmedPurchase {
+    UnconfirmedPurchase {
+        e164,
+        attempted_at,
+        last_checked_at,
+        checks,
+    }
+}
+
+type ProviderEventRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+fn provider_event(row: ProviderEventRow) -> ProviderEvent {
+    let (provider, event_id, event_type, status, error, payload, from_addr, to_addr, body, at) =
+        row;
+    ProviderEvent {
+        provider,
+        event_id,
+        event_type,
+        status,
+        error,
+        payload,
+        from_addr,
+        to_addr,
+        body,
+        received_at: at,
+    }
+}
 
 macro_rules! impl_console_store {
     ($store:ty) => {
@@ -304,16 +370,18 @@ macro_rules! impl_console_store {
             }
 
             async fn unconfirmed_purchases(&self) -> Result<Vec<UnconfirmedPurchase>> {
-                Ok(sqlx::query_as(UNCERTAIN_PURCHASES)
+                let rows: Vec<PurchaseRow> = sqlx::query_as(UNCERTAIN_PURCHASES)
                     .fetch_all(&mut *self.conn().await?)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(purchase).collect())
             }
 
             async fn pool_numbers(&self, limit: i64) -> Result<Vec<PoolNumberRecord>> {
-                Ok(sqlx::query_as(POOL_NUMBERS)
+                let rows: Vec<PoolNumberRow> = sqlx::query_as(POOL_NUMBERS)
                     .bind(limit)
                     .fetch_all(&mut *self.conn().await?)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(pool_number).collect())
             }
 
             async fn provider_events(
@@ -321,7 +389,7 @@ macro_rules! impl_console_store {
                 filter: &ProviderEventFilter<'_>,
                 limit: i64,
             ) -> Result<Vec<ProviderEvent>> {
-                Ok(sqlx::query_as(PROVIDER_EVENTS)
+                let rows: Vec<ProviderEventRow> = sqlx::query_as(PROVIDER_EVENTS)
                     .bind(filter.provider)
                     .bind(filter.status)
                     .bind(filter.event_id)
@@ -329,22 +397,25 @@ macro_rules! impl_console_store {
                     .bind(filter.to)
                     .bind(limit)
                     .fetch_all(&mut *self.conn().await?)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(provider_event).collect())
             }
 
             async fn live_events_after(&self, id: i64, limit: i64) -> Result<Vec<LiveEvent>> {
-                Ok(sqlx::query_as(LIVE_AFTER)
+                let rows: Vec<LiveRow> = sqlx::query_as(LIVE_AFTER)
                     .bind(id)
                     .bind(limit)
                     .fetch_all(&mut *self.conn().await?)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(live_event).collect())
             }
 
             async fn recent_live_events(&self, limit: i64) -> Result<Vec<LiveEvent>> {
-                Ok(sqlx::query_as(LIVE_RECENT)
+                let rows: Vec<LiveRow> = sqlx::query_as(LIVE_RECENT)
                     .bind(limit)
                     .fetch_all(&mut *self.conn().await?)
-                    .await?)
+                    .await?;
+                Ok(rows.into_iter().map(live_event).collect())
             }
 
             async fn prune_console(&self, before: DateTime<Utc>) -> Result<u64> {

@@ -46,10 +46,10 @@ document.addEventListener("DOMContentLoaded", () => {
       detail.className = "detail";
       detail.textContent = e.detail;
       item.append(time, " ", kind, " ", detail);
-      if (e.client_id) {
+      if (e.owner_id) {
         const link = document.createElement("a");
-        link.href = "/admin/owners/" + encodeURIComponent(e.client_id);
-        link.textContent = e.client_id;
+        link.href = "/admin/owners/" + encodeURIComponent(e.owner_id);
+        link.textContent = e.owner_id;
         item.append(" ", link);
       }
       feed.prepend(item);

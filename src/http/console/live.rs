@@ -60,7 +60,7 @@ fn event_item(e: &LiveEvent) -> Markup {
             time { (when(e.at)) } " "
             span.kind { (e.kind) } " "
             span.detail { (e.detail) }
-            @if let Some(id) = &e.client_id {
+            @if let Some(id) = &e.owner_id {
                 " " a href={ "/admin/owners/" (path_segment(id)) } { (id) }
             }
         }
