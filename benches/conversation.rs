@@ -394,12 +394,12 @@ async fn rehearse<S: Store>(engine: &Engine<S>, k: usize) -> Result<Vec<String>>
     let mut before = None;
     for (step, expect) in SCRIPT.iter().enumerate() {
         let response = engine.handle_sms(&inbound(k, step)).await?;
-        let client = engine
-            .client_by_phone(&phone)
+        let owner = engine
+            .owner_by_phone(&phone)
             .await?
             .context("the rehearsal owner was not created")?;
         // The engine writes the owner's row exactly when the step changed it.
-        let saved = before.as_ref().is_some_and(|b| *b != client);
+        let saved = before.as_ref().is_some_and(|b| *b != owner);
         ensure!(
             saved == expect.saves,
             "step {} ({:?}) {} the owner, the bench expects it {}: update SCRIPT",
@@ -412,15 +412,15 @@ async fn rehearse<S: Store>(engine: &Engine<S>, k: usize) -> Result<Vec<String>>
                 "left alone"
             },
         );
-        before = Some(client.clone());
+        before = Some(owner.clone());
         ensure!(
-            client.state == expect.state && client.gate == expect.gate,
+            owner.state == expect.state && owner.gate == expect.gate,
             "step {} ({:?}) left the owner at {} gate {:?}, the bench expects {} gate {:?}: \
              update SCRIPT and the bare statements",
             step + 1,
             expect.body,
-            client.state,
-            client.gate,
+            owner.state,
+            owner.gate,
             expect.state,
             expect.gate,
         );
@@ -438,17 +438,17 @@ async fn rehearse<S: Store>(engine: &Engine<S>, k: usize) -> Result<Vec<String>>
 // ---------------------------------------------------------------------------------------------
 // The bare statements
 
-/// What the bare side binds: a client shaped like the engine's at each step.
+/// What the bare side binds: an owner shaped like the engine's at each step.
 struct BareShape {
     responses: Vec<String>,
     now: DateTime<Utc>,
 }
 
-fn bare_client_id(k: usize) -> String {
+fn bare_owner_id(k: usize) -> String {
     format!("c_x{k:09}")
 }
 
-/// The mutable columns after `step`, as the engine's `save_client` writes them.
+/// The mutable columns after `step`, as the engine's `save_owner` writes them.
 struct Columns {
     gate: Option<&'static str>,
     business_type: Option<&'static str>,
@@ -479,7 +479,7 @@ macro_rules! bare_statements {
         let now = shape.now;
         let sid = message_sid(k, step);
         let phone = owner_phone(k);
-        let id = bare_client_id(k);
+        let id = bare_owner_id(k);
         let script = &SCRIPT[step];
 
         // Tx::claim_inbound
@@ -499,7 +499,7 @@ macro_rules! bare_statements {
         .rows_affected();
         ensure!(claimed == 1, "bare: {sid} was already claimed");
 
-        // Tx::lock_or_create_client: look, and only for a new owner insert and look again.
+        // Tx::lock_or_create_owner: look, and only for a new owner insert and look again.
         let found = sqlx::query($lock_sql)
             .bind(phone.as_str())
             .fetch_optional(&mut *$tx)
@@ -508,7 +508,7 @@ macro_rules! bare_statements {
             Some(row) => row,
             None => {
                 sqlx::query(
-                    "INSERT INTO clients (id, owner_phone, country, locale, state, gate, \
+                    "INSERT INTO owners (id, owner_phone, country, locale, state, gate, \
                  business_type, location, business_name, owner_name, notify, \
                  phone_type, misses, opted_out, payment_active, paid_at, \
                  twilio_number, waitlisted_at, verify_started_at, created_at, \
@@ -551,7 +551,7 @@ macro_rules! bare_statements {
         // Engine::step: one state_history row per transition.
         if let Some((from, to)) = script.transition {
             sqlx::query(
-                "INSERT INTO state_history (client_id, from_state, to_state, cause, at) \
+                "INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(id.as_str())
@@ -563,11 +563,11 @@ macro_rules! bare_statements {
             .await?;
         }
 
-        // Tx::save_client, after a step that changed the owner.
+        // Tx::save_owner, after a step that changed the owner.
         if script.saves {
             let c = columns_after(step);
             sqlx::query(
-                "UPDATE clients SET locale = $2, state = $3, gate = $4, \
+                "UPDATE owners SET locale = $2, state = $3, gate = $4, \
                      business_type = $5, location = $6, business_name = $7, \
                      owner_name = $8, notify = $9, phone_type = $10, misses = $11, \
                      opted_out = $12, payment_active = $13, paid_at = $14, \
@@ -599,7 +599,7 @@ macro_rules! bare_statements {
 
         // Tx::finish_inbound
         sqlx::query(
-            "UPDATE inbound_messages SET client_id = $2, response = $3 \
+            "UPDATE inbound_messages SET owner_id = $2, response = $3 \
              WHERE message_sid = $1",
         )
         .bind(sid.as_str())
@@ -610,14 +610,14 @@ macro_rules! bare_statements {
     }};
 }
 
-/// `store/common.rs`'s `client_columns!()`, and the owner SELECT of `lock_or_create_client`.
-macro_rules! lock_client_sql {
+/// `store/common.rs`'s `owner_columns!()`, and the owner SELECT of `lock_or_create_owner`.
+macro_rules! lock_owner_sql {
     ($for_update:literal) => {
         concat!(
             "SELECT id, owner_phone, locale, state, gate, business_type, location, business_name, \
              owner_name, notify, phone_type, misses, opted_out, payment_active, paid_at, \
              twilio_number, waitlisted_at, verify_started_at, created_at, updated_at \
-             FROM clients WHERE owner_phone = $1",
+             FROM owners WHERE owner_phone = $1",
             $for_update
         )
     };
@@ -646,7 +646,7 @@ impl Bench for SqliteBench {
     async fn bare_step(&self, conn: &mut Self::Conn, k: usize, step: usize) -> Result<()> {
         // As `SqliteStore::begin`: the write lock up front.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        bare_statements!(tx, lock_client_sql!(""), &self.shape, k, step);
+        bare_statements!(tx, lock_owner_sql!(""), &self.shape, k, step);
         tx.commit().await?;
         Ok(())
     }
@@ -677,16 +677,16 @@ async fn bench_sqlite(opts: &Options) -> Result<Line> {
 }
 
 async fn check_history(store: &SqliteStore, owners: usize) -> Result<()> {
-    let (clients, history, inbound): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM clients), (SELECT COUNT(*) FROM state_history), \
+    let (owners, history, inbound): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM owners), (SELECT COUNT(*) FROM state_history), \
                 (SELECT COUNT(*) FROM inbound_messages WHERE response IS NOT NULL)",
     )
     .fetch_one(&mut *store.conn().await?)
     .await?;
-    check_counts(owners, clients, history, inbound)
+    check_counts(owners, owners, history, inbound)
 }
 
-fn check_counts(owners: usize, clients: i64, history: i64, inbound: i64) -> Result<()> {
+fn check_counts(owners: usize, owners: i64, history: i64, inbound: i64) -> Result<()> {
     let transitions = SCRIPT.iter().filter(|s| s.transition.is_some()).count();
     let expected = (
         owners as i64,
@@ -694,8 +694,8 @@ fn check_counts(owners: usize, clients: i64, history: i64, inbound: i64) -> Resu
         (owners * STEPS_PER_OWNER) as i64,
     );
     ensure!(
-        (clients, history, inbound) == expected,
-        "after the run: {clients} clients, {history} transitions, {inbound} answered SMS; \
+        (owners, history, inbound) == expected,
+        "after the run: {owners} owners, {history} transitions, {inbound} answered SMS; \
          expected {expected:?}: the engine and the bare statements wrote different things"
     );
     Ok(())
@@ -723,7 +723,7 @@ impl Bench for PgBench {
 
     async fn bare_step(&self, conn: &mut Self::Conn, k: usize, step: usize) -> Result<()> {
         let mut tx = conn.begin().await?;
-        bare_statements!(tx, lock_client_sql!(" FOR UPDATE"), &self.shape, k, step);
+        bare_statements!(tx, lock_owner_sql!(" FOR UPDATE"), &self.shape, k, step);
         tx.commit().await?;
         Ok(())
     }
@@ -780,13 +780,13 @@ async fn bench_postgres_in(options: PgConnectOptions, opts: &Options) -> Result<
     let owners = opts.owners.unwrap_or(DEFAULT_POSTGRES_OWNERS);
     let (engine, bare) = measure(&bench, &mut ids, owners, concurrency).await?;
 
-    let (clients, history, inbound): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM clients), (SELECT COUNT(*) FROM state_history), \
+    let (owners, history, inbound): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM owners), (SELECT COUNT(*) FROM state_history), \
                 (SELECT COUNT(*) FROM inbound_messages WHERE response IS NOT NULL)",
     )
     .fetch_one(&pool)
     .await?;
-    check_counts(ids.0, clients, history, inbound)?;
+    check_counts(ids.0, owners, history, inbound)?;
     pool.close().await;
     Ok(Line {
         name: "postgres",

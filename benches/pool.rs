@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use chrono::Utc;
-use onboard::domain::{ClientId, PhoneNumber};
-use onboard::store::{Allocation, Client, NewPoolNumber, PgStore, Store, Tx};
+use onboard::domain::{OwnerId, PhoneNumber};
+use onboard::store::{Allocation, Owner, NewPoolNumber, PgStore, Store, Tx};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -57,11 +57,11 @@ const PARTIAL_INDEX: &str = "pool_numbers_available";
 // The statements `allocate_number` issues on PostgreSQL for an owner without an area code (a GB
 // owner), byte for byte as src/store/common.rs builds them, so they share the prepared-statement
 // cache with the store path.
-const SQL_LOCK_OWNER: &str = "SELECT id FROM clients WHERE id = $1 FOR UPDATE";
-const SQL_HELD: &str = "SELECT e164 FROM pool_numbers WHERE client_id = $1";
+const SQL_LOCK_OWNER: &str = "SELECT id FROM owners WHERE id = $1 FOR UPDATE";
+const SQL_HELD: &str = "SELECT e164 FROM pool_numbers WHERE owner_id = $1";
 const SQL_PICK: &str = "SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
      ORDER BY created_at, e164 LIMIT 1 FOR UPDATE SKIP LOCKED";
-const SQL_ASSIGN: &str = "UPDATE pool_numbers SET status = 'ASSIGNED', client_id = $2, \
+const SQL_ASSIGN: &str = "UPDATE pool_numbers SET status = 'ASSIGNED', owner_id = $2, \
      assigned_at = $3, updated_at = $3 WHERE e164 = $1";
 
 fn main() -> ExitCode {
@@ -194,7 +194,7 @@ async fn bench(options: PgConnectOptions) -> anyhow::Result<Report> {
 /// An owner as the engine knows them at allocation.
 #[derive(Clone)]
 struct Owner {
-    id: ClientId,
+    id: OwnerId,
     phone: PhoneNumber,
 }
 
@@ -204,12 +204,12 @@ async fn create_owners(store: &PgStore) -> anyhow::Result<Vec<Owner>> {
     let mut owners = Vec::with_capacity(OWNERS);
     let mut tx = store.begin().await?;
     for i in 0..OWNERS {
-        let id = ClientId::new(format!("c_bench_{i:06}"));
+        let id = OwnerId::new(format!("c_bench_{i:06}"));
         let phone = PhoneNumber::parse(&format!("+447700{i:06}"))?;
-        let (client, created) = tx
-            .lock_or_create_client(&phone, || Client::new(id.clone(), phone.clone(), now))
+        let (owner, created) = tx
+            .lock_or_create_owner(&phone, || Owner::new(id.clone(), phone.clone(), now))
             .await?;
-        ensure!(created && client.id == id, "owner {id} already existed");
+        ensure!(created && owner.id == id, "owner {id} already existed");
         owners.push(Owner { id, phone });
     }
     tx.commit().await?;
@@ -537,12 +537,12 @@ async fn bulk_load(store: &PgStore, total: i64, assigned: i64) -> anyhow::Result
     let pool = store.pool();
     if assigned > 0 {
         let existing: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM clients WHERE id LIKE 'c_bulk_%'")
+            sqlx::query_scalar("SELECT COUNT(*) FROM owners WHERE id LIKE 'c_bulk_%'")
                 .fetch_one(pool)
                 .await?;
         if existing < assigned {
             sqlx::query(
-                "INSERT INTO clients (id, owner_phone, country, locale, state, payment_active, \
+                "INSERT INTO owners (id, owner_phone, country, locale, state, payment_active, \
                      paid_at, twilio_number, created_at, updated_at) \
                  SELECT 'c_bulk_' || lpad(g::text, 7, '0'), '+447900' || lpad(g::text, 6, '0'), \
                      'GB', 'en-GB', 'S6_PHONE_TYPE', true, now(), \
@@ -558,7 +558,7 @@ async fn bulk_load(store: &PgStore, total: i64, assigned: i64) -> anyhow::Result
     // Number 2g is owned by c_bulk_g while g < assigned; created_at rises with the number, so the
     // available ones sit between assigned ones in allocation order.
     sqlx::query(
-        "INSERT INTO pool_numbers (e164, status, client_id, country, area_code, assigned_at, \
+        "INSERT INTO pool_numbers (e164, status, owner_id, country, area_code, assigned_at, \
              created_at, updated_at) \
          SELECT '+4475' || lpad(n::text, 8, '0'), \
              CASE WHEN n % 2 = 0 AND n / 2 < $2 THEN 'ASSIGNED' ELSE 'AVAILABLE' END, \
@@ -572,7 +572,7 @@ async fn bulk_load(store: &PgStore, total: i64, assigned: i64) -> anyhow::Result
     .bind(assigned)
     .execute(pool)
     .await?;
-    sqlx::raw_sql("VACUUM ANALYZE pool_numbers, clients")
+    sqlx::raw_sql("VACUUM ANALYZE pool_numbers, owners")
         .execute(pool)
         .await?;
     Ok(())

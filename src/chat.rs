@@ -22,7 +22,7 @@ use crate::domain::PhoneNumber;
 use crate::engine::{Engine, InboundSms, Settings};
 use crate::flows::Flows;
 use crate::replay::{StripeEvent, message_text, stripe_event_body};
-use crate::store::{Client, OutboundKind, SqliteStore, Store};
+use crate::store::{Owner, OutboundKind, SqliteStore, Store};
 use crate::voice::InboundCall;
 
 /// The owner's phone when `--phone` is not given.
@@ -292,9 +292,9 @@ impl Local {
         self.counter
     }
 
-    async fn owner(&self) -> anyhow::Result<Client> {
+    async fn owner(&self) -> anyhow::Result<Owner> {
         self.engine
-            .client_by_phone(&self.owner)
+            .owner_by_phone(&self.owner)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no owner yet: text the bot first"))
     }
@@ -387,7 +387,7 @@ impl Backend for Local {
                 )));
             }
             Command::State => said.push(Said::Note(describe(
-                self.engine.client_by_phone(&self.owner).await?.as_ref(),
+                self.engine.owner_by_phone(&self.owner).await?.as_ref(),
             ))),
             Command::Help | Command::Restart | Command::Quit => {}
         }
@@ -437,7 +437,7 @@ impl Live {
         Ok(live)
     }
 
-    async fn client(&self) -> anyhow::Result<serde_json::Value> {
+    async fn owner(&self) -> anyhow::Result<serde_json::Value> {
         self.remote
             .owner(self.owner.as_str())
             .await?
@@ -463,8 +463,8 @@ impl Live {
     }
 
     async fn stripe(&mut self, kind: &str) -> anyhow::Result<Said> {
-        let client = self.client().await?;
-        let id = client["id"].as_str().unwrap_or_default().to_owned();
+        let owner = self.owner().await?;
+        let id = owner["id"].as_str().unwrap_or_default().to_owned();
         let event_id = self.next_id("evt_");
         let body = stripe_event_body(&StripeEvent {
             kind,
@@ -481,8 +481,8 @@ impl Live {
     }
 
     async fn call(&mut self, from: String, forwarded_from: Option<String>) -> anyhow::Result<Said> {
-        let client = self.client().await?;
-        let to = client["twilio_number"]
+        let owner = self.owner().await?;
+        let to = owner["twilio_number"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no number yet: pay (/pay) and answer YES first"))?
             .to_owned();
@@ -521,7 +521,7 @@ impl Backend for Live {
             )),
             Command::State => said.push(Said::Note(
                 match self.remote.owner(self.owner.as_str()).await? {
-                    Some(client) => describe_json(&client),
+                    Some(owner) => describe_json(&owner),
                     None => describe(None),
                 },
             )),
@@ -540,8 +540,8 @@ impl Backend for Live {
     /// A live server keeps its owners: the owner goes back to S1 through the admin API, keeping
     /// payment and number, as RESTART does.
     async fn restart(&mut self) -> anyhow::Result<()> {
-        if let Some(client) = self.remote.owner(self.owner.as_str()).await? {
-            let id = client["id"].as_str().unwrap_or_default();
+        if let Some(owner) = self.remote.owner(self.owner.as_str()).await? {
+            let id = owner["id"].as_str().unwrap_or_default();
             self.remote.reset(id).await?;
         }
         Ok(())
@@ -549,10 +549,10 @@ impl Backend for Live {
 }
 
 /// `/state` from the admin API's view of an owner.
-fn describe_json(client: &serde_json::Value) -> String {
-    let text = |key: &str| client[key].as_str().unwrap_or("none").to_owned();
+fn describe_json(owner: &serde_json::Value) -> String {
+    let text = |key: &str| owner[key].as_str().unwrap_or("none").to_owned();
     let yes = |key: &str| {
-        if client[key].as_bool() == Some(true) {
+        if owner[key].as_bool() == Some(true) {
             "yes"
         } else {
             "no"
@@ -569,21 +569,21 @@ fn describe_json(client: &serde_json::Value) -> String {
 }
 
 /// `/state`: the owner's record in one line.
-pub fn describe(client: Option<&Client>) -> String {
-    let Some(client) = client else {
+pub fn describe(owner: Option<&Owner>) -> String {
+    let Some(owner) = owner else {
         return "no owner yet: text the bot first".into();
     };
     format!(
         "state {}, gate {}, paid {}, number {}, opted out {}",
-        client.state,
-        client.gate.map(|g| g.as_str()).unwrap_or("none"),
-        if client.payment_active { "yes" } else { "no" },
-        client
+        owner.state,
+        owner.gate.map(|g| g.as_str()).unwrap_or("none"),
+        if owner.payment_active { "yes" } else { "no" },
+        owner
             .twilio_number
             .as_ref()
             .map(|n| n.to_string())
             .unwrap_or_else(|| "none".into()),
-        if client.opted_out { "yes" } else { "no" },
+        if owner.opted_out { "yes" } else { "no" },
     )
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
-use crate::domain::ClientId;
+use crate::domain::OwnerId;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
@@ -49,7 +49,7 @@ impl Clock for ManualClock {
 }
 
 pub trait Ids: Send + Sync + 'static {
-    fn client_id(&self) -> ClientId;
+    fn owner_id(&self) -> OwnerId;
 }
 
 /// Unguessable ids (`c_` and 16 hex digits): they travel in payment links.
@@ -60,13 +60,13 @@ pub struct RandomIds {
 }
 
 impl Ids for RandomIds {
-    fn client_id(&self) -> ClientId {
+    fn owner_id(&self) -> OwnerId {
         // RandomState is keyed from the OS's randomness per instance; hashing a counter and the time
         // gives distinct, unpredictable values without another dependency.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let value = self.seed.hash_one((n, nanos, std::process::id()));
-        ClientId::new(format!("c_{value:016x}"))
+        OwnerId::new(format!("c_{value:016x}"))
     }
 }
 
@@ -75,9 +75,9 @@ impl Ids for RandomIds {
 pub struct SequentialIds(AtomicU64);
 
 impl Ids for SequentialIds {
-    fn client_id(&self) -> ClientId {
+    fn owner_id(&self) -> OwnerId {
         let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
-        ClientId::new(format!("c_{n:010}"))
+        OwnerId::new(format!("c_{n:010}"))
     }
 }
 
@@ -88,16 +88,16 @@ mod tests {
     #[test]
     fn random_ids_are_distinct_and_fit_a_client_reference() {
         let ids = RandomIds::default();
-        let a = ids.client_id();
-        let b = ids.client_id();
+        let a = ids.owner_id();
+        let b = ids.owner_id();
         assert_ne!(a, b);
-        assert!(ClientId::parse(a.as_str()).is_some());
+        assert!(OwnerId::parse(a.as_str()).is_some());
     }
 
     #[test]
     fn sequential_ids_count_up() {
         let ids = SequentialIds::default();
-        assert_eq!(ids.client_id().as_str(), "c_0000000001");
-        assert_eq!(ids.client_id().as_str(), "c_0000000002");
+        assert_eq!(ids.owner_id().as_str(), "c_0000000001");
+        assert_eq!(ids.owner_id().as_str(), "c_0000000002");
     }
 }

@@ -339,9 +339,9 @@ impl Locale {
 /// Our id for an owner; also the Stripe `client_reference_id`, so it sticks to `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ClientId(String);
+pub struct OwnerId(String);
 
-impl ClientId {
+impl OwnerId {
     pub fn new(raw: impl Into<String>) -> Self {
         Self(raw.into())
     }
@@ -361,7 +361,7 @@ impl ClientId {
     }
 }
 
-impl fmt::Display for ClientId {
+impl fmt::Display for OwnerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

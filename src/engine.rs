@@ -10,12 +10,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::{Clock, Ids};
 use crate::conversation::{self, Command, Context, Conversation, Decision, Event, Gate, StateName};
-use crate::domain::{ClientId, Country, PhoneNumber, mask_phone};
+use crate::domain::{OwnerId, Country, PhoneNumber, mask_phone};
 use crate::flows::{Flows, MessageKey};
 use crate::reminders::ReminderSettings;
 use crate::store::reminders::ReminderTx as _;
 use crate::store::{
-    Allocation, Claim, Client, NewInbound, NewOutbound, NewPoolNumber, OutboundStatus,
+    Allocation, Claim, Owner, NewInbound, NewOutbound, NewPoolNumber, OutboundStatus,
     QuarantineOutcome, Store, StoreError, Transition, Tx,
 };
 use crate::twilio::twiml;
@@ -28,13 +28,13 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no owner with id {0}")]
-    UnknownClient(ClientId),
+    UnknownOwner(OwnerId),
     #[error("number {0} is not in the pool")]
     UnknownNumber(String),
     #[error("the pool gave an inconsistent answer: {0}")]
     Pool(String),
     #[error("number {0} is assigned to owner {1}; it can only be released from them")]
-    NumberInUse(String, ClientId),
+    NumberInUse(String, OwnerId),
 }
 
 /// What the engine needs besides the store.
@@ -67,7 +67,7 @@ pub struct InboundSms {
 /// What an event produced for an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    pub client_id: ClientId,
+    pub owner_id: OwnerId,
     pub state: StateName,
     /// The texts sent (or queued) to the owner, one per event; empty when nothing was said.
     pub texts: Vec<String>,
@@ -164,27 +164,27 @@ impl<S: Store> Engine<S> {
             return Ok(response);
         };
 
-        let (mut client, created) = tx
-            .lock_or_create_client(&phone, || {
-                Client::new(self.ids.client_id(), phone.clone(), now)
+        let (mut owner, created) = tx
+            .lock_or_create_owner(&phone, || {
+                Owner::new(self.ids.owner_id(), phone.clone(), now)
             })
             .await?;
         tracing::info!(
             event = "INBOUND_SMS",
-            client_id = %client.id,
-            phone = %client.owner_phone.masked(),
-            state = %client.state,
-            new_client = created,
+            owner_id = %owner.id,
+            phone = %owner.owner_phone.masked(),
+            state = %owner.state,
+            new_owner = created,
         );
         tracing::debug!(body = %sms.body, "inbound SMS body");
 
         let timer = if created {
             None
         } else {
-            tx.reminder_timer(&client.id).await?
+            tx.reminder_timer(&owner.id).await?
         };
-        let decision = if self.welcomes_back(timer.as_ref(), &client, &sms.body) {
-            self.welcome_back(&client)
+        let decision = if self.welcomes_back(timer.as_ref(), &owner, &sms.body) {
+            self.welcome_back(&owner)
         } else {
             // The first text from a new owner is greeted, and read for whatever it already says.
             let event = if created {
@@ -192,17 +192,17 @@ impl<S: Store> Engine<S> {
             } else {
                 Event::Text(sms.body.clone())
             };
-            let stored = client.clone();
-            let decision = self.run_unsaved(&mut tx, &mut client, event, now).await?;
+            let stored = owner.clone();
+            let decision = self.run_unsaved(&mut tx, &mut owner, event, now).await?;
             // HELP, a question, a text while opted out: many texts change nothing to write.
-            if client != stored {
-                client.updated_at = now;
-                tx.save_client(&client).await?;
+            if owner != stored {
+                owner.updated_at = now;
+                tx.save_owner(&owner).await?;
             }
             decision
         };
-        self.owner_texted(&mut tx, timer, &client, now).await?;
-        let reply = if client.opted_out || decision.replies.is_empty() {
+        self.owner_texted(&mut tx, timer, &owner, now).await?;
+        let reply = if owner.opted_out || decision.replies.is_empty() {
             None
         } else {
             Some(decision.replies.join("\n"))
@@ -211,10 +211,10 @@ impl<S: Store> Engine<S> {
             Some(text) => twiml::Response::new().message(text).to_xml(),
             None => twiml::Response::new().to_xml(),
         };
-        tx.finish_inbound(&sms.message_sid, Some(&client.id), &response)
+        tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
             .await?;
         tx.commit().await?;
-        self.check_pool_after(&decision, &client).await;
+        self.check_pool_after(&decision, &owner).await;
         Ok(response)
     }
 
@@ -228,27 +228,27 @@ impl<S: Store> Engine<S> {
         match &self.settings.onboarding_number {
             Some(onboarding) => Ok(onboarding.as_str() == to),
             None => Ok(match PhoneNumber::parse(to) {
-                Ok(number) => tx.lock_client_by_number(&number).await?.is_none(),
+                Ok(number) => tx.lock_owner_by_number(&number).await?.is_none(),
                 Err(_) => true,
             }),
         }
     }
 
     /// Applies a provider event (payment, test call, ...) to an owner; what the bot says goes to the outbox.
-    pub async fn apply(&self, client_id: &ClientId, event: Event) -> Result<Outcome, EngineError> {
+    pub async fn apply(&self, owner_id: &OwnerId, event: Event) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let mut client = tx
-            .lock_client(client_id)
+        let mut owner = tx
+            .lock_owner(owner_id)
             .await?
-            .ok_or_else(|| EngineError::UnknownClient(client_id.clone()))?;
-        let decision = self.run(&mut tx, &mut client, event, now).await?;
-        let texts = self.queue_replies(&mut tx, &client, &decision, now).await?;
+            .ok_or_else(|| EngineError::UnknownOwner(owner_id.clone()))?;
+        let decision = self.run(&mut tx, &mut owner, event, now).await?;
+        let texts = self.queue_replies(&mut tx, &owner, &decision, now).await?;
         tx.commit().await?;
-        self.check_pool_after(&decision, &client).await;
+        self.check_pool_after(&decision, &owner).await;
         Ok(Outcome {
-            client_id: client.id,
-            state: client.state,
+            owner_id: owner.id,
+            state: owner.state,
             texts,
         })
     }
@@ -263,36 +263,36 @@ impl<S: Store> Engine<S> {
     ) -> Result<bool, EngineError> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let client_id = tx
+        let owner_id = tx
             .update_outbound_status(message_sid, status, error_code, now)
             .await?;
-        if let (Some(id), Some("21610")) = (&client_id, error_code)
-            && let Some(mut client) = tx.lock_client(id).await?
-            && !client.opted_out
+        if let (Some(id), Some("21610")) = (&owner_id, error_code)
+            && let Some(mut owner) = tx.lock_owner(id).await?
+            && !owner.opted_out
         {
-            client.opted_out = true;
-            client.updated_at = now;
-            tx.save_client(&client).await?;
-            tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
+            owner.opted_out = true;
+            owner.updated_at = now;
+            tx.save_owner(&owner).await?;
+            tracing::info!(event = "OPTED_OUT", owner_id = %owner.id, phone = %owner.owner_phone.masked(), source = "twilio_21610");
         }
         tx.commit().await?;
-        Ok(client_id.is_some())
+        Ok(owner_id.is_some())
     }
 
     /// An operator's reset: the owner goes back to S1 with every answer cleared, keeping payment,
     /// number and opt-out (as RESTART does), recorded in the state history with cause
     /// `admin_reset`, in one transaction. Nothing is texted: their next text answers S1.
-    pub async fn admin_reset(&self, client_id: &ClientId) -> Result<Client, EngineError> {
+    pub async fn admin_reset(&self, owner_id: &OwnerId) -> Result<Owner, EngineError> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let mut client = tx
-            .lock_client(client_id)
+        let mut owner = tx
+            .lock_owner(owner_id)
             .await?
-            .ok_or_else(|| EngineError::UnknownClient(client_id.clone()))?;
+            .ok_or_else(|| EngineError::UnknownOwner(owner_id.clone()))?;
         // Through the conversation like any event; what it would say is not sent.
-        self.run(&mut tx, &mut client, Event::Reset, now).await?;
+        self.run(&mut tx, &mut owner, Event::Reset, now).await?;
         tx.commit().await?;
-        Ok(client)
+        Ok(owner)
     }
 
     /// Sends a number no owner holds to quarantine. A number in use is refused: taking it from its
@@ -300,8 +300,8 @@ impl<S: Store> Engine<S> {
     pub async fn release_number(&self, number: &PhoneNumber) -> Result<(), EngineError> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        if let Some(client) = tx.lock_client_by_number(number).await? {
-            return Err(EngineError::NumberInUse(number.masked(), client.id));
+        if let Some(owner) = tx.lock_owner_by_number(number).await? {
+            return Err(EngineError::NumberInUse(number.masked(), owner.id));
         }
         self.quarantine(&mut tx, number, now).await?;
         tx.commit().await?;
@@ -349,18 +349,18 @@ impl<S: Store> Engine<S> {
     }
 
     /// After an event: if it allocated a number, check the pool of the owner's country.
-    async fn check_pool_after(&self, decision: &Decision, client: &Client) {
+    async fn check_pool_after(&self, decision: &Decision, owner: &Owner) {
         if decision.commands.contains(&Command::AllocateNumber) {
-            self.check_pool(client.country()).await;
+            self.check_pool(owner.country()).await;
         }
     }
 
     /// The owner with this phone number, if any.
-    pub async fn client_by_phone(
+    pub async fn owner_by_phone(
         &self,
         phone: &PhoneNumber,
-    ) -> Result<Option<Client>, EngineError> {
-        Ok(self.store.client_by_phone(phone).await?)
+    ) -> Result<Option<Owner>, EngineError> {
+        Ok(self.store.owner_by_phone(phone).await?)
     }
 
     /// Puts numbers in the pool, then serves waiting owners first come, first served.
@@ -410,43 +410,43 @@ impl<S: Store> Engine<S> {
         loop {
             let now = self.clock.now();
             let mut tx = self.store.begin().await?;
-            let Some(mut client) = tx.lock_waitlist(country, 1).await?.into_iter().next() else {
+            let Some(mut owner) = tx.lock_waitlist(country, 1).await?.into_iter().next() else {
                 return Ok(served);
             };
             let decision = self
-                .run_commands(&mut tx, &mut client, vec![Command::AllocateNumber], now)
+                .run_commands(&mut tx, &mut owner, vec![Command::AllocateNumber], now)
                 .await?;
-            if client.gate == Some(Gate::AwaitingNumber) {
+            if owner.gate == Some(Gate::AwaitingNumber) {
                 // Still no number: the pool ran dry again; leave the rest waiting (and roll back).
                 return Ok(served);
             }
-            client.updated_at = now;
-            tx.save_client(&client).await?;
+            owner.updated_at = now;
+            tx.save_owner(&owner).await?;
             // Not an answer to the owner: it waits for the end of their quiet hours.
             let texts = self
-                .queue_proactive(&mut tx, &client, &decision, now)
+                .queue_proactive(&mut tx, &owner, &decision, now)
                 .await?;
             tx.commit().await?;
-            self.check_pool_after(&decision, &client).await;
+            self.check_pool_after(&decision, &owner).await;
             served.push(Outcome {
-                client_id: client.id,
-                state: client.state,
+                owner_id: owner.id,
+                state: owner.state,
                 texts,
             });
         }
     }
 
-    /// Runs an event, then every command it leads to, against the locked client, and saves it.
+    /// Runs an event, then every command it leads to, against the locked owner, and saves it.
     pub(crate) async fn run(
         &self,
         tx: &mut S::Tx,
-        client: &mut Client,
+        owner: &mut Owner,
         event: Event,
         now: DateTime<Utc>,
     ) -> Result<Decision, EngineError> {
-        let decision = self.run_unsaved(tx, client, event, now).await?;
-        client.updated_at = now;
-        tx.save_client(client).await?;
+        let decision = self.run_unsaved(tx, owner, event, now).await?;
+        owner.updated_at = now;
+        tx.save_owner(owner).await?;
         Ok(decision)
     }
 
@@ -454,20 +454,20 @@ impl<S: Store> Engine<S> {
     async fn run_unsaved(
         &self,
         tx: &mut S::Tx,
-        client: &mut Client,
+        owner: &mut Owner,
         event: Event,
         now: DateTime<Utc>,
     ) -> Result<Decision, EngineError> {
-        let decision = self.step(tx, client, &event, now).await?;
+        let decision = self.step(tx, owner, &event, now).await?;
         let commands = decision.commands.clone();
-        let more = self.run_commands(tx, client, commands, now).await?;
+        let more = self.run_commands(tx, owner, commands, now).await?;
         Ok(merge(decision, more))
     }
 
     async fn run_commands(
         &self,
         tx: &mut S::Tx,
-        client: &mut Client,
+        owner: &mut Owner,
         mut commands: Vec<Command>,
         now: DateTime<Utc>,
     ) -> Result<Decision, EngineError> {
@@ -480,9 +480,9 @@ impl<S: Store> Engine<S> {
                 Command::AllocateNumber => {
                     let allocation = tx
                         .allocate_number(
-                            &client.id,
-                            client.country(),
-                            client.owner_phone.area_code(),
+                            &owner.id,
+                            owner.country(),
+                            owner.owner_phone.area_code(),
                             now,
                         )
                         .await?;
@@ -490,8 +490,8 @@ impl<S: Store> Engine<S> {
                         Allocation::Allocated(number) | Allocation::AlreadyAssigned(number) => {
                             tracing::info!(
                                 event = "NUMBER_ALLOCATED",
-                                client_id = %client.id,
-                                phone = %client.owner_phone.masked(),
+                                owner_id = %owner.id,
+                                phone = %owner.owner_phone.masked(),
                                 number = %number.masked(),
                             );
                             Some(Event::NumberAllocated(number))
@@ -499,42 +499,42 @@ impl<S: Store> Engine<S> {
                         Allocation::PoolEmpty => {
                             tracing::warn!(
                                 event = "POOL_EMPTY",
-                                client_id = %client.id,
-                                phone = %client.owner_phone.masked(),
-                                country = client.country().code(),
+                                owner_id = %owner.id,
+                                phone = %owner.owner_phone.masked(),
+                                country = owner.country().code(),
                             );
                             Some(Event::PoolEmpty)
                         }
-                        Allocation::ClientNotFound => {
+                        Allocation::OwnerNotFound => {
                             return Err(EngineError::Pool(format!(
-                                "client {} vanished during allocation",
-                                client.id
+                                "owner {} vanished during allocation",
+                                owner.id
                             )));
                         }
                     }
                 }
                 Command::ReleaseNumber => {
                     // The conversation already forgot the number; the pool learns it here.
-                    if let Some(number) = client.twilio_number.take() {
+                    if let Some(number) = owner.twilio_number.take() {
                         self.quarantine(tx, &number, now).await?;
                     }
                     None
                 }
                 Command::PlaceVerifyCall => {
-                    client.verify_started_at = Some(now);
+                    owner.verify_started_at = Some(now);
                     let answered = twiml::Response::new()
                         .say(
                             &self
                                 .flows
-                                .catalog(client.locale)
+                                .catalog(owner.locale)
                                 .render(MessageKey::VoiceVerifyAnswered, &[]),
-                            client.locale.tag(),
+                            owner.locale.tag(),
                         )
                         .hangup()
                         .to_xml();
                     tx.enqueue_verify_call(&NewOutbound {
-                        client_id: &client.id,
-                        to: &client.owner_phone,
+                        owner_id: &owner.id,
+                        to: &owner.owner_phone,
                         body: &answered,
                         created_at: now,
                     })
@@ -543,7 +543,7 @@ impl<S: Store> Engine<S> {
                 }
             };
             if let Some(event) = follow_up {
-                let decision = self.step(tx, client, &event, now).await?;
+                let decision = self.step(tx, owner, &event, now).await?;
                 commands.extend(decision.commands.iter().copied());
                 total = merge(total, decision);
             }
@@ -551,50 +551,50 @@ impl<S: Store> Engine<S> {
         Ok(total)
     }
 
-    /// One pure step: the client brought up to date (not yet saved) and the transitions recorded.
+    /// One pure step: the owner brought up to date (not yet saved) and the transitions recorded.
     async fn step(
         &self,
         tx: &mut S::Tx,
-        client: &mut Client,
+        owner: &mut Owner,
         event: &Event,
         now: DateTime<Utc>,
     ) -> Result<Decision, EngineError> {
         let payment_link = format!(
             "{}?client_reference_id={}",
-            self.settings.payment_link, client.id
+            self.settings.payment_link, owner.id
         );
         let ctx = Context {
-            catalog: self.flows.catalog(client.locale),
+            catalog: self.flows.catalog(owner.locale),
             payment_link: &payment_link,
         };
-        let mut conversation = conversation_of(client);
-        let was_opted_out = client.opted_out;
-        let gate_before = client.gate;
+        let mut conversation = conversation_of(owner);
+        let was_opted_out = owner.opted_out;
+        let gate_before = owner.gate;
         let decision = conversation::step(&mut conversation, event, &ctx);
-        apply_conversation(client, conversation, now);
+        apply_conversation(owner, conversation, now);
 
-        if client.gate != gate_before {
-            let name = match client.gate {
+        if owner.gate != gate_before {
+            let name = match owner.gate {
                 Some(Gate::PaymentRequired) => Some("PAYMENT_REQUIRED"),
                 Some(Gate::AwaitingNumber) => Some("ONBOARDING_BLOCKED_NO_NUMBER"),
                 None => None,
             };
             if let Some(name) = name {
-                tracing::info!(event = name, client_id = %client.id, phone = %client.owner_phone.masked());
+                tracing::info!(event = name, owner_id = %owner.id, phone = %owner.owner_phone.masked());
             }
         }
 
-        if client.opted_out != was_opted_out {
-            let name = if client.opted_out {
+        if owner.opted_out != was_opted_out {
+            let name = if owner.opted_out {
                 "OPTED_OUT"
             } else {
                 "OPTED_IN"
             };
-            tracing::info!(event = name, client_id = %client.id, phone = %client.owner_phone.masked());
+            tracing::info!(event = name, owner_id = %owner.id, phone = %owner.owner_phone.masked());
         }
         for (from, to) in &decision.transitions {
             tx.record_transition(&Transition {
-                client_id: &client.id,
+                owner_id: &owner.id,
                 from: *from,
                 to: *to,
                 cause: event.name(),
@@ -603,8 +603,8 @@ impl<S: Store> Engine<S> {
             .await?;
             tracing::info!(
                 event = "STATE_CHANGED",
-                client_id = %client.id,
-                phone = %client.owner_phone.masked(),
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
                 from = %from,
                 to = %to,
                 cause = event.name(),
@@ -615,7 +615,7 @@ impl<S: Store> Engine<S> {
                 _ => None,
             };
             if let Some(name) = milestone {
-                tracing::info!(event = name, client_id = %client.id, phone = %client.owner_phone.masked());
+                tracing::info!(event = name, owner_id = %owner.id, phone = %owner.owner_phone.masked());
             }
         }
         Ok(decision)
@@ -641,17 +641,17 @@ impl<S: Store> Engine<S> {
     pub(crate) async fn queue_replies(
         &self,
         tx: &mut S::Tx,
-        client: &Client,
+        owner: &Owner,
         decision: &Decision,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, EngineError> {
-        if decision.replies.is_empty() || client.opted_out {
+        if decision.replies.is_empty() || owner.opted_out {
             return Ok(Vec::new());
         }
         let body = decision.replies.join("\n");
         tx.enqueue_outbound(&NewOutbound {
-            client_id: &client.id,
-            to: &client.owner_phone,
+            owner_id: &owner.id,
+            to: &owner.owner_phone,
             body: &body,
             created_at: now,
         })
@@ -668,58 +668,58 @@ fn merge(mut first: Decision, then: Decision) -> Decision {
 }
 
 /// The conversation's view of a stored owner.
-pub fn conversation_of(client: &Client) -> Conversation {
+pub fn conversation_of(owner: &Owner) -> Conversation {
     Conversation {
-        state: client.state,
-        gate: client.gate,
-        business_type: client.business_type.clone(),
-        location: client.location.clone(),
-        business_name: client.business_name.clone(),
-        owner_name: client.owner_name.clone(),
-        notify: client.notify.clone(),
-        phone_type: client.phone_type,
-        misses: client.misses,
-        opted_out: client.opted_out,
-        paid: client.payment_active,
-        number: client.twilio_number.clone(),
+        state: owner.state,
+        gate: owner.gate,
+        business_type: owner.business_type.clone(),
+        location: owner.location.clone(),
+        business_name: owner.business_name.clone(),
+        owner_name: owner.owner_name.clone(),
+        notify: owner.notify.clone(),
+        phone_type: owner.phone_type,
+        misses: owner.misses,
+        opted_out: owner.opted_out,
+        paid: owner.payment_active,
+        number: owner.twilio_number.clone(),
     }
 }
 
 /// Writes a conversation back onto the stored owner, keeping the times that go with its changes
 /// (`updated_at` is the caller's: it moves only when something did).
-fn apply_conversation(client: &mut Client, c: Conversation, now: DateTime<Utc>) {
-    if c.paid && !client.payment_active {
-        client.paid_at = Some(now);
+fn apply_conversation(owner: &mut Owner, c: Conversation, now: DateTime<Utc>) {
+    if c.paid && !owner.payment_active {
+        owner.paid_at = Some(now);
     }
     if !c.paid {
-        client.paid_at = None;
+        owner.paid_at = None;
     }
     match c.gate {
         Some(Gate::AwaitingNumber) => {
-            client.waitlisted_at.get_or_insert(now);
+            owner.waitlisted_at.get_or_insert(now);
         }
         // A paid owner who steps away to change an answer is not served meanwhile (the queue
         // is owners at the gate) but keeps their place for when they say YES again.
         _ if c.paid && c.number.is_none() => {}
-        _ => client.waitlisted_at = None,
+        _ => owner.waitlisted_at = None,
     }
     // The window is open only while waiting for proof.
     if c.state != StateName::S8FwdConfirmed {
-        client.verify_started_at = None;
+        owner.verify_started_at = None;
     }
-    client.state = c.state;
-    client.gate = c.gate;
-    client.business_type = c.business_type;
-    client.location = c.location;
-    client.business_name = c.business_name;
-    client.owner_name = c.owner_name;
-    client.notify = c.notify;
-    client.phone_type = c.phone_type;
-    client.misses = c.misses;
-    client.opted_out = c.opted_out;
-    client.payment_active = c.paid;
-    // A released number stays on the client until the release command has quarantined it.
+    owner.state = c.state;
+    owner.gate = c.gate;
+    owner.business_type = c.business_type;
+    owner.location = c.location;
+    owner.business_name = c.business_name;
+    owner.owner_name = c.owner_name;
+    owner.notify = c.notify;
+    owner.phone_type = c.phone_type;
+    owner.misses = c.misses;
+    owner.opted_out = c.opted_out;
+    owner.payment_active = c.paid;
+    // A released number stays on the owner until the release command has quarantined it.
     if c.number.is_some() {
-        client.twilio_number = c.number;
+        owner.twilio_number = c.number;
     }
 }

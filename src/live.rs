@@ -228,7 +228,7 @@ impl Remote {
 
     /// The owner texting from `phone`, as the admin API shows them; `None` when there is none.
     pub async fn owner(&self, phone: &str) -> Result<Option<Value>, LiveError> {
-        let path = format!("/admin/api/clients?phone={}", phone.replace('+', "%2B"));
+        let path = format!("/admin/api/owners?phone={}", phone.replace('+', "%2B"));
         let (status, text) = self.admin(reqwest::Method::GET, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -241,7 +241,7 @@ impl Remote {
 
     /// An owner's whole record: history, texts sent, calls.
     pub async fn record(&self, id: &str) -> Result<Value, LiveError> {
-        let path = format!("/admin/api/clients/{id}");
+        let path = format!("/admin/api/owners/{id}");
         let (status, text) = self.admin(reqwest::Method::GET, &path, None).await?;
         let text = ok(&format!("GET {path}"), status, text)?;
         serde_json::from_str(&text).map_err(|e| LiveError::Unexpected(format!("GET {path}: {e}")))
@@ -249,7 +249,7 @@ impl Remote {
 
     /// Sends an owner back to S1, keeping payment and number (as RESTART does).
     pub async fn reset(&self, id: &str) -> Result<(), LiveError> {
-        let path = format!("/admin/api/clients/{id}/reset");
+        let path = format!("/admin/api/owners/{id}/reset");
         let (status, text) = self.admin(reqwest::Method::POST, &path, None).await?;
         ok(&format!("POST {path}"), status, text).map(|_| ())
     }
@@ -533,8 +533,8 @@ pub async fn replay_one(
     let mut owners: Vec<&PhoneNumber> = vec![&fixture.owner];
     owners.extend(fixture.steps.iter().filter_map(|s| s.from.as_ref()));
     for owner in owners {
-        if let Some(client) = remote.owner(owner.as_str()).await?
-            && let Some(id) = client["id"].as_str()
+        if let Some(owner) = remote.owner(owner.as_str()).await?
+            && let Some(id) = owner["id"].as_str()
             && !remote.record(id).await?["waitlisted_at"].is_null()
         {
             revoke(remote, id, &format!("evt_{run}_cleanup_{id}")).await?;

@@ -212,7 +212,7 @@ impl<S: Store> Outbox<S> {
             if !still_ours {
                 tracing::warn!(
                     event = "OUTBOUND_LEASE_LOST",
-                    client_id = %message.client_id,
+                    owner_id = %message.owner_id,
                     message_id = message.id,
                     "another worker took this message over: not sending it"
                 );
@@ -244,7 +244,7 @@ impl<S: Store> Outbox<S> {
     async fn attempt(&self, message: &OutboundMessage) -> Result<Attempt, StoreError> {
         let mut tx = self.store.begin().await?;
         let opted_out = tx
-            .lock_client(&message.client_id)
+            .lock_owner(&message.owner_id)
             .await?
             .is_none_or(|c| c.opted_out);
         tx.commit().await?;
@@ -270,7 +270,7 @@ impl<S: Store> Outbox<S> {
             // the body is shown where a newcomer looks for it.
             tracing::info!(
                 event,
-                client_id = %message.client_id,
+                owner_id = %message.owner_id,
                 phone = %message.to.masked(),
                 simulated = true,
                 text = %message.body,
@@ -299,7 +299,7 @@ impl<S: Store> Outbox<S> {
                     if let Some(found) = find_sent(&sent, &message.body) {
                         tracing::info!(
                             event = "OUTBOUND_RECONCILED",
-                            client_id = %message.client_id,
+                            owner_id = %message.owner_id,
                             phone = %message.to.masked(),
                             twilio_sid = %found.sid,
                             "an uncertain earlier attempt had gone out: not sending again"
@@ -383,7 +383,7 @@ impl<S: Store> Outbox<S> {
                 let mut tx = self.store.begin().await?;
                 tx.record_verify_call(
                     &call.sid,
-                    &message.client_id,
+                    &message.owner_id,
                     &calls.from,
                     &message.to,
                     self.clock.now(),
@@ -392,7 +392,7 @@ impl<S: Store> Outbox<S> {
                 tx.commit().await?;
                 tracing::info!(
                     event = "VERIFY_CALL_PLACED",
-                    client_id = %message.client_id,
+                    owner_id = %message.owner_id,
                     phone = %message.to.masked(),
                     call_sid = %call.sid,
                 );
@@ -452,7 +452,7 @@ impl<S: Store> Outbox<S> {
                 } else if status != OutboundStatus::Simulated && message.kind == OutboundKind::Sms {
                     tracing::info!(
                         event = "OUTBOUND_SENT",
-                        client_id = %message.client_id,
+                        owner_id = %message.owner_id,
                         phone = %message.to.masked(),
                         status = status.as_str(),
                         twilio_sid = sid.as_deref().unwrap_or_default(),
@@ -484,19 +484,19 @@ impl<S: Store> Outbox<S> {
                     now,
                 )
                 .await?;
-                tracing::warn!(event = "OUTBOUND_RETRY", client_id = %message.client_id, error = %mask_pii(&error), retry_at = %at);
+                tracing::warn!(event = "OUTBOUND_RETRY", owner_id = %message.owner_id, error = %mask_pii(&error), retry_at = %at);
             }
             Attempt::Defer(error, wait) => {
                 let at = retry_at(now, wait);
                 tx.defer_outbound(message.id, message.attempts, &error, at, now)
                     .await?;
-                tracing::info!(event = "OUTBOUND_DEFERRED", client_id = %message.client_id, error = %mask_pii(&error), retry_at = %at);
+                tracing::info!(event = "OUTBOUND_DEFERRED", owner_id = %message.owner_id, error = %mask_pii(&error), retry_at = %at);
             }
             Attempt::Ambiguous(error, wait) => {
                 let at = retry_at(now, wait);
                 tx.mark_outbound_ambiguous(message.id, &error, at, now)
                     .await?;
-                tracing::warn!(event = "OUTBOUND_UNCERTAIN", client_id = %message.client_id, error = %mask_pii(&error), retry_at = %at);
+                tracing::warn!(event = "OUTBOUND_UNCERTAIN", owner_id = %message.owner_id, error = %mask_pii(&error), retry_at = %at);
             }
         }
         tx.commit().await
@@ -505,13 +505,13 @@ impl<S: Store> Outbox<S> {
     /// Twilio says the owner replied STOP: we stop too.
     async fn opt_out(&self, message: &OutboundMessage) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        if let Some(mut client) = tx.lock_client(&message.client_id).await?
-            && !client.opted_out
+        if let Some(mut owner) = tx.lock_owner(&message.owner_id).await?
+            && !owner.opted_out
         {
-            client.opted_out = true;
-            client.updated_at = self.clock.now();
-            tx.save_client(&client).await?;
-            tracing::info!(event = "OPTED_OUT", client_id = %client.id, phone = %client.owner_phone.masked(), source = "twilio_21610");
+            owner.opted_out = true;
+            owner.updated_at = self.clock.now();
+            tx.save_owner(&owner).await?;
+            tracing::info!(event = "OPTED_OUT", owner_id = %owner.id, phone = %owner.owner_phone.masked(), source = "twilio_21610");
         }
         tx.commit().await
     }
@@ -527,7 +527,7 @@ impl<S: Store> Outbox<S> {
 fn log_failed(message: &OutboundMessage, reason: &str, error: &str) {
     tracing::error!(
         event = "OUTBOUND_FAILED",
-        client_id = %message.client_id,
+        owner_id = %message.owner_id,
         phone = %message.to.masked(),
         kind = kind_label(message.kind),
         reason,

@@ -4,7 +4,7 @@
 //! commit together, so a retry either finds the event done or does all of it.
 
 use crate::conversation::Event;
-use crate::domain::{ClientId, mask_pii};
+use crate::domain::{OwnerId, mask_pii};
 use crate::engine::{Engine, EngineError};
 use crate::store::{EventOutcome, NewWebhookEvent, Store, Tx};
 use crate::stripe::event::{Envelope, PaymentAction, classify};
@@ -129,26 +129,26 @@ async fn handle<S: Store>(
             client_reference_id,
             links,
         } => {
-            let client = match client_reference_id.as_deref().and_then(ClientId::parse) {
-                Some(id) => tx.lock_client(&id).await?,
+            let owner = match client_reference_id.as_deref().and_then(OwnerId::parse) {
+                Some(id) => tx.lock_owner(&id).await?,
                 None => None,
             };
-            match client {
-                Some(mut client) => {
+            match owner {
+                Some(mut owner) => {
                     for (kind, id) in &links {
-                        tx.link_stripe(&client.id, *kind, id, now).await?;
+                        tx.link_stripe(&owner.id, *kind, id, now).await?;
                     }
                     tracing::info!(
                         event = "PAYMENT_CONFIRMED",
-                        client_id = %client.id,
-                        phone = %client.owner_phone.masked(),
+                        owner_id = %owner.id,
+                        phone = %owner.owner_phone.masked(),
                         event_id = %envelope.id,
                     );
                     let decision = engine
-                        .run(&mut tx, &mut client, Event::PaymentConfirmed, now)
+                        .run(&mut tx, &mut owner, Event::PaymentConfirmed, now)
                         .await?;
                     engine
-                        .queue_replies(&mut tx, &client, &decision, now)
+                        .queue_replies(&mut tx, &owner, &decision, now)
                         .await?;
                     Receipt::Processed
                 }
@@ -166,25 +166,25 @@ async fn handle<S: Store>(
         PaymentAction::Revoked { by } => {
             let mut found = None;
             for (kind, id) in &by {
-                if let Some(client) = tx.lock_client_by_stripe(*kind, id).await? {
-                    found = Some(client);
+                if let Some(owner) = tx.lock_owner_by_stripe(*kind, id).await? {
+                    found = Some(owner);
                     break;
                 }
             }
             match found {
-                Some(mut client) => {
+                Some(mut owner) => {
                     tracing::info!(
                         event = "PAYMENT_REVOKED",
-                        client_id = %client.id,
-                        phone = %client.owner_phone.masked(),
+                        owner_id = %owner.id,
+                        phone = %owner.owner_phone.masked(),
                         event_id = %envelope.id,
                         event_type = %envelope.event_type,
                     );
                     let decision = engine
-                        .run(&mut tx, &mut client, Event::PaymentRevoked, now)
+                        .run(&mut tx, &mut owner, Event::PaymentRevoked, now)
                         .await?;
                     engine
-                        .queue_replies(&mut tx, &client, &decision, now)
+                        .queue_replies(&mut tx, &owner, &decision, now)
                         .await?;
                     Receipt::Processed
                 }

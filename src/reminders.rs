@@ -18,7 +18,7 @@ use crate::conversation::reminders::{
 use crate::conversation::{Context, Decision, StateName, parse};
 use crate::engine::{Engine, EngineError, conversation_of};
 use crate::store::reminders::{ReminderStats, ReminderTimer, ReminderTx as _};
-use crate::store::{Client, NewOutbound, Store, StoreError, Tx};
+use crate::store::{Owner, NewOutbound, Store, StoreError, Tx};
 use crate::zones::Zones;
 
 /// The reminder settings from the environment (`REMINDERS`, `QUIET_HOURS`, `QUIET_SUNDAY_UNTIL`,
@@ -116,10 +116,10 @@ impl<S: Store> Engine<S> {
         for _ in 0..MAX_TIMERS_PER_SWEEP {
             let now = self.now();
             let mut tx = self.store().begin().await?;
-            let Some((mut timer, client)) = tx.claim_due_reminder(now).await? else {
+            let Some((mut timer, owner)) = tx.claim_due_reminder(now).await? else {
                 break;
             };
-            self.sweep_one(&mut tx, &mut timer, &client, now, &mut sweep)
+            self.sweep_one(&mut tx, &mut timer, &owner, now, &mut sweep)
                 .await?;
             tx.put_reminder_timer(&timer).await?;
             tx.commit().await?;
@@ -131,28 +131,28 @@ impl<S: Store> Engine<S> {
         &self,
         tx: &mut S::Tx,
         timer: &mut ReminderTimer,
-        client: &Client,
+        owner: &Owner,
         now: DateTime<Utc>,
         sweep: &mut Sweep,
     ) -> Result<(), EngineError> {
         let settings = &self.reminders;
-        if timer.state != client.state {
+        if timer.state != owner.state {
             // A payment, a number or a test call moved the owner on without a text: reminders
             // already sent did their work, and the new step's schedule starts now.
             if timer.sent > 0 {
-                self.note_moved_on(tx, client, timer.state, now).await?;
+                self.note_moved_on(tx, owner, timer.state, now).await?;
             }
-            timer.state = client.state;
+            timer.state = owner.state;
             timer.sent = 0;
             timer.anchor_at = now;
         }
-        let catalog = self.flows.catalog(client.locale);
+        let catalog = self.flows.catalog(owner.locale);
         let delays = match &settings.config.schedule {
             Some(schedule) => schedule.delays(),
-            None => catalog.reminders().schedule_for(client.state).delays(),
+            None => catalog.reminders().schedule_for(owner.state).delays(),
         };
-        let zone = settings.zones.zone_of(&client.owner_phone);
-        let conversation = conversation_of(client);
+        let zone = settings.zones.zone_of(&owner.owner_phone);
+        let conversation = conversation_of(owner);
         let action = decide(
             &Timer {
                 state: timer.state,
@@ -169,7 +169,7 @@ impl<S: Store> Engine<S> {
         match action {
             Action::Remind { attempt, next_due } => {
                 timer.due_at = Some(next_due);
-                let link = self.payment_link_for(client);
+                let link = self.payment_link_for(owner);
                 let ctx = Context {
                     catalog,
                     payment_link: &link,
@@ -179,24 +179,24 @@ impl<S: Store> Engine<S> {
                 };
                 let outbound_id = tx
                     .enqueue_outbound(&NewOutbound {
-                        client_id: &client.id,
-                        to: &client.owner_phone,
+                        owner_id: &owner.id,
+                        to: &owner.owner_phone,
                         body: &body,
                         created_at: now,
                     })
                     .await?;
                 let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
-                tx.record_reminder_sent(&client.id, client.state, attempt, outbound_id, now)
+                tx.record_reminder_sent(&owner.id, owner.state, attempt, outbound_id, now)
                     .await?;
                 timer.sent = attempt.saturating_add(1);
                 sweep.sent += 1;
-                metrics::counter!("onboard_reminders_sent_total", "state" => client.state.as_str())
+                metrics::counter!("onboard_reminders_sent_total", "state" => owner.state.as_str())
                     .increment(1);
                 tracing::info!(
                     event = "REMINDER_SENT",
-                    client_id = %client.id,
-                    phone = %client.owner_phone.masked(),
-                    state = %client.state,
+                    owner_id = %owner.id,
+                    phone = %owner.owner_phone.masked(),
+                    state = %owner.state,
                     attempt = attempt + 1,
                 );
             }
@@ -205,9 +205,9 @@ impl<S: Store> Engine<S> {
                 sweep.deferred += 1;
                 tracing::info!(
                     event = "REMINDER_DELAYED_QUIET_HOURS",
-                    client_id = %client.id,
-                    phone = %client.owner_phone.masked(),
-                    state = %client.state,
+                    owner_id = %owner.id,
+                    phone = %owner.owner_phone.masked(),
+                    state = %owner.state,
                     zone = %zone,
                     until = %until,
                 );
@@ -219,19 +219,19 @@ impl<S: Store> Engine<S> {
                 sweep.expired += 1;
                 tracing::info!(
                     event = "CONVERSATION_EXPIRED",
-                    client_id = %client.id,
-                    phone = %client.owner_phone.masked(),
-                    state = %client.state,
+                    owner_id = %owner.id,
+                    phone = %owner.owner_phone.masked(),
+                    state = %owner.state,
                     last_text_at = %timer.anchor_at,
                 );
-                if client.payment_active {
+                if owner.payment_active {
                     // They pay us and are not live: someone should call them.
                     metrics::counter!("onboard_paid_owners_stalled_total").increment(1);
                     tracing::warn!(
                         event = "PAID_OWNER_STALLED",
-                        client_id = %client.id,
-                        phone = %client.owner_phone.masked(),
-                        state = %client.state,
+                        owner_id = %owner.id,
+                        phone = %owner.owner_phone.masked(),
+                        state = %owner.state,
                         last_text_at = %timer.anchor_at,
                         "a paying owner has been silent since their last text; call them"
                     );
@@ -247,30 +247,30 @@ impl<S: Store> Engine<S> {
     pub(crate) fn welcomes_back(
         &self,
         timer: Option<&ReminderTimer>,
-        client: &Client,
+        owner: &Owner,
         body: &str,
     ) -> bool {
         timer.is_some_and(|t| t.expired_at.is_some())
-            && !client.opted_out
+            && !owner.opted_out
             && parse::keyword(body, false).is_none()
     }
 
     /// The answer to an expired conversation's next text: welcome back, and the step's question.
     /// The text itself is not taken as an answer: after two weeks it is rarely one.
-    pub(crate) fn welcome_back(&self, client: &Client) -> Decision {
-        let link = self.payment_link_for(client);
+    pub(crate) fn welcome_back(&self, owner: &Owner) -> Decision {
+        let link = self.payment_link_for(owner);
         let ctx = Context {
-            catalog: self.flows.catalog(client.locale),
+            catalog: self.flows.catalog(owner.locale),
             payment_link: &link,
         };
         tracing::info!(
             event = "CONVERSATION_RESUMED",
-            client_id = %client.id,
-            phone = %client.owner_phone.masked(),
-            state = %client.state,
+            owner_id = %owner.id,
+            phone = %owner.owner_phone.masked(),
+            state = %owner.state,
         );
         Decision {
-            replies: vec![welcome_back_text(&conversation_of(client), &ctx)],
+            replies: vec![welcome_back_text(&conversation_of(owner), &ctx)],
             ..Decision::default()
         }
     }
@@ -282,35 +282,35 @@ impl<S: Store> Engine<S> {
         &self,
         tx: &mut S::Tx,
         previous: Option<ReminderTimer>,
-        client: &Client,
+        owner: &Owner,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
         if let Some(previous) = &previous
             && previous.sent > 0
-            && client.state != previous.state
+            && owner.state != previous.state
         {
-            self.note_moved_on(tx, client, previous.state, now).await?;
+            self.note_moved_on(tx, owner, previous.state, now).await?;
         }
         let first = match &self.reminders.config.schedule {
             Some(schedule) => schedule.delays().first().copied(),
             None => self
                 .flows
-                .catalog(client.locale)
+                .catalog(owner.locale)
                 .reminders()
-                .schedule_for(client.state)
+                .schedule_for(owner.state)
                 .delays()
                 .first()
                 .copied(),
         };
         let finished = matches!(
-            client.state,
+            owner.state,
             StateName::Complete | StateName::S9TestCallDetected
         );
-        let due_at = (!client.opted_out && !finished)
+        let due_at = (!owner.opted_out && !finished)
             .then(|| now + first.unwrap_or(self.reminders.config.expire_after));
         tx.put_reminder_timer(&ReminderTimer {
-            client_id: client.id.clone(),
-            state: client.state,
+            owner_id: owner.id.clone(),
+            state: owner.state,
             sent: 0,
             anchor_at: now,
             due_at,
@@ -323,20 +323,20 @@ impl<S: Store> Engine<S> {
     async fn note_moved_on(
         &self,
         tx: &mut S::Tx,
-        client: &Client,
+        owner: &Owner,
         from: StateName,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        let answered = tx.mark_reminders_moved_on(&client.id, now).await?;
+        let answered = tx.mark_reminders_moved_on(&owner.id, now).await?;
         if answered > 0 {
             metrics::counter!("onboard_reminders_moved_on_total", "state" => from.as_str())
                 .increment(1);
             tracing::info!(
                 event = "REMINDER_MOVED_ON",
-                client_id = %client.id,
-                phone = %client.owner_phone.masked(),
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
                 from = %from,
-                to = %client.state,
+                to = %owner.state,
             );
         }
         Ok(())
@@ -347,30 +347,30 @@ impl<S: Store> Engine<S> {
     pub(crate) async fn queue_proactive(
         &self,
         tx: &mut S::Tx,
-        client: &Client,
+        owner: &Owner,
         decision: &Decision,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, EngineError> {
-        if decision.replies.is_empty() || client.opted_out {
+        if decision.replies.is_empty() || owner.opted_out {
             return Ok(Vec::new());
         }
         let body = decision.replies.join("\n");
         let id = tx
             .enqueue_outbound(&NewOutbound {
-                client_id: &client.id,
-                to: &client.owner_phone,
+                owner_id: &owner.id,
+                to: &owner.owner_phone,
                 body: &body,
                 created_at: now,
             })
             .await?;
-        let zone = self.reminders.zones.zone_of(&client.owner_phone);
+        let zone = self.reminders.zones.zone_of(&owner.owner_phone);
         let release = self.reminders.config.quiet.release(now, zone);
         if release > now {
             tx.hold_outbound_until(id, release).await?;
             tracing::info!(
                 event = "TEXT_DELAYED_QUIET_HOURS",
-                client_id = %client.id,
-                phone = %client.owner_phone.masked(),
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
                 zone = %zone,
                 until = %release,
             );
@@ -386,10 +386,10 @@ impl<S: Store> Engine<S> {
         Ok(stats)
     }
 
-    fn payment_link_for(&self, client: &Client) -> String {
+    fn payment_link_for(&self, owner: &Owner) -> String {
         format!(
             "{}?client_reference_id={}",
-            self.settings.payment_link, client.id
+            self.settings.payment_link, owner.id
         )
     }
 }

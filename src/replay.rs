@@ -59,7 +59,7 @@ pub struct Step {
     pub stripe_event_id: Option<String>,
     /// For checkout events (default `paid`).
     pub payment_status: Option<String>,
-    /// Default: the owner's client id; `"none"` leaves it out.
+    /// Default: the owner's id; `"none"` leaves it out.
     pub client_reference_id: Option<String>,
     /// `"bad"` signs with the wrong secret, `"missing"` sends no signature.
     pub signature: Option<String>,
@@ -345,7 +345,7 @@ async fn steps<S: Store>(
             clock.advance(Duration::days(days));
         }
         let owner = step.from.as_ref().unwrap_or(&fixture.owner);
-        let client = engine.client_by_phone(owner).await?;
+        let owner = engine.owner_by_phone(owner).await?;
         // What the step queues for the owner is read back from the outbox after it.
         let bookmark = engine.store().latest_outbound_id().await?;
         let mut receipt = None;
@@ -365,7 +365,7 @@ async fn steps<S: Store>(
                 .await?;
             reply = message_text(&twiml);
         } else if step.stripe.is_some() {
-            let delivery = stripe_delivery(step, n, client.as_ref(), engine.now().timestamp());
+            let delivery = stripe_delivery(step, n, owner.as_ref(), engine.now().timestamp());
             receipt = Some(
                 match crate::payments::receive(
                     &engine,
@@ -386,7 +386,7 @@ async fn steps<S: Store>(
                 "owner" => owner.to_string(),
                 other => other.to_owned(),
             };
-            let to = match (&step.call_to, &client) {
+            let to = match (&step.call_to, &owner) {
                 (Some(to), _) => to.clone(),
                 (None, Some(c)) => c
                     .twilio_number
@@ -411,7 +411,7 @@ async fn steps<S: Store>(
                     .await?,
             );
         } else if let Some(event) = &step.event {
-            match (event.as_str(), &client) {
+            match (event.as_str(), &owner) {
                 ("timers", _) => {
                     engine.end_quarantines().await?;
                     engine.verify_timeouts().await?;
@@ -421,14 +421,14 @@ async fn steps<S: Store>(
                     let number = step.new_number.clone().expect("checked at load");
                     engine.add_numbers(&[number]).await?;
                 }
-                (name, Some(client)) => {
+                (name, Some(owner)) => {
                     let event = match name {
                         "payment_confirmed" => Event::PaymentConfirmed,
                         "payment_revoked" => Event::PaymentRevoked,
                         "pool_empty" => Event::PoolEmpty,
                         _ => Event::TestCallDetected,
                     };
-                    engine.apply(&client.id, event).await?;
+                    engine.apply(&owner.id, event).await?;
                 }
                 (name, None) => {
                     let failure = Failure {
@@ -460,8 +460,8 @@ async fn steps<S: Store>(
         if !checked {
             continue;
         }
-        let client = engine.client_by_phone(owner).await?;
-        let observed = client.as_ref().map(Observed::of);
+        let owner = engine.owner_by_phone(owner).await?;
+        let observed = owner.as_ref().map(Observed::of);
         let checks = check_receipt(n, &step.expect, receipt.as_ref())
             .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
             .and_then(|()| check(n, &step.expect, reply.as_deref(), observed.as_ref()));
@@ -486,13 +486,13 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn of(client: &crate::store::Client) -> Observed {
+    pub fn of(owner: &crate::store::Owner) -> Observed {
         Observed {
-            state: client.state.to_string(),
-            gate: client.gate.map(|g| g.as_str().to_owned()),
-            opted_out: client.opted_out,
-            paid: client.payment_active,
-            number: client.twilio_number.as_ref().map(|n| n.to_string()),
+            state: owner.state.to_string(),
+            gate: owner.gate.map(|g| g.as_str().to_owned()),
+            opted_out: owner.opted_out,
+            paid: owner.payment_active,
+            number: owner.twilio_number.as_ref().map(|n| n.to_string()),
         }
     }
 }
@@ -529,7 +529,7 @@ pub struct StripeEvent<'a> {
     /// `checkout.session.completed`, `charge.refunded`, ...
     pub kind: &'a str,
     pub event_id: &'a str,
-    /// The owner's client id: Stripe's customer, subscription and charge ids are derived from it,
+    /// The owner's id: Stripe's customer, subscription and charge ids are derived from it,
     /// so a later refund or cancellation finds the same owner.
     pub owner: &'a str,
     /// The checkout's `client_reference_id` (`None`: left out).
@@ -579,12 +579,12 @@ struct Delivery {
 fn stripe_delivery(
     step: &Step,
     n: usize,
-    client: Option<&crate::store::Client>,
+    owner: Option<&crate::store::Owner>,
     now: i64,
 ) -> Delivery {
     let kind = step.stripe.as_deref().unwrap_or_default();
     // Stripe ids derived from the owner, so a later cancellation finds the same owner.
-    let owner = client
+    let owner = owner
         .map(|c| c.id.to_string())
         .unwrap_or_else(|| "unknown".into());
     let reference = match step.client_reference_id.as_deref() {
@@ -655,7 +655,7 @@ pub(crate) fn check(
     step: usize,
     expect: &Expect,
     reply: Option<&str>,
-    client: Option<&Observed>,
+    owner: Option<&Observed>,
 ) -> Result<(), Failure> {
     let fail = |expected: String, actual: String| {
         Err(Failure {
@@ -686,44 +686,44 @@ pub(crate) fn check(
     if expect.no_reply == Some(false) && reply.is_none() {
         return fail("a reply".into(), shown());
     }
-    let needs_client = expect.state.is_some()
+    let needs_owner = expect.state.is_some()
         || expect.gate.is_some()
         || expect.opted_out.is_some()
         || expect.paid.is_some()
         || expect.number.is_some();
-    let Some(client) = client else {
-        return if needs_client {
+    let Some(owner) = owner else {
+        return if needs_owner {
             fail("an owner".into(), "none".into())
         } else {
             Ok(())
         };
     };
     if let Some(state) = expect.state
-        && client.state != state.as_str()
+        && owner.state != state.as_str()
     {
-        return fail(format!("state {state}"), client.state.clone());
+        return fail(format!("state {state}"), owner.state.clone());
     }
     if let Some(gate) = &expect.gate {
-        let actual = client.gate.as_deref().unwrap_or("none");
+        let actual = owner.gate.as_deref().unwrap_or("none");
         if actual != gate {
             return fail(format!("gate {gate}"), actual.into());
         }
     }
     if let Some(opted_out) = expect.opted_out
-        && client.opted_out != opted_out
+        && owner.opted_out != opted_out
     {
         return fail(
             format!("opted_out {opted_out}"),
-            client.opted_out.to_string(),
+            owner.opted_out.to_string(),
         );
     }
     if let Some(paid) = expect.paid
-        && client.paid != paid
+        && owner.paid != paid
     {
-        return fail(format!("paid {paid}"), client.paid.to_string());
+        return fail(format!("paid {paid}"), owner.paid.to_string());
     }
     if let Some(number) = &expect.number {
-        let actual = client.number.clone().unwrap_or_else(|| "none".into());
+        let actual = owner.number.clone().unwrap_or_else(|| "none".into());
         if &actual != number {
             return fail(format!("number {number}"), actual);
         }

@@ -52,7 +52,7 @@ use crate::clock::Clock;
 use crate::domain::{Country, PhoneNumber};
 use crate::engine::{Engine, EngineError};
 use crate::store::replenish::ReplenishStore;
-use crate::store::{Client, NewPoolNumber, PoolStats, StoreError};
+use crate::store::{Owner, NewPoolNumber, PoolStats, StoreError};
 use crate::twilio::client::{BuyNumber, IncomingNumber, NumberSearch, TwilioClient, TwilioError};
 
 /// The FriendlyName of every number the keeper buys, so they can be found in Twilio's console.
@@ -306,7 +306,7 @@ impl Want {
         }
     }
 
-    fn for_owner(owner: &Client) -> Self {
+    fn for_owner(owner: &Owner) -> Self {
         let country = owner.country();
         match country {
             Country::Us => Self {
@@ -452,7 +452,7 @@ impl<S: ReplenishStore> Replenisher<S> {
         let mut report = RunReport::default();
         self.resolve_uncertain(&mut report).await?;
         let stats: PoolStats = store.pool_stats().await?;
-        let waiting: Vec<Client> = store
+        let waiting: Vec<Owner> = store
             .waiting_owners(self.settings.max_waiting)
             .await?
             .into_iter()

@@ -70,11 +70,11 @@ impl<S: Store> Engine<S> {
             tx.commit().await?;
             return Ok(response);
         }
-        let client = match PhoneNumber::parse(&call.to) {
-            Ok(number) => tx.lock_client_by_number(&number).await?,
+        let owner = match PhoneNumber::parse(&call.to) {
+            Ok(number) => tx.lock_owner_by_number(&number).await?,
             Err(_) => None,
         };
-        let Some(mut client) = client else {
+        let Some(mut owner) = owner else {
             // Not a number of ours that anyone holds: refuse without answering (and being billed).
             let response = Response::new().reject(RejectReason::Rejected).to_xml();
             tx.finish_call(&call.call_sid, None, false, &response)
@@ -83,41 +83,41 @@ impl<S: Store> Engine<S> {
             tracing::info!(event = "CALL_REJECTED", to = %mask_phone(&call.to));
             return Ok(response);
         };
-        let catalog = self.flows.catalog(client.locale);
-        let language = client.locale.tag();
-        let (response, is_test_call) = match client.state {
+        let catalog = self.flows.catalog(owner.locale);
+        let language = owner.locale.tag();
+        let (response, is_test_call) = match owner.state {
             StateName::S8FwdConfirmed => {
                 let verdict = judge(
                     &call.from,
                     call.forwarded_from.as_deref(),
-                    &client.owner_phone,
+                    &owner.owner_phone,
                     self.settings.verify_caller.as_ref(),
                 );
                 match verdict {
                     Verdict::Proof => {
                         tracing::info!(
                             event = "TEST_CALL_DETECTED",
-                            client_id = %client.id,
-                            phone = %client.owner_phone.masked(),
+                            owner_id = %owner.id,
+                            phone = %owner.owner_phone.masked(),
                             from = %mask_phone(&call.from),
                         );
                         let decision = self
-                            .run(&mut tx, &mut client, Event::TestCallDetected, now)
+                            .run(&mut tx, &mut owner, Event::TestCallDetected, now)
                             .await?;
-                        self.queue_replies(&mut tx, &client, &decision, now).await?;
+                        self.queue_replies(&mut tx, &owner, &decision, now).await?;
                         let say = catalog.render(MessageKey::VoiceConfirmed, &[]);
                         (Response::new().say(&say, language).hangup(), true)
                     }
                     Verdict::OwnCall => {
                         tracing::info!(
                             event = "TEST_CALL_NOT_PROOF",
-                            client_id = %client.id,
-                            phone = %client.owner_phone.masked(),
+                            owner_id = %owner.id,
+                            phone = %owner.owner_phone.masked(),
                         );
                         let decision = self
-                            .run(&mut tx, &mut client, Event::OwnCallNotProof, now)
+                            .run(&mut tx, &mut owner, Event::OwnCallNotProof, now)
                             .await?;
-                        self.queue_replies(&mut tx, &client, &decision, now).await?;
+                        self.queue_replies(&mut tx, &owner, &decision, now).await?;
                         (Response::new().reject(RejectReason::Rejected), false)
                     }
                 }
@@ -126,11 +126,11 @@ impl<S: Store> Engine<S> {
             _ => {
                 tracing::info!(
                     event = "MISSED_CALL",
-                    client_id = %client.id,
-                    phone = %client.owner_phone.masked(),
+                    owner_id = %owner.id,
+                    phone = %owner.owner_phone.masked(),
                     from = %mask_phone(&call.from),
                 );
-                let business = client.business_name.clone().unwrap_or_default();
+                let business = owner.business_name.clone().unwrap_or_default();
                 let say = catalog.render(
                     MessageKey::VoiceMissedCall,
                     &[("business_name", business.as_str())],
@@ -139,7 +139,7 @@ impl<S: Store> Engine<S> {
             }
         };
         let response = response.to_xml();
-        tx.finish_call(&call.call_sid, Some(&client.id), is_test_call, &response)
+        tx.finish_call(&call.call_sid, Some(&owner.id), is_test_call, &response)
             .await?;
         tx.commit().await?;
         Ok(response)
@@ -170,19 +170,19 @@ impl<S: Store> Engine<S> {
             let started_before = now - self.settings.verify_window;
             let mut tx = self.store().begin().await?;
             let due = tx.lock_verify_due(started_before, 1).await?;
-            let Some(mut client) = due.into_iter().next() else {
+            let Some(mut owner) = due.into_iter().next() else {
                 return Ok(told);
             };
-            client.verify_started_at = None;
+            owner.verify_started_at = None;
             tracing::info!(
                 event = "VERIFY_TIMED_OUT",
-                client_id = %client.id,
-                phone = %client.owner_phone.masked(),
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
             );
             let decision = self
-                .run(&mut tx, &mut client, Event::VerifyTimedOut, now)
+                .run(&mut tx, &mut owner, Event::VerifyTimedOut, now)
                 .await?;
-            self.queue_replies(&mut tx, &client, &decision, now).await?;
+            self.queue_replies(&mut tx, &owner, &decision, now).await?;
             tx.commit().await?;
             told += 1;
         }

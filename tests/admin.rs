@@ -4,9 +4,9 @@
 mod support;
 
 use chrono::{DateTime, Duration, Utc};
-use onboard::domain::ClientId;
+use onboard::domain::OwnerId;
 use onboard::store::{
-    Client, EventOutcome, NewCall, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx,
+    Owner, EventOutcome, NewCall, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -66,7 +66,7 @@ async fn onboard<S: Store>(app: &TestApp<S>, phone: &str, answers: [&str; 4], ye
         assert_eq!(response.status(), StatusCode::OK);
     }
     app.engine
-        .client_by_phone(&phone.parse().unwrap())
+        .owner_by_phone(&phone.parse().unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -98,11 +98,11 @@ async fn store_event<S: Store>(
     tx.commit().await.unwrap();
 }
 
-fn paid_checkout(event_id: &str, client_id: &str) -> Value {
+fn paid_checkout(event_id: &str, owner_id: &str) -> Value {
     json!({
         "id": event_id, "object": "event", "type": "checkout.session.completed",
         "data": {"object": {"id": "cs_1", "object": "checkout.session", "payment_status": "paid",
-            "client_reference_id": client_id, "customer": "cus_jo",
+            "client_reference_id": owner_id, "customer": "cus_jo",
             "customer_details": {"email": "jo@smith.example", "phone": JO, "name": "Jo Smith"}}}
     })
 }
@@ -145,7 +145,7 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
     .await;
 
     // Search: by name in any case, newest first, phones masked, paginated.
-    let (status, body) = get(&app, "/admin/api/clients/search", &[("q", "SMITH")]).await;
+    let (status, body) = get(&app, "/admin/api/owners/search", &[("q", "SMITH")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for phone in [JO, AL, SAM] {
         assert!(!body.contains(phone), "a full phone in a list: {body}");
@@ -164,7 +164,7 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
     assert!(found["items"][1]["created_at"].is_string());
     let second = get_json(
         &app,
-        "/admin/api/clients/search",
+        "/admin/api/owners/search",
         &[("q", "smith"), ("limit", "1"), ("offset", "1")],
     )
     .await;
@@ -174,15 +174,15 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert_eq!(second["items"][0]["id"], jo.as_str());
     // By business name substring, by exact phone, by the phone's last digits.
-    let by_business = get_json(&app, "/admin/api/clients/search", &[("q", "sparks")]).await;
+    let by_business = get_json(&app, "/admin/api/owners/search", &[("q", "sparks")]).await;
     assert_eq!(by_business["items"][0]["id"], al.as_str());
-    let exact = get_json(&app, "/admin/api/clients/search", &[("q", AL)]).await;
+    let exact = get_json(&app, "/admin/api/owners/search", &[("q", AL)]).await;
     assert_eq!(exact["total"], 1);
     assert_eq!(exact["items"][0]["id"], al.as_str());
-    let suffix = get_json(&app, "/admin/api/clients/search", &[("q", "900123")]).await;
+    let suffix = get_json(&app, "/admin/api/owners/search", &[("q", "900123")]).await;
     assert_eq!(suffix["total"], 1);
     assert_eq!(suffix["items"][0]["id"], jo.as_str());
-    let none = get_json(&app, "/admin/api/clients/search", &[("q", "50%_off")]).await;
+    let none = get_json(&app, "/admin/api/owners/search", &[("q", "50%_off")]).await;
     assert_eq!(none["total"], 0);
 
     // A paid checkout whose processing failed, stored as Stripe would have left it.
@@ -217,15 +217,15 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
     let done: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(done["outcome"], "processed");
     assert_eq!(done["status"], "processed");
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert!(client.payment_active);
-    assert_eq!(client.state.as_str(), "S6_PHONE_TYPE");
-    assert_eq!(client.twilio_number.as_ref().unwrap().as_str(), NUMBER);
+    assert!(owner.payment_active);
+    assert_eq!(owner.state.as_str(), "S6_PHONE_TYPE");
+    assert_eq!(owner.twilio_number.as_ref().unwrap().as_str(), NUMBER);
     // Once processed, it is not processed again.
     let (status, body) = post(
         &app,
@@ -280,14 +280,14 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
         })
         .await
         .unwrap();
-        tx.finish_call("CA1", Some(&client.id), true, "<Response/>")
+        tx.finish_call("CA1", Some(&owner.id), true, "<Response/>")
             .await
             .unwrap();
         tx.commit().await.unwrap();
     }
 
     // Jo in full.
-    let record = get_json(&app, &format!("/admin/api/clients/{jo}"), &[]).await;
+    let record = get_json(&app, &format!("/admin/api/owners/{jo}"), &[]).await;
     assert_eq!(record["id"], jo.as_str());
     assert_eq!(record["owner_phone"], JO);
     assert_eq!(record["state"], "S6_PHONE_TYPE");
@@ -349,12 +349,12 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
         record["payment_events"][0]["payload"]["data"]["object"]["customer_details"]["phone"],
         JO
     );
-    let al_record = get_json(&app, &format!("/admin/api/clients/{al}"), &[]).await;
+    let al_record = get_json(&app, &format!("/admin/api/owners/{al}"), &[]).await;
     assert_eq!(al_record["payment_events"], json!([]));
     assert_eq!(al_record["calls"], json!([]));
-    let (status, _) = get(&app, "/admin/api/clients/c_9999999999", &[]).await;
+    let (status, _) = get(&app, "/admin/api/owners/c_9999999999", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = get(&app, "/admin/api/clients/not%20an%20id", &[]).await;
+    let (status, _) = get(&app, "/admin/api/owners/not%20an%20id", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Jo's number is theirs: it cannot be released from the pool; a free one can.
@@ -373,14 +373,14 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Reset: back to S1, answers gone, payment and number kept, recorded.
-    let (status, body) = post(&app, &format!("/admin/api/clients/{jo}/reset")).await;
+    let (status, body) = post(&app, &format!("/admin/api/owners/{jo}/reset")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let reset: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reset["state"], "S1_BUSINESS_TYPE_LOCATION");
     assert_eq!(reset["business_name"], Value::Null);
     assert_eq!(reset["payment_active"], true);
     assert_eq!(reset["twilio_number"], NUMBER);
-    let record = get_json(&app, &format!("/admin/api/clients/{jo}"), &[]).await;
+    let record = get_json(&app, &format!("/admin/api/owners/{jo}"), &[]).await;
     assert_eq!(record["state"], "S1_BUSINESS_TYPE_LOCATION");
     assert_eq!(record["answers"]["business_type"], Value::Null);
     assert_eq!(record["answers"]["notify"], Value::Null);
@@ -393,7 +393,7 @@ async fn admin_story<S: Store>(app: TestApp<S>) {
     assert_eq!(last["cause"], "admin_reset");
     assert_eq!(last["from_state"], "S6_PHONE_TYPE");
     assert_eq!(last["to_state"], "S1_BUSINESS_TYPE_LOCATION");
-    let (status, _) = post(&app, "/admin/api/clients/c_9999999999/reset").await;
+    let (status, _) = post(&app, "/admin/api/owners/c_9999999999/reset").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Events: every filter, and pages.
@@ -466,15 +466,15 @@ async fn the_admin_story_on_postgres() {
 async fn failed_texts_are_listed_with_their_reason<S: Store>(app: TestApp<S>) {
     let store = app.engine.store();
     let now = app.engine.now();
-    let jo = ClientId::new("c_jo");
+    let jo = OwnerId::new("c_jo");
     let phone = JO.parse().unwrap();
     let mut tx = store.begin().await.unwrap();
-    tx.lock_or_create_client(&phone, || Client::new(jo.clone(), JO.parse().unwrap(), now))
+    tx.lock_or_create_owner(&phone, || Owner::new(jo.clone(), JO.parse().unwrap(), now))
         .await
         .unwrap();
     for body in ["one", "two", "three"] {
         tx.enqueue_outbound(&NewOutbound {
-            client_id: &jo,
+            owner_id: &jo,
             to: &phone,
             body,
             created_at: now,
@@ -518,7 +518,7 @@ async fn failed_texts_are_listed_with_their_reason<S: Store>(app: TestApp<S>) {
             .unwrap()
             .contains("not sent within")
     );
-    assert_eq!(items[1]["client_id"], "c_jo");
+    assert_eq!(items[1]["owner_id"], "c_jo");
     assert_eq!(items[1]["to_addr"], "+44*******123");
     let second_page = get_json(
         &app,
@@ -547,14 +547,14 @@ async fn failed_texts_are_listed_with_their_reason_on_postgres() {
 async fn every_admin_endpoint_wants_the_token() {
     let app = spawn_sqlite(test_config(&[])).await;
     let gets = [
-        "/admin/api/clients/search?q=smith",
-        "/admin/api/clients/c_0000000001",
+        "/admin/api/owners/search?q=smith",
+        "/admin/api/owners/c_0000000001",
         "/admin/api/webhook-events",
         "/admin/api/funnel",
         "/admin/api/outbound/failed",
     ];
     let posts = [
-        "/admin/api/clients/c_0000000001/reset",
+        "/admin/api/owners/c_0000000001/reset",
         "/admin/api/webhook-events/stripe/evt_1/reprocess",
         "/admin/api/pool/+447700900900/release",
     ];
@@ -583,25 +583,25 @@ type BadQuery = (
 async fn bad_query_parameters_are_400_naming_the_parameter() {
     let app = spawn_sqlite(test_config(&[])).await;
     let cases: [BadQuery; 11] = [
-        ("/admin/api/clients/search", &[], "q"),
-        ("/admin/api/clients/search", &[("q", "  ")], "q"),
+        ("/admin/api/owners/search", &[], "q"),
+        ("/admin/api/owners/search", &[("q", "  ")], "q"),
         (
-            "/admin/api/clients/search",
+            "/admin/api/owners/search",
             &[("q", "smith"), ("limit", "201")],
             "limit",
         ),
         (
-            "/admin/api/clients/search",
+            "/admin/api/owners/search",
             &[("q", "smith"), ("limit", "0")],
             "limit",
         ),
         (
-            "/admin/api/clients/search",
+            "/admin/api/owners/search",
             &[("q", "smith"), ("limit", "ten")],
             "limit",
         ),
         (
-            "/admin/api/clients/search",
+            "/admin/api/owners/search",
             &[("q", "smith"), ("offset", "-1")],
             "offset",
         ),
@@ -667,13 +667,13 @@ async fn only_failed_events_are_reprocessed() {
         assert!(body.contains(outcome.as_str()), "{body}");
     }
     // Nothing ran: Jo is still unpaid.
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert!(!client.payment_active);
+    assert!(!owner.payment_active);
     // A failed event whose payload names an owner we do not know is reprocessed and ignored.
     store_event(
         &app,

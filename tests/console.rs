@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use onboard::domain::ClientId;
+use onboard::domain::OwnerId;
 use onboard::store::{EventOutcome, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
@@ -101,7 +101,7 @@ async fn onboard_jo<S: Store>(app: &TestApp<S>) -> String {
         assert_eq!(app.text(&format!("SMjo{n}"), JO, body).await.status(), 200);
     }
     app.engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -159,27 +159,27 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _, _) = post_form(&app, &cookie, &path, &[("csrf", "forged")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        client.state.as_str(),
+        owner.state.as_str(),
         "S4_NOTIFICATION_PREF",
         "a refused form changes nothing"
     );
     let (status, _, location) = post_form(&app, &cookie, &path, &[("csrf", &token)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.unwrap(), format!("/admin/owners/{jo}?done=reset"));
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(client.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
+    assert_eq!(owner.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
     let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}?done=reset")).await;
     assert!(owner.contains("admin_reset"), "{owner}");
 
@@ -449,12 +449,12 @@ async fn assets_are_cached_for_a_year_under_their_content_hash() {
 
 async fn a_failed_text_is_resent_once<S: Store>(app: TestApp<S>) {
     let jo = onboard_jo(&app).await;
-    let id = ClientId::new(jo.clone());
+    let id = OwnerId::new(jo.clone());
     let now = app.engine.now();
     let phone = JO.parse().unwrap();
     let mut tx = app.engine.store().begin().await.unwrap();
     tx.enqueue_outbound(&NewOutbound {
-        client_id: &id,
+        owner_id: &id,
         to: &phone,
         body: "Your number is ready",
         created_at: now,
@@ -495,7 +495,7 @@ async fn a_failed_text_is_resent_once<S: Store>(app: TestApp<S>) {
     let record = app
         .engine
         .store()
-        .client_record(&id)
+        .owner_record(&id)
         .await
         .unwrap()
         .unwrap();

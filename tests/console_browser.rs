@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Owner, ClientBuilder, Locator};
 use onboard::store::admin::AdminReads;
 use onboard::store::{EventOutcome, NewWebhookEvent, SqliteStore, Store, Tx};
 use serde_json::json;
@@ -85,7 +85,7 @@ async fn driver() -> Driver {
 }
 
 /// A fresh headless Chromium `width` px wide: a phone's viewport below 800 px.
-async fn browser(driver: &Driver, width: u32, profile: &std::path::Path) -> Client {
+async fn browser(driver: &Driver, width: u32, profile: &std::path::Path) -> Owner {
     let chromium = find("chromium", "chromium");
     let mut options = json!({
         "binary": chromium,
@@ -112,7 +112,7 @@ async fn browser(driver: &Driver, width: u32, profile: &std::path::Path) -> Clie
         .expect("a Chromium session through chromedriver")
 }
 
-async fn shoot(client: &Client, width: u32, name: &str) {
+async fn shoot(owner: &Owner, width: u32, name: &str) {
     let png = client.screenshot().await.expect("a screenshot");
     let dir = screenshots();
     std::fs::create_dir_all(&dir).unwrap();
@@ -120,7 +120,7 @@ async fn shoot(client: &Client, width: u32, name: &str) {
 }
 
 /// Waits up to `limit` for an element to appear; returns how long it took.
-async fn wait_for(client: &Client, css: &str, limit: StdDuration) -> StdDuration {
+async fn wait_for(owner: &Owner, css: &str, limit: StdDuration) -> StdDuration {
     let start = Instant::now();
     loop {
         if client.find(Locator::Css(css)).await.is_ok() {
@@ -135,7 +135,7 @@ async fn wait_for(client: &Client, css: &str, limit: StdDuration) -> StdDuration
     }
 }
 
-async fn text_of(client: &Client, css: &str) -> String {
+async fn text_of(owner: &Owner, css: &str) -> String {
     client
         .find(Locator::Css(css))
         .await
@@ -145,7 +145,7 @@ async fn text_of(client: &Client, css: &str) -> String {
         .unwrap()
 }
 
-async fn click(client: &Client, css: &str) {
+async fn click(owner: &Owner, css: &str) {
     client
         .find(Locator::Css(css))
         .await
@@ -176,7 +176,7 @@ async fn seed(app: &TestApp<SqliteStore>) -> String {
     app.engine.add_numbers(&numbers).await.unwrap();
     let jo = app
         .engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -271,13 +271,13 @@ async fn scenario(driver: &Driver, width: u32) {
     shoot(&client, width, "confirm").await;
     click(&client, ".confirm button.danger").await;
     wait_for(&client, "p.notice.good", StdDuration::from_secs(5)).await;
-    let client_now = app
+    let owner_now = app
         .engine
-        .client_by_phone(&JO.parse().unwrap())
+        .owner_by_phone(&JO.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(client_now.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
+    assert_eq!(owner_now.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
     assert!(text_of(&client, "#history").await.contains("admin_reset"));
 
     // Live: a new text appears within 2 s.

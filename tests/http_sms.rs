@@ -11,9 +11,9 @@ use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_conf
 
 const OWNER: &str = "+447700900123";
 
-async fn client_count<S: Store>(app: &TestApp<S>) -> bool {
+async fn owner_count<S: Store>(app: &TestApp<S>) -> bool {
     app.engine
-        .client_by_phone(&OWNER.parse().unwrap())
+        .owner_by_phone(&OWNER.parse().unwrap())
         .await
         .unwrap()
         .is_some()
@@ -52,13 +52,13 @@ async fn a_retried_message_sid_gets_the_identical_reply_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(first, retry);
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&OWNER.parse().unwrap())
+        .owner_by_phone(&OWNER.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(client.state.as_str(), "S2_BUSINESS_NAME");
+    assert_eq!(owner.state.as_str(), "S2_BUSINESS_NAME");
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn a_missing_signature_is_400_and_a_wrong_one_403_and_neither_stores_anyth
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
-    assert!(!client_count(&app).await);
+    assert!(!owner_count(&app).await);
 }
 
 #[tokio::test]
@@ -122,7 +122,7 @@ async fn each_missing_field_is_a_400_naming_it() {
         let text = response.text().await.unwrap();
         assert!(text.contains(missing), "{missing}: {text}");
     }
-    assert!(!client_count(&app).await);
+    assert!(!owner_count(&app).await);
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn a_body_over_64_kib_is_413() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let text = response.text().await.unwrap();
     assert!(text.contains("65536 bytes"), "{text}");
-    assert!(!client_count(&app).await);
+    assert!(!owner_count(&app).await);
 }
 
 /// Every Twilio webhook is keyed on its sid: one longer than Twilio's is refused before it is
@@ -174,7 +174,7 @@ async fn a_sid_over_64_characters_is_400_on_every_twilio_webhook() {
         let text = response.text().await.unwrap();
         assert!(text.contains("1 to 64"), "{path}: {text}");
     }
-    assert!(!client_count(&app).await);
+    assert!(!owner_count(&app).await);
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn bytes_that_are_not_utf8_are_400() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(response.text().await.unwrap().contains("UTF-8"));
     }
-    assert!(!client_count(&app).await);
+    assert!(!owner_count(&app).await);
 }
 
 #[tokio::test]
@@ -227,7 +227,7 @@ async fn the_admin_api_shows_an_owner_to_the_token_holder_only() {
     let app = spawn_sqlite(test_config(&[])).await;
     app.text("SM1", OWNER, "Hi").await;
     app.text("SM2", OWNER, "Plumber in Leeds").await;
-    let url = format!("{}/admin/api/clients?phone=%2B447700900123", app.address);
+    let url = format!("{}/admin/api/owners?phone=%2B447700900123", app.address);
 
     let anonymous = app.http.get(&url).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
@@ -265,7 +265,7 @@ async fn the_admin_api_shows_an_owner_to_the_token_holder_only() {
     let unknown = app
         .http
         .get(format!(
-            "{}/admin/api/clients?phone=%2B447700900999",
+            "{}/admin/api/owners?phone=%2B447700900999",
             app.address
         ))
         .bearer_auth(ADMIN_TOKEN)
@@ -275,7 +275,7 @@ async fn the_admin_api_shows_an_owner_to_the_token_holder_only() {
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     let bad = app
         .http
-        .get(format!("{}/admin/api/clients?phone=07700", app.address))
+        .get(format!("{}/admin/api/owners?phone=07700", app.address))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -289,7 +289,7 @@ async fn the_admin_api_is_off_without_a_token() {
     let response = app
         .http
         .get(format!(
-            "{}/admin/api/clients?phone=%2B447700900123",
+            "{}/admin/api/owners?phone=%2B447700900123",
             app.address
         ))
         .bearer_auth("anything")
@@ -323,13 +323,13 @@ async fn concurrent_texts_from_one_owner_are_serialised_on_postgres() {
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
     );
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&OWNER.parse().unwrap())
+        .owner_by_phone(&OWNER.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(client.misses, 12, "every concurrent miss was counted");
+    assert_eq!(owner.misses, 12, "every concurrent miss was counted");
 }
 
 #[tokio::test]
@@ -340,7 +340,7 @@ async fn concurrent_first_texts_from_a_new_owner_make_one_owner_on_postgres() {
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
     );
-    assert!(client_count(&app).await);
+    assert!(owner_count(&app).await);
 }
 
 /// Sends every text from the owner at once, each on its own task.
@@ -363,9 +363,9 @@ mod delivery_reports {
     /// An owner with one text in the outbox, already handed to Twilio as `SM_out`.
     async fn sent_message(app: &TestApp<onboard::store::SqliteStore>) {
         app.text("SM1", OWNER, "Hi").await;
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -373,8 +373,8 @@ mod delivery_reports {
         let mut tx = store.begin().await.unwrap();
         let id = tx
             .enqueue_outbound(&NewOutbound {
-                client_id: &client.id,
-                to: &client.owner_phone,
+                owner_id: &owner.id,
+                to: &owner.owner_phone,
                 body: "hello",
                 created_at: app.engine.now(),
             })
@@ -437,13 +437,13 @@ mod delivery_reports {
         sent_message(&app).await;
         report(&app, "failed", Some("21610")).await;
         assert_eq!(status(&app).await, "failed");
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        assert!(client.opted_out);
+        assert!(owner.opted_out);
     }
 
     #[tokio::test]
@@ -529,13 +529,13 @@ mod stripe_webhook {
         .await;
         let json: serde_json::Value = again.json().await.unwrap();
         assert_eq!(json["outcome"], "duplicate");
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        assert!(client.payment_active);
+        assert!(owner.payment_active);
     }
 
     #[tokio::test]
@@ -553,13 +553,13 @@ mod stripe_webhook {
             let response = deliver(&app, &body, header.clone()).await;
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{header:?}");
         }
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        assert!(!client.payment_active);
+        assert!(!owner.payment_active);
         // Nothing was stored: the genuine event is still new.
         let response = deliver(
             &app,
@@ -582,13 +582,13 @@ mod stripe_webhook {
         let body = event("evt_1", "c_0000000001");
         let response = deliver(&app, &body, None).await;
         assert!(response.status().is_client_error(), "{}", response.status());
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        assert!(!client.payment_active);
+        assert!(!owner.payment_active);
     }
 
     #[tokio::test]
@@ -890,7 +890,7 @@ mod parse_at_the_edge {
                 assert!(text.contains(field), "{path} {field}: {text}");
             }
         }
-        assert!(!client_count(&app).await);
+        assert!(!owner_count(&app).await);
     }
 
     #[tokio::test]
@@ -910,13 +910,13 @@ mod parse_at_the_edge {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{text}");
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(client.state.as_str(), "S2_BUSINESS_NAME");
+        assert_eq!(owner.state.as_str(), "S2_BUSINESS_NAME");
     }
 
     #[tokio::test]
@@ -986,21 +986,21 @@ mod parse_at_the_edge {
         let (status, text) = deliver().await;
         assert_eq!(status, StatusCode::OK, "{text}");
         assert!(text.contains("duplicate"), "{text}");
-        let client = app
+        let owner = app
             .engine
-            .client_by_phone(&OWNER.parse().unwrap())
+            .owner_by_phone(&OWNER.parse().unwrap())
             .await
             .unwrap()
             .unwrap();
-        assert!(client.payment_active);
+        assert!(owner.payment_active);
     }
 }
 
 /// An owner's business number is texted by their customers: those texts are not owners to onboard.
 mod texts_to_owner_numbers {
     use super::*;
-    use onboard::domain::ClientId;
-    use onboard::store::{Client, Tx};
+    use onboard::domain::OwnerId;
+    use onboard::store::{Owner, Tx};
 
     const BUSINESS_NUMBER: &str = "+447700900777";
     const CUSTOMER: &str = "+447700900555";
@@ -1009,15 +1009,15 @@ mod texts_to_owner_numbers {
     async fn owner_with_a_number<S: Store>(app: &TestApp<S>) {
         let now = app.engine.now();
         let mut tx = app.engine.store().begin().await.unwrap();
-        let (client, _) = tx
-            .lock_or_create_client(&OWNER.parse().unwrap(), || {
-                Client::new(ClientId::new("c_owner"), OWNER.parse().unwrap(), now)
+        let (owner, _) = tx
+            .lock_or_create_owner(&OWNER.parse().unwrap(), || {
+                Owner::new(OwnerId::new("c_owner"), OWNER.parse().unwrap(), now)
             })
             .await
             .unwrap();
-        tx.save_client(&Client {
+        tx.save_owner(&Owner {
             twilio_number: Some(BUSINESS_NUMBER.parse().unwrap()),
-            ..client
+            ..owner
         })
         .await
         .unwrap();
@@ -1042,7 +1042,7 @@ mod texts_to_owner_numbers {
 
     async fn is_onboarding<S: Store>(app: &TestApp<S>, phone: &str) -> bool {
         app.engine
-            .client_by_phone(&phone.parse().unwrap())
+            .owner_by_phone(&phone.parse().unwrap())
             .await
             .unwrap()
             .is_some()

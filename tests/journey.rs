@@ -33,7 +33,7 @@ async fn say(app: &TestApp<PgStore>, n: usize, body: &str) -> String {
 
 async fn state(app: &TestApp<PgStore>) -> String {
     app.engine
-        .client_by_phone(&OWNER.parse().unwrap())
+        .owner_by_phone(&OWNER.parse().unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -119,14 +119,14 @@ async fn from_first_text_to_complete_over_http_on_postgres() {
     say(&app, 4, "Jo Smith").await;
     assert!(say(&app, 5, "jo@smith.example").await.contains("Reply YES"));
     let pay = say(&app, 6, "YES").await;
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&OWNER.parse().unwrap())
+        .owner_by_phone(&OWNER.parse().unwrap())
         .await
         .unwrap()
         .unwrap();
     assert!(
-        pay.contains(&format!("client_reference_id={}", client.id)),
+        pay.contains(&format!("client_reference_id={}", owner.id)),
         "{pay}"
     );
 
@@ -134,7 +134,7 @@ async fn from_first_text_to_complete_over_http_on_postgres() {
     let event = json!({
         "id": "evt_journey", "object": "event", "type": "checkout.session.completed",
         "data": {"object": {"id": "cs_1", "object": "checkout.session", "payment_status": "paid",
-            "client_reference_id": client.id.as_str(), "customer": "cus_1"}}
+            "client_reference_id": owner.id.as_str(), "customer": "cus_1"}}
     })
     .to_string();
     let signature = stripe_signature::sign(

@@ -9,10 +9,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use onboard::clock::{Clock, SystemClock};
-use onboard::domain::{ClientId, Country, PhoneNumber};
+use onboard::domain::{OwnerId, Country, PhoneNumber};
 use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher};
-use onboard::store::{Client, NewOutbound, Store, Tx};
+use onboard::store::{Owner, NewOutbound, Store, Tx};
 use onboard::stripe::signature;
 use onboard::twilio::client::{Credentials, TwilioClient};
 use support::app::{spawn_sqlite, test_config};
@@ -174,15 +174,15 @@ async fn send_one_text(
         .mount(&server)
         .await;
     let owner: PhoneNumber = OWNER_2.parse().unwrap();
-    let id = ClientId::new("c_logs");
+    let id = OwnerId::new("c_logs");
     let mut tx = store.begin().await.unwrap();
-    tx.lock_or_create_client(&owner, || {
-        Client::new(id.clone(), owner.clone(), SystemClock.now())
+    tx.lock_or_create_owner(&owner, || {
+        Owner::new(id.clone(), owner.clone(), SystemClock.now())
     })
     .await
     .unwrap();
     tx.enqueue_outbound(&NewOutbound {
-        client_id: &id,
+        owner_id: &id,
         to: &owner,
         body: "Secret Plumbing Ltd: your number is ready",
         created_at: SystemClock.now(),

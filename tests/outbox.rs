@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use onboard::clock::{Clock, ManualClock};
-use onboard::domain::{ClientId, PhoneNumber};
+use onboard::domain::{OwnerId, PhoneNumber};
 use onboard::outbox::{CallSettings, MAX_RETRY_WAIT, Outbox, OutboxSettings, Sender};
 use onboard::replay::fixture_epoch;
-use onboard::store::{Client, NewOutbound, OutboundMessage, PgStore, SqliteStore, Store, Tx};
+use onboard::store::{Owner, NewOutbound, OutboundMessage, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
@@ -92,10 +92,10 @@ async fn world<S: Store>(store: S, sender: Sender) -> World<S> {
 /// One owner with one text queued at the fixture epoch.
 async fn world_with<S: Store>(store: S, sender: Sender, settings: OutboxSettings) -> World<S> {
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
-    let client_id = ClientId::new("c_1");
+    let owner_id = OwnerId::new("c_1");
     let mut tx = store.begin().await.unwrap();
-    tx.lock_or_create_client(&phone(OWNER), || {
-        Client::new(client_id.clone(), phone(OWNER), clock.now())
+    tx.lock_or_create_owner(&phone(OWNER), || {
+        Owner::new(owner_id.clone(), phone(OWNER), clock.now())
     })
     .await
     .unwrap();
@@ -148,7 +148,7 @@ impl<S: Store> World<S> {
     async fn queue(&self, body: &str) {
         let mut tx = self.store.begin().await.unwrap();
         tx.enqueue_outbound(&NewOutbound {
-            client_id: &ClientId::new("c_1"),
+            owner_id: &OwnerId::new("c_1"),
             to: &phone(OWNER),
             body,
             created_at: self.clock.now(),
@@ -180,9 +180,9 @@ impl<S: Store> World<S> {
         )
     }
 
-    async fn client(&self) -> Client {
+    async fn owner(&self) -> Owner {
         self.store
-            .client_by_phone(&phone(OWNER))
+            .owner_by_phone(&phone(OWNER))
             .await
             .unwrap()
             .unwrap()
@@ -325,17 +325,17 @@ async fn error_21610_fails_the_message_and_opts_the_owner_out<S: Store>(store: S
     let w = world(store, twilio(&server)).await;
     w.work().await;
     assert_eq!(w.message().await.status.as_str(), "failed");
-    assert!(w.client().await.opted_out);
+    assert!(w.owner().await.opted_out);
 }
 
 async fn an_opted_out_owner_is_never_texted<S: Store>(store: S) {
     let server = MockServer::start().await;
     on_send(&server, created("SM1"), 0).await;
     let w = world(store, twilio(&server)).await;
-    let mut client = w.client().await;
-    client.opted_out = true;
+    let mut owner = w.owner().await;
+    owner.opted_out = true;
     let mut tx = w.store.begin().await.unwrap();
-    tx.save_client(&client).await.unwrap();
+    tx.save_owner(&owner).await.unwrap();
     tx.commit().await.unwrap();
     w.work().await;
     assert_eq!(w.message().await.status.as_str(), "suppressed");
@@ -683,7 +683,7 @@ async fn a_verification_call_taken_over_from_a_dead_worker_is_not_placed_again<S
     let w = world(store, twilio(&server)).await;
     let mut tx = w.store.begin().await.unwrap();
     tx.enqueue_verify_call(&NewOutbound {
-        client_id: &ClientId::new("c_1"),
+        owner_id: &OwnerId::new("c_1"),
         to: &phone(OWNER),
         body: "<Response><Say>Forwarding works.</Say></Response>",
         created_at: w.clock.now(),

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use onboard::domain::ClientId;
+use onboard::domain::OwnerId;
 use onboard::store::{PgStore, Store, Tx};
 use sqlx::{Connection, PgConnection};
 
@@ -61,7 +61,7 @@ async fn postgres_the_event_after_its_connections_were_killed_succeeds_at_once()
         .await
         .expect("a transaction on a fresh connection");
     let owner = tx
-        .lock_client(&ClientId::new("c_1"))
+        .lock_owner(&OwnerId::new("c_1"))
         .await
         .expect("the event's first query works");
     assert!(owner.is_none());
@@ -151,7 +151,7 @@ async fn postgres_recovers_on_its_own_after_a_restart_under_load() {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let event = async {
                         let mut tx = store.begin().await?;
-                        tx.lock_client(&ClientId::new("c_1")).await?;
+                        tx.lock_owner(&OwnerId::new("c_1")).await?;
                         tx.commit().await
                     };
                     match event.await {

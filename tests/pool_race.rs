@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{DateTime, Duration, Utc};
 use onboard::clock::{Clock, RandomIds};
 use onboard::conversation::{Event, Gate, StateName};
-use onboard::domain::{ClientId, PhoneNumber};
+use onboard::domain::{OwnerId, PhoneNumber};
 use onboard::engine::{Engine, InboundSms, Settings};
 use onboard::flows::Flows;
 use onboard::replay::{FIXTURE_PAYMENT_LINK, fixture_epoch};
-use onboard::store::{Client, PgStore, PoolStats, Store};
+use onboard::store::{Owner, PgStore, PoolStats, Store};
 use tokio::sync::Barrier;
 
 const OWNERS: usize = 60;
@@ -74,21 +74,21 @@ async fn text(engine: &Engine<PgStore>, phone: &PhoneNumber, sid: String, body: 
         .unwrap_or_else(|e| panic!("{body:?} from {phone}: {e}"))
 }
 
-async fn client(engine: &Engine<PgStore>, phone: &PhoneNumber) -> Client {
+async fn owner(engine: &Engine<PgStore>, phone: &PhoneNumber) -> Owner {
     engine
-        .client_by_phone(phone)
+        .owner_by_phone(phone)
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("no owner with phone {phone}"))
 }
 
 /// Every owner, by phone, as stored now.
-async fn everyone(engine: &Engine<PgStore>) -> Vec<Client> {
-    let mut clients = Vec::new();
+async fn everyone(engine: &Engine<PgStore>) -> Vec<Owner> {
+    let mut owners = Vec::new();
     for i in 0..OWNERS {
-        clients.push(client(engine, &owner_phone(i)).await);
+        owners.push(owner(engine, &owner_phone(i)).await);
     }
-    clients
+    owners
 }
 
 fn stats(total: i64, available: i64, assigned: i64) -> PoolStats {
@@ -102,7 +102,7 @@ fn stats(total: i64, available: i64, assigned: i64) -> PoolStats {
 }
 
 /// Each number held by at most one owner, and the pool agreeing with the owners on who holds what.
-async fn assert_pool_matches_owners(store: &PgStore, owners: &[Client]) {
+async fn assert_pool_matches_owners(store: &PgStore, owners: &[Owner]) {
     let held: Vec<&PhoneNumber> = owners
         .iter()
         .filter_map(|c| c.twilio_number.as_ref())
@@ -111,14 +111,14 @@ async fn assert_pool_matches_owners(store: &PgStore, owners: &[Client]) {
     assert_eq!(distinct.len(), held.len(), "a number was given twice");
 
     let rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT e164, status, client_id FROM pool_numbers ORDER BY e164")
+        sqlx::query_as("SELECT e164, status, owner_id FROM pool_numbers ORDER BY e164")
             .fetch_all(&mut *store.conn().await.unwrap())
             .await
             .unwrap();
-    let by_owner: HashMap<&str, &Client> = owners.iter().map(|c| (c.id.as_str(), c)).collect();
+    let by_owner: HashMap<&str, &Owner> = owners.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut assigned = 0;
-    for (e164, status, client_id) in &rows {
-        match client_id {
+    for (e164, status, owner_id) in &rows {
+        match owner_id {
             Some(id) => {
                 assert_eq!(status, "ASSIGNED", "{e164} has an owner but is {status}");
                 let owner = by_owner
@@ -138,8 +138,8 @@ async fn assert_pool_matches_owners(store: &PgStore, owners: &[Client]) {
 
     // Each owner was given a number once: one number_allocated step each, never two.
     let allocations: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT client_id, COUNT(*) FROM state_history WHERE cause = 'number_allocated' \
-         GROUP BY client_id",
+        "SELECT owner_id, COUNT(*) FROM state_history WHERE cause = 'number_allocated' \
+         GROUP BY owner_id",
     )
     .fetch_all(&mut *store.conn().await.unwrap())
     .await
@@ -175,12 +175,12 @@ async fn sixty_owners_race_for_forty_numbers_on_two_replicas() {
         {
             text(engine, &phone, format!("SM_setup_{i}_{step}"), body).await;
         }
-        let id = client(engine, &phone).await.id;
+        let id = owner(engine, &phone).await.id;
         engine
             .apply(&id, Event::PaymentConfirmed)
             .await
             .expect("payment");
-        let owner = client(engine, &phone).await;
+        let owner = owner(engine, &phone).await;
         assert_eq!(owner.state, StateName::S5ConfirmLive, "owner {i}");
         assert_eq!(owner.gate, None, "owner {i}");
         assert!(owner.payment_active, "owner {i} has paid");
@@ -213,7 +213,7 @@ async fn sixty_owners_race_for_forty_numbers_on_two_replicas() {
     }
 
     let owners = everyone(&engines[1]).await;
-    let (live, waiting): (Vec<&Client>, Vec<&Client>) = owners
+    let (live, waiting): (Vec<&Owner>, Vec<&Owner>) = owners
         .iter()
         .partition(|c| c.state == StateName::S6PhoneType);
     assert_eq!(live.len(), NUMBERS, "owners given a number");
@@ -252,14 +252,14 @@ async fn sixty_owners_race_for_forty_numbers_on_two_replicas() {
 
     // First come, first served: the waiting owners in the order they were turned away (every
     // event has a time of its own, so there are no ties).
-    let mut queue: Vec<(DateTime<Utc>, ClientId)> = waiting
+    let mut queue: Vec<(DateTime<Utc>, OwnerId)> = waiting
         .iter()
         .map(|c| (c.waitlisted_at.unwrap(), c.id.clone()))
         .collect();
     queue.sort();
     let times: HashSet<DateTime<Utc>> = queue.iter().map(|(at, _)| *at).collect();
     assert_eq!(times.len(), queue.len(), "waitlist times are distinct");
-    let expected: Vec<ClientId> = queue.into_iter().map(|(_, id)| id).collect();
+    let expected: Vec<OwnerId> = queue.into_iter().map(|(_, id)| id).collect();
 
     // Twenty more numbers, in three lots on alternating replicas: each lot serves the longest
     // waiting owners, one number each, and leaves the rest waiting.
@@ -273,7 +273,7 @@ async fn sixty_owners_race_for_forty_numbers_on_two_replicas() {
             .await
             .expect("add numbers");
         assert_eq!(added, size as u64);
-        let served_ids: Vec<ClientId> = served.iter().map(|o| o.client_id.clone()).collect();
+        let served_ids: Vec<OwnerId> = served.iter().map(|o| o.owner_id.clone()).collect();
         assert_eq!(
             served_ids,
             expected[served_so_far..served_so_far + size],

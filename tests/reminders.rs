@@ -215,9 +215,9 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
             .await
             .unwrap();
     }
-    let client = engine.client_by_phone(&owner).await.unwrap().unwrap();
+    let owner = engine.owner_by_phone(&owner).await.unwrap().unwrap();
     engine
-        .apply(&client.id, Event::PaymentConfirmed)
+        .apply(&owner.id, Event::PaymentConfirmed)
         .await
         .unwrap();
     engine
@@ -229,8 +229,8 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
         })
         .await
         .unwrap();
-    let client = engine.client_by_phone(&owner).await.unwrap().unwrap();
-    assert_eq!(client.gate, Some(Gate::AwaitingNumber));
+    let owner = engine.owner_by_phone(&owner).await.unwrap().unwrap();
+    assert_eq!(owner.gate, Some(Gate::AwaitingNumber));
 
     let claim = |at: chrono::DateTime<chrono::Utc>| {
         let engine = engine.clone();
@@ -287,9 +287,9 @@ async fn a_paid_owner_who_expires_alerts_ops() {
     {
         app.text(&format!("SMpaid{i}"), owner.as_str(), body).await;
     }
-    let client = app.engine.client_by_phone(&owner).await.unwrap().unwrap();
+    let owner = app.engine.owner_by_phone(&owner).await.unwrap().unwrap();
     app.engine
-        .apply(&client.id, Event::PaymentConfirmed)
+        .apply(&owner.id, Event::PaymentConfirmed)
         .await
         .unwrap();
     for after in [Duration::hours(2), Duration::hours(22), Duration::days(13)] {

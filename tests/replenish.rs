@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use onboard::clock::{Clock, ManualClock, SequentialIds};
 use onboard::conversation::{Gate, StateName};
-use onboard::domain::{ClientId, Country, PhoneNumber};
+use onboard::domain::{OwnerId, Country, PhoneNumber};
 use onboard::engine::{Engine, Settings};
 use onboard::flows::Flows;
 use onboard::replay::fixture_epoch;
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher, RunOutcome, RunReport};
 use onboard::store::replenish::ReplenishStore;
-use onboard::store::{Client, NewPoolNumber, PgStore, SqliteStore, Store, Tx};
+use onboard::store::{Owner, NewPoolNumber, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient, TwilioError};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
@@ -217,13 +217,13 @@ async fn waiting_owner<S: Store>(
     at: DateTime<Utc>,
 ) {
     let mut tx = store.begin().await.unwrap();
-    let (client, _) = tx
-        .lock_or_create_client(&phone(raw), || {
-            Client::new(ClientId::new(id), phone(raw), at)
+    let (owner, _) = tx
+        .lock_or_create_owner(&phone(raw), || {
+            Owner::new(OwnerId::new(id), phone(raw), at)
         })
         .await
         .unwrap();
-    tx.save_client(&Client {
+    tx.save_owner(&Owner {
         state: StateName::S5ConfirmLive,
         gate: Some(Gate::AwaitingNumber),
         business_type: Some("Plumber".into()),
@@ -233,7 +233,7 @@ async fn waiting_owner<S: Store>(
         payment_active: true,
         paid_at: Some(at),
         waitlisted_at: Some(at),
-        ..client
+        ..owner
     })
     .await
     .unwrap();
@@ -364,7 +364,7 @@ async fn buys_in_the_waiting_owners_area_code_and_serves_them() {
     assert_eq!(report.bought, [phone("+14155550777")]);
     let owner = h
         .engine
-        .client_by_phone(&phone("+14155550123"))
+        .owner_by_phone(&phone("+14155550123"))
         .await
         .unwrap()
         .unwrap();
@@ -429,7 +429,7 @@ async fn widens_to_nearby_region_then_anywhere_when_the_area_code_has_none() {
     assert_eq!(report.bought, [phone("+12125550100")]);
     let owner = h
         .engine
-        .client_by_phone(&phone("+14155550123"))
+        .owner_by_phone(&phone("+14155550123"))
         .await
         .unwrap()
         .unwrap();
@@ -812,7 +812,7 @@ async fn an_uncertain_purchase_found_later_serves_the_waiting_owner<S: Probe>(
     an_uncertain_purchase(&h, server, number).await;
     let owner = h
         .engine
-        .client_by_phone(&phone("+14155550123"))
+        .owner_by_phone(&phone("+14155550123"))
         .await
         .unwrap()
         .unwrap();
@@ -841,7 +841,7 @@ async fn an_uncertain_purchase_found_later_serves_the_waiting_owner<S: Probe>(
     assert!(report.bought.is_empty() && report.released.is_empty());
     let owner = h
         .engine
-        .client_by_phone(&phone("+14155550123"))
+        .owner_by_phone(&phone("+14155550123"))
         .await
         .unwrap()
         .unwrap();

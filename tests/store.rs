@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use onboard::conversation::{Gate, StateName};
-use onboard::domain::{ClientId, Country, Locale, Notify, PhoneNumber, PhoneType};
+use onboard::domain::{OwnerId, Country, Locale, Notify, PhoneNumber, PhoneType};
 use onboard::store::replenish::ReplenishStore;
 use onboard::store::{
-    Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound, NewPoolNumber,
+    Allocation, Claim, Owner, EventOutcome, NewInbound, NewOutbound, NewPoolNumber,
     NewWebhookEvent, OutboundStatus, PgStore, PoolStats, QuarantineOutcome, SqliteStore, Store,
     StoreError, Transition, Tx,
 };
@@ -63,15 +63,15 @@ macro_rules! on_both_back_ends {
 
 on_both_back_ends!(
     claim_then_duplicate_returns_the_same_response,
-    lock_or_create_twice_gives_one_client,
-    client_round_trips_every_field,
-    saving_an_unknown_client_fails,
+    lock_or_create_twice_gives_one_owner,
+    owner_round_trips_every_field,
+    saving_an_unknown_owner_fails,
     transitions_are_recorded,
     dropping_a_transaction_rolls_back,
     corrupt_rows_are_named,
     allocation_prefers_area_code_and_keeps_to_country,
     allocation_is_idempotent,
-    allocation_of_unknown_client,
+    allocation_of_unknown_owner,
     quarantine_and_its_end,
     waitlist_is_first_come_first_served,
     outbox_claim_lease_retry_finish,
@@ -100,20 +100,20 @@ fn us(area: &str, n: u32) -> PhoneNumber {
     phone(&format!("+1{area}555{n:04}"))
 }
 
-fn id(raw: &str) -> ClientId {
-    ClientId::parse(raw).unwrap()
+fn id(raw: &str) -> OwnerId {
+    OwnerId::parse(raw).unwrap()
 }
 
-/// Creates (and commits) a client at S1.
-async fn create<S: Store>(store: &S, client_id: &str, owner: &PhoneNumber) -> Client {
+/// Creates (and commits) an owner at S1.
+async fn create<S: Store>(store: &S, owner_id: &str, owner: &PhoneNumber) -> Owner {
     let mut tx = store.begin().await.unwrap();
-    let (client, created) = tx
-        .lock_or_create_client(owner, || Client::new(id(client_id), owner.clone(), at(0)))
+    let (owner, created) = tx
+        .lock_or_create_owner(owner, || Owner::new(id(owner_id), owner.clone(), at(0)))
         .await
         .unwrap();
     assert!(created);
     tx.commit().await.unwrap();
-    client
+    owner
 }
 
 async fn add_numbers<S: Store>(store: &S, numbers: &[PhoneNumber], now: DateTime<Utc>) -> u64 {
@@ -132,13 +132,13 @@ async fn add_numbers<S: Store>(store: &S, numbers: &[PhoneNumber], now: DateTime
 
 async fn allocate<S: Store>(
     store: &S,
-    client_id: &str,
+    owner_id: &str,
     country: Country,
     area: Option<&str>,
 ) -> Allocation {
     let mut tx = store.begin().await.unwrap();
     let allocation = tx
-        .allocate_number(&id(client_id), country, area, at(10))
+        .allocate_number(&id(owner_id), country, area, at(10))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -182,7 +182,7 @@ macro_rules! impl_probe {
 
 impl_probe!(SqliteStore, PgStore);
 
-// --- idempotency and clients -------------------------------------------------------------------
+// --- idempotency and owners -------------------------------------------------------------------
 
 async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
     let owner = uk(123);
@@ -198,11 +198,11 @@ async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
 
     let mut tx = store.begin().await.unwrap();
     assert_eq!(tx.claim_inbound(&msg).await.unwrap(), Claim::Fresh);
-    let (client, _) = tx
-        .lock_or_create_client(&owner, || Client::new(id("c1"), owner.clone(), at(1)))
+    let (owner, _) = tx
+        .lock_or_create_owner(&owner, || Owner::new(id("c1"), owner.clone(), at(1)))
         .await
         .unwrap();
-    tx.finish_inbound("SM0001", Some(&client.id), response)
+    tx.finish_inbound("SM0001", Some(&owner.id), response)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -220,7 +220,7 @@ async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
     }
     assert_eq!(
         store
-            .text("SELECT client_id FROM inbound_messages WHERE message_sid = 'SM0001'")
+            .text("SELECT owner_id FROM inbound_messages WHERE message_sid = 'SM0001'")
             .await,
         Some("c1".to_owned())
     );
@@ -249,7 +249,7 @@ async fn claim_then_duplicate_returns_the_same_response<S: Probe>(store: S) {
     assert!(tx.finish_inbound("SM_UNKNOWN", None, "x").await.is_err());
 }
 
-async fn lock_or_create_twice_gives_one_client<S: Probe>(store: S) {
+async fn lock_or_create_twice_gives_one_owner<S: Probe>(store: S) {
     let owner = us("415", 1);
     let first = create(&store, "first", &owner).await;
     assert_eq!(first.locale, Locale::EnUs);
@@ -257,26 +257,26 @@ async fn lock_or_create_twice_gives_one_client<S: Probe>(store: S) {
 
     let mut tx = store.begin().await.unwrap();
     let (again, created) = tx
-        .lock_or_create_client(&owner, || Client::new(id("second"), owner.clone(), at(5)))
+        .lock_or_create_owner(&owner, || Owner::new(id("second"), owner.clone(), at(5)))
         .await
         .unwrap();
     tx.commit().await.unwrap();
     assert!(!created);
     assert_eq!(again, first);
-    assert_eq!(store.count("SELECT COUNT(*) FROM clients").await, 1);
+    assert_eq!(store.count("SELECT COUNT(*) FROM owners").await, 1);
     assert_eq!(
-        store.text("SELECT country FROM clients").await.as_deref(),
+        store.text("SELECT country FROM owners").await.as_deref(),
         Some("US")
     );
-    assert_eq!(store.client_by_phone(&owner).await.unwrap(), Some(first));
-    assert_eq!(store.client_by_phone(&us("415", 2)).await.unwrap(), None);
+    assert_eq!(store.owner_by_phone(&owner).await.unwrap(), Some(first));
+    assert_eq!(store.owner_by_phone(&us("415", 2)).await.unwrap(), None);
 }
 
-async fn client_round_trips_every_field<S: Probe>(store: S) {
+async fn owner_round_trips_every_field<S: Probe>(store: S) {
     let owner = uk(1);
     let created = create(&store, "c1", &owner).await;
 
-    let full = Client {
+    let full = Owner {
         state: StateName::S8FwdConfirmed,
         gate: Some(Gate::AwaitingNumber),
         business_type: Some("Plumber".into()),
@@ -296,62 +296,62 @@ async fn client_round_trips_every_field<S: Probe>(store: S) {
         ..created.clone()
     };
     let mut tx = store.begin().await.unwrap();
-    tx.save_client(&full).await.unwrap();
+    tx.save_owner(&full).await.unwrap();
     assert_eq!(
-        tx.lock_client(&full.id).await.unwrap().as_ref(),
+        tx.lock_owner(&full.id).await.unwrap().as_ref(),
         Some(&full)
     );
     tx.commit().await.unwrap();
 
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.lock_client_by_number(&uk(999_001))
+        tx.lock_owner_by_number(&uk(999_001))
             .await
             .unwrap()
             .as_ref(),
         Some(&full)
     );
-    assert_eq!(tx.lock_client_by_number(&uk(999_002)).await.unwrap(), None);
-    assert_eq!(tx.lock_client(&id("nobody")).await.unwrap(), None);
+    assert_eq!(tx.lock_owner_by_number(&uk(999_002)).await.unwrap(), None);
+    assert_eq!(tx.lock_owner(&id("nobody")).await.unwrap(), None);
 
-    let other = Client {
+    let other = Owner {
         locale: Locale::EnUs,
         gate: Some(Gate::PaymentRequired),
         notify: Some(Notify::Sms),
         phone_type: Some(PhoneType::Iphone),
         ..full.clone()
     };
-    tx.save_client(&other).await.unwrap();
+    tx.save_owner(&other).await.unwrap();
     assert_eq!(
-        tx.lock_client(&full.id).await.unwrap().as_ref(),
+        tx.lock_owner(&full.id).await.unwrap().as_ref(),
         Some(&other)
     );
 
     // And back to nothing at all.
-    let bare = Client {
+    let bare = Owner {
         updated_at: at(500),
         ..created.clone()
     };
-    tx.save_client(&bare).await.unwrap();
+    tx.save_owner(&bare).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(store.client_by_phone(&owner).await.unwrap(), Some(bare));
+    assert_eq!(store.owner_by_phone(&owner).await.unwrap(), Some(bare));
 }
 
-async fn saving_an_unknown_client_fails<S: Probe>(store: S) {
+async fn saving_an_unknown_owner_fails<S: Probe>(store: S) {
     let mut tx = store.begin().await.unwrap();
-    let ghost = Client::new(id("ghost"), uk(5), at(0));
-    assert!(tx.save_client(&ghost).await.is_err());
+    let ghost = Owner::new(id("ghost"), uk(5), at(0));
+    assert!(tx.save_owner(&ghost).await.is_err());
 }
 
 async fn transitions_are_recorded<S: Probe>(store: S) {
-    let client = create(&store, "c1", &uk(1)).await;
+    let owner = create(&store, "c1", &uk(1)).await;
     let mut tx = store.begin().await.unwrap();
     for (from, to) in [
         (StateName::S1BusinessTypeLocation, StateName::S2BusinessName),
         (StateName::S2BusinessName, StateName::S3OwnerName),
     ] {
         let t = Transition {
-            client_id: &client.id,
+            owner_id: &owner.id,
             from,
             to,
             cause: "sms",
@@ -362,7 +362,7 @@ async fn transitions_are_recorded<S: Probe>(store: S) {
     tx.commit().await.unwrap();
     assert_eq!(
         store
-            .count("SELECT COUNT(*) FROM state_history WHERE client_id = 'c1'")
+            .count("SELECT COUNT(*) FROM state_history WHERE owner_id = 'c1'")
             .await,
         2
     );
@@ -377,11 +377,11 @@ async fn transitions_are_recorded<S: Probe>(store: S) {
 
 async fn dropping_a_transaction_rolls_back<S: Probe>(store: S) {
     let mut tx = store.begin().await.unwrap();
-    tx.lock_or_create_client(&uk(1), || Client::new(id("c1"), uk(1), at(0)))
+    tx.lock_or_create_owner(&uk(1), || Owner::new(id("c1"), uk(1), at(0)))
         .await
         .unwrap();
     drop(tx);
-    assert_eq!(store.client_by_phone(&uk(1)).await.unwrap(), None);
+    assert_eq!(store.owner_by_phone(&uk(1)).await.unwrap(), None);
     // The connection is usable afterwards.
     store.ping().await.unwrap();
     create(&store, "c1", &uk(1)).await;
@@ -389,11 +389,11 @@ async fn dropping_a_transaction_rolls_back<S: Probe>(store: S) {
 
 async fn corrupt_rows_are_named<S: Probe>(store: S) {
     create(&store, "c1", &uk(1)).await;
-    store.exec("UPDATE clients SET state = 'S99_NOWHERE'").await;
+    store.exec("UPDATE owners SET state = 'S99_NOWHERE'").await;
     let mut tx = store.begin().await.unwrap();
-    match tx.lock_client(&id("c1")).await {
+    match tx.lock_owner(&id("c1")).await {
         Err(StoreError::Corrupt {
-            table: "clients",
+            table: "owners",
             detail,
         }) => {
             assert!(detail.contains("S99_NOWHERE"), "{detail}");
@@ -402,10 +402,10 @@ async fn corrupt_rows_are_named<S: Probe>(store: S) {
         other => panic!("expected a corrupt row, got {other:?}"),
     }
     drop(tx);
-    store.exec("UPDATE clients SET state = 'S1_BUSINESS_TYPE_LOCATION', twilio_number = '0800 FLOWERS'").await;
-    match store.client_by_phone(&uk(1)).await {
+    store.exec("UPDATE owners SET state = 'S1_BUSINESS_TYPE_LOCATION', twilio_number = '0800 FLOWERS'").await;
+    match store.owner_by_phone(&uk(1)).await {
         Err(StoreError::Corrupt {
-            table: "clients",
+            table: "owners",
             detail,
         }) => {
             assert!(detail.contains("twilio_number"), "{detail}")
@@ -450,15 +450,15 @@ async fn allocation_prefers_area_code_and_keeps_to_country<S: Probe>(store: S) {
         Some("GB")
     );
 
-    for (client, owner) in [
+    for (owner, owner) in [
         ("a", us("212", 9001)),
         ("b", us("646", 9002)),
         ("c", us("415", 9003)),
     ] {
-        create(&store, client, &owner).await;
+        create(&store, owner, &owner).await;
     }
-    for (client, owner) in [("g1", uk(1)), ("g2", uk(2))] {
-        create(&store, client, &owner).await;
+    for (owner, owner) in [("g1", uk(1)), ("g2", uk(2))] {
+        create(&store, owner, &owner).await;
     }
 
     // Its own area code first, even though older numbers exist elsewhere.
@@ -494,15 +494,15 @@ async fn allocation_prefers_area_code_and_keeps_to_country<S: Probe>(store: S) {
     );
     assert_eq!(
         store
-            .text("SELECT client_id FROM pool_numbers WHERE e164 = '+447700900001'")
+            .text("SELECT owner_id FROM pool_numbers WHERE e164 = '+447700900001'")
             .await
             .as_deref(),
         Some("g1")
     );
-    // Allocation leaves the clients table to the caller.
+    // Allocation leaves the owners table to the caller.
     assert_eq!(
         store
-            .count("SELECT COUNT(*) FROM clients WHERE twilio_number IS NOT NULL")
+            .count("SELECT COUNT(*) FROM owners WHERE twilio_number IS NOT NULL")
             .await,
         0
     );
@@ -542,11 +542,11 @@ async fn allocation_is_idempotent<S: Probe>(store: S) {
     assert_eq!(store.pool_stats().await.unwrap().available, 1);
 }
 
-async fn allocation_of_unknown_client<S: Probe>(store: S) {
+async fn allocation_of_unknown_owner<S: Probe>(store: S) {
     add_numbers(&store, &[uk(900_001)], at(0)).await;
     assert_eq!(
         allocate(&store, "nobody", Country::Gb, None).await,
-        Allocation::ClientNotFound
+        Allocation::OwnerNotFound
     );
     assert_eq!(store.pool_stats().await.unwrap().available, 1);
 }
@@ -568,14 +568,14 @@ async fn quarantine_and_its_end<S: Probe>(store: S) {
     assert_eq!(
         outcome,
         QuarantineOutcome::Quarantined {
-            client_id: Some(id("c1"))
+            owner_id: Some(id("c1"))
         }
     );
     let outcome = tx
         .quarantine_number(&uk(900_002), until, at(20))
         .await
         .unwrap();
-    assert_eq!(outcome, QuarantineOutcome::Quarantined { client_id: None });
+    assert_eq!(outcome, QuarantineOutcome::Quarantined { owner_id: None });
     let outcome = tx
         .quarantine_number(&uk(900_003), until, at(20))
         .await
@@ -641,22 +641,22 @@ async fn waitlist_is_first_come_first_served<S: Probe>(store: S) {
         ("w2a", uk(21), Some(at(20))),
         ("us1", us("415", 1), Some(at(0))),
     ];
-    for (client_id, owner, waitlisted_at) in &waiting {
-        let client = create(&store, client_id, owner).await;
+    for (owner_id, owner, waitlisted_at) in &waiting {
+        let owner = create(&store, owner_id, owner).await;
         let mut tx = store.begin().await.unwrap();
-        let client = Client {
+        let owner = Owner {
             gate: Some(Gate::AwaitingNumber),
             waitlisted_at: *waitlisted_at,
-            ..client
+            ..owner
         };
-        tx.save_client(&client).await.unwrap();
+        tx.save_owner(&owner).await.unwrap();
         tx.commit().await.unwrap();
     }
     // Not waiting: no gate, or waiting for payment.
     create(&store, "idle", &uk(50)).await;
     let payer = create(&store, "payer", &uk(51)).await;
     let mut tx = store.begin().await.unwrap();
-    tx.save_client(&Client {
+    tx.save_owner(&Owner {
         gate: Some(Gate::PaymentRequired),
         ..payer
     })
@@ -665,8 +665,8 @@ async fn waitlist_is_first_come_first_served<S: Probe>(store: S) {
     tx.commit().await.unwrap();
 
     let mut tx = store.begin().await.unwrap();
-    let ids = |clients: Vec<Client>| {
-        clients
+    let ids = |owners: Vec<Owner>| {
+        owners
             .into_iter()
             .map(|c| c.id.to_string())
             .collect::<Vec<_>>()
@@ -695,12 +695,12 @@ async fn waitlist_is_first_come_first_served<S: Probe>(store: S) {
 
 async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
     let owner = uk(1);
-    let client = create(&store, "c1", &owner).await;
+    let owner = create(&store, "c1", &owner).await;
     let mut tx = store.begin().await.unwrap();
     let mut ids = Vec::new();
     for (n, body) in ["one", "two", "three"].into_iter().enumerate() {
         let msg = NewOutbound {
-            client_id: &client.id,
+            owner_id: &owner.id,
             to: &owner,
             body,
             created_at: at(n as i64),
@@ -724,7 +724,7 @@ async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
     assert!(claim(at(-1), at(60), 10).await.is_empty());
     let first = claim(at(5), at(65), 2).await;
     assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), ids[..2]);
-    assert_eq!(first[0].client_id, client.id);
+    assert_eq!(first[0].owner_id, owner.id);
     assert_eq!(first[0].to, owner);
     assert_eq!(first[0].body, "one");
     assert_eq!(first[0].status, OutboundStatus::Sending);
@@ -848,11 +848,11 @@ async fn outbox_claim_lease_retry_finish<S: Probe>(store: S) {
 /// lease nor hand the message back. A message handed back by its claim costs no attempt.
 async fn outbox_takeover_is_uncertain_and_ends_the_old_claim<S: Probe>(store: S) {
     let owner = uk(1);
-    let client = create(&store, "c1", &owner).await;
+    let owner = create(&store, "c1", &owner).await;
     let mut tx = store.begin().await.unwrap();
     let id = tx
         .enqueue_outbound(&NewOutbound {
-            client_id: &client.id,
+            owner_id: &owner.id,
             to: &owner,
             body: "one",
             created_at: at(0),
@@ -918,10 +918,10 @@ async fn outbox_takeover_is_uncertain_and_ends_the_old_claim<S: Probe>(store: S)
 
 async fn status_callbacks_never_move_back<S: Probe>(store: S) {
     let owner = uk(1);
-    let client = create(&store, "c1", &owner).await;
+    let owner = create(&store, "c1", &owner).await;
     let mut tx = store.begin().await.unwrap();
     let msg = NewOutbound {
-        client_id: &client.id,
+        owner_id: &owner.id,
         to: &owner,
         body: "hello",
         created_at: at(0),
@@ -1011,7 +1011,7 @@ async fn webhook_event_stored_once<S: Probe>(store: S) {
         "stripe",
         "evt_1",
         EventOutcome::Failed,
-        Some("no such client"),
+        Some("no such owner"),
     )
     .await
     .unwrap();
@@ -1023,7 +1023,7 @@ async fn webhook_event_stored_once<S: Probe>(store: S) {
     tx.commit().await.unwrap();
 
     assert_eq!(
-        store.count("SELECT COUNT(*) FROM webhook_events WHERE provider = 'stripe' AND status = 'failed' AND error = 'no such client' AND processed_at IS NOT NULL").await,
+        store.count("SELECT COUNT(*) FROM webhook_events WHERE provider = 'stripe' AND status = 'failed' AND error = 'no such owner' AND processed_at IS NOT NULL").await,
         1
     );
     assert_eq!(
@@ -1187,7 +1187,7 @@ async fn sqlite_file_is_created_in_wal_mode_and_persists() {
     let reopened = SqliteStore::connect(&db.url()).await.unwrap();
     reopened.migrate().await.unwrap();
     assert_eq!(
-        reopened.client_by_phone(&uk(1)).await.unwrap().unwrap().id,
+        reopened.owner_by_phone(&uk(1)).await.unwrap().unwrap().id,
         id("c1")
     );
 }
@@ -1199,7 +1199,7 @@ async fn sqlite_in_memory_transactions_take_turns() {
     let store = sqlite().await;
     let mut first = store.begin().await.unwrap();
     first
-        .lock_or_create_client(&uk(1), || Client::new(id("c1"), uk(1), at(0)))
+        .lock_or_create_owner(&uk(1), || Owner::new(id("c1"), uk(1), at(0)))
         .await
         .unwrap();
 
@@ -1207,12 +1207,12 @@ async fn sqlite_in_memory_transactions_take_turns() {
         let store = store.clone();
         async move {
             let mut tx = store.begin().await.unwrap();
-            let (client, created) = tx
-                .lock_or_create_client(&uk(1), || Client::new(id("c2"), uk(1), at(1)))
+            let (owner, created) = tx
+                .lock_or_create_owner(&uk(1), || Owner::new(id("c2"), uk(1), at(1)))
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
-            (client.id, created)
+            (owner.id, created)
         }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1222,9 +1222,9 @@ async fn sqlite_in_memory_transactions_take_turns() {
     );
     drop(first);
 
-    let (client_id, created) = promptly("the second transaction", second).await.unwrap();
+    let (owner_id, created) = promptly("the second transaction", second).await.unwrap();
     assert_eq!(
-        (client_id, created),
+        (owner_id, created),
         (id("c2"), true),
         "the first was rolled back"
     );
@@ -1238,11 +1238,11 @@ async fn sqlite_in_memory_store_closed_fails_instead_of_waiting() {
     let closed = promptly("begin on a closed store", store.begin()).await;
     assert!(closed.is_err());
     assert!(store.ping().await.is_err());
-    assert!(store.client_by_phone(&uk(1)).await.is_err());
+    assert!(store.owner_by_phone(&uk(1)).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_concurrent_first_texts_make_one_client() {
+async fn sqlite_concurrent_first_texts_make_one_owner() {
     let db = TempDb::new("race");
     let store = SqliteStore::connect(&db.url()).await.unwrap();
     store.migrate().await.unwrap();
@@ -1253,10 +1253,10 @@ async fn sqlite_concurrent_first_texts_make_one_client() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut tx = store.begin().await.unwrap();
-                let new = || Client::new(id(&format!("c{n}")), uk(1), at(n));
-                let (client, created) = tx.lock_or_create_client(&uk(1), new).await.unwrap();
+                let new = || Owner::new(id(&format!("c{n}")), uk(1), at(n));
+                let (owner, created) = tx.lock_or_create_owner(&uk(1), new).await.unwrap();
                 tx.commit().await.unwrap();
-                (client.id, created)
+                (owner.id, created)
             })
         })
         .collect();
@@ -1273,7 +1273,7 @@ async fn sqlite_concurrent_first_texts_make_one_client() {
             .len(),
         1
     );
-    assert_eq!(store.count("SELECT COUNT(*) FROM clients").await, 1);
+    assert_eq!(store.count("SELECT COUNT(*) FROM owners").await, 1);
 }
 
 // --- PostgreSQL races --------------------------------------------------------------------------
@@ -1310,7 +1310,7 @@ async fn promptly<T>(what: &str, f: impl Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_allocation_race_gives_each_number_once() {
-    const CLIENTS: usize = 200;
+    const OWNERS: usize = 200;
     const NUMBERS: u32 = 150;
     let url = postgres_url().await;
     let stores = [
@@ -1320,28 +1320,28 @@ async fn postgres_allocation_race_gives_each_number_once() {
     let numbers: Vec<PhoneNumber> = (0..NUMBERS).map(|n| uk(900_000 + n)).collect();
     add_numbers(&stores[0], &numbers, at(0)).await;
     let mut tx = stores[0].begin().await.unwrap();
-    for n in 0..CLIENTS {
+    for n in 0..OWNERS {
         let owner = uk(n as u32);
-        let new = || Client::new(id(&format!("c{n}")), owner.clone(), at(0));
-        tx.lock_or_create_client(&owner, new).await.unwrap();
+        let new = || Owner::new(id(&format!("c{n}")), owner.clone(), at(0));
+        tx.lock_or_create_owner(&owner, new).await.unwrap();
     }
     tx.commit().await.unwrap();
 
-    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
-    let tasks: Vec<_> = (0..CLIENTS)
+    let barrier = Arc::new(tokio::sync::Barrier::new(OWNERS));
+    let tasks: Vec<_> = (0..OWNERS)
         .map(|n| {
             let store = stores[n % 2].clone();
             let barrier = barrier.clone();
             tokio::spawn(async move {
                 barrier.wait().await;
-                let client_id = id(&format!("c{n}"));
+                let owner_id = id(&format!("c{n}"));
                 let mut tx = store.begin().await.unwrap();
                 let allocation = tx
-                    .allocate_number(&client_id, Country::Gb, None, at(1))
+                    .allocate_number(&owner_id, Country::Gb, None, at(1))
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                (client_id, allocation)
+                (owner_id, allocation)
             })
         })
         .collect();
@@ -1350,8 +1350,8 @@ async fn postgres_allocation_race_gives_each_number_once() {
     let mut empty = 0;
     for task in tasks {
         match task.await.unwrap() {
-            (client, Allocation::Allocated(number)) => {
-                assert!(winners.insert(client), "a client won twice");
+            (owner, Allocation::Allocated(number)) => {
+                assert!(winners.insert(owner), "an owner won twice");
                 assert!(numbers_given.insert(number), "a number was given twice");
             }
             (_, Allocation::PoolEmpty) => empty += 1,
@@ -1369,7 +1369,7 @@ async fn postgres_allocation_race_gives_each_number_once() {
     );
     assert_eq!(
         stores[1]
-            .count("SELECT COUNT(DISTINCT client_id) FROM pool_numbers")
+            .count("SELECT COUNT(DISTINCT owner_id) FROM pool_numbers")
             .await,
         150
     );
@@ -1383,8 +1383,8 @@ async fn postgres_allocation_skips_numbers_being_taken_and_serialises_one_owner(
         PgStore::connect(&url, 2).await.unwrap(),
     );
     add_numbers(&a, &[uk(900_001), uk(900_002), uk(900_003)], at(0)).await;
-    for (client, owner) in [("c1", uk(1)), ("c2", uk(2))] {
-        create(&a, client, &owner).await;
+    for (owner, owner) in [("c1", uk(1)), ("c2", uk(2))] {
+        create(&a, owner, &owner).await;
     }
 
     // c1's allocation is open; c2's passes it by without waiting and takes the next number.
@@ -1427,7 +1427,7 @@ async fn postgres_allocation_skips_numbers_being_taken_and_serialises_one_owner(
 }
 
 #[tokio::test]
-async fn postgres_concurrent_first_texts_make_one_client() {
+async fn postgres_concurrent_first_texts_make_one_owner() {
     let url = postgres_url().await;
     let (a, b) = (
         PgStore::connect(&url, 2).await.unwrap(),
@@ -1437,7 +1437,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
     // A deterministic interleaving: the second insert waits on the first, uncommitted one.
     let mut first = a.begin().await.unwrap();
     let (mine, created) = first
-        .lock_or_create_client(&uk(1), || Client::new(id("a1"), uk(1), at(0)))
+        .lock_or_create_owner(&uk(1), || Owner::new(id("a1"), uk(1), at(0)))
         .await
         .unwrap();
     assert!(created);
@@ -1446,7 +1446,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
         async move {
             let mut tx = b.begin().await.unwrap();
             let got = tx
-                .lock_or_create_client(&uk(1), || Client::new(id("b1"), uk(1), at(1)))
+                .lock_or_create_owner(&uk(1), || Owner::new(id("b1"), uk(1), at(1)))
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -1462,7 +1462,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
     // And the same again the other way round, with the first rolled back: the second creates it.
     let mut first = b.begin().await.unwrap();
     first
-        .lock_or_create_client(&uk(2), || Client::new(id("b2"), uk(2), at(0)))
+        .lock_or_create_owner(&uk(2), || Owner::new(id("b2"), uk(2), at(0)))
         .await
         .unwrap();
     let second = tokio::spawn({
@@ -1470,7 +1470,7 @@ async fn postgres_concurrent_first_texts_make_one_client() {
         async move {
             let mut tx = a.begin().await.unwrap();
             let got = tx
-                .lock_or_create_client(&uk(2), || Client::new(id("a2"), uk(2), at(1)))
+                .lock_or_create_owner(&uk(2), || Owner::new(id("a2"), uk(2), at(1)))
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -1479,14 +1479,14 @@ async fn postgres_concurrent_first_texts_make_one_client() {
     });
     until_blocked(&a, 1).await;
     drop(first);
-    let (client, created) = second.await.unwrap();
+    let (owner, created) = second.await.unwrap();
     assert!(created);
-    assert_eq!(client.id, id("a2"));
-    assert_eq!(a.count("SELECT COUNT(*) FROM clients").await, 2);
+    assert_eq!(owner.id, id("a2"));
+    assert_eq!(a.count("SELECT COUNT(*) FROM owners").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_many_first_texts_from_two_pools_make_one_client() {
+async fn postgres_many_first_texts_from_two_pools_make_one_owner() {
     let url = postgres_url().await;
     let stores = [
         PgStore::connect(&url, 4).await.unwrap(),
@@ -1499,10 +1499,10 @@ async fn postgres_many_first_texts_from_two_pools_make_one_client() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut tx = store.begin().await.unwrap();
-                let new = || Client::new(id(&format!("c{n}")), uk(1), at(0));
-                let (client, created) = tx.lock_or_create_client(&uk(1), new).await.unwrap();
+                let new = || Owner::new(id(&format!("c{n}")), uk(1), at(0));
+                let (owner, created) = tx.lock_or_create_owner(&uk(1), new).await.unwrap();
                 tx.commit().await.unwrap();
-                (client.id, created)
+                (owner.id, created)
             })
         })
         .collect();
@@ -1519,7 +1519,7 @@ async fn postgres_many_first_texts_from_two_pools_make_one_client() {
             .len(),
         1
     );
-    assert_eq!(stores[0].count("SELECT COUNT(*) FROM clients").await, 1);
+    assert_eq!(stores[0].count("SELECT COUNT(*) FROM owners").await, 1);
 }
 
 #[tokio::test]
@@ -1575,12 +1575,12 @@ async fn postgres_outbox_workers_never_share_a_message() {
         PgStore::connect(&url, 4).await.unwrap(),
     ];
     let owner = uk(1);
-    let client = create(&stores[0], "c1", &owner).await;
+    let owner = create(&stores[0], "c1", &owner).await;
     let mut tx = stores[0].begin().await.unwrap();
     for n in 0..MESSAGES {
         let body = format!("message {n}");
         let msg = NewOutbound {
-            client_id: &client.id,
+            owner_id: &owner.id,
             to: &owner,
             body: &body,
             created_at: at(0),

@@ -4,10 +4,10 @@
 mod support;
 
 use chrono::Utc;
-use onboard::domain::{ClientId, PhoneNumber};
+use onboard::domain::{OwnerId, PhoneNumber};
 use onboard::engine::Engine;
 use onboard::payments::{self, Receipt};
-use onboard::store::{Client, PgStore, SqliteStore, Store, Tx};
+use onboard::store::{Owner, PgStore, SqliteStore, Store, Tx};
 use support::app::{TestApp, spawn_postgres, spawn_sqlite, test_config};
 
 /// Owners, each paying once; every payment event is delivered twice at once.
@@ -29,9 +29,9 @@ async fn concurrent_deliveries_are_processed_once<S: Store>(engine: &Engine<S>) 
     let mut tx = engine.store().begin().await.unwrap();
     for n in 0..OWNERS {
         let phone: PhoneNumber = format!("+4477009001{n:02}").parse().unwrap();
-        let id = ClientId::new(format!("c_race{n}"));
-        tx.lock_or_create_client(&phone, || {
-            Client::new(id.clone(), phone.clone(), Utc::now())
+        let id = OwnerId::new(format!("c_race{n}"));
+        tx.lock_or_create_owner(&phone, || {
+            Owner::new(id.clone(), phone.clone(), Utc::now())
         })
         .await
         .unwrap();

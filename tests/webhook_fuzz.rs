@@ -226,7 +226,7 @@ fn request() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
 /// Everything stored, hashed: equal before and after means nothing changed.
 async fn fingerprint(store: &PgStore) -> String {
     let tables = [
-        "clients",
+        "owners",
         "inbound_messages",
         "state_history",
         "outbound_messages",

@@ -15,14 +15,14 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use crate::conversation::StateName;
-use crate::domain::{ClientId, PhoneNumber, mask_email, mask_phone};
+use crate::domain::{OwnerId, PhoneNumber, mask_email, mask_phone};
 use crate::engine::EngineError;
 use crate::payments::{self, PaymentError, Receipt};
 use crate::store::admin::{
-    CallRecord, ClientRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord,
+    CallRecord, OwnerRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord,
     WebhookEventFilter, WebhookEventRecord,
 };
-use crate::store::{Client, Store, StoreError};
+use crate::store::{Owner, Store, StoreError};
 
 /// Lists return this many items unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -34,10 +34,10 @@ pub const FUNNEL_DAYS: i64 = 7;
 /// Every admin route; the caller adds [`require_token`] around them.
 pub fn routes<S: Store>() -> Router<AppState<S>> {
     Router::new()
-        .route("/admin/api/clients", get(client_by_phone::<S>))
-        .route("/admin/api/clients/search", get(search_clients::<S>))
-        .route("/admin/api/clients/{id}", get(client_record::<S>))
-        .route("/admin/api/clients/{id}/reset", post(reset_client::<S>))
+        .route("/admin/api/owners", get(owner_by_phone::<S>))
+        .route("/admin/api/owners/search", get(search_owners::<S>))
+        .route("/admin/api/owners/{id}", get(owner_record::<S>))
+        .route("/admin/api/owners/{id}/reset", post(reset_owner::<S>))
         .route("/admin/api/pool", get(pool::<S>).post(add_pool::<S>))
         .route("/admin/api/pool/{e164}/release", post(release_number::<S>))
         .route("/admin/api/webhook-events", get(webhook_events::<S>))
@@ -72,13 +72,13 @@ pub async fn require_token<S: Store>(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ClientQuery {
+pub struct OwnerQuery {
     phone: Option<String>,
 }
 
 /// One owner as the admin API shows it.
 #[derive(Debug, Serialize)]
-pub struct ClientView {
+pub struct OwnerView {
     pub id: String,
     pub owner_phone: String,
     pub state: &'static str,
@@ -95,8 +95,8 @@ pub struct ClientView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<Client> for ClientView {
-    fn from(c: Client) -> Self {
+impl From<Owner> for OwnerView {
+    fn from(c: Owner) -> Self {
         Self {
             id: c.id.to_string(),
             owner_phone: c.owner_phone.to_string(),
@@ -116,22 +116,22 @@ impl From<Client> for ClientView {
     }
 }
 
-/// `GET /admin/api/clients?phone=<E.164>`
-pub async fn client_by_phone<S: Store>(
+/// `GET /admin/api/owners?phone=<E.164>`
+pub async fn owner_by_phone<S: Store>(
     State(app): State<AppState<S>>,
-    Query(query): Query<ClientQuery>,
-) -> Result<Json<ClientView>, ApiError> {
+    Query(query): Query<OwnerQuery>,
+) -> Result<Json<OwnerView>, ApiError> {
     let raw = query
         .phone
         .ok_or_else(|| ApiError::BadRequest("query parameter phone is required".into()))?;
     let phone =
         PhoneNumber::parse(&raw).map_err(|e| ApiError::BadRequest(format!("phone: {e}")))?;
-    let client = app
+    let owner = app
         .engine
-        .client_by_phone(&phone)
+        .owner_by_phone(&phone)
         .await?
         .ok_or_else(|| ApiError::NotFound("no owner with that phone".into()))?;
-    Ok(Json(client.into()))
+    Ok(Json(owner.into()))
 }
 
 /// `GET /admin/api/pool`: numbers by status, whether enough are free, and how many purchases the
@@ -234,8 +234,8 @@ fn pagination(limit: Option<&str>, offset: Option<&str>) -> Result<(i64, i64), A
     Ok((limit, offset))
 }
 
-fn client_id(raw: &str) -> Result<ClientId, ApiError> {
-    ClientId::parse(raw)
+fn owner_id(raw: &str) -> Result<OwnerId, ApiError> {
+    OwnerId::parse(raw)
         .ok_or_else(|| ApiError::BadRequest(format!("{raw:?} is not an owner id (e.g. c_...)")))
 }
 
@@ -333,7 +333,7 @@ pub struct SearchQuery {
 
 /// An owner in a list: the phone masked.
 #[derive(Debug, Serialize)]
-pub struct ClientListItem {
+pub struct OwnerListItem {
     pub id: String,
     /// Masked: `+44*******123`.
     pub owner_phone: String,
@@ -345,8 +345,8 @@ pub struct ClientListItem {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<Client> for ClientListItem {
-    fn from(c: Client) -> Self {
+impl From<Owner> for OwnerListItem {
+    fn from(c: Owner) -> Self {
         Self {
             id: c.id.to_string(),
             owner_phone: c.owner_phone.masked(),
@@ -360,12 +360,12 @@ impl From<Client> for ClientListItem {
     }
 }
 
-/// `GET /admin/api/clients/search?q=&limit=&offset=`: owners whose phone is `q` or ends with its
+/// `GET /admin/api/owners/search?q=&limit=&offset=`: owners whose phone is `q` or ends with its
 /// digits, or whose owner or business name contains it (any case); newest first, phones masked.
-pub async fn search_clients<S: Store>(
+pub async fn search_owners<S: Store>(
     State(app): State<AppState<S>>,
     params: Result<Query<SearchQuery>, QueryRejection>,
-) -> Result<Json<PageView<ClientListItem>>, ApiError> {
+) -> Result<Json<PageView<OwnerListItem>>, ApiError> {
     let params = query(params)?;
     let q = params.q.as_deref().map(str::trim).unwrap_or_default();
     if q.is_empty() {
@@ -382,11 +382,11 @@ pub async fn search_clients<S: Store>(
     let page = app
         .engine
         .store()
-        .search_clients(q, limit, offset)
+        .search_owners(q, limit, offset)
         .await
         .map_err(db)?;
     Ok(Json(PageView {
-        items: page.items.into_iter().map(ClientListItem::from).collect(),
+        items: page.items.into_iter().map(OwnerListItem::from).collect(),
         total: page.total,
         limit,
         offset,
@@ -411,7 +411,7 @@ pub struct Answers {
 /// operator working on that owner, so their phone, the numbers in their messages and calls, their
 /// notification email and their Stripe payloads are all shown in full, consistently.
 #[derive(Debug, Serialize)]
-pub struct ClientRecordView {
+pub struct OwnerRecordView {
     pub id: String,
     pub owner_phone: String,
     pub locale: &'static str,
@@ -437,9 +437,9 @@ pub struct ClientRecordView {
     pub payment_events: Vec<WebhookEventRecord>,
 }
 
-impl From<ClientRecord> for ClientRecordView {
-    fn from(r: ClientRecord) -> Self {
-        let c = r.client;
+impl From<OwnerRecord> for OwnerRecordView {
+    fn from(r: OwnerRecord) -> Self {
+        let c = r.owner;
         Self {
             id: c.id.to_string(),
             owner_phone: c.owner_phone.to_string(),
@@ -472,33 +472,33 @@ impl From<ClientRecord> for ClientRecordView {
     }
 }
 
-/// `GET /admin/api/clients/{id}`: one owner in full (see [`ClientRecordView`] on masking).
-pub async fn client_record<S: Store>(
+/// `GET /admin/api/owners/{id}`: one owner in full (see [`OwnerRecordView`] on masking).
+pub async fn owner_record<S: Store>(
     State(app): State<AppState<S>>,
     Path(id): Path<String>,
-) -> Result<Json<ClientRecordView>, ApiError> {
-    let id = client_id(&id)?;
+) -> Result<Json<OwnerRecordView>, ApiError> {
+    let id = owner_id(&id)?;
     let record = app
         .engine
         .store()
-        .client_record(&id)
+        .owner_record(&id)
         .await
         .map_err(db)?
         .ok_or_else(|| ApiError::NotFound(format!("no owner with id {id}")))?;
     Ok(Json(record.into()))
 }
 
-/// `POST /admin/api/clients/{id}/reset`: back to S1 with the answers cleared, keeping payment and
+/// `POST /admin/api/owners/{id}/reset`: back to S1 with the answers cleared, keeping payment and
 /// number (as RESTART does); recorded in the state history as `admin_reset`. Answers the owner
-/// as `GET /admin/api/clients?phone=` does.
-pub async fn reset_client<S: Store>(
+/// as `GET /admin/api/owners?phone=` does.
+pub async fn reset_owner<S: Store>(
     State(app): State<AppState<S>>,
     Path(id): Path<String>,
-) -> Result<Json<ClientView>, ApiError> {
-    let id = client_id(&id)?;
+) -> Result<Json<OwnerView>, ApiError> {
+    let id = owner_id(&id)?;
     match app.engine.admin_reset(&id).await {
-        Ok(client) => Ok(Json(client.into())),
-        Err(EngineError::UnknownClient(id)) => {
+        Ok(owner) => Ok(Json(owner.into())),
+        Err(EngineError::UnknownOwner(id)) => {
             Err(ApiError::NotFound(format!("no owner with id {id}")))
         }
         Err(e) => Err(e.into()),

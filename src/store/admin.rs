@@ -7,7 +7,7 @@
 //! are indexed by migration 0005: owners by `created_at`, webhook events by `received_at` and
 //! `(status, received_at)`, and an owner's payment events by expression indexes on the payload
 //! fields that tie an event to an owner. Searching owners by a name or phone substring scans
-//! `clients` (a `LIKE '%...%'` cannot use a b-tree); the table holds one row per business.
+//! `owners` (a `LIKE '%...%'` cannot use a b-tree); the table holds one row per business.
 
 use std::future::Future;
 
@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use super::common::{ClientRow, client_columns};
-use super::{Client, PgStore, Result, SqliteStore};
-use crate::domain::ClientId;
+use super::common::{OwnerRow, owner_columns};
+use super::{Owner, PgStore, Result, SqliteStore};
+use crate::domain::OwnerId;
 
 /// One page of a list, and how many rows match in all.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ pub struct OutboundRecord {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct FailedOutboundRecord {
     pub id: i64,
-    pub client_id: String,
+    pub owner_id: String,
     pub to_addr: String,
     pub kind: String,
     pub attempts: i32,
@@ -127,8 +127,8 @@ pub struct CallRecord {
 
 /// Everything stored about one owner.
 #[derive(Debug, Clone)]
-pub struct ClientRecord {
-    pub client: Client,
+pub struct OwnerRecord {
+    pub owner: Owner,
     pub history: Vec<HistoryRecord>,
     pub inbound: Vec<InboundRecord>,
     pub outbound: Vec<OutboundRecord>,
@@ -142,18 +142,18 @@ pub struct ClientRecord {
 pub trait AdminReads: Send + Sync {
     /// Owners whose phone is `q` (or ends with its digits, when `q` is a phone number or digits),
     /// or whose owner or business name contains `q`, case-insensitively; newest first.
-    fn search_clients(
+    fn search_owners(
         &self,
         q: &str,
         limit: i64,
         offset: i64,
-    ) -> impl Future<Output = Result<Page<Client>>> + Send;
+    ) -> impl Future<Output = Result<Page<Owner>>> + Send;
 
     /// One owner with their history, messages, calls and payment events; None when unknown.
-    fn client_record(
+    fn owner_record(
         &self,
-        id: &ClientId,
-    ) -> impl Future<Output = Result<Option<ClientRecord>>> + Send;
+        id: &OwnerId,
+    ) -> impl Future<Output = Result<Option<OwnerRecord>>> + Send;
 
     /// Webhook events, newest first.
     fn webhook_events(
@@ -211,34 +211,34 @@ pub(crate) fn search_patterns(q: &str) -> (String, Option<String>, String) {
 /// The search's condition, in a macro so `concat!` can build both of its queries.
 macro_rules! search_where {
     () => {
-        " FROM clients \
+        " FROM owners \
          WHERE owner_phone = $1 OR owner_phone LIKE $2 \
             OR LOWER(owner_name) LIKE $3 ESCAPE '\\' OR LOWER(business_name) LIKE $3 ESCAPE '\\'"
     };
 }
 
-const SEARCH_CLIENTS: &str = concat!(
+const SEARCH_OWNERS: &str = concat!(
     "SELECT ",
-    client_columns!(),
+    owner_columns!(),
     search_where!(),
     " ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
 );
 
 const SEARCH_COUNT: &str = concat!("SELECT COUNT(*)", search_where!());
 
-const CLIENT_BY_ID: &str = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
+const OWNER_BY_ID: &str = concat!("SELECT ", owner_columns!(), " FROM owners WHERE id = $1");
 
 const HISTORY: &str = "SELECT id, from_state, to_state, cause, at FROM state_history \
-     WHERE client_id = $1 ORDER BY id";
+     WHERE owner_id = $1 ORDER BY id";
 
 const INBOUND: &str = "SELECT message_sid, from_addr, to_addr, body, response, received_at \
-     FROM inbound_messages WHERE client_id = $1 ORDER BY received_at, message_sid";
+     FROM inbound_messages WHERE owner_id = $1 ORDER BY received_at, message_sid";
 
 const OUTBOUND: &str = "SELECT id, to_addr, body, status, kind, attempts, twilio_sid, last_error, \
          error_code, created_at, updated_at \
-     FROM outbound_messages WHERE client_id = $1 ORDER BY id";
+     FROM outbound_messages WHERE owner_id = $1 ORDER BY id";
 
-const FAILED_OUTBOUND: &str = "SELECT id, client_id, to_addr, kind, attempts, twilio_sid, \
+const FAILED_OUTBOUND: &str = "SELECT id, owner_id, to_addr, kind, attempts, twilio_sid, \
          last_error, error_code, created_at, updated_at \
      FROM outbound_messages WHERE status = 'failed' ORDER BY id DESC LIMIT $1 OFFSET $2";
 
@@ -247,7 +247,7 @@ const FAILED_OUTBOUND_COUNT: &str =
 
 const CALLS: &str = "SELECT call_sid, direction, from_addr, to_addr, forwarded_from, status, \
          duration_secs, is_test_call, created_at, updated_at \
-     FROM calls WHERE client_id = $1 ORDER BY created_at, call_sid";
+     FROM calls WHERE owner_id = $1 ORDER BY created_at, call_sid";
 
 /// The columns of [`WebhookEventRecord`].
 macro_rules! event_columns {
@@ -267,16 +267,16 @@ const PAYMENT_EVENTS: &str = concat!(
             AND (payload -> 'data' -> 'object' ->> 'client_reference_id') = $1 \
          UNION SELECT e.event_id FROM stripe_links l JOIN webhook_events e \
              ON (e.payload -> 'data' -> 'object' ->> 'customer') = l.stripe_id \
-          WHERE l.client_id = $1 AND l.kind = 'customer' AND e.provider = 'stripe' \
+          WHERE l.owner_id = $1 AND l.kind = 'customer' AND e.provider = 'stripe' \
          UNION SELECT e.event_id FROM stripe_links l JOIN webhook_events e \
              ON (e.payload -> 'data' -> 'object' ->> 'subscription') = l.stripe_id \
-          WHERE l.client_id = $1 AND l.kind = 'subscription' AND e.provider = 'stripe' \
+          WHERE l.owner_id = $1 AND l.kind = 'subscription' AND e.provider = 'stripe' \
          UNION SELECT e.event_id FROM stripe_links l JOIN webhook_events e \
              ON (e.payload -> 'data' -> 'object' ->> 'payment_intent') = l.stripe_id \
-          WHERE l.client_id = $1 AND l.kind = 'payment_intent' AND e.provider = 'stripe' \
+          WHERE l.owner_id = $1 AND l.kind = 'payment_intent' AND e.provider = 'stripe' \
          UNION SELECT e.event_id FROM stripe_links l JOIN webhook_events e \
              ON (e.payload -> 'data' -> 'object' ->> 'id') = l.stripe_id \
-          WHERE l.client_id = $1 AND e.provider = 'stripe' \
+          WHERE l.owner_id = $1 AND e.provider = 'stripe' \
      ) ORDER BY received_at, event_id"
 );
 
@@ -305,7 +305,7 @@ const WEBHOOK_EVENT: &str = concat!(
 );
 
 const FUNNEL: &str =
-    "SELECT state, COUNT(*) FROM clients WHERE created_at >= $1 GROUP BY state ORDER BY state";
+    "SELECT state, COUNT(*) FROM owners WHERE created_at >= $1 GROUP BY state ORDER BY state";
 
 const UNCERTAIN_PURCHASE_COUNT: &str = "SELECT COUNT(*) FROM uncertain_purchases";
 
@@ -313,14 +313,14 @@ const UNCERTAIN_PURCHASE_COUNT: &str = "SELECT COUNT(*) FROM uncertain_purchases
 macro_rules! impl_admin_reads {
     ($store:ty) => {
         impl AdminReads for $store {
-            async fn search_clients(
+            async fn search_owners(
                 &self,
                 q: &str,
                 limit: i64,
                 offset: i64,
-            ) -> Result<Page<Client>> {
+            ) -> Result<Page<Owner>> {
                 let (exact, suffix, name) = search_patterns(q);
-                let rows: Vec<ClientRow> = sqlx::query_as(SEARCH_CLIENTS)
+                let rows: Vec<OwnerRow> = sqlx::query_as(SEARCH_OWNERS)
                     .bind(&exact)
                     .bind(suffix.as_deref())
                     .bind(&name)
@@ -336,21 +336,21 @@ macro_rules! impl_admin_reads {
                     .await?;
                 let items = rows
                     .into_iter()
-                    .map(ClientRow::into_client)
+                    .map(OwnerRow::into_owner)
                     .collect::<Result<_>>()?;
                 Ok(Page { items, total })
             }
 
-            async fn client_record(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
+            async fn owner_record(&self, id: &OwnerId) -> Result<Option<OwnerRecord>> {
                 let mut conn = self.conn().await?;
-                let Some(row) = sqlx::query_as::<_, ClientRow>(CLIENT_BY_ID)
+                let Some(row) = sqlx::query_as::<_, OwnerRow>(OWNER_BY_ID)
                     .bind(id.as_str())
                     .fetch_optional(&mut *conn)
                     .await?
                 else {
                     return Ok(None);
                 };
-                let client = row.into_client()?;
+                let owner = row.into_owner()?;
                 let history = sqlx::query_as(HISTORY)
                     .bind(id.as_str())
                     .fetch_all(&mut *conn)
@@ -371,8 +371,8 @@ macro_rules! impl_admin_reads {
                     .bind(id.as_str())
                     .fetch_all(&mut *conn)
                     .await?;
-                Ok(Some(ClientRecord {
-                    client,
+                Ok(Some(OwnerRecord {
+                    owner,
                     history,
                     inbound,
                     outbound,

@@ -4,37 +4,37 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Client, OutboundKind, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
+use super::{Owner, OutboundKind, OutboundMessage, OutboundStatus, PoolStats, Result, StoreError};
 use crate::conversation::{Gate, StateName};
-use crate::domain::{ClientId, Locale, Notify, PhoneNumber, PhoneType, mask_phone};
+use crate::domain::{OwnerId, Locale, Notify, PhoneNumber, PhoneType, mask_phone};
 
 /// The answer replayed for a duplicate whose first delivery recorded none.
 pub(super) const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
 
-/// The columns of [`ClientRow`], in a macro so `concat!` can build whole queries from it
+/// The columns of [`OwnerRow`], in a macro so `concat!` can build whole queries from it
 /// (sqlx takes only `&'static str` SQL).
-macro_rules! client_columns {
+macro_rules! owner_columns {
     () => {
         "id, owner_phone, locale, state, gate, business_type, location, business_name, \
          owner_name, notify, phone_type, misses, opted_out, payment_active, paid_at, \
          twilio_number, waitlisted_at, verify_started_at, created_at, updated_at"
     };
 }
-pub(super) use client_columns;
+pub(super) use owner_columns;
 
 /// The columns of [`OutboundRow`].
 macro_rules! outbound_columns {
     () => {
-        "id, client_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
+        "id, owner_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
          attempted_at, kind, created_at"
     };
 }
 pub(super) use outbound_columns;
 
-pub(super) const CLIENT_BY_PHONE: &str = concat!(
+pub(super) const OWNER_BY_PHONE: &str = concat!(
     "SELECT ",
-    client_columns!(),
-    " FROM clients WHERE owner_phone = $1"
+    owner_columns!(),
+    " FROM owners WHERE owner_phone = $1"
 );
 
 pub(super) const LATEST_OUTBOUND_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM outbound_messages";
@@ -50,7 +50,7 @@ pub(super) const OUTBOUND_AFTER: &str = concat!(
 pub(super) const AVAILABLE_CAPPED: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM pool_numbers \
      WHERE status = 'AVAILABLE' AND country = $1 ORDER BY created_at, e164 LIMIT $2) AS free";
 
-pub(super) const OWNERS_BY_STATE: &str = "SELECT state, COUNT(*) FROM clients GROUP BY state";
+pub(super) const OWNERS_BY_STATE: &str = "SELECT state, COUNT(*) FROM owners GROUP BY state";
 
 pub(super) const POOL_COUNTS: &str = "SELECT status, COUNT(*) FROM pool_numbers GROUP BY status";
 
@@ -58,9 +58,9 @@ fn corrupt(table: &'static str, detail: String) -> StoreError {
     StoreError::Corrupt { table, detail }
 }
 
-pub(super) fn client_id(table: &'static str, raw: String) -> Result<ClientId> {
-    ClientId::parse(&raw)
-        .ok_or_else(|| corrupt(table, format!("client id {raw:?} is not one we issue")))
+pub(super) fn owner_id(table: &'static str, raw: String) -> Result<OwnerId> {
+    OwnerId::parse(&raw)
+        .ok_or_else(|| corrupt(table, format!("owner id {raw:?} is not one we issue")))
 }
 
 /// Parses a stored phone number; the detail names the row and column and masks the value.
@@ -69,9 +69,9 @@ pub(super) fn phone(table: &'static str, what: &str, raw: &str) -> Result<PhoneN
         .map_err(|_| corrupt(table, format!("{what}: {} is not E.164", mask_phone(raw))))
 }
 
-/// A `clients` row as stored.
+/// A `owners` row as stored.
 #[derive(sqlx::FromRow)]
-pub(super) struct ClientRow {
+pub(super) struct OwnerRow {
     id: String,
     owner_phone: String,
     locale: String,
@@ -94,17 +94,17 @@ pub(super) struct ClientRow {
     updated_at: DateTime<Utc>,
 }
 
-impl ClientRow {
-    pub(super) fn into_client(self) -> Result<Client> {
-        const T: &str = "clients";
-        let id = client_id(T, self.id)?;
+impl OwnerRow {
+    pub(super) fn into_owner(self) -> Result<Owner> {
+        const T: &str = "owners";
+        let id = owner_id(T, self.id)?;
         let bad = |column: &str, value: &str| {
             corrupt(
                 T,
-                format!("client {id}: {column} {value:?} is not a known value"),
+                format!("owner {id}: {column} {value:?} is not a known value"),
             )
         };
-        let owner_phone = phone(T, &format!("client {id}: owner_phone"), &self.owner_phone)?;
+        let owner_phone = phone(T, &format!("owner {id}: owner_phone"), &self.owner_phone)?;
         let locale = Locale::from_tag(&self.locale).ok_or_else(|| bad("locale", &self.locale))?;
         let state = StateName::parse(&self.state).ok_or_else(|| bad("state", &self.state))?;
         let gate = match self.gate.as_deref() {
@@ -116,10 +116,10 @@ impl ClientRow {
             None => None,
         };
         let twilio_number = match self.twilio_number.as_deref() {
-            Some(raw) => Some(phone(T, &format!("client {id}: twilio_number"), raw)?),
+            Some(raw) => Some(phone(T, &format!("owner {id}: twilio_number"), raw)?),
             None => None,
         };
-        Ok(Client {
+        Ok(Owner {
             id,
             owner_phone,
             locale,
@@ -148,7 +148,7 @@ impl ClientRow {
 #[derive(sqlx::FromRow)]
 pub(super) struct OutboundRow {
     id: i64,
-    client_id: String,
+    owner_id: String,
     to_addr: String,
     body: String,
     status: String,
@@ -167,7 +167,7 @@ impl OutboundRow {
         let id = self.id;
         Ok(OutboundMessage {
             id,
-            client_id: client_id(T, self.client_id)?,
+            owner_id: owner_id(T, self.owner_id)?,
             to: phone(T, &format!("message {id}: to_addr"), &self.to_addr)?,
             body: self.body,
             status: outbound_status(id, &self.status)?,
@@ -243,16 +243,16 @@ pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
 /// (which has a `conn()` giving a connection of its own driver).
 macro_rules! store_reads {
     () => {
-        async fn client_by_phone(
+        async fn owner_by_phone(
             &self,
             phone: &$crate::domain::PhoneNumber,
-        ) -> $crate::store::Result<Option<$crate::store::Client>> {
-            use $crate::store::common::{self, ClientRow};
-            sqlx::query_as::<_, ClientRow>(common::CLIENT_BY_PHONE)
+        ) -> $crate::store::Result<Option<$crate::store::Owner>> {
+            use $crate::store::common::{self, OwnerRow};
+            sqlx::query_as::<_, OwnerRow>(common::OWNER_BY_PHONE)
                 .bind(phone.as_str())
                 .fetch_optional(&mut *self.conn().await?)
                 .await?
-                .map(ClientRow::into_client)
+                .map(OwnerRow::into_owner)
                 .transpose()
         }
 
@@ -320,12 +320,12 @@ macro_rules! impl_tx {
             use chrono::{DateTime, Utc};
             use sqlx::types::Json;
 
-            use $crate::domain::{ClientId, Country, PhoneNumber};
+            use $crate::domain::{OwnerId, Country, PhoneNumber};
             use $crate::store::common::{
-                self, ClientRow, OutboundRow, client_columns, outbound_columns,
+                self, OwnerRow, OutboundRow, owner_columns, outbound_columns,
             };
             use $crate::store::{
-                Allocation, Claim, Client, EventOutcome, NewInbound, NewOutbound,
+                Allocation, Claim, Owner, EventOutcome, NewInbound, NewOutbound,
                 NewPoolNumber, NewWebhookEvent, OutboundMessage, OutboundStatus,
                 NewCall, QuarantineOutcome, Result, StripeKind, Transition, Tx,
             };
@@ -377,15 +377,15 @@ macro_rules! impl_tx {
                 async fn finish_inbound(
                     &mut self,
                     message_sid: &str,
-                    client_id: Option<&ClientId>,
+                    owner_id: Option<&OwnerId>,
                     response: &str,
                 ) -> Result<()> {
                     let updated = sqlx::query(
-                        "UPDATE inbound_messages SET client_id = $2, response = $3 \
+                        "UPDATE inbound_messages SET owner_id = $2, response = $3 \
                          WHERE message_sid = $1",
                     )
                     .bind(message_sid)
-                    .bind(client_id.map(ClientId::as_str))
+                    .bind(owner_id.map(OwnerId::as_str))
                     .bind(response)
                     .execute(&mut *self.0)
                     .await?
@@ -397,33 +397,33 @@ macro_rules! impl_tx {
                     Ok(())
                 }
 
-                // --- clients -------------------------------------------------------------
+                // --- owners -------------------------------------------------------------
 
-                async fn lock_or_create_client(
+                async fn lock_or_create_owner(
                     &mut self,
                     phone: &PhoneNumber,
-                    new: impl FnOnce() -> Client + Send,
-                ) -> Result<(Client, bool)> {
+                    new: impl FnOnce() -> Owner + Send,
+                ) -> Result<(Owner, bool)> {
                     let lock = concat!(
                         "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE owner_phone = $1",
+                        owner_columns!(),
+                        " FROM owners WHERE owner_phone = $1",
                         $for_update
                     );
                     // Nearly every text is from an owner we know: look before inserting.
-                    if let Some(row) = sqlx::query_as::<_, ClientRow>(lock)
+                    if let Some(row) = sqlx::query_as::<_, OwnerRow>(lock)
                         .bind(phone.as_str())
                         .fetch_optional(&mut *self.0)
                         .await?
                     {
-                        return Ok((row.into_client()?, false));
+                        return Ok((row.into_owner()?, false));
                     }
                     let new = new();
                     debug_assert_eq!(&new.owner_phone, phone);
                     // Two first texts from one new phone: the second INSERT waits for the first
                     // transaction, then does nothing, and the SELECT finds the first one's row.
                     let created = sqlx::query(
-                        "INSERT INTO clients (id, owner_phone, country, locale, state, gate, \
+                        "INSERT INTO owners (id, owner_phone, country, locale, state, gate, \
                              business_type, location, business_name, owner_name, notify, \
                              phone_type, misses, opted_out, payment_active, paid_at, \
                              twilio_number, waitlisted_at, verify_started_at, created_at, \
@@ -457,47 +457,47 @@ macro_rules! impl_tx {
                     .await?
                     .rows_affected()
                         == 1;
-                    let row: ClientRow = sqlx::query_as(lock)
+                    let row: OwnerRow = sqlx::query_as(lock)
                     .bind(phone.as_str())
                     .fetch_one(&mut *self.0)
                     .await?;
-                    Ok((row.into_client()?, created))
+                    Ok((row.into_owner()?, created))
                 }
 
-                async fn lock_client(&mut self, id: &ClientId) -> Result<Option<Client>> {
-                    sqlx::query_as::<_, ClientRow>(concat!(
+                async fn lock_owner(&mut self, id: &OwnerId) -> Result<Option<Owner>> {
+                    sqlx::query_as::<_, OwnerRow>(concat!(
                         "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE id = $1",
+                        owner_columns!(),
+                        " FROM owners WHERE id = $1",
                         $for_update
                     ))
                     .bind(id.as_str())
                     .fetch_optional(&mut *self.0)
                     .await?
-                    .map(ClientRow::into_client)
+                    .map(OwnerRow::into_owner)
                     .transpose()
                 }
 
-                async fn lock_client_by_number(
+                async fn lock_owner_by_number(
                     &mut self,
                     twilio_number: &PhoneNumber,
-                ) -> Result<Option<Client>> {
-                    sqlx::query_as::<_, ClientRow>(concat!(
+                ) -> Result<Option<Owner>> {
+                    sqlx::query_as::<_, OwnerRow>(concat!(
                         "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE twilio_number = $1",
+                        owner_columns!(),
+                        " FROM owners WHERE twilio_number = $1",
                         $for_update
                     ))
                     .bind(twilio_number.as_str())
                     .fetch_optional(&mut *self.0)
                     .await?
-                    .map(ClientRow::into_client)
+                    .map(OwnerRow::into_owner)
                     .transpose()
                 }
 
-                async fn save_client(&mut self, client: &Client) -> Result<()> {
+                async fn save_owner(&mut self, owner: &Owner) -> Result<()> {
                     let updated = sqlx::query(
-                        "UPDATE clients SET locale = $2, state = $3, gate = $4, \
+                        "UPDATE owners SET locale = $2, state = $3, gate = $4, \
                              business_type = $5, location = $6, business_name = $7, \
                              owner_name = $8, notify = $9, phone_type = $10, misses = $11, \
                              opted_out = $12, payment_active = $13, paid_at = $14, \
@@ -505,24 +505,24 @@ macro_rules! impl_tx {
                              updated_at = $18 \
                          WHERE id = $1",
                     )
-                    .bind(client.id.as_str())
-                    .bind(client.locale.tag())
-                    .bind(client.state.as_str())
-                    .bind(client.gate.map(|g| g.as_str()))
-                    .bind(client.business_type.as_deref())
-                    .bind(client.location.as_deref())
-                    .bind(client.business_name.as_deref())
-                    .bind(client.owner_name.as_deref())
-                    .bind(client.notify.as_ref().map(|n| n.to_stored()))
-                    .bind(client.phone_type.map(|p| p.as_str()))
-                    .bind(client.misses)
-                    .bind(client.opted_out)
-                    .bind(client.payment_active)
-                    .bind(client.paid_at)
-                    .bind(client.twilio_number.as_ref().map(PhoneNumber::as_str))
-                    .bind(client.waitlisted_at)
-                    .bind(client.verify_started_at)
-                    .bind(client.updated_at)
+                    .bind(owner.id.as_str())
+                    .bind(owner.locale.tag())
+                    .bind(owner.state.as_str())
+                    .bind(owner.gate.map(|g| g.as_str()))
+                    .bind(owner.business_type.as_deref())
+                    .bind(owner.location.as_deref())
+                    .bind(owner.business_name.as_deref())
+                    .bind(owner.owner_name.as_deref())
+                    .bind(owner.notify.as_ref().map(|n| n.to_stored()))
+                    .bind(owner.phone_type.map(|p| p.as_str()))
+                    .bind(owner.misses)
+                    .bind(owner.opted_out)
+                    .bind(owner.payment_active)
+                    .bind(owner.paid_at)
+                    .bind(owner.twilio_number.as_ref().map(PhoneNumber::as_str))
+                    .bind(owner.waitlisted_at)
+                    .bind(owner.verify_started_at)
+                    .bind(owner.updated_at)
                     .execute(&mut *self.0)
                     .await?
                     .rows_affected();
@@ -534,10 +534,10 @@ macro_rules! impl_tx {
 
                 async fn record_transition(&mut self, t: &Transition<'_>) -> Result<()> {
                     sqlx::query(
-                        "INSERT INTO state_history (client_id, from_state, to_state, cause, at) \
+                        "INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
                          VALUES ($1, $2, $3, $4, $5)",
                     )
-                    .bind(t.client_id.as_str())
+                    .bind(t.owner_id.as_str())
                     .bind(t.from.as_str())
                     .bind(t.to.as_str())
                     .bind(t.cause)
@@ -551,12 +551,12 @@ macro_rules! impl_tx {
 
                 async fn enqueue_outbound(&mut self, msg: &NewOutbound<'_>) -> Result<i64> {
                     let id = sqlx::query_scalar(
-                        "INSERT INTO outbound_messages (client_id, to_addr, body, status, \
+                        "INSERT INTO outbound_messages (owner_id, to_addr, body, status, \
                              attempts, next_attempt_at, created_at, updated_at) \
                          VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4) \
                          RETURNING id",
                     )
-                    .bind(msg.client_id.as_str())
+                    .bind(msg.owner_id.as_str())
                     .bind(msg.to.as_str())
                     .bind(msg.body)
                     .bind(msg.created_at)
@@ -567,12 +567,12 @@ macro_rules! impl_tx {
 
                 async fn enqueue_verify_call(&mut self, call: &NewOutbound<'_>) -> Result<i64> {
                     let id = sqlx::query_scalar(
-                        "INSERT INTO outbound_messages (client_id, to_addr, body, status, \
+                        "INSERT INTO outbound_messages (owner_id, to_addr, body, status, \
                              attempts, next_attempt_at, created_at, updated_at, kind) \
                          VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4, 'verify_call') \
                          RETURNING id",
                     )
-                    .bind(call.client_id.as_str())
+                    .bind(call.owner_id.as_str())
                     .bind(call.to.as_str())
                     .bind(call.body)
                     .bind(call.created_at)
@@ -740,16 +740,16 @@ macro_rules! impl_tx {
                     status: OutboundStatus,
                     error_code: Option<&str>,
                     now: DateTime<Utc>,
-                ) -> Result<Option<ClientId>> {
+                ) -> Result<Option<OwnerId>> {
                     let row: Option<(i64, String, String)> = sqlx::query_as(concat!(
-                        "SELECT id, client_id, status FROM outbound_messages \
+                        "SELECT id, owner_id, status FROM outbound_messages \
                          WHERE twilio_sid = $1",
                         $for_update
                     ))
                     .bind(twilio_sid)
                     .fetch_optional(&mut *self.0)
                     .await?;
-                    let Some((id, client_id, current)) = row else {
+                    let Some((id, owner_id, current)) = row else {
                         return Ok(None);
                     };
                     if common::status_may_move(common::outbound_status(id, &current)?, status) {
@@ -766,36 +766,36 @@ macro_rules! impl_tx {
                         .execute(&mut *self.0)
                         .await?;
                     }
-                    Ok(Some(common::client_id("outbound_messages", client_id)?))
+                    Ok(Some(common::owner_id("outbound_messages", owner_id)?))
                 }
 
                 // --- number pool ---------------------------------------------------------
 
                 async fn allocate_number(
                     &mut self,
-                    client_id: &ClientId,
+                    owner_id: &OwnerId,
                     country: Country,
                     area_code: Option<&str>,
                     now: DateTime<Utc>,
                 ) -> Result<Allocation> {
                     // Lock the owner first, so two allocations for one owner queue up rather
                     // than race to two numbers. (Checking the owner before its number changes
-                    // no outcome: pool_numbers.client_id is a foreign key, so a number's owner
+                    // no outcome: pool_numbers.owner_id is a foreign key, so a number's owner
                     // always exists.)
                     let owner: Option<String> = sqlx::query_scalar(concat!(
-                        "SELECT id FROM clients WHERE id = $1",
+                        "SELECT id FROM owners WHERE id = $1",
                         $for_update
                     ))
-                    .bind(client_id.as_str())
+                    .bind(owner_id.as_str())
                     .fetch_optional(&mut *self.0)
                     .await?;
                     if owner.is_none() {
-                        return Ok(Allocation::ClientNotFound);
+                        return Ok(Allocation::OwnerNotFound);
                     }
 
                     let held: Option<String> =
-                        sqlx::query_scalar("SELECT e164 FROM pool_numbers WHERE client_id = $1")
-                            .bind(client_id.as_str())
+                        sqlx::query_scalar("SELECT e164 FROM pool_numbers WHERE owner_id = $1")
+                            .bind(owner_id.as_str())
                             .fetch_optional(&mut *self.0)
                             .await?;
                     if let Some(e164) = held {
@@ -833,12 +833,12 @@ macro_rules! impl_tx {
 
                     sqlx::query(
                         "UPDATE pool_numbers \
-                         SET status = 'ASSIGNED', client_id = $2, assigned_at = $3, \
+                         SET status = 'ASSIGNED', owner_id = $2, assigned_at = $3, \
                              updated_at = $3 \
                          WHERE e164 = $1",
                     )
                     .bind(&e164)
-                    .bind(client_id.as_str())
+                    .bind(owner_id.as_str())
                     .bind(now)
                     .execute(&mut *self.0)
                     .await?;
@@ -882,18 +882,18 @@ macro_rules! impl_tx {
                     now: DateTime<Utc>,
                 ) -> Result<QuarantineOutcome> {
                     let held: Option<Option<String>> = sqlx::query_scalar(concat!(
-                        "SELECT client_id FROM pool_numbers WHERE e164 = $1",
+                        "SELECT owner_id FROM pool_numbers WHERE e164 = $1",
                         $for_update
                     ))
                     .bind(e164.as_str())
                     .fetch_optional(&mut *self.0)
                     .await?;
-                    let Some(client_id) = held else {
+                    let Some(owner_id) = held else {
                         return Ok(QuarantineOutcome::NotInPool);
                     };
                     sqlx::query(
                         "UPDATE pool_numbers \
-                         SET status = 'QUARANTINED', client_id = NULL, reserved_at = NULL, \
+                         SET status = 'QUARANTINED', owner_id = NULL, reserved_at = NULL, \
                              assigned_at = NULL, quarantined_until = $2, updated_at = $3 \
                          WHERE e164 = $1",
                     )
@@ -902,10 +902,10 @@ macro_rules! impl_tx {
                     .bind(now)
                     .execute(&mut *self.0)
                     .await?;
-                    let client_id = client_id
-                        .map(|id| common::client_id("pool_numbers", id))
+                    let owner_id = owner_id
+                        .map(|id| common::owner_id("pool_numbers", id))
                         .transpose()?;
-                    Ok(QuarantineOutcome::Quarantined { client_id })
+                    Ok(QuarantineOutcome::Quarantined { owner_id })
                 }
 
                 async fn end_quarantines(&mut self, now: DateTime<Utc>) -> Result<u64> {
@@ -921,11 +921,11 @@ macro_rules! impl_tx {
                     Ok(ended)
                 }
 
-                async fn lock_waitlist(&mut self, country: Country, limit: i64) -> Result<Vec<Client>> {
-                    let rows: Vec<ClientRow> = sqlx::query_as(concat!(
+                async fn lock_waitlist(&mut self, country: Country, limit: i64) -> Result<Vec<Owner>> {
+                    let rows: Vec<OwnerRow> = sqlx::query_as(concat!(
                         "SELECT ",
-                        client_columns!(),
-                        " FROM clients \
+                        owner_columns!(),
+                        " FROM owners \
                          WHERE gate = 'awaiting_number' AND country = $1 \
                          ORDER BY waitlisted_at NULLS LAST, id LIMIT $2",
                         $skip_locked
@@ -934,7 +934,7 @@ macro_rules! impl_tx {
                     .bind(limit)
                     .fetch_all(&mut *self.0)
                     .await?;
-                    rows.into_iter().map(ClientRow::into_client).collect()
+                    rows.into_iter().map(OwnerRow::into_owner).collect()
                 }
 
                 // --- calls --------------------------------------------------------------------
@@ -973,16 +973,16 @@ macro_rules! impl_tx {
                 async fn finish_call(
                     &mut self,
                     call_sid: &str,
-                    client_id: Option<&ClientId>,
+                    owner_id: Option<&OwnerId>,
                     is_test_call: bool,
                     response: &str,
                 ) -> Result<()> {
                     sqlx::query(
-                        "UPDATE calls SET client_id = $2, is_test_call = $3, response = $4 \
+                        "UPDATE calls SET owner_id = $2, is_test_call = $3, response = $4 \
                          WHERE call_sid = $1",
                     )
                     .bind(call_sid)
-                    .bind(client_id.map(ClientId::as_str))
+                    .bind(owner_id.map(OwnerId::as_str))
                     .bind(is_test_call)
                     .bind(response)
                     .execute(&mut *self.0)
@@ -993,19 +993,19 @@ macro_rules! impl_tx {
                 async fn record_verify_call(
                     &mut self,
                     call_sid: &str,
-                    client_id: &ClientId,
+                    owner_id: &OwnerId,
                     from: &PhoneNumber,
                     to: &PhoneNumber,
                     now: DateTime<Utc>,
                 ) -> Result<()> {
                     sqlx::query(
-                        "INSERT INTO calls (call_sid, client_id, direction, from_addr, to_addr, \
+                        "INSERT INTO calls (call_sid, owner_id, direction, from_addr, to_addr, \
                              status, is_test_call, created_at, updated_at) \
                          VALUES ($1, $2, 'outbound-api', $3, $4, 'queued', TRUE, $5, $5) \
                          ON CONFLICT (call_sid) DO NOTHING",
                     )
                     .bind(call_sid)
-                    .bind(client_id.as_str())
+                    .bind(owner_id.as_str())
                     .bind(from.as_str())
                     .bind(to.as_str())
                     .bind(now)
@@ -1051,11 +1051,11 @@ macro_rules! impl_tx {
                     &mut self,
                     started_before: DateTime<Utc>,
                     limit: i64,
-                ) -> Result<Vec<Client>> {
-                    let rows: Vec<ClientRow> = sqlx::query_as(concat!(
+                ) -> Result<Vec<Owner>> {
+                    let rows: Vec<OwnerRow> = sqlx::query_as(concat!(
                         "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE verify_started_at IS NOT NULL \
+                        owner_columns!(),
+                        " FROM owners WHERE verify_started_at IS NOT NULL \
                              AND verify_started_at <= $1 AND state = 'S8_FWD_CONFIRMED' \
                          ORDER BY verify_started_at, id LIMIT $2",
                         $skip_locked
@@ -1064,49 +1064,49 @@ macro_rules! impl_tx {
                     .bind(limit)
                     .fetch_all(&mut *self.0)
                     .await?;
-                    rows.into_iter().map(ClientRow::into_client).collect()
+                    rows.into_iter().map(OwnerRow::into_owner).collect()
                 }
 
                 // --- payments -----------------------------------------------------------------
 
                 async fn link_stripe(
                     &mut self,
-                    client_id: &ClientId,
+                    owner_id: &OwnerId,
                     kind: StripeKind,
                     stripe_id: &str,
                     now: DateTime<Utc>,
                 ) -> Result<()> {
                     // First link wins: a Stripe object never moves to another owner.
                     sqlx::query(
-                        "INSERT INTO stripe_links (kind, stripe_id, client_id, created_at) \
+                        "INSERT INTO stripe_links (kind, stripe_id, owner_id, created_at) \
                          VALUES ($1, $2, $3, $4) ON CONFLICT (kind, stripe_id) DO NOTHING",
                     )
                     .bind(kind.as_str())
                     .bind(stripe_id)
-                    .bind(client_id.as_str())
+                    .bind(owner_id.as_str())
                     .bind(now)
                     .execute(&mut *self.0)
                     .await?;
                     Ok(())
                 }
 
-                async fn lock_client_by_stripe(
+                async fn lock_owner_by_stripe(
                     &mut self,
                     kind: StripeKind,
                     stripe_id: &str,
-                ) -> Result<Option<Client>> {
-                    sqlx::query_as::<_, ClientRow>(concat!(
+                ) -> Result<Option<Owner>> {
+                    sqlx::query_as::<_, OwnerRow>(concat!(
                         "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE id = \
-                             (SELECT client_id FROM stripe_links WHERE kind = $1 AND stripe_id = $2)",
+                        owner_columns!(),
+                        " FROM owners WHERE id = \
+                             (SELECT owner_id FROM stripe_links WHERE kind = $1 AND stripe_id = $2)",
                         $for_update
                     ))
                     .bind(kind.as_str())
                     .bind(stripe_id)
                     .fetch_optional(&mut *self.0)
                     .await?
-                    .map(ClientRow::into_client)
+                    .map(OwnerRow::into_owner)
                     .transpose()
                 }
 

@@ -10,8 +10,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::common::{ClientRow, client_columns};
-use super::{Client, PgStore, Result, SqliteStore};
+use super::common::{OwnerRow, owner_columns};
+use super::{Owner, PgStore, Result, SqliteStore};
 
 /// Counts for the Today page, each since a given instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct PoolNumberRecord {
     pub e164: String,
     pub status: String,
     pub country: String,
-    pub client_id: Option<String>,
+    pub owner_id: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -114,7 +114,7 @@ pub trait ConsoleStore: Send + Sync {
     fn outbox_health(&self) -> impl Future<Output = Result<OutboxHealth>> + Send;
 
     /// Owners waiting for a number, first come first served.
-    fn waitlist(&self, limit: i64) -> impl Future<Output = Result<Vec<Client>>> + Send;
+    fn waitlist(&self, limit: i64) -> impl Future<Output = Result<Vec<Owner>>> + Send;
 
     fn unconfirmed_purchases(
         &self,
@@ -164,11 +164,11 @@ pub trait ConsoleStore: Send + Sync {
     ) -> impl Future<Output = Result<Resend>> + Send;
 }
 
-const STARTED_SINCE: &str = "SELECT COUNT(*) FROM clients WHERE created_at >= $1";
+const STARTED_SINCE: &str = "SELECT COUNT(*) FROM owners WHERE created_at >= $1";
 
-const PAID_SINCE: &str = "SELECT COUNT(*) FROM clients WHERE paid_at >= $1";
+const PAID_SINCE: &str = "SELECT COUNT(*) FROM owners WHERE paid_at >= $1";
 
-const COMPLETED_SINCE: &str = "SELECT COUNT(DISTINCT client_id) FROM state_history \
+const COMPLETED_SINCE: &str = "SELECT COUNT(DISTINCT owner_id) FROM state_history \
      WHERE to_state = 'COMPLETE' AND at >= $1";
 
 const POOL_BY_COUNTRY: &str = "SELECT country, status, COUNT(*) FROM pool_numbers \
@@ -184,14 +184,14 @@ const OUTBOX_FAILED: &str = "SELECT COUNT(*) FROM outbound_messages WHERE status
 
 const WAITING_OWNERS: &str = concat!(
     "SELECT ",
-    client_columns!(),
-    " FROM clients WHERE gate = 'awaiting_number' ORDER BY waitlisted_at, id LIMIT $1"
+    owner_columns!(),
+    " FROM owners WHERE gate = 'awaiting_number' ORDER BY waitlisted_at, id LIMIT $1"
 );
 
 const UNCERTAIN_PURCHASES: &str = "SELECT e164, attempted_at, last_checked_at, checks \
      FROM uncertain_purchases ORDER BY attempted_at, e164";
 
-const POOL_NUMBERS: &str = "SELECT e164, status, country, client_id, updated_at FROM pool_numbers \
+const POOL_NUMBERS: &str = "SELECT e164, status, country, owner_id, updated_at FROM pool_numbers \
      ORDER BY updated_at DESC, e164 LIMIT $1";
 
 /// Stripe's events and Twilio's callbacks in one list. Twilio's are read from where the engine
@@ -238,9 +238,9 @@ const SIGNIN_FAILURES_SINCE: &str = "SELECT COUNT(*) FROM console_signin_failure
 /// The copy is a new outbox message, pending from `$2`; the failed one stays as it was. The
 /// unique index on `resend_of` lets only one copy of a message ever exist.
 const RESEND_FAILED_TEXT: &str = "INSERT INTO outbound_messages \
-         (client_id, to_addr, body, status, attempts, next_attempt_at, created_at, updated_at, \
+         (owner_id, to_addr, body, status, attempts, next_attempt_at, created_at, updated_at, \
           resend_of) \
-     SELECT client_id, to_addr, body, 'pending', 0, $2, $3, $3, id FROM outbound_messages \
+     SELECT owner_id, to_addr, body, 'pending', 0, $2, $3, $3, id FROM outbound_messages \
       WHERE id = $1 AND status = 'failed' AND kind = 'sms' \
      ON CONFLICT (resend_of) DO NOTHING \
      RETURNING id";
@@ -262,12 +262,12 @@ fn live_event((id, kind, owner_id, detail, at): LiveRow) -> LiveEvent {
 
 type PoolNumberRow = (String, String, String, Option<String>, DateTime<Utc>);
 
-fn pool_number((e164, status, country, client_id, updated_at): PoolNumberRow) -> PoolNumberRecord {
+fn pool_number((e164, status, country, owner_id, updated_at): PoolNumberRow) -> PoolNumberRecord {
     PoolNumberRecord {
         e164,
         status,
         country,
-        client_id,
+        owner_id,
         updated_at,
     }
 }
@@ -361,12 +361,12 @@ macro_rules! impl_console_store {
                 })
             }
 
-            async fn waitlist(&self, limit: i64) -> Result<Vec<Client>> {
-                let rows: Vec<ClientRow> = sqlx::query_as(WAITING_OWNERS)
+            async fn waitlist(&self, limit: i64) -> Result<Vec<Owner>> {
+                let rows: Vec<OwnerRow> = sqlx::query_as(WAITING_OWNERS)
                     .bind(limit)
                     .fetch_all(&mut *self.conn().await?)
                     .await?;
-                rows.into_iter().map(ClientRow::into_client).collect()
+                rows.into_iter().map(OwnerRow::into_owner).collect()
             }
 
             async fn unconfirmed_purchases(&self) -> Result<Vec<UnconfirmedPurchase>> {

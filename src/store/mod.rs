@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::conversation::{Gate, StateName};
-use crate::domain::{ClientId, Country, Locale, Notify, PhoneNumber, PhoneType};
+use crate::domain::{OwnerId, Country, Locale, Notify, PhoneNumber, PhoneType};
 
 pub use postgres::PgStore;
 pub use sqlite::{SqliteConn, SqliteStore};
@@ -38,8 +38,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// An owner and everything the conversation knows about them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Client {
-    pub id: ClientId,
+pub struct Owner {
+    pub id: OwnerId,
     pub owner_phone: PhoneNumber,
     pub locale: Locale,
     pub state: StateName,
@@ -64,9 +64,9 @@ pub struct Client {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Client {
+impl Owner {
     /// A new owner at the first question.
-    pub fn new(id: ClientId, owner_phone: PhoneNumber, now: DateTime<Utc>) -> Self {
+    pub fn new(id: OwnerId, owner_phone: PhoneNumber, now: DateTime<Utc>) -> Self {
         Self {
             id,
             locale: Locale::for_phone(&owner_phone),
@@ -119,7 +119,7 @@ pub struct NewInbound<'a> {
 /// One step of an owner's state history.
 #[derive(Debug, Clone)]
 pub struct Transition<'a> {
-    pub client_id: &'a ClientId,
+    pub owner_id: &'a OwnerId,
     pub from: StateName,
     pub to: StateName,
     /// What caused it: `sms`, `payment_confirmed`, `number_allocated`, `test_call`, ...
@@ -130,7 +130,7 @@ pub struct Transition<'a> {
 /// A text the server sends first (not a TwiML reply), written in the same transaction as its cause.
 #[derive(Debug, Clone)]
 pub struct NewOutbound<'a> {
-    pub client_id: &'a ClientId,
+    pub owner_id: &'a OwnerId,
     pub to: &'a PhoneNumber,
     pub body: &'a str,
     pub created_at: DateTime<Utc>,
@@ -223,7 +223,7 @@ pub struct NewCall<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundMessage {
     pub id: i64,
-    pub client_id: ClientId,
+    pub owner_id: OwnerId,
     pub to: PhoneNumber,
     pub body: String,
     pub status: OutboundStatus,
@@ -247,7 +247,7 @@ pub enum Allocation {
     /// The owner already had this number: allocation is idempotent.
     AlreadyAssigned(PhoneNumber),
     PoolEmpty,
-    ClientNotFound,
+    OwnerNotFound,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -329,10 +329,10 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads + console::Co
     /// Cheap round trip for readiness checks.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
-    fn client_by_phone(
+    fn owner_by_phone(
         &self,
         phone: &PhoneNumber,
-    ) -> impl Future<Output = Result<Option<Client>>> + Send;
+    ) -> impl Future<Output = Result<Option<Owner>>> + Send;
 
     fn pool_stats(&self) -> impl Future<Output = Result<PoolStats>> + Send;
 
@@ -370,31 +370,31 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
     fn finish_inbound(
         &mut self,
         message_sid: &str,
-        client_id: Option<&ClientId>,
+        owner_id: Option<&OwnerId>,
         response: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    // --- clients -----------------------------------------------------------------------------
+    // --- owners -----------------------------------------------------------------------------
     /// Locks the owner of `phone`, creating them from `new()` first if the phone is unknown.
     /// Returns the row and whether it was created. `new` runs only for an unknown phone, so a
     /// known owner's text draws no id.
-    fn lock_or_create_client(
+    fn lock_or_create_owner(
         &mut self,
         phone: &PhoneNumber,
-        new: impl FnOnce() -> Client + Send,
-    ) -> impl Future<Output = Result<(Client, bool)>> + Send;
+        new: impl FnOnce() -> Owner + Send,
+    ) -> impl Future<Output = Result<(Owner, bool)>> + Send;
 
-    fn lock_client(&mut self, id: &ClientId)
-    -> impl Future<Output = Result<Option<Client>>> + Send;
+    fn lock_owner(&mut self, id: &OwnerId)
+    -> impl Future<Output = Result<Option<Owner>>> + Send;
 
     /// The owner whose allocated number this is, locked.
-    fn lock_client_by_number(
+    fn lock_owner_by_number(
         &mut self,
         twilio_number: &PhoneNumber,
-    ) -> impl Future<Output = Result<Option<Client>>> + Send;
+    ) -> impl Future<Output = Result<Option<Owner>>> + Send;
 
-    /// Writes every mutable field of the client (the id and phone never change).
-    fn save_client(&mut self, client: &Client) -> impl Future<Output = Result<()>> + Send;
+    /// Writes every mutable field of the owner (the id and phone never change).
+    fn save_owner(&mut self, owner: &Owner) -> impl Future<Output = Result<()>> + Send;
 
     fn record_transition(&mut self, t: &Transition<'_>) -> impl Future<Output = Result<()>> + Send;
 
@@ -465,21 +465,21 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Applies a status callback by Twilio sid, never moving a message back from a final status.
-    /// Returns the message's client if the sid is known.
+    /// Returns the message's owner if the sid is known.
     fn update_outbound_status(
         &mut self,
         twilio_sid: &str,
         status: OutboundStatus,
         error_code: Option<&str>,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<ClientId>>> + Send;
+    ) -> impl Future<Output = Result<Option<OwnerId>>> + Send;
 
     // --- number pool -------------------------------------------------------------------------
-    /// Gives the client a number of its country (its area code first), idempotently.
+    /// Gives the owner a number of its country (its area code first), idempotently.
     /// `SKIP LOCKED` on PostgreSQL, so concurrent allocations never wait on each other.
     fn allocate_number(
         &mut self,
-        client_id: &ClientId,
+        owner_id: &OwnerId,
         country: Country,
         area_code: Option<&str>,
         now: DateTime<Utc>,
@@ -492,7 +492,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Moves a number to QUARANTINED until `until`, detaching its client (which it names).
+    /// Moves a number to QUARANTINED until `until`, detaching its owner (which it names).
     fn quarantine_number(
         &mut self,
         e164: &PhoneNumber,
@@ -508,7 +508,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         &mut self,
         country: Country,
         limit: i64,
-    ) -> impl Future<Output = Result<Vec<Client>>> + Send;
+    ) -> impl Future<Output = Result<Vec<Owner>>> + Send;
 
     // --- calls -------------------------------------------------------------------------------
     /// Claims a `CallSid`, as [`Tx::claim_inbound`] does a `MessageSid`.
@@ -518,7 +518,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
     fn finish_call(
         &mut self,
         call_sid: &str,
-        client_id: Option<&ClientId>,
+        owner_id: Option<&OwnerId>,
         is_test_call: bool,
         response: &str,
     ) -> impl Future<Output = Result<()>> + Send;
@@ -527,7 +527,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
     fn record_verify_call(
         &mut self,
         call_sid: &str,
-        client_id: &ClientId,
+        owner_id: &OwnerId,
         from: &PhoneNumber,
         to: &PhoneNumber,
         now: DateTime<Utc>,
@@ -549,24 +549,24 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         &mut self,
         started_before: DateTime<Utc>,
         limit: i64,
-    ) -> impl Future<Output = Result<Vec<Client>>> + Send;
+    ) -> impl Future<Output = Result<Vec<Owner>>> + Send;
 
     // --- payments ----------------------------------------------------------------------------
     /// Remembers that a Stripe object (customer, subscription, payment) belongs to this owner.
     fn link_stripe(
         &mut self,
-        client_id: &ClientId,
+        owner_id: &OwnerId,
         kind: StripeKind,
         stripe_id: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// The owner a Stripe object belongs to, locked.
-    fn lock_client_by_stripe(
+    fn lock_owner_by_stripe(
         &mut self,
         kind: StripeKind,
         stripe_id: &str,
-    ) -> impl Future<Output = Result<Option<Client>>> + Send;
+    ) -> impl Future<Output = Result<Option<Owner>>> + Send;
 
     // --- provider webhook events -------------------------------------------------------------
     /// The stored status of an event (`received`, `processed`, `ignored`, `failed`), locked.
@@ -594,7 +594,7 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuarantineOutcome {
     NotInPool,
-    Quarantined { client_id: Option<ClientId> },
+    Quarantined { owner_id: Option<OwnerId> },
 }
 
 /// The Stripe objects that tie later events to an owner.

@@ -1,7 +1,7 @@
 //! Reminder timers and the record of reminders sent (migration 0014), in the event's transaction.
 //!
 //! Each owner has at most one timer row. Every text the owner sends rewrites it while their row in
-//! `clients` is locked; the sweeper claims a due timer together with its owner's row
+//! `owners` is locked; the sweeper claims a due timer together with its owner's row
 //! (`FOR UPDATE OF t, c SKIP LOCKED` on PostgreSQL), so a reminder is never sent by two replicas,
 //! nor after a text that has already re-armed it: the claim either sees the text's new timer, or
 //! holds the owner until the reminder is queued.
@@ -11,14 +11,14 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Client, Result};
+use super::{Owner, Result};
 use crate::conversation::StateName;
-use crate::domain::ClientId;
+use crate::domain::OwnerId;
 
 /// An owner's reminder timer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReminderTimer {
-    pub client_id: ClientId,
+    pub owner_id: OwnerId,
     /// The step the owner was on when it was armed.
     pub state: StateName,
     /// Reminders sent since the owner's last text.
@@ -42,7 +42,7 @@ pub struct ReminderStats {
 /// A `reminder_timers` row, with its owner's row when claimed together.
 #[derive(sqlx::FromRow)]
 pub(super) struct TimerRow {
-    pub(super) timer_client_id: String,
+    pub(super) timer_owner_id: String,
     pub(super) timer_state: String,
     pub(super) timer_sent: i32,
     pub(super) timer_anchor_at: DateTime<Utc>,
@@ -53,14 +53,14 @@ pub(super) struct TimerRow {
 impl TimerRow {
     pub(super) fn into_timer(self) -> Result<ReminderTimer> {
         const T: &str = "reminder_timers";
-        let client_id = super::common::client_id(T, self.timer_client_id)?;
+        let owner_id = super::common::owner_id(T, self.timer_owner_id)?;
         let state =
             StateName::parse(&self.timer_state).ok_or_else(|| super::StoreError::Corrupt {
                 table: T,
-                detail: format!("client {client_id}: state {:?}", self.timer_state),
+                detail: format!("owner {owner_id}: state {:?}", self.timer_state),
             })?;
         Ok(ReminderTimer {
-            client_id,
+            owner_id,
             state,
             sent: self.timer_sent,
             anchor_at: self.timer_anchor_at,
@@ -75,19 +75,19 @@ pub(super) struct DueRow {
     #[sqlx(flatten)]
     pub(super) timer: TimerRow,
     #[sqlx(flatten)]
-    pub(super) client: super::common::ClientRow,
+    pub(super) owner: super::common::OwnerRow,
 }
 
 pub(super) const PUT_TIMER: &str = "INSERT INTO reminder_timers \
-         (client_id, state, sent, anchor_at, due_at, expired_at) VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (client_id) DO UPDATE SET state = excluded.state, sent = excluded.sent, \
+         (owner_id, state, sent, anchor_at, due_at, expired_at) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (owner_id) DO UPDATE SET state = excluded.state, sent = excluded.sent, \
          anchor_at = excluded.anchor_at, due_at = excluded.due_at, expired_at = excluded.expired_at";
 
 pub(super) const RECORD_SENT: &str = "INSERT INTO reminders_sent \
-     (client_id, state, attempt, outbound_id, sent_at) VALUES ($1, $2, $3, $4, $5)";
+     (owner_id, state, attempt, outbound_id, sent_at) VALUES ($1, $2, $3, $4, $5)";
 
 pub(super) const MARK_MOVED_ON: &str = "UPDATE reminders_sent SET moved_on_at = $2 \
-     WHERE client_id = $1 AND moved_on_at IS NULL";
+     WHERE owner_id = $1 AND moved_on_at IS NULL";
 
 pub(super) const HOLD_OUTBOUND_UNTIL: &str = "UPDATE outbound_messages SET next_attempt_at = $2 \
      WHERE id = $1 AND status = 'pending'";
@@ -97,10 +97,10 @@ pub(super) const STATS: &str = "SELECT state, COUNT(*) AS sent, COUNT(moved_on_a
 
 /// What reminders need inside an event's transaction; every [`super::Tx`] has it.
 pub trait ReminderTx: Send {
-    /// The owner's timer, if they have one (their `clients` row is already locked).
+    /// The owner's timer, if they have one (their `owners` row is already locked).
     fn reminder_timer(
         &mut self,
-        client_id: &ClientId,
+        owner_id: &OwnerId,
     ) -> impl Future<Output = Result<Option<ReminderTimer>>> + Send;
 
     /// Writes the owner's timer, creating it if they had none.
@@ -114,12 +114,12 @@ pub trait ReminderTx: Send {
     fn claim_due_reminder(
         &mut self,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<(ReminderTimer, Client)>>> + Send;
+    ) -> impl Future<Output = Result<Option<(ReminderTimer, Owner)>>> + Send;
 
     /// Records a reminder queued in the outbox as `outbound_id`.
     fn record_reminder_sent(
         &mut self,
-        client_id: &ClientId,
+        owner_id: &OwnerId,
         state: StateName,
         attempt: i32,
         outbound_id: i64,
@@ -130,7 +130,7 @@ pub trait ReminderTx: Send {
     /// answered. Returns how many.
     fn mark_reminders_moved_on(
         &mut self,
-        client_id: &ClientId,
+        owner_id: &OwnerId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64>> + Send;
 
@@ -152,8 +152,8 @@ macro_rules! impl_reminder_tx {
             use chrono::{DateTime, Utc};
 
             use $crate::conversation::StateName;
-            use $crate::domain::ClientId;
-            use $crate::store::Client;
+            use $crate::domain::OwnerId;
+            use $crate::store::Owner;
             use $crate::store::Result;
             use $crate::store::reminders::{
                 DueRow, HOLD_OUTBOUND_UNTIL, MARK_MOVED_ON, PUT_TIMER, RECORD_SENT, ReminderStats,
@@ -163,15 +163,15 @@ macro_rules! impl_reminder_tx {
             impl ReminderTx for $tx {
                 async fn reminder_timer(
                     &mut self,
-                    client_id: &ClientId,
+                    owner_id: &OwnerId,
                 ) -> Result<Option<ReminderTimer>> {
                     sqlx::query_as::<_, TimerRow>(
-                        "SELECT client_id AS timer_client_id, state AS timer_state, \
+                        "SELECT owner_id AS timer_owner_id, state AS timer_state, \
                              sent AS timer_sent, anchor_at AS timer_anchor_at, \
                              due_at AS timer_due_at, expired_at AS timer_expired_at \
-                         FROM reminder_timers WHERE client_id = $1",
+                         FROM reminder_timers WHERE owner_id = $1",
                     )
-                    .bind(client_id.as_str())
+                    .bind(owner_id.as_str())
                     .fetch_optional(&mut *self.0)
                     .await?
                     .map(TimerRow::into_timer)
@@ -180,7 +180,7 @@ macro_rules! impl_reminder_tx {
 
                 async fn put_reminder_timer(&mut self, timer: &ReminderTimer) -> Result<()> {
                     sqlx::query(PUT_TIMER)
-                        .bind(timer.client_id.as_str())
+                        .bind(timer.owner_id.as_str())
                         .bind(timer.state.as_str())
                         .bind(timer.sent)
                         .bind(timer.anchor_at)
@@ -194,14 +194,14 @@ macro_rules! impl_reminder_tx {
                 async fn claim_due_reminder(
                     &mut self,
                     now: DateTime<Utc>,
-                ) -> Result<Option<(ReminderTimer, Client)>> {
+                ) -> Result<Option<(ReminderTimer, Owner)>> {
                     let row: Option<DueRow> = sqlx::query_as(concat!(
-                        "SELECT c.*, t.client_id AS timer_client_id, t.state AS timer_state, \
+                        "SELECT c.*, t.owner_id AS timer_owner_id, t.state AS timer_state, \
                              t.sent AS timer_sent, t.anchor_at AS timer_anchor_at, \
                              t.due_at AS timer_due_at, t.expired_at AS timer_expired_at \
-                         FROM reminder_timers t JOIN clients c ON c.id = t.client_id \
+                         FROM reminder_timers t JOIN owners c ON c.id = t.owner_id \
                          WHERE t.due_at IS NOT NULL AND t.due_at <= $1 \
-                         ORDER BY t.due_at, t.client_id LIMIT 1",
+                         ORDER BY t.due_at, t.owner_id LIMIT 1",
                         $claim_locks
                     ))
                     .bind(now)
@@ -209,20 +209,20 @@ macro_rules! impl_reminder_tx {
                     .await?;
                     match row {
                         None => Ok(None),
-                        Some(row) => Ok(Some((row.timer.into_timer()?, row.client.into_client()?))),
+                        Some(row) => Ok(Some((row.timer.into_timer()?, row.owner.into_owner()?))),
                     }
                 }
 
                 async fn record_reminder_sent(
                     &mut self,
-                    client_id: &ClientId,
+                    owner_id: &OwnerId,
                     state: StateName,
                     attempt: i32,
                     outbound_id: i64,
                     now: DateTime<Utc>,
                 ) -> Result<()> {
                     sqlx::query(RECORD_SENT)
-                        .bind(client_id.as_str())
+                        .bind(owner_id.as_str())
                         .bind(state.as_str())
                         .bind(attempt)
                         .bind(outbound_id)
@@ -234,11 +234,11 @@ macro_rules! impl_reminder_tx {
 
                 async fn mark_reminders_moved_on(
                     &mut self,
-                    client_id: &ClientId,
+                    owner_id: &OwnerId,
                     now: DateTime<Utc>,
                 ) -> Result<u64> {
                     Ok(sqlx::query(MARK_MOVED_ON)
-                        .bind(client_id.as_str())
+                        .bind(owner_id.as_str())
                         .bind(now)
                         .execute(&mut *self.0)
                         .await?

@@ -18,8 +18,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
-use super::common::{self, ClientRow, client_columns};
-use super::{Client, PgStore, Result, SqliteStore, Store};
+use super::common::{self, OwnerRow, owner_columns};
+use super::{Owner, PgStore, Result, SqliteStore, Store};
 use crate::domain::PhoneNumber;
 
 /// The advisory lock key of the pool keeper ("onboard" and 1): any fixed number unused elsewhere.
@@ -27,8 +27,8 @@ pub const KEEPER_LOCK_KEY: i64 = 0x6f6e_626f_6172_6401;
 
 const WAITING_OWNERS: &str = concat!(
     "SELECT ",
-    client_columns!(),
-    " FROM clients WHERE gate = 'awaiting_number' \
+    owner_columns!(),
+    " FROM owners WHERE gate = 'awaiting_number' \
      ORDER BY waitlisted_at NULLS LAST, id LIMIT $1"
 );
 /// An uncertain purchase counts as one purchase from its attempt until it is resolved: it may have
@@ -94,7 +94,7 @@ pub trait ReplenishStore: Store {
     fn unlock_keeper(&self, lock: Self::KeeperLock) -> impl Future<Output = Result<()>> + Send;
 
     /// Owners waiting for a number (gate `awaiting_number`), oldest first, not locked.
-    fn waiting_owners(&self, limit: i64) -> impl Future<Output = Result<Vec<Client>>> + Send;
+    fn waiting_owners(&self, limit: i64) -> impl Future<Output = Result<Vec<Owner>>> + Send;
 
     /// How many numbers were bought after `since` (released ones included: they were paid for),
     /// counting each purchase whose outcome is still unknown as one.
@@ -146,12 +146,12 @@ pub trait ReplenishStore: Store {
 /// The keeper's queries, the same SQL on both back ends; expands inside each `impl ReplenishStore`.
 macro_rules! shared_keeper_queries {
     () => {
-        async fn waiting_owners(&self, limit: i64) -> Result<Vec<Client>> {
-            let rows: Vec<ClientRow> = sqlx::query_as(WAITING_OWNERS)
+        async fn waiting_owners(&self, limit: i64) -> Result<Vec<Owner>> {
+            let rows: Vec<OwnerRow> = sqlx::query_as(WAITING_OWNERS)
                 .bind(limit)
                 .fetch_all(&mut *self.conn().await?)
                 .await?;
-            rows.into_iter().map(ClientRow::into_client).collect()
+            rows.into_iter().map(OwnerRow::into_owner).collect()
         }
 
         async fn purchases_since(&self, since: DateTime<Utc>) -> Result<i64> {

@@ -15,13 +15,13 @@ use serde::Deserialize;
 
 use super::session::CsrfOnly;
 use super::{ConsoleError, Nav, Page, Result, Session, confirm, layout, path_segment, when};
-use crate::domain::{ClientId, PhoneNumber};
+use crate::domain::{OwnerId, PhoneNumber};
 use crate::engine::EngineError;
 use crate::http::AppState;
 use crate::http::admin::mask_pii;
 use crate::replay::message_text;
 use crate::store::Store;
-use crate::store::admin::{ClientRecord, OutboundRecord};
+use crate::store::admin::{OwnerRecord, OutboundRecord};
 use crate::store::console::Resend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ struct Bubble<'a> {
     resend: Option<i64>,
 }
 
-fn bubbles(record: &ClientRecord) -> Vec<Bubble<'_>> {
+fn bubbles(record: &OwnerRecord) -> Vec<Bubble<'_>> {
     let mut all = Vec::new();
     for text in &record.inbound {
         all.push(Bubble {
@@ -82,8 +82,8 @@ fn bubbles(record: &ClientRecord) -> Vec<Bubble<'_>> {
     all
 }
 
-fn chat(record: &ClientRecord) -> Markup {
-    let id = path_segment(record.client.id.as_str());
+fn chat(record: &OwnerRecord) -> Markup {
+    let id = path_segment(record.owner.id.as_str());
     html! {
         ol.chat aria-label="Conversation" {
             @for b in bubbles(record) {
@@ -123,15 +123,15 @@ pub struct Done {
     done: Option<String>,
 }
 
-fn owner_id(raw: &str) -> Result<ClientId> {
-    ClientId::parse(raw)
+fn owner_id(raw: &str) -> Result<OwnerId> {
+    OwnerId::parse(raw)
         .ok_or_else(|| ConsoleError::BadRequest(format!("{raw:?} is not an owner id (c_...)")))
 }
 
-async fn record<S: Store>(app: &AppState<S>, id: &ClientId) -> Result<ClientRecord> {
+async fn record<S: Store>(app: &AppState<S>, id: &OwnerId) -> Result<OwnerRecord> {
     app.engine
         .store()
-        .client_record(id)
+        .owner_record(id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("No owner with id {id}.")))
 }
@@ -144,7 +144,7 @@ pub async fn page<S: Store>(
 ) -> Result<Page> {
     let id = owner_id(&id)?;
     let r = record(&app, &id).await?;
-    let c = &r.client;
+    let c = &r.owner;
     let done = done.ok().and_then(|Query(d)| d.done);
     let title = c
         .business_name
@@ -239,14 +239,14 @@ pub async fn confirm_reset<S: Store>(
 ) -> Result<Page> {
     let id = owner_id(&id)?;
     let r = record(&app, &id).await?;
-    let name = r.client.business_name.as_deref().unwrap_or("this owner");
+    let name = r.owner.business_name.as_deref().unwrap_or("this owner");
     let back = format!("/admin/owners/{}", path_segment(id.as_str()));
     let action = format!("{back}/reset");
     Ok(confirm(
         &session,
         "Reset this owner?",
         html! {
-            p { "Reset " strong { (name) } " (now " (r.client.state.as_str()) ") to the first question, clearing every answer. Payment, number and opt-out stay. Nothing is texted: their next text answers the first question." }
+            p { "Reset " strong { (name) } " (now " (r.owner.state.as_str()) ") to the first question, clearing every answer. Payment, number and opt-out stay. Nothing is texted: their next text answers the first question." }
         },
         &action,
         &[],
@@ -266,17 +266,17 @@ pub async fn reset<S: Store>(
     let id = owner_id(&id)?;
     match app.engine.admin_reset(&id).await {
         Ok(_) => {}
-        Err(EngineError::UnknownClient(id)) => {
+        Err(EngineError::UnknownOwner(id)) => {
             return Err(ConsoleError::NotFound(format!("No owner with id {id}.")));
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(event = "CONSOLE_OWNER_RESET", client_id = %id);
+    tracing::info!(event = "CONSOLE_OWNER_RESET", owner_id = %id);
     let to = format!("/admin/owners/{}?done=reset", path_segment(id.as_str()));
     Ok(Redirect::to(&to).into_response())
 }
 
-fn failed_text(r: &ClientRecord, outbound_id: i64) -> Result<&OutboundRecord> {
+fn failed_text(r: &OwnerRecord, outbound_id: i64) -> Result<&OutboundRecord> {
     r.outbound
         .iter()
         .find(|m| m.id == outbound_id && m.kind == "sms" && m.status == "failed")
@@ -324,7 +324,7 @@ pub async fn resend<S: Store>(
     failed_text(&r, outbound_id)?;
     let now = app.engine.now();
     // Not an answer to the owner: it waits for the end of their quiet hours.
-    let zone = app.engine.reminders.zones.zone_of(&r.client.owner_phone);
+    let zone = app.engine.reminders.zones.zone_of(&r.owner.owner_phone);
     let send_at = app.engine.reminders.config.quiet.release(now, zone);
     match app
         .engine

@@ -129,13 +129,13 @@ pub async fn page<S: Store>(
                             td { (n.status) }
                             td { (n.country) }
                             td {
-                                @if let Some(id) = &n.client_id {
+                                @if let Some(id) = &n.owner_id {
                                     a href={ "/admin/owners/" (path_segment(id)) } { (id) }
                                 }
                             }
                             td { (when(n.updated_at)) }
                             td {
-                                @if n.client_id.is_none() && n.status == "AVAILABLE" {
+                                @if n.owner_id.is_none() && n.status == "AVAILABLE" {
                                     a href={ "/admin/pool/release?number=" (path_segment(&n.e164)) } { "Release…" }
                                 }
                             }

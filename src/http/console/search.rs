@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{ConsoleError, Nav, Page, Result, Session, layout, path_segment, when};
 use crate::http::AppState;
-use crate::store::{Client, Store};
+use crate::store::{Owner, Store};
 
 /// Results shown at once.
 pub const RESULTS: i64 = 25;
@@ -24,7 +24,7 @@ pub struct SearchQuery {
     partial: Option<String>,
 }
 
-fn results(q: &str, owners: &[Client], total: i64) -> Markup {
+fn results(q: &str, owners: &[Owner], total: i64) -> Markup {
     html! {
         div #results aria-live="polite" {
             @if q.is_empty() {
@@ -72,7 +72,7 @@ pub async fn page<S: Store>(
     let (owners, total) = if q.is_empty() {
         (Vec::new(), 0)
     } else {
-        let found = app.engine.store().search_clients(q, RESULTS, 0).await?;
+        let found = app.engine.store().search_owners(q, RESULTS, 0).await?;
         (found.items, found.total)
     };
     let found = results(q, &owners, total);
