@@ -223,6 +223,26 @@ async fn run<S: ReplenishStore>(
             }
         },
     );
+    let console_pruner = supervise(
+        workers.clone(),
+        "console_pruner",
+        Restart::default(),
+        stopped.clone(),
+        {
+            let (engine, stopped) = (engine.clone(), stopped.clone());
+            move || {
+                let (engine, stopped) = (engine.clone(), stopped.clone());
+                async move {
+                    http::console::live::keep_pruned(
+                        &engine,
+                        std::time::Duration::from_secs(600),
+                        stopped,
+                    )
+                    .await
+                }
+            }
+        },
+    );
     let keeper = supervise(
         workers.clone(),
         "pool_keeper",
@@ -274,6 +294,7 @@ async fn run<S: ReplenishStore>(
     let _ = worker.await;
     let _ = keeper.await;
     let _ = reminder_sweep.await;
+    let _ = console_pruner.await;
     if let Some(buyer) = buyer {
         let _ = buyer.await;
     }

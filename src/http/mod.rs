@@ -1,6 +1,7 @@
 //! The HTTP shell: one file per webhook family, errors mapped in [`error`].
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod form;
 pub mod health;
@@ -121,7 +122,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             state.clone(),
             admin::require_token::<S>,
         ));
-        app = app.merge(admin);
+        app = app.merge(admin).merge(console::routes(state.clone()));
     } else {
         app = app
             .route("/admin/api", axum::routing::any(index::admin_off))
@@ -247,6 +248,9 @@ pub async fn serve_router(
         });
     }
     drop(listener);
+    // The console's live streams never end by themselves: end them, or they would hold their
+    // connections (and this shutdown) open.
+    console::live::close_streams();
     drop(stop);
     drop(all_closed);
     closed.closed().await;

@@ -27,6 +27,7 @@ pub(super) const POSTGRES: Embedded = embed!("postgres":
     "0007_outbox_hardening.sql",
     "0014_reminders.sql",
     "0015_owners.sql",
+    "0016_console.sql",
     "0018_pool_levels.sql",
 );
 
@@ -40,6 +41,7 @@ pub(super) const SQLITE: Embedded = embed!("sqlite":
     "0007_outbox_hardening.sql",
     "0014_reminders.sql",
     "0015_owners.sql",
+    "0016_console.sql",
     "0018_pool_levels.sql",
 );
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod common;
+pub mod console;
 pub mod outbox;
 mod pool_levels;
 mod migrations;
@@ -311,8 +312,8 @@ pub struct NewWebhookEvent<'a> {
 }
 
 /// The database behind the server. Cloning is cheap (a pool handle). The admin API's reads
-/// ([`admin::AdminReads`]) come with it.
-pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads {
+/// ([`admin::AdminReads`]) and the console's reads and writes ([`console::ConsoleStore`]) come with it.
+pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads + console::ConsoleStore {
     type Tx: Tx;
 
     /// Applies this back end's migrations.

@@ -7,6 +7,8 @@ mod support;
 
 mod admin;
 mod chat;
+mod console;
+mod console_browser;
 mod deploy;
 mod fixtures;
 mod http_limits;

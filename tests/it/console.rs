@@ -1,0 +1,596 @@
+//! The ops console over HTTP, without a browser: every page's status and key content, masking,
+//! the session (sign-in, its cookie, sign-out, the failed sign-in limit), CSRF refusals, the
+//! buttons behind their confirmations, and the live feed's event stream; on SQLite and PostgreSQL.
+
+use crate::support;
+
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use onboard::domain::OwnerId;
+use onboard::store::{EventOutcome, NewOutbound, NewWebhookEvent, OutboundStatus, Store, Tx};
+use reqwest::StatusCode;
+use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_config};
+
+const JO: &str = "+447700900123";
+const NUMBER: &str = "+447700900901";
+
+/// A browser without cookies or redirects of its own: each test says what it sends.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in and returns the `Cookie` header value the browser would send.
+async fn sign_in<S: Store>(app: &TestApp<S>) -> String {
+    let response = browser()
+        .post(format!("{}/admin/sign-in", app.address))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/admin");
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Path=/admin",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(attribute), "{attribute} missing from {set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn get_page<S: Store>(app: &TestApp<S>, cookie: &str, path: &str) -> (StatusCode, String) {
+    let response = browser()
+        .get(format!("{}{path}", app.address))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn ok_page<S: Store>(app: &TestApp<S>, cookie: &str, path: &str) -> String {
+    let (status, body) = get_page(app, cookie, path).await;
+    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+    body
+}
+
+async fn post_form<S: Store>(
+    app: &TestApp<S>,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String, Option<String>) {
+    let response = browser()
+        .post(format!("{}{path}", app.address))
+        .header(COOKIE, cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status(), response.text().await.unwrap(), location)
+}
+
+/// The CSRF token in a page's forms.
+fn csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    page[at..at + page[at..].find('"').unwrap()].to_owned()
+}
+
+async fn onboard_jo<S: Store>(app: &TestApp<S>) -> String {
+    for (n, body) in ["Hi", "Dog grooming in Leeds", "Paws & Claws", "Jo Smith"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(app.text(&format!("SMjo{n}"), JO, body).await.status(), 200);
+    }
+    app.engine
+        .owner_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+        .to_string()
+}
+
+// --- the whole console, on both back ends -----------------------------------------------------
+
+async fn console_story<S: Store>(app: TestApp<S>) {
+    let jo = onboard_jo(&app).await;
+    let cookie = sign_in(&app).await;
+
+    // Today: counts, the funnel as SVG, the pool, the outbox, spend named as not recorded yet.
+    let today = ok_page(&app, &cookie, "/admin").await;
+    for text in [
+        "Today",
+        "<svg",
+        "S2_BUSINESS_NAME",
+        "Pool by country",
+        "Outbox",
+        "Spend today",
+        "Twilio circuit",
+    ] {
+        assert!(today.contains(text), "Today lacks {text}");
+    }
+    assert!(today.contains("The pool is empty"), "{today}");
+
+    // Search by the last digits of the phone: found, masked.
+    let found = ok_page(&app, &cookie, "/admin/search?q=0123").await;
+    assert!(found.contains("Paws &amp; Claws"), "{found}");
+    assert!(found.contains("+44*******123"), "{found}");
+    assert!(!found.contains(JO), "a full phone on the search page");
+    assert!(found.contains(&format!("/admin/owners/{jo}")));
+    let partial = ok_page(&app, &cookie, "/admin/search?q=smith&partial=1").await;
+    assert!(partial.starts_with("<div id=\"results\""), "{partial}");
+    assert!(partial.contains("Jo Smith"));
+    let none = ok_page(&app, &cookie, "/admin/search?q=nobody").await;
+    assert!(none.contains("No owner matches"));
+
+    // The owner: the conversation as bubbles, their texts and our replies.
+    let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}")).await;
+    assert!(owner.contains("bubble in"), "{owner}");
+    assert!(owner.contains("bubble out"));
+    assert!(owner.contains("Dog grooming in Leeds"));
+    assert!(owner.contains("S4_NOTIFICATION_PREF"));
+    assert!(owner.contains("History"));
+
+    // Reset: a confirmation, then only with the session's CSRF token.
+    let confirm = ok_page(&app, &cookie, &format!("/admin/owners/{jo}/reset")).await;
+    assert!(confirm.contains("Reset this owner?"));
+    let token = csrf(&confirm);
+    let path = format!("/admin/owners/{jo}/reset");
+    let (status, body, _) = post_form(&app, &cookie, &path, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, _) = post_form(&app, &cookie, &path, &[("csrf", "forged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let owner = app
+        .engine
+        .owner_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        owner.state.as_str(),
+        "S4_NOTIFICATION_PREF",
+        "a refused form changes nothing"
+    );
+    let (status, _, location) = post_form(&app, &cookie, &path, &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.unwrap(), format!("/admin/owners/{jo}?done=reset"));
+    let owner = app
+        .engine
+        .owner_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
+    let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}?done=reset")).await;
+    assert!(owner.contains("admin_reset"), "{owner}");
+
+    // A failed Stripe event: listed with its payload masked, reprocessed through a confirmation.
+    let now = app.engine.now();
+    let payload = json!({
+        "id": "evt_failed", "object": "event", "type": "checkout.session.completed",
+        "data": {"object": {"id": "cs_1", "object": "checkout.session", "payment_status": "paid",
+            "client_reference_id": jo, "customer": "cus_jo",
+            "customer_details": {"email": "jo@smith.example", "phone": JO}}}
+    });
+    let mut tx = app.engine.store().begin().await.unwrap();
+    tx.insert_webhook_event(&NewWebhookEvent {
+        provider: "stripe",
+        event_id: "evt_failed",
+        event_type: "checkout.session.completed",
+        payload: &payload,
+        received_at: now,
+    })
+    .await
+    .unwrap();
+    tx.set_webhook_event_outcome(
+        "stripe",
+        "evt_failed",
+        EventOutcome::Failed,
+        Some("database was down"),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let events = ok_page(
+        &app,
+        &cookie,
+        "/admin/webhooks?provider=stripe&status=failed",
+    )
+    .await;
+    assert!(events.contains("evt_failed"));
+    assert!(events.contains("database was down"));
+    assert!(events.contains("j***@smith.example"), "{events}");
+    assert!(!events.contains("jo@smith.example"), "an email unmasked");
+    assert!(!events.contains(JO), "a phone unmasked");
+    let twilio = ok_page(&app, &cookie, "/admin/webhooks?provider=twilio").await;
+    assert!(twilio.contains("sms.inbound"), "{twilio}");
+    assert!(twilio.contains("SMjo0"));
+    assert!(!twilio.contains(JO), "a phone unmasked");
+    let by_id = ok_page(&app, &cookie, "/admin/webhooks?id=SMjo1").await;
+    assert!(by_id.contains("SMjo1") && !by_id.contains("SMjo2"));
+    let (status, body) = get_page(&app, &cookie, "/admin/webhooks?from=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("from"), "{body}");
+    let confirm = ok_page(&app, &cookie, "/admin/webhooks/stripe/evt_failed/reprocess").await;
+    let token = csrf(&confirm);
+    let path = "/admin/webhooks/stripe/evt_failed/reprocess";
+    let (status, _, _) = post_form(&app, &cookie, path, &[("csrf", "nope")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body, _) = post_form(&app, &cookie, path, &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let event = app
+        .engine
+        .store()
+        .webhook_event("stripe", "evt_failed")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.status, "processed");
+    let (status, body, _) = post_form(&app, &cookie, path, &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "only a failed event: {body}");
+
+    // The pool: a pasted list checked line by line, then added through a confirmation.
+    let (status, body) = get_page(
+        &app,
+        &cookie,
+        "/admin/pool/add?numbers=%2B447700900901%0Anonsense",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("line 2"), "{body}");
+    let confirm = ok_page(&app, &cookie, "/admin/pool/add?numbers=%2B447700900901").await;
+    let token = csrf(&confirm);
+    let (status, _, location) = post_form(
+        &app,
+        &cookie,
+        "/admin/pool/add",
+        &[("csrf", &token), ("numbers", NUMBER)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.unwrap().contains("added=1"));
+    let pool = ok_page(&app, &cookie, "/admin/pool").await;
+    assert!(pool.contains(NUMBER), "{pool}");
+    assert!(pool.contains("Uncertain purchases"));
+    let (status, _, _) =
+        post_form(&app, &cookie, "/admin/pool/release", &[("number", NUMBER)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
+    let confirm = ok_page(&app, &cookie, "/admin/pool/release?number=%2B447700900901").await;
+    let (status, _, _) = post_form(
+        &app,
+        &cookie,
+        "/admin/pool/release",
+        &[("csrf", &csrf(&confirm)), ("number", NUMBER)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let stats = app.engine.store().pool_stats().await.unwrap();
+    assert_eq!(stats.quarantined, 1);
+
+    // Live: the page has the latest events, none with a phone or a body.
+    let live = ok_page(&app, &cookie, "/admin/live").await;
+    assert!(live.contains("text_in"), "{live}");
+    assert!(live.contains("admin_reset"));
+    assert!(
+        !live.contains(JO) && !live.contains("Dog grooming"),
+        "PII in the feed"
+    );
+
+    // Sign out: the cookie is cleared.
+    let today = ok_page(&app, &cookie, "/admin").await;
+    let (status, _, location) =
+        post_form(&app, &cookie, "/admin/sign-out", &[("csrf", &csrf(&today))]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.unwrap(), "/admin/sign-in");
+}
+
+#[tokio::test]
+async fn the_console_story_on_sqlite() {
+    console_story(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn the_console_story_on_postgres() {
+    console_story(spawn_postgres(test_config(&[])).await).await;
+}
+
+// --- the session ------------------------------------------------------------------------------
+
+async fn no_page_without_a_session<S: Store>(app: TestApp<S>) {
+    for path in [
+        "/admin",
+        "/admin/search?q=1",
+        "/admin/owners/c_x",
+        "/admin/owners/c_x/reset",
+        "/admin/webhooks",
+        "/admin/pool",
+        "/admin/live",
+    ] {
+        for cookie in ["", "onboard_console=v1.1.99999999999.forged"] {
+            let (status, body) = get_page(&app, cookie, path).await;
+            assert_eq!(
+                status,
+                StatusCode::SEE_OTHER,
+                "GET {path} with {cookie:?}: {body}"
+            );
+        }
+    }
+    let (status, _, location) = post_form(&app, "", "/admin/owners/c_x/reset", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(location, None);
+    // The bearer API knows nothing of the console's session, and the console nothing of bearer.
+    let cookie = sign_in(&app).await;
+    let (status, _) = get_page(&app, &cookie, "/admin/api/funnel").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An expired session is no session.
+    app.clock.advance(Duration::hours(13));
+    let (status, _) = get_page(&app, &cookie, "/admin").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // The sign-in page itself is open.
+    let (status, body) = get_page(&app, "", "/admin/sign-in").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("type=\"password\""));
+}
+
+#[tokio::test]
+async fn no_page_without_a_session_on_sqlite() {
+    no_page_without_a_session(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn no_page_without_a_session_on_postgres() {
+    no_page_without_a_session(spawn_postgres(test_config(&[])).await).await;
+}
+
+/// Failed sign-ins are counted in the database; past the limit even the right token waits.
+async fn failed_sign_ins_are_limited<S: Store>(app: TestApp<S>) {
+    for _ in 0..10 {
+        let response = browser()
+            .post(format!("{}/admin/sign-in", app.address))
+            .form(&[("token", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get(SET_COOKIE).is_none());
+    }
+    let response = browser()
+        .post(format!("{}/admin/sign-in", app.address))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    app.clock.advance(Duration::minutes(16));
+    sign_in(&app).await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_on_sqlite() {
+    failed_sign_ins_are_limited(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_on_postgres() {
+    failed_sign_ins_are_limited(spawn_postgres(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn over_http_the_cookie_is_not_secure() {
+    let app = spawn_sqlite(test_config(&[("PUBLIC_URL", "http://127.0.0.1:3000")])).await;
+    let response = browser()
+        .post(format!("{}/admin/sign-in", app.address))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let set = response.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(set.contains("HttpOnly") && !set.contains("Secure"), "{set}");
+}
+
+#[tokio::test]
+async fn without_an_admin_token_there_is_no_console() {
+    let app = spawn_sqlite(test_config(&[("ADMIN_TOKEN", "")])).await;
+    for path in ["/admin", "/admin/sign-in"] {
+        let (status, _) = get_page(&app, "", path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn assets_are_cached_for_a_year_under_their_content_hash() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let page = get_page(&app, "", "/admin/sign-in").await.1;
+    let at = page.find("/admin/assets/console.css?v=").unwrap();
+    let url = &page[at..at + page[at..].find('"').unwrap()];
+    let response = browser()
+        .get(format!("{}{url}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let (status, _) = get_page(&app, "", "/admin/assets/secrets.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+// --- resending a failed text ------------------------------------------------------------------
+
+async fn a_failed_text_is_resent_once<S: Store>(app: TestApp<S>) {
+    let jo = onboard_jo(&app).await;
+    let id = OwnerId::new(jo.clone());
+    let now = app.engine.now();
+    let phone = JO.parse().unwrap();
+    let mut tx = app.engine.store().begin().await.unwrap();
+    tx.enqueue_outbound(&NewOutbound {
+        owner_id: &id,
+        to: &phone,
+        body: "Your number is ready",
+        created_at: now,
+    })
+    .await
+    .unwrap();
+    let claimed = tx
+        .claim_outbound(now, now + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    tx.finish_outbound(
+        claimed[0].id,
+        OutboundStatus::Failed,
+        None,
+        Some("Twilio error 21610"),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let failed = claimed[0].id;
+
+    let cookie = sign_in(&app).await;
+    let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}")).await;
+    let link = format!("/admin/owners/{jo}/resend/{failed}");
+    assert!(owner.contains(&link), "{owner}");
+    let confirm = ok_page(&app, &cookie, &link).await;
+    assert!(confirm.contains("Your number is ready"));
+    let token = csrf(&confirm);
+    let (status, _, _) = post_form(&app, &cookie, &link, &[("csrf", "x")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body, _) = post_form(&app, &cookie, &link, &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (status, body, _) = post_form(&app, &cookie, &link, &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("resent already"));
+    let record = app
+        .engine
+        .store()
+        .owner_record(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    let copies: Vec<_> = record
+        .outbound
+        .iter()
+        .filter(|m| m.body == "Your number is ready")
+        .map(|m| m.status.as_str())
+        .collect();
+    assert_eq!(copies, ["failed", "pending"]);
+}
+
+#[tokio::test]
+async fn a_failed_text_is_resent_once_on_sqlite() {
+    a_failed_text_is_resent_once(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn a_failed_text_is_resent_once_on_postgres() {
+    a_failed_text_is_resent_once(spawn_postgres(test_config(&[])).await).await;
+}
+
+// --- the live feed ----------------------------------------------------------------------------
+
+/// Reads server-sent events from `response` until one with `id:` above `after` arrives.
+async fn next_event(response: &mut reqwest::Response, after: i64) -> (i64, Value) {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(5);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        for block in text.split("\n\n") {
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            let data = block.lines().find_map(|l| l.strip_prefix("data:"));
+            if let (Some(id), Some(data)) = (id, data)
+                && id > after
+            {
+                return (id, serde_json::from_str(data.trim()).unwrap());
+            }
+        }
+    }
+}
+
+async fn the_live_feed_streams_and_resumes<S: Store>(app: TestApp<S>) {
+    let cookie = sign_in(&app).await;
+    let open = |last: Option<i64>| {
+        let mut request = browser()
+            .get(format!("{}/admin/live", app.address))
+            .header(COOKIE, &cookie)
+            .header("accept", "text/event-stream");
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        request.send()
+    };
+    let mut stream = open(None).await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    app.text("SMlive1", JO, "Hi").await;
+    let (first, event) = next_event(&mut stream, 0).await;
+    assert_eq!(event["kind"], "text_in", "{event}");
+    assert!(event["owner_id"].as_str().unwrap().starts_with("c_"));
+    drop(stream);
+
+    // While nobody watches, the owner answers; a reconnect from the last id gets what it missed.
+    app.text("SMlive2", JO, "Dog grooming in Leeds").await;
+    let mut resumed = open(Some(first)).await.unwrap();
+    let (next, event) = next_event(&mut resumed, first).await;
+    assert!(next > first);
+    assert_ne!(event["detail"], "", "{event}");
+    let body = event.to_string();
+    assert!(
+        !body.contains("Dog grooming") && !body.contains(JO),
+        "PII in the feed: {body}"
+    );
+}
+
+#[tokio::test]
+async fn the_live_feed_streams_and_resumes_on_sqlite() {
+    the_live_feed_streams_and_resumes(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn the_live_feed_streams_and_resumes_on_postgres() {
+    the_live_feed_streams_and_resumes(spawn_postgres(test_config(&[])).await).await;
+}
