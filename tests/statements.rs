@@ -51,13 +51,13 @@ enum Kind {
 /// The most statements each kind may take: (kind, PostgreSQL, SQLite).
 const BOUNDS: [(Kind, usize, usize); 8] = [
     (Kind::TextNewOwner, 7, 9),
-    (Kind::TextExistingOwner, 8, 9),
+    (Kind::TextExistingOwner, 6, 9),
     (Kind::RetriedMessageSid, 3, 4),
-    (Kind::Payment, 12, 13),
+    (Kind::Payment, 7, 12),
     (Kind::RetriedStripeEvent, 3, 4),
     (Kind::OutboxSendOneText, 4, 6),
     (Kind::StatusCallback, 3, 4),
-    (Kind::VerificationCall, 8, 9),
+    (Kind::VerificationCall, 4, 9),
 ];
 
 #[derive(Clone, Copy, Debug)]
