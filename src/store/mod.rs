@@ -7,9 +7,9 @@
 pub mod admin;
 mod common;
 pub mod console;
+mod migrations;
 pub mod outbox;
 mod pool_levels;
-mod migrations;
 pub mod postgres;
 pub mod reminders;
 pub mod replenish;

@@ -492,13 +492,7 @@ async fn a_failed_text_is_resent_once<S: Store>(app: TestApp<S>) {
     let (status, body, _) = post_form(&app, &cookie, &link, &[("csrf", &token)]).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("resent already"));
-    let record = app
-        .engine
-        .store()
-        .owner_record(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = app.engine.store().owner_record(&id).await.unwrap().unwrap();
     let copies: Vec<_> = record
         .outbound
         .iter()

@@ -21,7 +21,7 @@ use crate::http::AppState;
 use crate::http::admin::mask_pii;
 use crate::replay::message_text;
 use crate::store::Store;
-use crate::store::admin::{OwnerRecord, OutboundRecord};
+use crate::store::admin::{OutboundRecord, OwnerRecord};
 use crate::store::console::Resend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::session::CsrfOnly;
 use super::{ConsoleError, Nav, Page, Result, Session, confirm, layout, path_segment, when};
+use crate::engine::payments::{self, PaymentError, Receipt};
 use crate::http::AppState;
 use crate::http::admin::mask_pii;
-use crate::engine::payments::{self, PaymentError, Receipt};
 use crate::store::Store;
 use crate::store::console::{ProviderEvent, ProviderEventFilter};
 
