@@ -25,7 +25,7 @@ Environment (also read from ./.env; the real environment wins):
   ONBOARDING_NUMBER      the number owners text
   STRIPE_PAYMENT_LINK    the Stripe Payment Link
   STRIPE_WEBHOOK_SECRET  whsec_...; several comma-separated while rotating; unset is dev mode
-  ADMIN_TOKEN            bearer token of /admin/api/*; the admin API is off when unset
+  ADMIN_TOKEN            bearer token of /admin/api/* and the console's sign-in (/admin); both off when unset
   POOL_LOW_WATER, POOL_TARGET, POOL_MAX_BUY_PER_DAY, TWILIO_ADDRESS_SID, TWILIO_BUNDLE_SID
   VERIFY_CALLER_NUMBER, VERIFY_WINDOW, VERIFY_RING_SECONDS
   ONBOARD_ENV            development (default) or production

@@ -12,9 +12,9 @@ use crate::store::Store;
 pub async fn index<S: Store>(State(app): State<AppState<S>>) -> impl IntoResponse {
     let base = &app.config.public_url;
     let admin = if app.config.admin_token.is_some() {
-        "on (Authorization: Bearer $ADMIN_TOKEN)"
+        "on (Authorization: Bearer $ADMIN_TOKEN); console: GET /admin"
     } else {
-        "off (set ADMIN_TOKEN to turn it on)"
+        "off, and the console (/admin) with it (set ADMIN_TOKEN to turn them on)"
     };
     format!(
         "This is onboard: it onboards small-business owners over SMS and voice.\n\
@@ -42,10 +42,10 @@ pub async fn not_found(uri: Uri) -> impl IntoResponse {
     )
 }
 
-/// `/admin/api/*` while `ADMIN_TOKEN` is unset.
+/// `/admin` and `/admin/api/*` while `ADMIN_TOKEN` is unset.
 pub async fn admin_off() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
-        "the admin API is off: set ADMIN_TOKEN and restart to turn it on\n",
+        "the admin API and the console are off: set ADMIN_TOKEN and restart to turn them on\n",
     )
 }

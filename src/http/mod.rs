@@ -125,8 +125,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         app = app.merge(admin).merge(console::routes(state.clone()));
     } else {
         app = app
-            .route("/admin/api", axum::routing::any(index::admin_off))
-            .route("/admin/api/{*rest}", axum::routing::any(index::admin_off));
+            .route("/admin", axum::routing::any(index::admin_off))
+            .route("/admin/{*rest}", axum::routing::any(index::admin_off));
     }
     app.route_layer(axum::middleware::from_fn(crate::telemetry::track_latency))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

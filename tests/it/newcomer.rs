@@ -67,20 +67,22 @@ async fn the_root_page_lists_the_webhook_urls_and_unknown_routes_say_what_is_the
 }
 
 #[tokio::test]
-async fn the_admin_api_when_off_says_how_to_turn_it_on() {
+async fn the_admin_api_and_console_when_off_say_how_to_turn_them_on() {
     let app = spawn_sqlite(test_config(&[("ADMIN_TOKEN", "")])).await;
-    let response = app
-        .http
-        .get(format!("{}/admin/api/pool", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    let body = response.text().await.unwrap();
-    assert!(
-        body.contains("the admin API is off: set ADMIN_TOKEN"),
-        "{body}"
-    );
+    for path in ["/admin/api/pool", "/admin", "/admin/owners/1"] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("the admin API and the console are off: set ADMIN_TOKEN"),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
