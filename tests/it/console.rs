@@ -230,6 +230,28 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     let (status, body) = get_page(&app, &cookie, "/admin/webhooks?from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("from"), "{body}");
+    // A mistyped filter is named, not shown as "no events".
+    for (path, field) in [
+        (
+            "/admin/webhooks?provider=twillio",
+            "provider: &quot;twillio&quot; is not one of",
+        ),
+        (
+            "/admin/webhooks?status=done",
+            "status: &quot;done&quot; is not one of",
+        ),
+    ] {
+        let (status, body) = get_page(&app, &cookie, path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(body.contains(field), "{path}: {body}");
+    }
+    let failed = ok_page(
+        &app,
+        &cookie,
+        "/admin/webhooks?provider=stripe&status=failed",
+    )
+    .await;
+    assert!(failed.contains("evt_failed"), "{failed}");
     let confirm = ok_page(&app, &cookie, "/admin/webhooks/stripe/evt_failed/reprocess").await;
     let token = csrf(&confirm);
     let path = "/admin/webhooks/stripe/evt_failed/reprocess";

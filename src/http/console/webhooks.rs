@@ -25,6 +25,33 @@ pub const LIMIT: i64 = 100;
 
 const PROVIDERS: [&str; 2] = ["stripe", "twilio"];
 
+/// The statuses the filter offers: an event's outcome (Stripe, inbound texts) or its delivery or
+/// call status (Twilio).
+const STATUSES: [&str; 7] = [
+    "received",
+    "processed",
+    "ignored",
+    "failed",
+    "delivered",
+    "undelivered",
+    "completed",
+];
+
+/// A filter value from the form's list, or none: anything else is a 400 naming the field (a
+/// mistyped filter must not look like "no events").
+fn one_of<'a>(name: &str, raw: &'a str, allowed: &[&str]) -> Result<Option<&'a str>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if allowed.contains(&raw) {
+        return Ok(Some(raw));
+    }
+    Err(ConsoleError::BadRequest(format!(
+        "{name}: {raw:?} is not one of {}",
+        allowed.join(", ")
+    )))
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct Filters {
     #[serde(default)]
@@ -99,29 +126,14 @@ pub async fn page<S: Store>(
 ) -> Result<Page> {
     let Query(f) = params.map_err(|e| ConsoleError::BadRequest(e.body_text()))?;
     let (provider, status, id) = (f.provider.trim(), f.status.trim(), f.id.trim());
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let filter_provider = non_empty(provider);
-    let filter_status = non_empty(status);
-    let filter_id = non_empty(id);
-    let from = day("from", f.from.trim(), false)?;
-    let to = day("to", f.to.trim(), true)?;
     let filter = ProviderEventFilter {
-        provider: filter_provider.as_deref(),
-        status: filter_status.as_deref(),
-        event_id: filter_id.as_deref(),
-        from,
-        to,
+        provider: one_of("provider", provider, &PROVIDERS)?,
+        status: one_of("status", status, &STATUSES)?,
+        event_id: (!id.is_empty()).then_some(id),
+        from: day("from", f.from.trim(), false)?,
+        to: day("to", f.to.trim(), true)?,
     };
     let events = app.engine.store().provider_events(&filter, LIMIT).await?;
-    let statuses = [
-        "received",
-        "processed",
-        "ignored",
-        "failed",
-        "delivered",
-        "undelivered",
-        "completed",
-    ];
     let body = html! {
         @if f.done == "reprocessed" {
             p.notice.good role="status" { "Reprocessed." }
@@ -129,7 +141,7 @@ pub async fn page<S: Store>(
         h1 { "Webhooks" }
         form.filters method="get" action="/admin/webhooks" {
             (select("provider", "Provider", &PROVIDERS, provider))
-            (select("status", "Status", &statuses, status))
+            (select("status", "Status", &STATUSES, status))
             label { "Id" input type="search" name="id" value=(id) placeholder="evt_… or SM…"; }
             label { "From" input type="date" name="from" value=(f.from.trim()); }
             label { "To" input type="date" name="to" value=(f.to.trim()); }
