@@ -25,6 +25,8 @@
 //! Only the HTTP surface and `app::serve` are used, so the bench measures whatever the engine and
 //! store do inside. The bare SQL names today's tables and columns.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::process::ExitCode;
@@ -100,43 +102,7 @@ fn pool_number(i: usize) -> String {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // nextest and `cargo test --all-targets` also run bench targets: there is no test in here.
-    if args.iter().any(|a| a == "--list") {
-        return ExitCode::SUCCESS;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        println!("burst bench: not run outside `cargo bench --bench burst`");
-        return ExitCode::SUCCESS;
-    }
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            println!(
-                "burst bench: skipped, DATABASE_URL is not set; run it against a PostgreSQL server \
-                 where it may CREATE DATABASE: \
-                 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench burst"
-            );
-            return ExitCode::SUCCESS;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("burst bench: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&url)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("burst bench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with_database("burst", |url| async move { run(&url).await })
 }
 
 /// Creates the bench database, runs the bench in it, and drops it whatever happened.

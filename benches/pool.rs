@@ -14,6 +14,8 @@
 //! and exits 0; it exits non-zero only on errors, never on a missed target. Run by `cargo test` or
 //! nextest (no `--bench` argument), it does nothing.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::process::ExitCode;
@@ -65,43 +67,7 @@ const SQL_ASSIGN: &str = "UPDATE pool_numbers SET status = 'ASSIGNED', owner_id 
      assigned_at = $3, updated_at = $3 WHERE e164 = $1";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // nextest and `cargo test --all-targets` also run bench targets: there is no test in here.
-    if args.iter().any(|a| a == "--list") {
-        return ExitCode::SUCCESS;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        println!("pool bench: not run outside `cargo bench --bench pool`");
-        return ExitCode::SUCCESS;
-    }
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            println!(
-                "pool bench: skipped, DATABASE_URL is not set; run it against a PostgreSQL server \
-                 where it may CREATE DATABASE: \
-                 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench pool"
-            );
-            return ExitCode::SUCCESS;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("pool bench: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&url)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pool bench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with_database("pool", |url| async move { run(&url).await })
 }
 
 /// Creates the bench database, runs the bench in it, and drops it whatever happened.
