@@ -95,6 +95,27 @@ pub fn metrics_router<S: Store>(state: AppState<S>) -> Router {
         .with_state(state)
 }
 
+/// A URL carrying a NUL byte (`%00`, in its path or query) is refused here, once for every route:
+/// no field takes one, and PostgreSQL rejects it in any text, so it would otherwise reach the
+/// database as an error (a 500) wherever a path segment or query value is passed on. Bodies are
+/// parsed by each webhook, which strips or refuses NUL itself.
+async fn refuse_nul_in_url(request: Request, next: axum::middleware::Next) -> Response {
+    let has_nul = |part: &str| {
+        part.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    let uri = request.uri();
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the URL contains a NUL byte (%00), which no field accepts\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = Router::new()
@@ -129,6 +150,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             .route("/admin/{*rest}", axum::routing::any(index::admin_off));
     }
     app.route_layer(axum::middleware::from_fn(crate::telemetry::track_latency))
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

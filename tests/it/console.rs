@@ -230,6 +230,17 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     let (status, body) = get_page(&app, &cookie, "/admin/webhooks?from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("from"), "{body}");
+    // A NUL byte in a URL never reaches the database (PostgreSQL refuses it in text: a 500).
+    for path in [
+        "/admin/search?q=a%00b",
+        "/admin/webhooks?id=evt%00",
+        "/admin/api/owners/search?q=a%00b",
+        "/admin/owners/c_%00",
+    ] {
+        let (status, body) = get_page(&app, &cookie, path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.contains("NUL byte"), "{path}: {body}");
+    }
     // A mistyped filter is named, not shown as "no events".
     for (path, field) in [
         (
