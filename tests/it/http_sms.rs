@@ -7,7 +7,7 @@ use std::sync::Arc;
 use onboard::store::Store;
 use onboard::workers::{Restart, supervise};
 use reqwest::StatusCode;
-use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_config};
+use support::app::{ADMIN_TOKEN, BackEnd, TestApp, spawn_postgres, spawn_sqlite, test_config};
 
 const OWNER: &str = "+447700900123";
 
@@ -19,9 +19,8 @@ async fn owner_count<S: Store>(app: &TestApp<S>) -> bool {
         .is_some()
 }
 
-#[tokio::test]
-async fn a_signed_first_text_gets_the_first_question_as_twiml() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_signed_first_text_gets_the_first_question_as_twiml<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let response = app.text("SM1", OWNER, "Hi").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -35,9 +34,8 @@ async fn a_signed_first_text_gets_the_first_question_as_twiml() {
     );
 }
 
-#[tokio::test]
-async fn a_retried_message_sid_gets_the_identical_reply_and_changes_nothing() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_retried_message_sid_gets_the_identical_reply_and_changes_nothing<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     app.text("SM1", OWNER, "Hi").await;
     let first = app
         .text("SM2", OWNER, "Plumber in Leeds")
@@ -61,9 +59,8 @@ async fn a_retried_message_sid_gets_the_identical_reply_and_changes_nothing() {
     assert_eq!(owner.state.as_str(), "S2_BUSINESS_NAME");
 }
 
-#[tokio::test]
-async fn a_missing_signature_is_400_and_a_wrong_one_403_and_neither_stores_anything() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_missing_signature_is_400_and_a_wrong_one_403_and_neither_stores_anything<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let url = format!("{}/webhooks/twilio/sms", app.address);
     let form = [("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")];
 
@@ -82,9 +79,8 @@ async fn a_missing_signature_is_400_and_a_wrong_one_403_and_neither_stores_anyth
     assert!(!owner_count(&app).await);
 }
 
-#[tokio::test]
-async fn a_signature_for_other_params_is_rejected() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_signature_for_other_params_is_rejected<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     // Signed for "Hi", sent with "Plumber in Leeds".
     let url = format!("{}{}", app.config.public_url, "/webhooks/twilio/sms");
     let signed: Vec<(String, String)> = [("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")]
@@ -107,9 +103,8 @@ async fn a_signature_for_other_params_is_rejected() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn each_missing_field_is_a_400_naming_it() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn each_missing_field_is_a_400_naming_it<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let full = [("MessageSid", "SM1"), ("From", OWNER), ("Body", "Hi")];
     for missing in ["MessageSid", "From", "Body"] {
         let params: Vec<(&str, &str)> = full
@@ -125,9 +120,8 @@ async fn each_missing_field_is_a_400_naming_it() {
     assert!(!owner_count(&app).await);
 }
 
-#[tokio::test]
-async fn a_body_over_64_kib_is_413() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_body_over_64_kib_is_413<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let huge = "x".repeat(65 * 1024);
     let response = app
         .post_twilio(
@@ -143,9 +137,8 @@ async fn a_body_over_64_kib_is_413() {
 
 /// Every Twilio webhook is keyed on its sid: one longer than Twilio's is refused before it is
 /// stored anywhere.
-#[tokio::test]
-async fn a_sid_over_64_characters_is_400_on_every_twilio_webhook() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_sid_over_64_characters_is_400_on_every_twilio_webhook<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let long = format!("SM{}", "0".repeat(63));
     for (path, params) in [
         (
@@ -177,9 +170,8 @@ async fn a_sid_over_64_characters_is_400_on_every_twilio_webhook() {
     assert!(!owner_count(&app).await);
 }
 
-#[tokio::test]
-async fn bytes_that_are_not_utf8_are_400() {
-    let app = spawn_sqlite(test_config(&[("ONBOARD_INSECURE_WEBHOOKS", "1")])).await;
+async fn bytes_that_are_not_utf8_are_400<B: BackEnd>() {
+    let app = B::spawn(test_config(&[("ONBOARD_INSECURE_WEBHOOKS", "1")])).await;
     for body in [
         b"MessageSid=SM1&From=%2B447700900123&Body=%FF%FE".to_vec(),
         b"MessageSid=SM1&From=%2B447700900123&Body=\xff".to_vec(),
@@ -198,9 +190,8 @@ async fn bytes_that_are_not_utf8_are_400() {
     assert!(!owner_count(&app).await);
 }
 
-#[tokio::test]
-async fn dev_mode_accepts_unsigned_webhooks() {
-    let app = spawn_sqlite(test_config(&[("ONBOARD_INSECURE_WEBHOOKS", "1")])).await;
+async fn dev_mode_accepts_unsigned_webhooks<B: BackEnd>() {
+    let app = B::spawn(test_config(&[("ONBOARD_INSECURE_WEBHOOKS", "1")])).await;
     let response = app
         .http
         .post(format!("{}/webhooks/twilio/sms", app.address))
@@ -211,9 +202,8 @@ async fn dev_mode_accepts_unsigned_webhooks() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a_sender_that_is_not_e164_gets_an_empty_response_not_an_error() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_sender_that_is_not_e164_gets_an_empty_response_not_an_error<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let response = app.text("SM1", "Anonymous", "Hi").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -222,9 +212,8 @@ async fn a_sender_that_is_not_e164_gets_an_empty_response_not_an_error() {
     );
 }
 
-#[tokio::test]
-async fn the_admin_api_shows_an_owner_to_the_token_holder_only() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn the_admin_api_shows_an_owner_to_the_token_holder_only<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     app.text("SM1", OWNER, "Hi").await;
     app.text("SM2", OWNER, "Plumber in Leeds").await;
     let url = format!("{}/admin/api/owners?phone=%2B447700900123", app.address);
@@ -283,9 +272,8 @@ async fn the_admin_api_shows_an_owner_to_the_token_holder_only() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn the_admin_api_is_off_without_a_token() {
-    let app = spawn_sqlite(test_config(&[("ADMIN_TOKEN", "")])).await;
+async fn the_admin_api_is_off_without_a_token<B: BackEnd>() {
+    let app = B::spawn(test_config(&[("ADMIN_TOKEN", "")])).await;
     let response = app
         .http
         .get(format!(
@@ -299,9 +287,8 @@ async fn the_admin_api_is_off_without_a_token() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn healthz_answers() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn healthz_answers<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let response = app
         .http
         .get(format!("{}/healthz", app.address))
@@ -361,7 +348,7 @@ mod delivery_reports {
     use onboard::store::{NewOutbound, Tx};
 
     /// An owner with one text in the outbox, already handed to Twilio as `SM_out`.
-    async fn sent_message(app: &TestApp<onboard::store::SqliteStore>) {
+    async fn sent_message<S: Store>(app: &TestApp<S>) {
         app.text("SM1", OWNER, "Hi").await;
         let owner = app
             .engine
@@ -397,11 +384,7 @@ mod delivery_reports {
         tx.commit().await.unwrap();
     }
 
-    async fn report(
-        app: &TestApp<onboard::store::SqliteStore>,
-        status: &str,
-        error: Option<&str>,
-    ) -> StatusCode {
+    async fn report<S: Store>(app: &TestApp<S>, status: &str, error: Option<&str>) -> StatusCode {
         let mut params = vec![("MessageSid", "SMout"), ("MessageStatus", status)];
         if let Some(code) = error {
             params.push(("ErrorCode", code));
@@ -411,16 +394,15 @@ mod delivery_reports {
             .status()
     }
 
-    async fn status(app: &TestApp<onboard::store::SqliteStore>) -> String {
+    async fn status<S: Store>(app: &TestApp<S>) -> String {
         app.engine.store().outbound_after(0).await.unwrap()[0]
             .status
             .as_str()
             .to_owned()
     }
 
-    #[tokio::test]
-    async fn delivery_reports_move_forward_and_never_back() {
-        let app = spawn_sqlite(test_config(&[])).await;
+    async fn delivery_reports_move_forward_and_never_back<B: BackEnd>() {
+        let app = B::spawn(test_config(&[])).await;
         sent_message(&app).await;
         assert_eq!(report(&app, "sent", None).await, StatusCode::NO_CONTENT);
         assert_eq!(status(&app).await, "sent");
@@ -431,9 +413,8 @@ mod delivery_reports {
         assert_eq!(status(&app).await, "delivered");
     }
 
-    #[tokio::test]
-    async fn error_21610_in_a_report_opts_the_owner_out() {
-        let app = spawn_sqlite(test_config(&[])).await;
+    async fn error_21610_in_a_report_opts_the_owner_out<B: BackEnd>() {
+        let app = B::spawn(test_config(&[])).await;
         sent_message(&app).await;
         report(&app, "failed", Some("21610")).await;
         assert_eq!(status(&app).await, "failed");
@@ -446,9 +427,8 @@ mod delivery_reports {
         assert!(owner.opted_out);
     }
 
-    #[tokio::test]
-    async fn reports_are_signed_and_complete() {
-        let app = spawn_sqlite(test_config(&[])).await;
+    async fn reports_are_signed_and_complete<B: BackEnd>() {
+        let app = B::spawn(test_config(&[])).await;
         let unsigned = app
             .http
             .post(format!("{}/webhooks/twilio/message-status", app.address))
@@ -473,6 +453,12 @@ mod delivery_reports {
             .await;
         assert_eq!(unknown.status(), StatusCode::NO_CONTENT);
     }
+
+    support::on_both_back_ends!(
+        delivery_reports_move_forward_and_never_back,
+        error_21610_in_a_report_opts_the_owner_out,
+        reports_are_signed_and_complete
+    );
 }
 
 mod stripe_webhook {
@@ -506,9 +492,8 @@ mod stripe_webhook {
         request.send().await.unwrap()
     }
 
-    #[tokio::test]
-    async fn a_signed_payment_pays_the_owner_once() {
-        let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
+    async fn a_signed_payment_pays_the_owner_once<B: BackEnd>() {
+        let app = B::spawn(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
         app.text("SM1", OWNER, "Hi").await;
         let now = app.engine.now().timestamp();
         let body = event("evt_1", "c_0000000001");
@@ -538,9 +523,8 @@ mod stripe_webhook {
         assert!(owner.payment_active);
     }
 
-    #[tokio::test]
-    async fn a_bad_or_stale_signature_is_400_and_changes_nothing() {
-        let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
+    async fn a_bad_or_stale_signature_is_400_and_changes_nothing<B: BackEnd>() {
+        let app = B::spawn(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
         app.text("SM1", OWNER, "Hi").await;
         let now = app.engine.now().timestamp();
         let body = event("evt_1", "c_0000000001");
@@ -571,13 +555,14 @@ mod stripe_webhook {
         assert_eq!(json["outcome"], "processed");
     }
 
-    #[tokio::test]
-    async fn twilio_credentials_without_a_stripe_secret_never_let_an_unsigned_payment_in() {
+    async fn twilio_credentials_without_a_stripe_secret_never_let_an_unsigned_payment_in<
+        B: BackEnd,
+    >() {
         // From the environment this mix no longer starts at all (see config's tests); a server
         // built by hand with checks on and no Stripe secret must still fail closed.
         let mut config = test_config(&[]);
         config.stripe_webhook_secrets.clear();
-        let app = spawn_sqlite(config).await;
+        let app = B::spawn(config).await;
         app.text("SM1", OWNER, "Hi").await;
         let body = event("evt_1", "c_0000000001");
         let response = deliver(&app, &body, None).await;
@@ -591,9 +576,8 @@ mod stripe_webhook {
         assert!(!owner.payment_active);
     }
 
-    #[tokio::test]
-    async fn a_signed_body_that_is_not_an_event_is_400() {
-        let app = spawn_sqlite(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
+    async fn a_signed_body_that_is_not_an_event_is_400<B: BackEnd>() {
+        let app = B::spawn(test_config(&[("STRIPE_WEBHOOK_SECRET", SECRET)])).await;
         let now = app.engine.now().timestamp();
         let body = "{\"hello\": 1}";
         let response = deliver(
@@ -604,11 +588,17 @@ mod stripe_webhook {
         .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     }
+
+    support::on_both_back_ends!(
+        a_signed_payment_pays_the_owner_once,
+        a_bad_or_stale_signature_is_400_and_changes_nothing,
+        twilio_credentials_without_a_stripe_secret_never_let_an_unsigned_payment_in,
+        a_signed_body_that_is_not_an_event_is_400
+    );
 }
 
-#[tokio::test]
-async fn the_pool_endpoint_reports_health() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn the_pool_endpoint_reports_health<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     app.engine
         .add_numbers(&["+447700900900".parse().unwrap()])
         .await
@@ -630,13 +620,12 @@ async fn the_pool_endpoint_reports_health() {
     assert_eq!(json["uncertain_purchases"], 0);
 }
 
-#[tokio::test]
-async fn metrics_count_events_time_routes_and_read_gauges() {
+async fn metrics_count_events_time_routes_and_read_gauges<B: BackEnd>() {
     use tracing_subscriber::layer::SubscriberExt;
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::registry().with(onboard::telemetry::EventCounter),
     );
-    let app = spawn_sqlite(test_config(&[])).await;
+    let app = B::spawn(test_config(&[])).await;
     app.engine
         .add_numbers(&["+447700900900".parse().unwrap()])
         .await
@@ -681,9 +670,8 @@ async fn metrics_count_events_time_routes_and_read_gauges() {
 
 /// A background worker that died is restarted after a backoff; until then `/readyz` is 503 and
 /// names it, and once it runs again the replica is ready again.
-#[tokio::test]
-async fn readyz_is_503_naming_a_worker_that_died_until_it_runs_again() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn readyz_is_503_naming_a_worker_that_died_until_it_runs_again<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     let readyz = || async {
         let response = app
             .http
@@ -1100,3 +1088,22 @@ mod texts_to_owner_numbers {
             .await;
     }
 }
+
+support::on_both_back_ends!(
+    a_signed_first_text_gets_the_first_question_as_twiml,
+    a_retried_message_sid_gets_the_identical_reply_and_changes_nothing,
+    a_missing_signature_is_400_and_a_wrong_one_403_and_neither_stores_anything,
+    a_signature_for_other_params_is_rejected,
+    each_missing_field_is_a_400_naming_it,
+    a_body_over_64_kib_is_413,
+    a_sid_over_64_characters_is_400_on_every_twilio_webhook,
+    bytes_that_are_not_utf8_are_400,
+    dev_mode_accepts_unsigned_webhooks,
+    a_sender_that_is_not_e164_gets_an_empty_response_not_an_error,
+    the_admin_api_shows_an_owner_to_the_token_holder_only,
+    the_admin_api_is_off_without_a_token,
+    healthz_answers,
+    the_pool_endpoint_reports_health,
+    metrics_count_events_time_routes_and_read_gauges,
+    readyz_is_503_naming_a_worker_that_died_until_it_runs_again
+);

@@ -14,6 +14,7 @@ use onboard::engine::{Engine, InboundSms};
 use onboard::replay::fixture_epoch;
 use onboard::store::reminders::ReminderTx as _;
 use onboard::store::{PgStore, SqliteStore, Store, Tx as _};
+use support::app::BackEnd;
 
 const OWNERS: usize = 40;
 
@@ -111,10 +112,8 @@ async fn two_engines_on_sqlite_send_each_reminder_once() {
 }
 
 /// An owner who answers after a reminder counts as moved on from the step they were reminded at.
-#[tokio::test]
-async fn an_answer_after_a_reminder_counts_as_moved_on() {
-    let store = SqliteStore::in_memory().await.unwrap();
-    store.migrate().await.unwrap();
+async fn an_answer_after_a_reminder_counts_as_moved_on<B: BackEnd>() {
+    let store = B::store().await;
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = engine(store, clock.clone());
     let text = |sid: &str, body: &str| InboundSms {
@@ -138,10 +137,9 @@ async fn an_answer_after_a_reminder_counts_as_moved_on() {
 }
 
 /// `/metrics` counts reminders sent per step and owners who moved on after one.
-#[tokio::test]
-async fn metrics_count_reminders_and_owners_who_moved_on() {
-    use support::app::{spawn_sqlite, test_config};
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn metrics_count_reminders_and_owners_who_moved_on<B: BackEnd>() {
+    use support::app::test_config;
+    let app = B::spawn(test_config(&[])).await;
     app.text("SM1", owner_phone(1).as_str(), "Hi").await;
     app.text("SM2", owner_phone(2).as_str(), "Hi").await;
     app.clock.advance(Duration::hours(2));
@@ -178,11 +176,9 @@ async fn metrics_count_reminders_and_owners_who_moved_on() {
 }
 
 /// A waitlist notice is proactive: served at 22:00 London time, it waits in the outbox until 09:00.
-#[tokio::test]
-async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
+async fn a_waitlist_notice_served_at_night_is_held_until_morning<B: BackEnd>() {
     use onboard::conversation::{Event, Gate};
-    let store = SqliteStore::in_memory().await.unwrap();
-    store.migrate().await.unwrap();
+    let store = B::store().await;
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = engine(store, clock.clone());
     let owner = owner_phone(7);
@@ -260,11 +256,10 @@ async fn a_waitlist_notice_served_at_night_is_held_until_morning() {
 
 /// A paying owner who goes silent until expiry raises `PAID_OWNER_STALLED`, counted in `/metrics`;
 /// their next text is welcomed back at the step they were on.
-#[tokio::test]
-async fn a_paid_owner_who_expires_alerts_ops() {
+async fn a_paid_owner_who_expires_alerts_ops<B: BackEnd>() {
     use onboard::conversation::Event;
-    use support::app::{spawn_sqlite, test_config};
-    let app = spawn_sqlite(test_config(&[])).await;
+    use support::app::test_config;
+    let app = B::spawn(test_config(&[])).await;
     let owner = owner_phone(9);
     for (i, body) in [
         "Hi",
@@ -312,3 +307,10 @@ async fn a_paid_owner_who_expires_alerts_ops() {
     assert!(reply.contains("Welcome back"), "{reply}");
     assert!(reply.contains("Reply YES"), "{reply}");
 }
+
+support::on_both_back_ends!(
+    an_answer_after_a_reminder_counts_as_moved_on,
+    a_waitlist_notice_served_at_night_is_held_until_morning,
+    metrics_count_reminders_and_owners_who_moved_on,
+    a_paid_owner_who_expires_alerts_ops,
+);

@@ -19,6 +19,7 @@ use onboard::store::replenish::ReplenishStore;
 use onboard::store::{NewPoolNumber, Owner, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient, TwilioError};
 use serde_json::json;
+use support::app::{BackEnd, Sqlite};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -186,9 +187,16 @@ fn harness<S: ReplenishStore>(
     }
 }
 
-async fn sqlite(server: &MockServer, target: i64, max_buy_per_day: i64) -> Harness<SqliteStore> {
-    let store = SqliteStore::in_memory().await.expect("sqlite");
-    store.migrate().await.expect("migrate");
+/// A keeper over a fresh store of back end `B`, on a manual clock.
+async fn keeper<B: BackEnd>(
+    server: &MockServer,
+    target: i64,
+    max_buy_per_day: i64,
+) -> Harness<B::Store>
+where
+    B::Store: ReplenishStore,
+{
+    let store = B::store().await;
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     harness(
         engine(store, clock.clone()),
@@ -242,10 +250,14 @@ trait Probe: ReplenishStore {
     fn pool_row(&self, e164: &str) -> impl Future<Output = Option<(String, Option<String>)>>;
     /// Recorded purchases of this sid (0 or 1).
     fn purchases_of(&self, twilio_sid: &str) -> impl Future<Output = i64>;
+    /// Whether the purchase of this sid is marked released.
+    fn purchase_released(&self, twilio_sid: &str) -> impl Future<Output = bool>;
 }
 
 const POOL_ROW: &str = "SELECT status, twilio_sid FROM pool_numbers WHERE e164 = $1";
 const PURCHASES_OF: &str = "SELECT COUNT(*) FROM pool_purchases WHERE twilio_sid = $1";
+const PURCHASE_RELEASED: &str =
+    "SELECT released_at IS NOT NULL FROM pool_purchases WHERE twilio_sid = $1";
 
 /// The same SQL on either back end, through each store's own connection.
 macro_rules! impl_probe {
@@ -260,6 +272,13 @@ macro_rules! impl_probe {
             }
             async fn purchases_of(&self, twilio_sid: &str) -> i64 {
                 sqlx::query_scalar(PURCHASES_OF)
+                    .bind(twilio_sid)
+                    .fetch_one(&mut *self.conn().await.unwrap())
+                    .await
+                    .unwrap()
+            }
+            async fn purchase_released(&self, twilio_sid: &str) -> bool {
+                sqlx::query_scalar(PURCHASE_RELEASED)
                     .bind(twilio_sid)
                     .fetch_one(&mut *self.conn().await.unwrap())
                     .await
@@ -305,10 +324,12 @@ fn twilio_error() -> ResponseTemplate {
     ResponseTemplate::new(500).set_body_json(json!({"code": 20500, "message": "oops"}))
 }
 
-#[tokio::test]
-async fn buys_in_the_waiting_owners_area_code_and_serves_them() {
+async fn buys_in_the_waiting_owners_area_code_and_serves_them<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 0, 10).await;
+    let h = keeper::<B>(&server, 0, 10).await;
     waiting_owner(
         h.engine.store(),
         "c_0000000001",
@@ -366,10 +387,12 @@ async fn buys_in_the_waiting_owners_area_code_and_serves_them() {
     );
 }
 
-#[tokio::test]
-async fn widens_to_nearby_region_then_anywhere_when_the_area_code_has_none() {
+async fn widens_to_nearby_region_then_anywhere_when_the_area_code_has_none<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 0, 10).await;
+    let h = keeper::<B>(&server, 0, 10).await;
     waiting_owner(
         h.engine.store(),
         "c_0000000001",
@@ -425,10 +448,12 @@ async fn widens_to_nearby_region_then_anywhere_when_the_area_code_has_none() {
     assert_eq!(owner.twilio_number, Some(phone("+12125550100")));
 }
 
-#[tokio::test]
-async fn uk_owners_are_searched_by_region_then_anywhere_never_by_area_code() {
+async fn uk_owners_are_searched_by_region_then_anywhere_never_by_area_code<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 0, 10).await;
+    let h = keeper::<B>(&server, 0, 10).await;
     waiting_owner(
         h.engine.store(),
         "c_0000000001",
@@ -464,10 +489,12 @@ async fn uk_owners_are_searched_by_region_then_anywhere_never_by_area_code() {
     assert_eq!(report.bought, [phone("+447700900555")]);
 }
 
-#[tokio::test]
-async fn nothing_is_bought_when_twilio_has_no_numbers_anywhere() {
+async fn nothing_is_bought_when_twilio_has_no_numbers_anywhere<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 2, 10).await;
+    let h = keeper::<B>(&server, 2, 10).await;
     search_mock()
         .respond_with(ResponseTemplate::new(200).set_body_json(available(&[])))
         // Both numbers wanted are anywhere in the US: one empty answer is enough for the run.
@@ -484,10 +511,12 @@ async fn nothing_is_bought_when_twilio_has_no_numbers_anywhere() {
     assert_eq!(h.engine.store().pool_stats().await.unwrap().total, 0);
 }
 
-#[tokio::test]
-async fn a_purchase_that_cannot_be_recorded_is_released() {
+async fn a_purchase_that_cannot_be_recorded_is_released<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 2, 10).await;
+    let h = keeper::<B>(&server, 2, 10).await;
     // Already in the pool under another sid: adding it again adds nothing.
     let added = h
         .engine
@@ -528,19 +557,18 @@ async fn a_purchase_that_cannot_be_recorded_is_released() {
         Some(("AVAILABLE".into(), Some("PNold".into()))),
         "the row already there is left alone"
     );
-    let released: Option<String> = sqlx::query_scalar(
-        "SELECT released_at FROM pool_purchases WHERE twilio_sid = 'PN14155550777'",
-    )
-    .fetch_one(&mut *h.engine.store().conn().await.unwrap())
-    .await
-    .unwrap();
-    assert!(released.is_some(), "the purchase is marked released");
+    assert!(
+        h.engine.store().purchase_released("PN14155550777").await,
+        "the purchase is marked released"
+    );
 }
 
-#[tokio::test]
-async fn a_number_taken_meanwhile_means_search_again_and_buy_the_next() {
+async fn a_number_taken_meanwhile_means_search_again_and_buy_the_next<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 1, 10).await;
+    let h = keeper::<B>(&server, 1, 10).await;
     search_mock()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(available(&["+14155550001", "+14155550002"])),
@@ -573,10 +601,12 @@ async fn a_number_taken_meanwhile_means_search_again_and_buy_the_next() {
     );
 }
 
-#[tokio::test]
-async fn the_daily_cap_stops_buying_until_a_day_has_passed() {
+async fn the_daily_cap_stops_buying_until_a_day_has_passed<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 5, 2).await;
+    let h = keeper::<B>(&server, 5, 2).await;
     let twilio = FakeTwilio::new(&[
         "+14155550001",
         "+14155550002",
@@ -607,10 +637,12 @@ async fn the_daily_cap_stops_buying_until_a_day_has_passed() {
     assert_eq!(h.engine.store().pool_stats().await.unwrap().available, 4);
 }
 
-#[tokio::test]
-async fn the_breaker_opens_after_repeated_failures_and_stops_calling_twilio() {
+async fn the_breaker_opens_after_repeated_failures_and_stops_calling_twilio<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 1, 10).await;
+    let h = keeper::<B>(&server, 1, 10).await;
     search_mock()
         .respond_with(
             ResponseTemplate::new(500).set_body_json(json!({"code": 20500, "message": "oops"})),
@@ -643,10 +675,12 @@ async fn the_breaker_opens_after_repeated_failures_and_stops_calling_twilio() {
     assert_eq!(h.breaker.opened_at(), None);
 }
 
-#[tokio::test]
-async fn a_failed_trial_opens_the_breaker_again() {
+async fn a_failed_trial_opens_the_breaker_again<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 1, 10).await;
+    let h = keeper::<B>(&server, 1, 10).await;
     search_mock()
         .respond_with(ResponseTemplate::new(503).set_body_string("down"))
         .mount(&server)
@@ -862,7 +896,7 @@ async fn an_uncertain_purchase_found_later_serves_the_waiting_owner<S: Probe>(
 #[tokio::test]
 async fn an_uncertain_purchase_found_later_serves_the_waiting_owner_on_sqlite() {
     let server = MockServer::start().await;
-    let h = sqlite(&server, 0, 10).await;
+    let h = keeper::<Sqlite>(&server, 0, 10).await;
     an_uncertain_purchase_found_later_serves_the_waiting_owner(h, &server).await;
 }
 
@@ -877,10 +911,12 @@ async fn an_uncertain_purchase_found_later_serves_the_waiting_owner_on_postgres(
     an_uncertain_purchase_found_later_serves_the_waiting_owner(h, &server).await;
 }
 
-#[tokio::test]
-async fn an_uncertain_purchase_twilio_has_no_trace_of_is_forgotten() {
+async fn an_uncertain_purchase_twilio_has_no_trace_of_is_forgotten<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 1, 10).await;
+    let h = keeper::<B>(&server, 1, 10).await;
     let number = "+14155550777";
     an_uncertain_purchase(&h, &server, number).await;
 
@@ -921,11 +957,13 @@ async fn an_uncertain_purchase_twilio_has_no_trace_of_is_forgotten() {
     );
 }
 
-#[tokio::test]
-async fn an_uncertain_purchase_still_unknown_is_kept_and_never_bought_twice() {
+async fn an_uncertain_purchase_still_unknown_is_kept_and_never_bought_twice<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
     // Two wanted, two a day: the uncertain purchase leaves a budget of one.
-    let h = sqlite(&server, 2, 2).await;
+    let h = keeper::<B>(&server, 2, 2).await;
     let uncertain = "+14155550001";
     let other = "+14155550002";
     let attempted_at = h.clock.now();
@@ -975,10 +1013,12 @@ async fn an_uncertain_purchase_still_unknown_is_kept_and_never_bought_twice() {
     );
 }
 
-#[tokio::test]
-async fn once_the_circuit_opens_the_other_uncertain_purchases_wait_unchecked() {
+async fn once_the_circuit_opens_the_other_uncertain_purchases_wait_unchecked<B: BackEnd>()
+where
+    B::Store: Probe,
+{
     let server = MockServer::start().await;
-    let h = sqlite(&server, 0, 10).await;
+    let h = keeper::<B>(&server, 0, 10).await;
     let (first, second) = ("+14155550001", "+14155550002");
     let store = h.engine.store();
     store
@@ -1028,3 +1068,18 @@ async fn once_the_circuit_opens_the_other_uncertain_purchases_wait_unchecked() {
     );
     assert_eq!(h.keeper.run_once().await.unwrap(), RunOutcome::CircuitOpen);
 }
+
+support::on_both_back_ends!(
+    buys_in_the_waiting_owners_area_code_and_serves_them,
+    widens_to_nearby_region_then_anywhere_when_the_area_code_has_none,
+    uk_owners_are_searched_by_region_then_anywhere_never_by_area_code,
+    nothing_is_bought_when_twilio_has_no_numbers_anywhere,
+    a_purchase_that_cannot_be_recorded_is_released,
+    a_number_taken_meanwhile_means_search_again_and_buy_the_next,
+    the_daily_cap_stops_buying_until_a_day_has_passed,
+    the_breaker_opens_after_repeated_failures_and_stops_calling_twilio,
+    a_failed_trial_opens_the_breaker_again,
+    an_uncertain_purchase_twilio_has_no_trace_of_is_forgotten,
+    an_uncertain_purchase_still_unknown_is_kept_and_never_bought_twice,
+    once_the_circuit_opens_the_other_uncertain_purchases_wait_unchecked,
+);

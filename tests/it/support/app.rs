@@ -74,16 +74,11 @@ pub fn engine_on<S: Store>(
 }
 
 pub async fn spawn_sqlite(config: Config) -> TestApp<SqliteStore> {
-    let store = SqliteStore::in_memory().await.expect("sqlite");
-    store.migrate().await.expect("migrate");
-    spawn_app(store, config).await
+    Sqlite::spawn(config).await
 }
 
 pub async fn spawn_postgres(config: Config) -> TestApp<PgStore> {
-    let url = super::fresh_postgres_database().await;
-    let store = PgStore::connect(&url, 10).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    spawn_app(store, config).await
+    Postgres::spawn(config).await
 }
 
 pub async fn spawn_app<S: Store>(store: S, config: Config) -> TestApp<S> {
@@ -162,5 +157,45 @@ impl<S: Store> TestApp<S> {
             ],
         )
         .await
+    }
+}
+
+/// A storage back end a test can run on: `Sqlite` (in memory) or `Postgres` (a fresh database on
+/// the test server). A test written once as `async fn name<B: BackEnd>()` runs on both through
+/// [`on_both_back_ends!`](crate::support::on_both_back_ends).
+pub trait BackEnd {
+    type Store: Store;
+
+    /// A fresh, migrated, empty store.
+    fn store() -> impl std::future::Future<Output = Self::Store>;
+
+    /// The whole server over a fresh store, as [`spawn_app`] builds it.
+    fn spawn(config: Config) -> impl std::future::Future<Output = TestApp<Self::Store>> {
+        async { spawn_app(Self::store().await, config).await }
+    }
+}
+
+pub struct Sqlite;
+
+pub struct Postgres;
+
+impl BackEnd for Sqlite {
+    type Store = SqliteStore;
+
+    async fn store() -> SqliteStore {
+        let store = SqliteStore::in_memory().await.expect("sqlite");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+impl BackEnd for Postgres {
+    type Store = PgStore;
+
+    async fn store() -> PgStore {
+        let url = super::fresh_postgres_database().await;
+        let store = PgStore::connect(&url, 10).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
     }
 }

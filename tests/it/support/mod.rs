@@ -144,3 +144,24 @@ fn url_with_database(url: &str, database: &str) -> String {
 }
 
 pub mod app;
+
+/// Runs each named test, written once as `async fn name<B: BackEnd>()`, on both back ends: as
+/// `name::on_sqlite` and `name::on_postgres` (a module and a function may share a name).
+#[allow(unused_macros)] // not every test binary that includes this module uses it
+macro_rules! on_both_back_ends {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$name::<$crate::support::app::Sqlite>().await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                super::$name::<$crate::support::app::Postgres>().await;
+            }
+        })*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_back_ends;
