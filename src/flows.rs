@@ -25,6 +25,7 @@ pub enum MessageKey {
     S5Waitlist,
     S5FindingNumber,
     S5ExplainPaid,
+    S5NoNumberYet,
     S6Ask,
     S6Retry,
     S6Clarify,
@@ -35,6 +36,7 @@ pub enum MessageKey {
     S8Ask,
     S8Waiting,
     NumberReturned,
+    NumberReleased,
     Complete,
     CompleteAck,
     Help,
@@ -62,7 +64,7 @@ pub enum MessageKey {
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 55] = [
+    pub const ALL: [MessageKey; 57] = [
         MessageKey::S1Ask,
         MessageKey::Welcome,
         MessageKey::S1AskPlace,
@@ -84,6 +86,7 @@ impl MessageKey {
         MessageKey::S5Waitlist,
         MessageKey::S5FindingNumber,
         MessageKey::S5ExplainPaid,
+        MessageKey::S5NoNumberYet,
         MessageKey::S6Ask,
         MessageKey::S6Retry,
         MessageKey::S6Clarify,
@@ -94,6 +97,7 @@ impl MessageKey {
         MessageKey::S8Ask,
         MessageKey::S8Waiting,
         MessageKey::NumberReturned,
+        MessageKey::NumberReleased,
         MessageKey::Complete,
         MessageKey::CompleteAck,
         MessageKey::Help,
@@ -144,6 +148,7 @@ impl MessageKey {
             MessageKey::S5Waitlist => "s5_waitlist",
             MessageKey::S5FindingNumber => "s5_finding_number",
             MessageKey::S5ExplainPaid => "s5_explain_paid",
+            MessageKey::S5NoNumberYet => "s5_no_number_yet",
             MessageKey::S6Ask => "s6_ask",
             MessageKey::S6Retry => "s6_retry",
             MessageKey::S6Clarify => "s6_clarify",
@@ -154,6 +159,7 @@ impl MessageKey {
             MessageKey::S8Ask => "s8_ask",
             MessageKey::S8Waiting => "s8_waiting",
             MessageKey::NumberReturned => "number_returned",
+            MessageKey::NumberReleased => "number_released",
             MessageKey::Complete => "complete",
             MessageKey::CompleteAck => "complete_ack",
             MessageKey::Help => "help",
@@ -197,7 +203,9 @@ impl MessageKey {
                 "notify",
             ],
             MessageKey::S5Pay | MessageKey::PaymentRevoked => &["payment_link"],
-            MessageKey::S6Ask | MessageKey::NumberReturned => &["number"],
+            MessageKey::S6Ask | MessageKey::NumberReturned | MessageKey::NumberReleased => {
+                &["number"]
+            }
             MessageKey::FwdIphone | MessageKey::FwdAndroid | MessageKey::FwdLandline => {
                 &["number", "number_national"]
             }
@@ -1040,6 +1048,7 @@ mod tests {
             (MessageKey::PaymentRevoked, "{payment_link}"),
             (MessageKey::S6Ask, "{number}"),
             (MessageKey::NumberReturned, "{number}"),
+            (MessageKey::NumberReleased, "{number}"),
             (MessageKey::FwdIphone, "{number}"),
             (MessageKey::FwdAndroid, "{number}"),
             (MessageKey::FwdLandline, "{number_national}"),

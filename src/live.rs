@@ -254,6 +254,13 @@ impl Remote {
         ok(&format!("POST {path}"), status, text).map(|_| ())
     }
 
+    /// Takes an owner's number for good; a paid owner gets another (as the console's button does).
+    pub async fn release_owner_number(&self, id: &str) -> Result<(), LiveError> {
+        let path = format!("/admin/api/owners/{id}/release-number");
+        let (status, text) = self.admin(reqwest::Method::POST, &path, None).await?;
+        ok(&format!("POST {path}"), status, text).map(|_| ())
+    }
+
     /// Adds numbers to the pool; answers how many were new.
     pub async fn add_pool(&self, numbers: &[String]) -> Result<u64, LiveError> {
         let body = serde_json::json!({ "numbers": numbers });
@@ -685,6 +692,7 @@ async fn steps(remote: &Remote, fixture: &Fixture, run: &str) -> Result<Verdict,
                         .add_pool(&number.into_iter().collect::<Vec<_>>())
                         .await?;
                 }
+                "number_released" => remote.release_owner_number(&id).await?,
                 "payment_confirmed" | "payment_revoked" => {
                     let kind = if event == "payment_confirmed" {
                         "checkout.session.completed"

@@ -55,7 +55,7 @@ pub struct Step {
     /// An inbound SMS body...
     pub sms: Option<String>,
     /// ...or a provider event: payment_confirmed, payment_revoked, number_allocated (with
-    /// `new_number`), pool_empty, test_call; or `timers`, which runs the background sweeps
+    /// `new_number`), pool_empty, test_call, number_released (an operator's release); or `timers`, which runs the background sweeps
     /// (quarantines ending, verification windows closing, reminders and expiry) at the fixture's clock.
     pub event: Option<String>,
     /// The `MessageSid`; repeat one to replay a retry.
@@ -247,8 +247,9 @@ const STRIPE_EVENTS: [&str; 4] = [
 /// The webhook secret fixtures' Stripe deliveries are signed with.
 pub const FIXTURE_STRIPE_SECRET: &str = "whsec_fixture";
 
-const EVENTS: [&str; 6] = [
+const EVENTS: [&str; 7] = [
     "timers",
+    "number_released",
     "payment_confirmed",
     "payment_revoked",
     "number_allocated",
@@ -428,6 +429,10 @@ async fn steps<S: Store>(
                 ("number_allocated", _) => {
                     let number = step.new_number.clone().expect("checked at load");
                     engine.add_numbers(&[number]).await?;
+                }
+                // An operator's release, as the console's button and the admin API do it.
+                ("number_released", Some(record)) => {
+                    engine.admin_release_number(&record.id).await?;
                 }
                 (name, Some(record)) => {
                     let event = match name {

@@ -46,6 +46,9 @@ pub enum Event {
     VerifyTimedOut,
     /// An operator sent the owner back to the start (answers cleared, payment and number kept).
     Reset,
+    /// An operator took the owner's number away (a spam complaint, a carrier problem): it never
+    /// comes back to them, and they get another, with their plan as it was.
+    NumberReleased,
 }
 
 impl Event {
@@ -63,6 +66,7 @@ impl Event {
             Event::OwnCallNotProof => "own_call",
             Event::VerifyTimedOut => "verify_timed_out",
             Event::Reset => "admin_reset",
+            Event::NumberReleased => "admin_release_number",
         }
     }
 
@@ -80,8 +84,11 @@ impl Event {
 pub enum Command {
     /// Ask the pool for a number; answer with `NumberAllocated`, `NumberReturned` or `PoolEmpty`.
     AllocateNumber,
-    /// Payment was revoked: the number goes to quarantine.
+    /// Payment was revoked: the number goes to quarantine, kept for the owner should they pay again
+    /// before it ends.
     ReleaseNumber,
+    /// An operator released the number: it goes to quarantine and never back to this owner.
+    RetireNumber,
     /// Place the forwarding verification call (and start its window: `VerifyTimedOut` when it ends).
     PlaceVerifyCall,
 }
@@ -293,6 +300,30 @@ impl Conversation {
                     Handled
                 }
             }
+            // The number is gone for good. An owner past the gate needs a new one, then forwarding
+            // set up to it: back to S5 (waiting: no summary), where the allocation answers with the
+            // number (then S6 or S7) or the wait. One still answering questions, or at the summary,
+            // gets it when they say YES, as any paid owner without a number does.
+            Event::NumberReleased => {
+                let Some(old) = self.number.take() else {
+                    return Handled;
+                };
+                context.run(Command::RetireNumber);
+                context.say(MessageKey::NumberReleased, &[("number", &old.for_people())]);
+                self.awaiting_proof = false;
+                if !context.current.is_past_gate() {
+                    return Handled;
+                }
+                if self.paid {
+                    self.gate = Some(Gate::AwaitingNumber);
+                    context.run(Command::AllocateNumber);
+                } else {
+                    // A number is only given once paid, so this cannot happen; if it does, the
+                    // owner is where a refund would have left them: behind the gate.
+                    self.gate = Some(Gate::PaymentRequired);
+                }
+                Transition(State::s5_confirm_live())
+            }
             // A window can only be open at S8 (leaving S8 closes it); closing it here too means a
             // timeout never stays due.
             Event::VerifyTimedOut => {
@@ -439,7 +470,13 @@ impl Conversation {
             Event::NumberAllocated(number) => {
                 self.number = Some(number.clone());
                 self.gate = None;
-                Transition(State::s6_phone_type())
+                // A new number for an owner who already said which phone they have (theirs was
+                // released, or lost with a refund): straight to the instructions for it.
+                if self.phone_type.is_some() {
+                    Transition(State::s7_fwd_sent())
+                } else {
+                    Transition(State::s6_phone_type())
+                }
             }
             // Their own number again: if they already said which phone they have, forwarding is
             // set up and only the test call is left.
@@ -457,8 +494,14 @@ impl Conversation {
                 Transition(State::s8_fwd_confirmed())
             }
             Event::PoolEmpty => {
+                // Waiting already (their number was released): no "payment received".
+                let key = if self.gate == Some(Gate::AwaitingNumber) {
+                    MessageKey::S5NoNumberYet
+                } else {
+                    MessageKey::S5Waitlist
+                };
                 self.gate = Some(Gate::AwaitingNumber);
-                context.say(MessageKey::S5Waitlist, &[]);
+                context.say(key, &[]);
                 Handled
             }
             _ => match self.answer(event) {
@@ -597,9 +640,13 @@ impl Conversation {
         context.say(MessageKey::S4Ask, &[("owner_name", text(&self.owner_name))]);
     }
 
-    /// The summary of every answer.
+    /// The summary of every answer; nothing for an owner back here only to wait for a number
+    /// (the allocation that brought them answers with the number or the wait).
     #[action]
     fn ask_s5(&self, context: &mut Turn<'_>) {
+        if self.gate == Some(Gate::AwaitingNumber) {
+            return;
+        }
         let notify = match &self.notify {
             Some(Notify::Email(address)) => address.as_str(),
             _ => "SMS",
@@ -1259,6 +1306,74 @@ mod tests {
     }
 
     #[test]
+    fn a_released_number_is_replaced_and_forwarding_set_up_again() {
+        let live = owner_at(StateName::Complete);
+        let (onboarding, decision) = run(StateName::Complete, live, Event::NumberReleased);
+        assert_eq!(onboarding.state(), StateName::S5ConfirmLive);
+        let waiting = onboarding.conversation().clone();
+        assert_eq!(waiting.number, None);
+        assert_eq!(waiting.gate, Some(Gate::AwaitingNumber));
+        assert!(waiting.paid);
+        // The old number never comes back to them; a new one is asked for at once.
+        assert_eq!(
+            decision.commands,
+            vec![Command::RetireNumber, Command::AllocateNumber]
+        );
+        // Told why, and nothing else yet: no summary, no "reply YES".
+        let told = flows().catalog(Locale::EnGb).render(
+            MessageKey::NumberReleased,
+            &[("number", &number().for_people())],
+        );
+        assert_eq!(decision.replies, vec![told]);
+
+        // A new number: they said which phone they have, so the instructions for it come next.
+        let new: PhoneNumber = "+447700900901".parse().unwrap();
+        let (onboarding, decision) = run(
+            StateName::S5ConfirmLive,
+            waiting.clone(),
+            Event::NumberAllocated(new.clone()),
+        );
+        assert_eq!(onboarding.state(), StateName::S7FwdSent);
+        assert_eq!(onboarding.conversation().number, Some(new));
+        assert_eq!(onboarding.conversation().gate, None);
+        assert_eq!(
+            decision.replies,
+            entry(StateName::S7FwdSent, onboarding.conversation())
+        );
+
+        // None free: they wait, told so without a "payment received".
+        let (onboarding, decision) = run(StateName::S5ConfirmLive, waiting, Event::PoolEmpty);
+        assert_eq!(onboarding.conversation().gate, Some(Gate::AwaitingNumber));
+        assert_eq!(decision.replies, vec![say(MessageKey::S5NoNumberYet)]);
+    }
+
+    #[test]
+    fn a_released_number_waits_for_the_yes_of_an_owner_still_answering() {
+        let mut answering = owner_at(StateName::S3OwnerName);
+        answering.paid = true;
+        answering.number = Some(number());
+        let (onboarding, decision) = run(StateName::S3OwnerName, answering, Event::NumberReleased);
+        assert_eq!(onboarding.state(), StateName::S3OwnerName);
+        assert_eq!(decision.commands, vec![Command::RetireNumber]);
+        assert_eq!(onboarding.conversation().number, None);
+        assert_eq!(
+            onboarding.conversation().waitlist_place(),
+            WaitlistPlace::Held
+        );
+    }
+
+    #[test]
+    fn releasing_an_owner_without_a_number_does_nothing() {
+        for state in StateName::ALL {
+            let mut c = owner_at(state);
+            c.number = None;
+            let (onboarding, decision) = run(state, c.clone(), Event::NumberReleased);
+            assert_eq!(decision, Decision::default(), "{state}");
+            assert_eq!(onboarding.conversation(), &c, "{state}");
+        }
+    }
+
+    #[test]
     fn the_verification_window_tells_once_and_call_me_opens_another() {
         let s7 = owner_at(StateName::S7FwdSent);
         let (onboarding, decision) = run(StateName::S7FwdSent, s7, text("done"));
@@ -1423,6 +1538,7 @@ mod tests {
             Just(Event::OwnCallNotProof),
             Just(Event::VerifyTimedOut),
             Just(Event::Reset),
+            Just(Event::NumberReleased),
         ]
     }
 

@@ -47,6 +47,8 @@ pub enum EngineError {
     Pool(String),
     #[error("number {0} is assigned to owner {1}; it can only be released from them")]
     NumberInUse(String, OwnerId),
+    #[error("owner {0} holds no number")]
+    NoNumber(OwnerId),
 }
 
 /// What the engine needs besides the store.
@@ -73,6 +75,17 @@ pub struct Outcome {
     pub owner_id: OwnerId,
     pub state: StateName,
     /// The texts sent (or queued) to the owner, one per event; empty when nothing was said.
+    pub texts: Vec<String>,
+}
+
+/// What an operator's release of an owner's number did.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// The owner afterwards: their new number, or waiting for one.
+    pub owner: Owner,
+    /// The number taken from them, now in quarantine.
+    pub number: PhoneNumber,
+    /// What they were told (queued in the outbox); empty when they opted out.
     pub texts: Vec<String>,
 }
 
@@ -189,6 +202,41 @@ impl<S: Store> Engine<S> {
         Ok(owner)
     }
 
+    /// An operator's release of the owner's number (a spam complaint, a carrier problem): it goes
+    /// to quarantine and never back to them; a paid owner is given another at once (or waits for
+    /// one, told so) and sent forwarding instructions for it. What they are told goes through the
+    /// outbox after their quiet hours. Recorded with cause `admin_release_number`.
+    pub async fn admin_release_number(&self, owner_id: &OwnerId) -> Result<Released, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut owner = tx
+            .lock_owner(owner_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownOwner(owner_id.clone()))?;
+        let Some(number) = owner.twilio_number.clone() else {
+            return Err(EngineError::NoNumber(owner_id.clone()));
+        };
+        let decision = self
+            .run(&mut tx, &mut owner, Event::NumberReleased, now)
+            .await?;
+        let texts = self
+            .queue_proactive(&mut tx, &owner, &decision, now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            event = "NUMBER_RELEASED_BY_OPERATOR",
+            owner_id = %owner.id,
+            phone = %owner.owner_phone.masked(),
+            number = %number.masked(),
+            state = %owner.state,
+        );
+        Ok(Released {
+            owner,
+            number,
+            texts,
+        })
+    }
+
     /// The owner with this phone number, if any.
     pub async fn owner_by_phone(&self, phone: &PhoneNumber) -> Result<Option<Owner>, EngineError> {
         Ok(self.store.owner_by_phone(phone).await?)
@@ -280,10 +328,11 @@ impl<S: Store> Engine<S> {
                         }
                     }
                 }
-                Command::ReleaseNumber => {
+                Command::ReleaseNumber | Command::RetireNumber => {
                     // The conversation already forgot the number; the pool learns it here.
                     if let Some(number) = owner.twilio_number.take() {
-                        self.quarantine(tx, &number, now).await?;
+                        let keep_for_owner = command == Command::ReleaseNumber;
+                        self.quarantine(tx, &number, keep_for_owner, now).await?;
                     }
                     None
                 }

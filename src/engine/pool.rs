@@ -18,7 +18,7 @@ impl<S: Store> Engine<S> {
         if let Some(owner) = tx.lock_owner_by_number(number).await? {
             return Err(EngineError::NumberInUse(number.masked(), owner.id));
         }
-        self.quarantine(&mut tx, number, now).await?;
+        self.quarantine(&mut tx, number, false, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -142,10 +142,14 @@ impl<S: Store> Engine<S> {
         &self,
         tx: &mut S::Tx,
         number: &PhoneNumber,
+        keep_for_owner: bool,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
         let until = now + self.settings.quarantine;
-        match tx.quarantine_number(number, until, now).await? {
+        match tx
+            .quarantine_number(number, until, keep_for_owner, now)
+            .await?
+        {
             QuarantineOutcome::Quarantined { .. } => {
                 tracing::info!(event = "NUMBER_RELEASED", number = %number.masked(), until = %until);
                 Ok(())

@@ -43,6 +43,10 @@ fn owner_routes<S: Store>(prefix: &str, router: Router<AppState<S>>) -> Router<A
         .route(&format!("{prefix}/search"), get(search_owners::<S>))
         .route(&format!("{prefix}/{{id}}"), get(owner_record::<S>))
         .route(&format!("{prefix}/{{id}}/reset"), post(reset_owner::<S>))
+        .route(
+            &format!("{prefix}/{{id}}/release-number"),
+            post(release_owner_number::<S>),
+        )
 }
 
 /// Every admin route; the caller adds [`require_token`] around them.
@@ -510,6 +514,29 @@ pub async fn reset_owner<S: Store>(
         Err(EngineError::UnknownOwner(id)) => {
             Err(ApiError::NotFound(format!("no owner with id {id}")))
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /admin/api/owners/{id}/release-number`: the owner's number goes to quarantine and never
+/// back to them; a paid owner gets another (or waits for one) and new forwarding instructions,
+/// texted after their quiet hours. Recorded in the state history as `admin_release_number`.
+/// 404 for an unknown owner, 409 for one without a number.
+pub async fn release_owner_number<S: Store>(
+    State(app): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = owner_id(&id)?;
+    match app.engine.admin_release_number(&id).await {
+        Ok(released) => Ok(Json(serde_json::json!({
+            "released": released.number.as_str(),
+            "owner": OwnerView::from(released.owner),
+            "texts": released.texts,
+        }))),
+        Err(EngineError::UnknownOwner(id)) => {
+            Err(ApiError::NotFound(format!("no owner with id {id}")))
+        }
+        Err(e @ EngineError::NoNumber(_)) => Err(ApiError::Conflict(e.to_string())),
         Err(e) => Err(e.into()),
     }
 }

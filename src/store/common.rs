@@ -898,6 +898,7 @@ macro_rules! impl_tx {
                     &mut self,
                     e164: &PhoneNumber,
                     until: DateTime<Utc>,
+                    keep_for_owner: bool,
                     now: DateTime<Utc>,
                 ) -> Result<QuarantineOutcome> {
                     let held: Option<Option<String>> = sqlx::query_scalar(concat!(
@@ -912,7 +913,8 @@ macro_rules! impl_tx {
                     };
                     sqlx::query(
                         "UPDATE pool_numbers \
-                         SET status = 'QUARANTINED', last_owner_id = COALESCE(owner_id, last_owner_id), \
+                         SET status = 'QUARANTINED', \
+                             last_owner_id = CASE WHEN $4 THEN COALESCE(owner_id, last_owner_id) END, \
                              owner_id = NULL, \
                              assigned_at = NULL, quarantined_until = $2, updated_at = $3 \
                          WHERE e164 = $1",
@@ -920,6 +922,7 @@ macro_rules! impl_tx {
                     .bind(e164.as_str())
                     .bind(until)
                     .bind(now)
+                    .bind(keep_for_owner)
                     .execute(&mut *self.0)
                     .await?;
                     let owner_id = owner_id

@@ -513,11 +513,13 @@ pub trait Tx: Send + Sized + reminders::ReminderTx {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Moves a number to QUARANTINED until `until`, detaching its owner (which it names).
+    /// Moves a number to QUARANTINED until `until`, detaching its owner (which it names). With
+    /// `keep_for_owner`, that owner gets it back should they ask for a number before it ends.
     fn quarantine_number(
         &mut self,
         e164: &PhoneNumber,
         until: DateTime<Utc>,
+        keep_for_owner: bool,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<QuarantineOutcome>> + Send;
 

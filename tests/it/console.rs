@@ -621,3 +621,131 @@ async fn the_live_feed_streams_and_resumes_on_sqlite() {
 async fn the_live_feed_streams_and_resumes_on_postgres() {
     the_live_feed_streams_and_resumes(spawn_postgres(test_config(&[])).await).await;
 }
+
+// --- releasing an owner's number --------------------------------------------------------------
+
+/// The owner page's "Release number…": behind a confirmation and its CSRF token; the number goes
+/// to quarantine for good and the paid owner gets the next free one with the question that comes
+/// with it, queued as a text. The bearer API does the same, and refuses an owner without a number.
+async fn an_operators_release_gives_the_owner_a_new_number<S: Store>(app: TestApp<S>) {
+    let jo = onboard_jo(&app).await;
+    for (n, body) in ["SMS", "YES"].iter().enumerate() {
+        assert_eq!(app.text(&format!("SMpay{n}"), JO, body).await.status(), 200);
+    }
+    let second = "+447700900902";
+    app.engine
+        .add_numbers(&[NUMBER.parse().unwrap(), second.parse().unwrap()])
+        .await
+        .unwrap();
+    let id = OwnerId::new(jo.clone());
+    app.engine
+        .apply(&id, onboard::conversation::Event::PaymentConfirmed)
+        .await
+        .unwrap();
+    let holds = |owner: &onboard::store::Owner| owner.twilio_number.as_ref().map(|n| n.to_string());
+
+    let cookie = sign_in(&app).await;
+    let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}")).await;
+    let link = format!("/admin/owners/{jo}/release-number");
+    assert!(owner.contains(&link), "{owner}");
+    let confirm = ok_page(&app, &cookie, &link).await;
+    assert!(confirm.contains(NUMBER), "{confirm}");
+    assert!(confirm.contains("never back to them"), "{confirm}");
+    let token = csrf(&confirm);
+    let (status, _, _) = post_form(&app, &cookie, &link, &[("csrf", "x")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let before = app.engine.store().latest_outbound_id().await.unwrap();
+    let (status, body, location) = post_form(&app, &cookie, &link, &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(
+        location.unwrap(),
+        format!("/admin/owners/{jo}?done=released")
+    );
+    let owner = ok_page(&app, &cookie, &format!("/admin/owners/{jo}?done=released")).await;
+    assert!(owner.contains("Number released"), "{owner}");
+    assert!(owner.contains("admin_release_number"), "{owner}");
+
+    let now_held = app
+        .engine
+        .owner_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holds(&now_held).as_deref(), Some(second));
+    assert_eq!(now_held.state.as_str(), "S6_PHONE_TYPE");
+    assert!(now_held.payment_active);
+    let told: Vec<String> = app
+        .engine
+        .store()
+        .outbound_after(before)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("retire your Onboard number 07700 900901"),
+        "{told:?}"
+    );
+    assert!(
+        told[0].contains("Your new business number is 07700 900902"),
+        "{told:?}"
+    );
+    let pool = app.engine.store().pool_stats().await.unwrap();
+    assert_eq!((pool.assigned, pool.quarantined, pool.available), (1, 1, 0));
+
+    // The JSON API: the same release, refused for an owner with nothing left to release.
+    let api = |path: String| {
+        reqwest::Client::new()
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let response = api(format!("/admin/api/owners/{jo}/release-number"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let released: Value = response.json().await.unwrap();
+    assert_eq!(released["released"], second);
+    assert_eq!(released["owner"]["state"], "S5_CONFIRM_LIVE");
+    assert_eq!(released["owner"]["gate"], "awaiting_number");
+    assert_eq!(released["owner"]["twilio_number"], Value::Null);
+    assert!(
+        released["texts"][0]
+            .as_str()
+            .unwrap()
+            .contains("priority list")
+    );
+    let response = api(format!("/admin/api/owners/{jo}/release-number"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let response = api("/admin/api/owners/c_9999999999/release-number".into())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // Neither quarantined number comes back to them: both were taken from them for good.
+    let response = app.text("SMpay9", JO, "YES").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("priority list"));
+    let still = app
+        .engine
+        .owner_by_phone(&JO.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holds(&still), None);
+    let (status, body) = get_page(&app, &cookie, &link).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn an_operators_release_gives_the_owner_a_new_number_on_sqlite() {
+    an_operators_release_gives_the_owner_a_new_number(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn an_operators_release_gives_the_owner_a_new_number_on_postgres() {
+    an_operators_release_gives_the_owner_a_new_number(spawn_postgres(test_config(&[])).await).await;
+}

@@ -567,7 +567,7 @@ async fn quarantine_and_its_end<S: Probe>(store: S) {
     let until = at(30 * 86_400);
     let mut tx = store.begin().await.unwrap();
     let outcome = tx
-        .quarantine_number(&uk(900_001), until, at(20))
+        .quarantine_number(&uk(900_001), until, true, at(20))
         .await
         .unwrap();
     assert_eq!(
@@ -577,12 +577,12 @@ async fn quarantine_and_its_end<S: Probe>(store: S) {
         }
     );
     let outcome = tx
-        .quarantine_number(&uk(900_002), until, at(20))
+        .quarantine_number(&uk(900_002), until, true, at(20))
         .await
         .unwrap();
     assert_eq!(outcome, QuarantineOutcome::Quarantined { owner_id: None });
     let outcome = tx
-        .quarantine_number(&uk(900_003), until, at(20))
+        .quarantine_number(&uk(900_003), until, true, at(20))
         .await
         .unwrap();
     assert_eq!(outcome, QuarantineOutcome::NotInPool);
@@ -647,7 +647,7 @@ async fn quarantined_number_comes_back_to_its_owner_only<S: Probe>(store: S) {
     );
     let until = at(30 * 86_400);
     let mut tx = store.begin().await.unwrap();
-    tx.quarantine_number(&uk(900_001), until, at(20))
+    tx.quarantine_number(&uk(900_001), until, true, at(20))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -678,7 +678,7 @@ async fn quarantined_number_comes_back_to_its_owner_only<S: Probe>(store: S) {
 
     // Once the quarantine is over the number is anyone's: the last owner is forgotten.
     let mut tx = store.begin().await.unwrap();
-    tx.quarantine_number(&uk(900_001), until, at(40))
+    tx.quarantine_number(&uk(900_001), until, true, at(40))
         .await
         .unwrap();
     assert_eq!(tx.end_quarantines(until).await.unwrap(), 1);

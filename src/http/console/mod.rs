@@ -38,6 +38,10 @@ pub fn routes<S: Store>(state: AppState<S>) -> Router<AppState<S>> {
             get(owner::confirm_reset::<S>).post(owner::reset::<S>),
         )
         .route(
+            "/admin/owners/{id}/release-number",
+            get(owner::confirm_release_number::<S>).post(owner::release_number::<S>),
+        )
+        .route(
             "/admin/owners/{id}/resend/{outbound_id}",
             get(owner::confirm_resend::<S>).post(owner::resend::<S>),
         )

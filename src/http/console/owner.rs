@@ -1,6 +1,7 @@
 //! `GET /admin/owners/{id}`: one owner. The conversation as a phone shows it (their texts on the
 //! left, ours on the right with delivery status), state and gate, answers, history, calls and
-//! payments; buttons to reset them and to resend a failed text, each behind a confirmation.
+//! payments; buttons to reset them, release their number and resend a failed text, each behind a
+//! confirmation.
 //!
 //! Like the JSON API's owner record, this page is one owner's own record for an operator working
 //! on them: their phone is shown in full. Provider payloads are still masked.
@@ -155,6 +156,13 @@ pub async fn page<S: Store>(
         @match done.as_deref() {
             Some("reset") => p.notice.good role="status" { "Reset: back to the first question, answers cleared." },
             Some("resent") => p.notice.good role="status" { "The text is queued again." },
+            Some("released") => p.notice.good role="status" {
+                "Number released. "
+                @match &c.twilio_number {
+                    Some(number) => { "Their new number is " span.phone { (number.as_str()) } "; forwarding instructions for it are queued." }
+                    None => { "No number is free: they are on the waitlist, and told so." }
+                }
+            },
             _ => {},
         }
         h1 { (title) }
@@ -185,9 +193,9 @@ pub async fn page<S: Store>(
                     }
                     div.actions {
                         a.button.danger href={ "/admin/owners/" (segment) "/reset" } { "Reset…" }
-                    }
-                    @if c.twilio_number.is_some() {
-                        p.muted { "Their number is released from the Pool page once it is no longer theirs: taking it from a paying owner is a payment decision." }
+                        @if c.twilio_number.is_some() {
+                            a.button.danger href={ "/admin/owners/" (segment) "/release-number" } { "Release number…" }
+                        }
                     }
                 }
                 section.card #history {
@@ -273,6 +281,70 @@ pub async fn reset<S: Store>(
     }
     tracing::info!(event = "CONSOLE_OWNER_RESET", owner_id = %id);
     let to = format!("/admin/owners/{}?done=reset", path_segment(id.as_str()));
+    Ok(Redirect::to(&to).into_response())
+}
+
+pub async fn confirm_release_number<S: Store>(
+    State(app): State<AppState<S>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Page> {
+    let id = owner_id(&id)?;
+    let r = record(&app, &id).await?;
+    let Some(number) = r.owner.twilio_number.as_ref() else {
+        return Err(ConsoleError::Conflict(
+            "This owner holds no number: nothing to release.".into(),
+        ));
+    };
+    let name = r.owner.business_name.as_deref().unwrap_or("this owner");
+    let back = format!("/admin/owners/{}", path_segment(id.as_str()));
+    let action = format!("{back}/release-number");
+    Ok(confirm(
+        &session,
+        "Release this owner's number?",
+        html! {
+            p { "Take " span.phone { (number.as_str()) } " from " strong { (name) } " (now " (r.owner.state.as_str()) "). It goes to quarantine and never back to them: calls forwarded to it stop reaching them." }
+            @if r.owner.payment_active {
+                p { "They stay paid and get a new number at once (or wait for one, first come first served), with forwarding instructions for it. They are texted that their number was retired, after their quiet hours." }
+            } @else {
+                p { "They have not paid, so no new number is given: they are asked to pay again." }
+            }
+        },
+        &action,
+        &[],
+        "Release number",
+        &back,
+    ))
+}
+
+pub async fn release_number<S: Store>(
+    State(app): State<AppState<S>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    form: std::result::Result<Form<CsrfOnly>, axum::extract::rejection::FormRejection>,
+) -> Result<Response> {
+    let Form(form) = form.map_err(|e| ConsoleError::BadRequest(e.body_text()))?;
+    session.check_csrf(&form.csrf)?;
+    let id = owner_id(&id)?;
+    match app.engine.admin_release_number(&id).await {
+        Ok(released) => {
+            tracing::info!(
+                event = "CONSOLE_NUMBER_RELEASED",
+                owner_id = %id,
+                number = %released.number.masked(),
+            );
+        }
+        Err(EngineError::UnknownOwner(id)) => {
+            return Err(ConsoleError::NotFound(format!("No owner with id {id}.")));
+        }
+        Err(EngineError::NoNumber(_)) => {
+            return Err(ConsoleError::Conflict(
+                "This owner holds no number: nothing to release.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let to = format!("/admin/owners/{}?done=released", path_segment(id.as_str()));
     Ok(Redirect::to(&to).into_response())
 }
 
