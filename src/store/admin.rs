@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use super::common::{OwnerRow, owner_columns};
 use super::row::row;
+use super::row::{OwnerRow, owner_columns};
 use super::{Owner, PgStore, Result, SqliteStore};
 use crate::domain::OwnerId;
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::common::{OwnerRow, owner_columns};
+use super::row::{OwnerRow, owner_columns};
 use super::{Owner, PgStore, Result, SqliteStore};
 
 /// Counts for the Today page, each since a given instant.

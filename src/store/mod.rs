@@ -5,10 +5,15 @@
 //! the transaction starts with `BEGIN IMMEDIATE`, which takes the single write lock up front.
 
 pub mod admin;
+mod calls;
 mod common;
 pub mod console;
+mod inbound;
 mod migrations;
 pub mod outbox;
+mod owners;
+mod payments;
+mod pool;
 mod pool_levels;
 pub mod postgres;
 pub mod reminders;
@@ -170,6 +175,26 @@ pub enum OutboundStatus {
 }
 
 impl OutboundStatus {
+    /// Whether a status callback may move a message from this status to `to`: never away from a final
+    /// status, and never backwards along pending → sending → queued → sent → final (Twilio's
+    /// callbacks can arrive out of order). Repeating the current status is allowed.
+    pub fn may_move_to(self, to: OutboundStatus) -> bool {
+        fn rank(status: OutboundStatus) -> u8 {
+            match status {
+                OutboundStatus::Pending => 0,
+                OutboundStatus::Sending => 1,
+                OutboundStatus::Queued => 2,
+                OutboundStatus::Sent => 3,
+                OutboundStatus::Simulated
+                | OutboundStatus::Delivered
+                | OutboundStatus::Undelivered
+                | OutboundStatus::Failed
+                | OutboundStatus::Suppressed => 4,
+            }
+        }
+        !self.is_final() && rank(to) >= rank(self)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutboundStatus::Pending => "pending",
@@ -655,5 +680,25 @@ impl StripeKind {
             StripeKind::Subscription => "subscription",
             StripeKind::PaymentIntent => "payment_intent",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutboundStatus::*;
+
+    #[test]
+    fn a_status_never_moves_back() {
+        assert!(Sending.may_move_to(Queued));
+        assert!(Queued.may_move_to(Sent));
+        assert!(Sent.may_move_to(Delivered));
+        assert!(Queued.may_move_to(Failed));
+        assert!(Sent.may_move_to(Sent));
+        assert!(!Sent.may_move_to(Queued));
+        assert!(!Delivered.may_move_to(Failed));
+        assert!(!Undelivered.may_move_to(Delivered));
+        assert!(!Failed.may_move_to(Sent));
+        assert!(!Simulated.may_move_to(Delivered));
+        assert!(!Suppressed.may_move_to(Queued));
     }
 }

@@ -280,11 +280,6 @@ impl Store for PgStore {
     common::store_reads!();
 }
 
-common::impl_tx!(
-    PgTx,
-    for_update = " FOR UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED",
-    outbox_sql = postgres,
-);
+common::impl_tx!(PgTx, dialect = postgres);
 
 super::reminders::impl_reminder_tx!(PgTx, claim_locks = " FOR UPDATE OF t, c SKIP LOCKED");

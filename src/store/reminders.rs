@@ -55,7 +55,7 @@ row! {
 impl TimerRow {
     pub(super) fn into_timer(self) -> Result<ReminderTimer> {
         const T: &str = "reminder_timers";
-        let owner_id = super::common::owner_id(T, self.timer_owner_id)?;
+        let owner_id = super::row::owner_id(T, self.timer_owner_id)?;
         let state =
             StateName::parse(&self.timer_state).ok_or_else(|| super::StoreError::Corrupt {
                 table: T,
@@ -75,18 +75,18 @@ impl TimerRow {
 /// A due timer claimed with its owner: one row holding both's columns.
 pub(super) struct DueRow {
     pub(super) timer: TimerRow,
-    pub(super) owner: super::common::OwnerRow,
+    pub(super) owner: super::row::OwnerRow,
 }
 
 impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for DueRow
 where
     TimerRow: sqlx::FromRow<'r, R>,
-    super::common::OwnerRow: sqlx::FromRow<'r, R>,
+    super::row::OwnerRow: sqlx::FromRow<'r, R>,
 {
     fn from_row(row: &'r R) -> sqlx::Result<Self> {
         Ok(Self {
             timer: TimerRow::from_row(row)?,
-            owner: super::common::OwnerRow::from_row(row)?,
+            owner: super::row::OwnerRow::from_row(row)?,
         })
     }
 }

@@ -18,8 +18,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
-use super::common::{self, OwnerRow, owner_columns};
 use super::row::row;
+use super::row::{self, OwnerRow, owner_columns};
 use super::{Owner, PgStore, Result, SqliteStore, Store};
 use crate::domain::PhoneNumber;
 
@@ -76,7 +76,7 @@ row! {
 impl UncertainRow {
     fn into_purchase(self) -> Result<UncertainPurchase> {
         Ok(UncertainPurchase {
-            e164: common::phone("uncertain_purchases", "e164", &self.e164)?,
+            e164: row::phone("uncertain_purchases", "e164", &self.e164)?,
             attempted_at: self.attempted_at,
             last_checked_at: self.last_checked_at,
             checks: self.checks,

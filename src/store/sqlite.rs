@@ -258,11 +258,6 @@ impl Store for SqliteStore {
     common::store_reads!();
 }
 
-common::impl_tx!(
-    SqliteTx,
-    for_update = "",
-    skip_locked = "",
-    outbox_sql = sqlite,
-);
+common::impl_tx!(SqliteTx, dialect = sqlite);
 
 super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");

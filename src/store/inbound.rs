@@ -1,0 +1,61 @@
+//! Inbound texts, claimed once by Twilio's `MessageSid`: a retry finds the claim and gets the
+//! answer the first delivery recorded, byte for byte.
+
+/// The answer replayed for a duplicate whose first delivery recorded none.
+pub(super) const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+/// Claims a `MessageSid`; a concurrent claim of the same sid waits for this transaction, then
+/// sees the conflict (or, after a rollback, inserts).
+pub(super) const CLAIM: &str = "INSERT INTO inbound_messages \
+        (message_sid, from_addr, to_addr, body, received_at) \
+    VALUES ($1, $2, $3, $4, $5) \
+    ON CONFLICT (message_sid) DO NOTHING";
+
+/// The answer a claimed message recorded, for its retry.
+pub(super) const STORED_RESPONSE: &str =
+    "SELECT response FROM inbound_messages WHERE message_sid = $1";
+
+/// This area's [`Tx`](super::Tx) methods, expanded by `impl_tx!` (in `common.rs`) inside each back
+/// end's `impl Tx`, where its names are in scope; `dialect` is
+/// the back end's module of locking statements (`postgres` or `sqlite`).
+macro_rules! tx_methods {
+    (dialect = $dialect:ident) => {
+        async fn claim_inbound(&mut self, msg: &NewInbound<'_>) -> Result<Claim> {
+            // On PostgreSQL a concurrent claim of the same sid waits here until the
+            // first transaction ends, then sees the conflict (or, after a rollback,
+            // inserts).
+            let inserted = sqlx::query($crate::store::inbound::CLAIM)
+                .bind(msg.message_sid)
+                .bind(msg.from)
+                .bind(msg.to)
+                .bind(msg.body)
+                .bind(msg.received_at)
+                .execute(&mut *self.0)
+                .await?
+                .rows_affected();
+            if inserted == 1 {
+                return Ok(Claim::Fresh);
+            }
+            let response: Option<String> =
+                sqlx::query_scalar($crate::store::inbound::STORED_RESPONSE)
+                    .bind(msg.message_sid)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+            let response =
+                response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
+            Ok(Claim::Duplicate { response })
+        }
+
+        async fn finish_inbound(
+            &mut self,
+            message_sid: &str,
+            owner_id: Option<&OwnerId>,
+            response: &str,
+        ) -> Result<()> {
+            self.1
+                .inbound(message_sid, owner_id.map(OwnerId::as_str), response);
+            Ok(())
+        }
+    };
+}
+pub(super) use tx_methods;

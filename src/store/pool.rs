@@ -1,0 +1,295 @@
+//! The number pool: allocation (`SKIP LOCKED` on PostgreSQL, so concurrent allocations pass each
+//! other), numbers added, quarantine and its end, and the waitlist served first come, first served.
+
+use super::row::corrupt;
+use super::{PoolStats, Result};
+
+/// The pool number owner `$1` holds, or held until it went to quarantine (an assigned one first).
+macro_rules! held_by_owner {
+    () => {
+        "owner_id = $1 OR (status = 'QUARANTINED' AND last_owner_id = $1) \
+         ORDER BY status LIMIT 1"
+    };
+}
+
+/// Folds the `(status, count)` rows of [`POOL_COUNTS`].
+pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
+    let mut stats = PoolStats::default();
+    for (status, count) in counts {
+        let slot = match status.as_str() {
+            "AVAILABLE" => &mut stats.available,
+            "ASSIGNED" => &mut stats.assigned,
+            "QUARANTINED" => &mut stats.quarantined,
+            _ => {
+                return Err(corrupt(
+                    "pool_numbers",
+                    format!("{count} rows with status {status:?}"),
+                ));
+            }
+        };
+        *slot = count;
+        stats.total += count;
+    }
+    Ok(stats)
+}
+
+/// The number the owner holds, or held until it went to quarantine.
+pub(super) const HELD: &str = concat!(
+    "SELECT e164, status FROM pool_numbers WHERE ",
+    held_by_owner!()
+);
+
+/// An owner's own quarantined number, back to them.
+pub(super) const TAKE_BACK: &str = "UPDATE pool_numbers \
+    SET status = 'ASSIGNED', owner_id = $2, last_owner_id = NULL, \
+        quarantined_until = NULL, assigned_at = $3, updated_at = $3 \
+    WHERE e164 = $1 AND status = 'QUARANTINED' AND last_owner_id = $2";
+
+/// A number added as AVAILABLE; one already in the pool is left as it is.
+pub(super) const ADD: &str = "INSERT INTO pool_numbers \
+        (e164, status, country, area_code, twilio_sid, created_at, \
+         updated_at) \
+    VALUES ($1, 'AVAILABLE', $2, $3, $4, $5, $5) \
+    ON CONFLICT (e164) DO NOTHING";
+
+/// A number to quarantine, detached from its owner (remembered when `$4`).
+pub(super) const QUARANTINE: &str = "UPDATE pool_numbers \
+    SET status = 'QUARANTINED', \
+        last_owner_id = CASE WHEN $4 THEN COALESCE(owner_id, last_owner_id) END, \
+        owner_id = NULL, \
+        assigned_at = NULL, quarantined_until = $2, updated_at = $3 \
+    WHERE e164 = $1";
+
+/// Numbers whose quarantine has ended, back to AVAILABLE.
+pub(super) const END_QUARANTINES: &str = "UPDATE pool_numbers \
+    SET status = 'AVAILABLE', quarantined_until = NULL, last_owner_id = NULL, \
+        updated_at = $1 \
+    WHERE status = 'QUARANTINED' AND quarantined_until <= $1";
+
+/// The statements that take row locks, in one dialect: `$for_update` ends a SELECT of rows the
+/// transaction goes on to change, `$skip_locked` one that takes any free rows of many.
+macro_rules! locking_statements {
+    ($for_update:literal, $skip_locked:literal) => {
+        /// The owner a number is for, locked: one allocation per owner at a time.
+        pub(in crate::store) const LOCK_OWNER: &str =
+            concat!("SELECT id FROM owners WHERE id = $1", $for_update);
+        /// The first free number of the owner's country (its area code first), taken.
+        pub(in crate::store) const ALLOCATE: &str = concat!(
+            "UPDATE pool_numbers \
+                 SET status = 'ASSIGNED', owner_id = $3, assigned_at = $4, updated_at = $4 \
+                 WHERE e164 = COALESCE( \
+                     (SELECT e164 FROM pool_numbers \
+                      WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
+                      ORDER BY created_at, e164 LIMIT 1",
+            $skip_locked,
+            "), \
+                     (SELECT e164 FROM pool_numbers \
+                      WHERE status = 'AVAILABLE' AND country = $1 \
+                      ORDER BY created_at, e164 LIMIT 1",
+            $skip_locked,
+            ")) RETURNING e164"
+        );
+        /// A pool number, locked, with its owner.
+        pub(in crate::store) const LOCK_NUMBER: &str = concat!(
+            "SELECT owner_id FROM pool_numbers WHERE e164 = $1",
+            $for_update
+        );
+        /// The longest-waiting owners of a country, locked, first come first served.
+        pub(in crate::store) const LOCK_WAITLIST: &str = concat!(
+            "SELECT ",
+            crate::store::row::owner_columns!(),
+            " FROM owners \
+                 WHERE gate = 'awaiting_number' AND country = $1 \
+                 ORDER BY waitlisted_at NULLS LAST, id LIMIT $2",
+            $skip_locked
+        );
+    };
+}
+
+/// PostgreSQL: concurrent transactions queue up on a locked row, or pass it by.
+pub(super) mod postgres {
+    locking_statements!(" FOR UPDATE", " FOR UPDATE SKIP LOCKED");
+}
+
+/// SQLite: its transactions begin with `BEGIN IMMEDIATE` and hold its one write lock already.
+pub(super) mod sqlite {
+    locking_statements!("", "");
+}
+
+/// This area's [`Tx`](super::Tx) methods, expanded by `impl_tx!` (in `common.rs`) inside each back
+/// end's `impl Tx`, where its names are in scope; `dialect` is
+/// the back end's module of locking statements (`postgres` or `sqlite`).
+macro_rules! tx_methods {
+    (dialect = $dialect:ident) => {
+        async fn allocate_number(
+            &mut self,
+            owner_id: &OwnerId,
+            country: Country,
+            area_code: Option<&str>,
+            now: DateTime<Utc>,
+        ) -> Result<Allocation> {
+            // Lock the owner first, so two allocations for one owner queue up rather
+            // than race to two numbers. The number they hold is read in a statement of
+            // its own: one that waited for the lock must see what the other committed,
+            // and a statement's subqueries keep the snapshot it began with.
+            let owner: Option<String> =
+                sqlx::query_scalar($crate::store::pool::$dialect::LOCK_OWNER)
+                    .bind(owner_id.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+            if owner.is_none() {
+                return Ok(Allocation::OwnerNotFound);
+            }
+            // The number they hold, or held until it went to quarantine: an owner who
+            // pays again gets it back.
+            let found: Option<(String, String)> = sqlx::query_as($crate::store::pool::HELD)
+                .bind(owner_id.as_str())
+                .fetch_optional(&mut *self.0)
+                .await?;
+            let (held, status) = found.unzip();
+            if let Some(e164) = held {
+                let number = row::phone("pool_numbers", "e164", &e164)?;
+                if status.as_deref() != Some("QUARANTINED") {
+                    return Ok(Allocation::AlreadyAssigned(number));
+                }
+                // Still theirs only if the quarantine has not ended meanwhile (the
+                // keeper may have made it AVAILABLE, and someone else taken it).
+                let returned = sqlx::query($crate::store::pool::TAKE_BACK)
+                    .bind(&e164)
+                    .bind(owner_id.as_str())
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+                if returned == 1 {
+                    return Ok(Allocation::Returned(number));
+                }
+            }
+
+            // Takes the first free number of the owner's area code or, failing that, of
+            // their country, in one statement: COALESCE runs the second search only when
+            // the first finds nothing.
+            let picked: Option<String> =
+                sqlx::query_scalar($crate::store::pool::$dialect::ALLOCATE)
+                    .bind(country.code())
+                    .bind(area_code)
+                    .bind(owner_id.as_str())
+                    .bind(now)
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+            match picked {
+                Some(e164) => Ok(Allocation::Allocated(row::phone(
+                    "pool_numbers",
+                    "e164",
+                    &e164,
+                )?)),
+                None => Ok(Allocation::PoolEmpty),
+            }
+        }
+
+        async fn add_numbers(
+            &mut self,
+            numbers: &[NewPoolNumber],
+            now: DateTime<Utc>,
+        ) -> Result<u64> {
+            let mut added = 0;
+            for number in numbers {
+                added += sqlx::query($crate::store::pool::ADD)
+                    .bind(number.e164.as_str())
+                    .bind(number.e164.country().code())
+                    .bind(number.e164.area_code())
+                    .bind(number.twilio_sid.as_deref())
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected();
+            }
+            Ok(added)
+        }
+
+        async fn quarantine_number(
+            &mut self,
+            e164: &PhoneNumber,
+            until: DateTime<Utc>,
+            keep_for_owner: bool,
+            now: DateTime<Utc>,
+        ) -> Result<QuarantineOutcome> {
+            let held: Option<Option<String>> =
+                sqlx::query_scalar($crate::store::pool::$dialect::LOCK_NUMBER)
+                    .bind(e164.as_str())
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+            let Some(owner_id) = held else {
+                return Ok(QuarantineOutcome::NotInPool);
+            };
+            sqlx::query($crate::store::pool::QUARANTINE)
+                .bind(e164.as_str())
+                .bind(until)
+                .bind(now)
+                .bind(keep_for_owner)
+                .execute(&mut *self.0)
+                .await?;
+            let owner_id = owner_id
+                .map(|id| row::owner_id("pool_numbers", id))
+                .transpose()?;
+            Ok(QuarantineOutcome::Quarantined { owner_id })
+        }
+
+        async fn note_pool_level(
+            &mut self,
+            country: Country,
+            low: bool,
+            available: i64,
+            now: DateTime<Utc>,
+        ) -> Result<Option<bool>> {
+            Ok(sqlx::query_scalar($crate::store::pool_levels::NOTE_LEVEL)
+                .bind(country.code())
+                .bind(low)
+                .bind(available)
+                .bind(now)
+                .fetch_optional(&mut *self.0)
+                .await?)
+        }
+
+        async fn end_quarantines(&mut self, now: DateTime<Utc>) -> Result<u64> {
+            let ended = sqlx::query($crate::store::pool::END_QUARANTINES)
+                .bind(now)
+                .execute(&mut *self.0)
+                .await?
+                .rows_affected();
+            Ok(ended)
+        }
+
+        async fn lock_waitlist(&mut self, country: Country, limit: i64) -> Result<Vec<Owner>> {
+            // The transaction's own writes first, so the read sees them.
+            self.flush().await?;
+            let rows: Vec<OwnerRow> = sqlx::query_as($crate::store::pool::$dialect::LOCK_WAITLIST)
+                .bind(country.code())
+                .bind(limit)
+                .fetch_all(&mut *self.0)
+                .await?;
+            rows.into_iter().map(OwnerRow::into_owner).collect()
+        }
+    };
+}
+pub(super) use tx_methods;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn unknown_pool_status_is_corrupt() {
+        let err = pool_stats(vec![("LOST".into(), 1)]).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Corrupt {
+                table: "pool_numbers",
+                ..
+            }
+        ));
+        let stats = pool_stats(vec![("AVAILABLE".into(), 3), ("ASSIGNED".into(), 2)]).unwrap();
+        assert_eq!((stats.total, stats.available, stats.assigned), (5, 3, 2));
+    }
+}
