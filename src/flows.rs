@@ -59,10 +59,13 @@ pub enum MessageKey {
     VoiceConfirmed,
     VoiceMissedCall,
     VoiceVerifyAnswered,
+    /// A new owner's first text while a spending budget is exceeded: we will text them when
+    /// the period turns.
+    BudgetFull,
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 55] = [
+    pub const ALL: [MessageKey; 56] = [
         MessageKey::S1Ask,
         MessageKey::Welcome,
         MessageKey::S1AskPlace,
@@ -118,6 +121,7 @@ impl MessageKey {
         MessageKey::VoiceConfirmed,
         MessageKey::VoiceMissedCall,
         MessageKey::VoiceVerifyAnswered,
+        MessageKey::BudgetFull,
     ];
 
     /// The key in the TOML file.
@@ -178,6 +182,7 @@ impl MessageKey {
             MessageKey::VoiceConfirmed => "voice_confirmed",
             MessageKey::VoiceMissedCall => "voice_missed_call",
             MessageKey::VoiceVerifyAnswered => "voice_verify_answered",
+            MessageKey::BudgetFull => "budget_full",
         }
     }
 

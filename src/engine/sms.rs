@@ -1,7 +1,14 @@
 //! Texts from owners, and Twilio's delivery reports of the texts we sent.
 
-use crate::conversation::Event;
-use crate::domain::{PhoneNumber, mask_phone};
+use chrono::{DateTime, Utc};
+
+use crate::conversation::budget::{self, Admission};
+use crate::conversation::parse::{Keyword, keyword};
+use crate::conversation::{Event, StateName};
+use crate::domain::{Country, OwnerId, PhoneNumber, mask_phone};
+use crate::flows::MessageKey;
+use crate::prices::CostKind;
+use crate::store::ledger::LedgerTx as _;
 use crate::store::reminders::ReminderTx as _;
 use crate::store::{Claim, NewInbound, OutboundStatus, Owner, Store, Tx};
 use crate::twilio::twiml;
@@ -41,8 +48,25 @@ impl<S: Store> Engine<S> {
             return Ok(response);
         }
 
+        // Every text we receive is billed, whoever it is from: priced in the sender's country
+        // when it is a number, else in our number's.
+        let country = PhoneNumber::parse(&sms.from)
+            .or_else(|_| PhoneNumber::parse(&sms.to))
+            .map(|n| n.country())
+            .unwrap_or(Country::Other);
+
         // A customer texting an owner's business number is not an owner to onboard.
         if !self.is_for_onboarding(&mut tx, &sms.to).await? {
+            self.record_text_cost(
+                &mut tx,
+                sms,
+                CostKind::SmsInbound,
+                None,
+                country,
+                &sms.body,
+                now,
+            )
+            .await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -57,6 +81,16 @@ impl<S: Store> Engine<S> {
 
         // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
         let Ok(phone) = PhoneNumber::parse(&sms.from) else {
+            self.record_text_cost(
+                &mut tx,
+                sms,
+                CostKind::SmsInbound,
+                None,
+                country,
+                &sms.body,
+                now,
+            )
+            .await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -81,6 +115,35 @@ impl<S: Store> Engine<S> {
             new_owner = created,
         );
         tracing::debug!(body = %sms.body, "inbound SMS body");
+        self.record_text_cost(
+            &mut tx,
+            sms,
+            CostKind::SmsInbound,
+            Some(&owner.id),
+            country,
+            &sms.body,
+            now,
+        )
+        .await?;
+
+        // A held owner is one who first texted while a budget was exceeded: still in S1 with
+        // nothing answered. Only they need the held table read, and only they and new owners the
+        // budget.
+        let held = if !created && owner.state == StateName::S1BusinessTypeLocation {
+            tx.held_owner(&owner.id).await?
+        } else {
+            None
+        };
+        let exceeded = if (created || held.is_some()) && self.has_budget() {
+            self.budget_check(&mut tx, now).await?.exceeded()
+        } else {
+            false
+        };
+        let opting_out = keyword(&sms.body, owner.opted_out) == Some(Keyword::OptOut);
+        let admission = budget::admit(created, held.is_some(), exceeded, opting_out);
+        if matches!(admission, Admission::HoldNew | Admission::StillHeld) {
+            return self.hold_new_owner(tx, sms, &owner, admission, now).await;
+        }
 
         let timer = if created {
             None
@@ -91,6 +154,20 @@ impl<S: Store> Engine<S> {
         // after a silence that expired the conversation is welcomed back.
         let event = if created {
             Event::FirstText(sms.body.clone())
+        } else if let (Admission::ReleaseNow, Some(first_text)) = (admission, held.clone()) {
+            // Held while a budget was exceeded and not served yet: greeted now, reading the
+            // text they first sent.
+            tx.release_owner(&owner.id).await?;
+            tracing::info!(
+                event = "HELD_OWNER_SERVED",
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
+            );
+            Event::FirstText(first_text)
+        } else if held.is_some() {
+            // A held owner opting out: no longer held, and their STOP is honoured as usual.
+            tx.release_owner(&owner.id).await?;
+            Event::Text(sms.body.clone())
         } else if timer.as_ref().is_some_and(|t| t.expired_at.is_some()) {
             tracing::info!(
                 event = "CONVERSATION_RESUMED",
@@ -119,10 +196,97 @@ impl<S: Store> Engine<S> {
             Some(text) => twiml::Response::new().message(text).to_xml(),
             None => twiml::Response::new().to_xml(),
         };
+        if let Some(text) = &reply {
+            let country = owner.country();
+            self.record_text_cost(
+                &mut tx,
+                sms,
+                CostKind::SmsOutbound,
+                Some(&owner.id),
+                country,
+                text,
+                now,
+            )
+            .await?;
+        }
         tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
             .await?;
         tx.commit().await?;
         Ok(response)
+    }
+
+    /// A new owner while a budget is exceeded: told politely we are full and kept, with their
+    /// text, to be served first when the period turns. Texting again while still held gets no
+    /// answer: they were told when we would text.
+    async fn hold_new_owner(
+        &self,
+        mut tx: S::Tx,
+        sms: &InboundSms,
+        owner: &Owner,
+        admission: Admission,
+        now: DateTime<Utc>,
+    ) -> Result<String, EngineError> {
+        let reply = if admission == Admission::HoldNew {
+            tx.hold_owner(&owner.id, &sms.body, now).await?;
+            tracing::info!(
+                event = "NEW_OWNER_HELD_BUDGET",
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
+            );
+            Some(
+                self.flows
+                    .catalog(owner.locale)
+                    .render(MessageKey::BudgetFull, &[]),
+            )
+        } else {
+            None
+        };
+        let response = match &reply {
+            Some(text) => {
+                self.record_text_cost(
+                    &mut tx,
+                    sms,
+                    CostKind::SmsOutbound,
+                    Some(&owner.id),
+                    owner.country(),
+                    text,
+                    now,
+                )
+                .await?;
+                twiml::Response::new().message(text).to_xml()
+            }
+            None => twiml::Response::new().to_xml(),
+        };
+        tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
+            .await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    /// A text received (`SmsInbound`) or answered in TwiML (`SmsOutbound`), priced by its
+    /// segments. Keyed by the inbound `MessageSid`, so a retry writes nothing twice. An answer
+    /// has no sid of its own that we learn, so its estimate stands.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_text_cost(
+        &self,
+        tx: &mut S::Tx,
+        sms: &InboundSms,
+        kind: CostKind,
+        owner_id: Option<&OwnerId>,
+        country: Country,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let (key, provider_id) = match kind {
+            CostKind::SmsInbound => (
+                format!("sms_in:{}", sms.message_sid),
+                Some(sms.message_sid.as_str()),
+            ),
+            _ => (format!("sms_reply:{}", sms.message_sid), None),
+        };
+        let segments = crate::sms::segments(text) as i64;
+        self.record_cost(tx, key, owner_id, country, kind, segments, provider_id, now)
+            .await
     }
 
     /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to

@@ -288,3 +288,9 @@ common::impl_tx!(
 );
 
 super::reminders::impl_reminder_tx!(PgTx, claim_locks = " FOR UPDATE OF t, c SKIP LOCKED");
+
+super::ledger::impl_ledger_tx!(
+    PgTx,
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    by_day = super::ledger::postgres::BY_DAY,
+);

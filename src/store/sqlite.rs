@@ -266,3 +266,9 @@ common::impl_tx!(
 );
 
 super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");
+
+super::ledger::impl_ledger_tx!(
+    SqliteTx,
+    skip_locked = "",
+    by_day = super::ledger::sqlite::BY_DAY,
+);
