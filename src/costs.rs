@@ -15,14 +15,14 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::config::ConfigError;
-use crate::conversation::Event;
 use crate::conversation::budget::{self, Spend};
+use crate::conversation::{Event, StateName};
 use crate::domain::{Country, OwnerId, PhoneNumber};
 use crate::engine::{Engine, EngineError};
 use crate::prices::{
     Amount, CostKind, DEFAULT_REPORTING_CURRENCY, Prices, billed_minutes, is_currency,
 };
-use crate::store::ledger::{BudgetAlert, CostGroup, GroupBy, LedgerTx as _, NewCost};
+use crate::store::ledger::{BudgetAlert, CostGroup, GroupBy, LedgerTx, NewCost};
 use crate::store::reminders::ReminderTx as _;
 use crate::store::{OutboundKind, OutboundOutcome, OutboundResult, OutboundStatus, Store, Tx};
 use crate::twilio::client::TwilioClient;
@@ -194,6 +194,34 @@ impl<S: Store> Engine<S> {
         &self.costs.prices
     }
 
+    /// `quantity` units of `kind` priced as a ledger row, for [`LedgerTx::record_costs`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn priced<'a>(
+        &'a self,
+        source_key: String,
+        owner_id: Option<&'a OwnerId>,
+        country: Country,
+        kind: CostKind,
+        quantity: i64,
+        provider_id: Option<&'a str>,
+        at: DateTime<Utc>,
+    ) -> NewCost<'a> {
+        let prices = self.costs.prices.country(country);
+        let estimated = prices.unit(kind).times(quantity);
+        NewCost {
+            source_key,
+            owner_id,
+            kind,
+            quantity,
+            country,
+            currency: &prices.currency,
+            estimated,
+            reporting: estimated.convert(prices.to_reporting),
+            provider_id,
+            at,
+        }
+    }
+
     /// Prices `quantity` units of `kind` and writes the ledger row in `tx`, once per `source_key`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_cost(
@@ -207,20 +235,16 @@ impl<S: Store> Engine<S> {
         provider_id: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        let estimate = self.costs.prices.estimate(country, kind, quantity);
-        tx.record_cost(&NewCost {
+        let cost = self.priced(
             source_key,
             owner_id,
+            country,
             kind,
             quantity,
-            country,
-            currency: &estimate.currency,
-            estimated: estimate.amount,
-            reporting: estimate.reporting,
             provider_id,
             at,
-        })
-        .await?;
+        );
+        tx.record_cost(&cost).await?;
         Ok(())
     }
 
@@ -497,7 +521,12 @@ impl<S: Store> Engine<S> {
                 return Ok(released);
             };
             tx.release_owner(&owner_id).await?;
-            if let Some(mut owner) = tx.lock_owner(&owner_id).await? {
+            // An owner who got going meanwhile (budgets were turned off and they texted before
+            // this release) only loses the hold.
+            let owner = tx.lock_owner(&owner_id).await?.filter(|o| {
+                o.state == StateName::S1BusinessTypeLocation && o.business_type.is_none()
+            });
+            if let Some(mut owner) = owner {
                 let decision = self
                     .run(&mut tx, &mut owner, Event::FirstText(first_text), now)
                     .await?;

@@ -339,11 +339,12 @@ impl<S: Store> Outbox<S> {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         tx.record_outbound_batch(results, now).await?;
-        for (cost, owner_id) in
-            crate::costs::sent_text_costs(&self.settings.prices, results, sent, now)
-        {
-            tx.record_cost(&cost.as_new(owner_id)).await?;
-        }
+        let costs = crate::costs::sent_text_costs(&self.settings.prices, results, sent, now);
+        let rows: Vec<_> = costs
+            .iter()
+            .map(|(cost, owner_id)| cost.as_new(*owner_id))
+            .collect();
+        tx.record_costs(&rows).await?;
         Ok(())
     }
 

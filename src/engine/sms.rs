@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::conversation::budget::{self, Admission};
 use crate::conversation::parse::{Keyword, keyword};
 use crate::conversation::{Event, StateName};
-use crate::domain::{Country, OwnerId, PhoneNumber, mask_phone};
+use crate::domain::{Country, PhoneNumber, mask_phone};
 use crate::flows::MessageKey;
 use crate::prices::CostKind;
 use crate::store::ledger::LedgerTx as _;
@@ -57,16 +57,7 @@ impl<S: Store> Engine<S> {
 
         // A customer texting an owner's business number is not an owner to onboard.
         if !self.is_for_onboarding(&mut tx, &sms.to).await? {
-            self.record_text_cost(
-                &mut tx,
-                sms,
-                CostKind::SmsInbound,
-                None,
-                country,
-                &sms.body,
-                now,
-            )
-            .await?;
+            self.record_text_in(&mut tx, sms, country, now).await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -81,16 +72,7 @@ impl<S: Store> Engine<S> {
 
         // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
         let Ok(phone) = PhoneNumber::parse(&sms.from) else {
-            self.record_text_cost(
-                &mut tx,
-                sms,
-                CostKind::SmsInbound,
-                None,
-                country,
-                &sms.body,
-                now,
-            )
-            .await?;
+            self.record_text_in(&mut tx, sms, country, now).await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -115,21 +97,16 @@ impl<S: Store> Engine<S> {
             new_owner = created,
         );
         tracing::debug!(body = %sms.body, "inbound SMS body");
-        self.record_text_cost(
-            &mut tx,
-            sms,
-            CostKind::SmsInbound,
-            Some(&owner.id),
-            country,
-            &sms.body,
-            now,
-        )
-        .await?;
 
         // A held owner is one who first texted while a budget was exceeded: still in S1 with
         // nothing answered. Only they need the held table read, and only they and new owners the
-        // budget.
-        let held = if !created && owner.state == StateName::S1BusinessTypeLocation {
+        // budget. Without budgets no one is held for long: the cost keeper serves whoever still
+        // is within a minute.
+        let held = if self.has_budget()
+            && !created
+            && owner.state == StateName::S1BusinessTypeLocation
+            && owner.business_type.is_none()
+        {
             tx.held_owner(&owner.id).await?
         } else {
             None
@@ -142,7 +119,9 @@ impl<S: Store> Engine<S> {
         let opting_out = keyword(&sms.body, owner.opted_out) == Some(Keyword::OptOut);
         let admission = budget::admit(created, held.is_some(), exceeded, opting_out);
         if matches!(admission, Admission::HoldNew | Admission::StillHeld) {
-            return self.hold_new_owner(tx, sms, &owner, admission, now).await;
+            return self
+                .hold_new_owner(tx, sms, &owner, admission, country, now)
+                .await;
         }
 
         let timer = if created {
@@ -196,19 +175,8 @@ impl<S: Store> Engine<S> {
             Some(text) => twiml::Response::new().message(text).to_xml(),
             None => twiml::Response::new().to_xml(),
         };
-        if let Some(text) = &reply {
-            let country = owner.country();
-            self.record_text_cost(
-                &mut tx,
-                sms,
-                CostKind::SmsOutbound,
-                Some(&owner.id),
-                country,
-                text,
-                now,
-            )
+        self.record_exchange_costs(&mut tx, sms, &owner, country, reply.as_deref(), now)
             .await?;
-        }
         tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
             .await?;
         tx.commit().await?;
@@ -224,6 +192,7 @@ impl<S: Store> Engine<S> {
         sms: &InboundSms,
         owner: &Owner,
         admission: Admission,
+        country: Country,
         now: DateTime<Utc>,
     ) -> Result<String, EngineError> {
         let reply = if admission == Admission::HoldNew {
@@ -241,20 +210,10 @@ impl<S: Store> Engine<S> {
         } else {
             None
         };
+        self.record_exchange_costs(&mut tx, sms, owner, country, reply.as_deref(), now)
+            .await?;
         let response = match &reply {
-            Some(text) => {
-                self.record_text_cost(
-                    &mut tx,
-                    sms,
-                    CostKind::SmsOutbound,
-                    Some(&owner.id),
-                    owner.country(),
-                    text,
-                    now,
-                )
-                .await?;
-                twiml::Response::new().message(text).to_xml()
-            }
+            Some(text) => twiml::Response::new().message(text).to_xml(),
             None => twiml::Response::new().to_xml(),
         };
         tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
@@ -263,30 +222,61 @@ impl<S: Store> Engine<S> {
         Ok(response)
     }
 
-    /// A text received (`SmsInbound`) or answered in TwiML (`SmsOutbound`), priced by its
-    /// segments. Keyed by the inbound `MessageSid`, so a retry writes nothing twice. An answer
-    /// has no sid of its own that we learn, so its estimate stands.
-    #[allow(clippy::too_many_arguments)]
-    async fn record_text_cost(
+    /// An owner's text and our TwiML answer to it, if any, in the ledger in one statement:
+    /// the text in the sender's country, the answer in the owner's.
+    async fn record_exchange_costs(
         &self,
         tx: &mut S::Tx,
         sms: &InboundSms,
-        kind: CostKind,
-        owner_id: Option<&OwnerId>,
+        owner: &Owner,
         country: Country,
-        text: &str,
+        reply: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        let (key, provider_id) = match kind {
-            CostKind::SmsInbound => (
-                format!("sms_in:{}", sms.message_sid),
-                Some(sms.message_sid.as_str()),
-            ),
-            _ => (format!("sms_reply:{}", sms.message_sid), None),
-        };
-        let segments = crate::sms::segments(text) as i64;
-        self.record_cost(tx, key, owner_id, country, kind, segments, provider_id, now)
-            .await
+        let mut costs = vec![self.priced(
+            format!("sms_in:{}", sms.message_sid),
+            Some(&owner.id),
+            country,
+            CostKind::SmsInbound,
+            crate::sms::segments(&sms.body) as i64,
+            Some(&sms.message_sid),
+            now,
+        )];
+        if let Some(reply) = reply {
+            costs.push(self.priced(
+                format!("sms_reply:{}", sms.message_sid),
+                Some(&owner.id),
+                owner.country(),
+                CostKind::SmsOutbound,
+                crate::sms::segments(reply) as i64,
+                None,
+                now,
+            ));
+        }
+        tx.record_costs(&costs).await?;
+        Ok(())
+    }
+
+    /// A text received that no owner's conversation answers (to an owner's business number, or
+    /// from a sender that is no number), priced by its segments; once per `MessageSid`.
+    async fn record_text_in(
+        &self,
+        tx: &mut S::Tx,
+        sms: &InboundSms,
+        country: Country,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.record_cost(
+            tx,
+            format!("sms_in:{}", sms.message_sid),
+            None,
+            country,
+            CostKind::SmsInbound,
+            crate::sms::segments(&sms.body) as i64,
+            Some(&sms.message_sid),
+            now,
+        )
+        .await
     }
 
     /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to

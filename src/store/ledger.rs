@@ -140,11 +140,58 @@ pub(super) const BY_OWNER: &str = grouped!("owner_id");
 
 pub(super) mod postgres {
     pub const BY_DAY: &str = grouped!("to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')");
+
+    /// Many rows in one statement: `$1` a `jsonb` array of [`super::cost_rows`].
+    pub const RECORD_COSTS: &str = "INSERT INTO cost_ledger (source_key, owner_id, kind, \
+             quantity, country, currency, estimated_micros, reporting_micros, provider_id, at) \
+         SELECT source_key, owner_id, kind, quantity, country, currency, estimated_micros, \
+             reporting_micros, provider_id, at \
+         FROM jsonb_to_recordset($1) AS r(source_key text, owner_id text, kind text, \
+             quantity bigint, country text, currency text, estimated_micros bigint, \
+             reporting_micros bigint, provider_id text, at timestamptz) \
+         ON CONFLICT (source_key) DO NOTHING";
 }
 
 pub(super) mod sqlite {
     /// Times are stored as RFC 3339 in UTC (`2026-11-30T09:00:00+00:00`): the day is the first ten.
     pub const BY_DAY: &str = grouped!("substr(at, 1, 10)");
+
+    /// Many rows in one statement: `$1` a JSON array of [`super::cost_rows`]. (`WHERE true`: an
+    /// upsert's SELECT needs a WHERE, or SQLite reads ON as a join's.)
+    pub const RECORD_COSTS: &str = "INSERT INTO cost_ledger (source_key, owner_id, kind, \
+             quantity, country, currency, estimated_micros, reporting_micros, provider_id, at) \
+         SELECT json_extract(value, '$.source_key'), json_extract(value, '$.owner_id'), \
+             json_extract(value, '$.kind'), json_extract(value, '$.quantity'), \
+             json_extract(value, '$.country'), json_extract(value, '$.currency'), \
+             json_extract(value, '$.estimated_micros'), json_extract(value, '$.reporting_micros'), \
+             json_extract(value, '$.provider_id'), json_extract(value, '$.at') \
+         FROM json_each($1) WHERE true \
+         ON CONFLICT (source_key) DO NOTHING";
+}
+
+/// The rows [`postgres::RECORD_COSTS`] and [`sqlite::RECORD_COSTS`] read. Times are written as
+/// sqlx writes a time into SQLite (see `store/outbox.rs`), which PostgreSQL reads as well.
+pub(super) fn cost_rows(costs: &[NewCost<'_>]) -> serde_json::Value {
+    use chrono::SecondsFormat;
+    serde_json::Value::Array(
+        costs
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "source_key": c.source_key,
+                    "owner_id": c.owner_id.map(|id| id.as_str()),
+                    "kind": c.kind.as_str(),
+                    "quantity": c.quantity,
+                    "country": c.country.code(),
+                    "currency": c.currency,
+                    "estimated_micros": c.estimated.micros(),
+                    "reporting_micros": c.reporting.micros(),
+                    "provider_id": c.provider_id,
+                    "at": c.at.to_rfc3339_opts(SecondsFormat::AutoSi, false),
+                })
+            })
+            .collect(),
+    )
 }
 
 pub(super) const OWNER_COSTS: &str = "SELECT \
@@ -203,6 +250,10 @@ pub(super) use {oldest_held, rent_due, unpriced};
 pub trait LedgerTx: Send {
     /// Writes a ledger row. False when its `source_key` was already recorded (nothing written).
     fn record_cost(&mut self, cost: &NewCost<'_>) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Writes many ledger rows in one statement (an event's text in and reply, an outbox
+    /// batch), each once by its `source_key`. Returns how many were new.
+    fn record_costs(&mut self, costs: &[NewCost<'_>]) -> impl Future<Output = Result<u64>> + Send;
 
     /// Records a number bought for the pool (the daily cap counts it), for the same transaction
     /// as its ledger row.
@@ -321,7 +372,12 @@ pub(super) fn parse_kind(raw: &str) -> Result<CostKind> {
 
 /// The [`LedgerTx`] SQL, the same on both back ends but for row locks and the day's expression.
 macro_rules! impl_ledger_tx {
-    ($tx:ty, skip_locked = $skip_locked:literal, by_day = $by_day:path $(,)?) => {
+    (
+        $tx:ty,
+        skip_locked = $skip_locked:literal,
+        by_day = $by_day:path,
+        record_costs = $record_costs:path $(,)?
+    ) => {
         const _: () = {
             use chrono::{DateTime, Utc};
 
@@ -352,6 +408,17 @@ macro_rules! impl_ledger_tx {
                         .await?
                         .rows_affected()
                         == 1)
+                }
+
+                async fn record_costs(&mut self, costs: &[NewCost<'_>]) -> Result<u64> {
+                    if costs.is_empty() {
+                        return Ok(0);
+                    }
+                    Ok(sqlx::query($record_costs)
+                        .bind($crate::store::ledger::cost_rows(costs))
+                        .execute(&mut *self.0)
+                        .await?
+                        .rows_affected())
                 }
 
                 async fn record_pool_purchase(

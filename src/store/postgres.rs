@@ -293,4 +293,5 @@ super::ledger::impl_ledger_tx!(
     PgTx,
     skip_locked = " FOR UPDATE SKIP LOCKED",
     by_day = super::ledger::postgres::BY_DAY,
+    record_costs = super::ledger::postgres::RECORD_COSTS,
 );

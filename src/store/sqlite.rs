@@ -271,4 +271,5 @@ super::ledger::impl_ledger_tx!(
     SqliteTx,
     skip_locked = "",
     by_day = super::ledger::sqlite::BY_DAY,
+    record_costs = super::ledger::sqlite::RECORD_COSTS,
 );
