@@ -634,7 +634,7 @@ async fn the_guard_holds_purchases_reminders_and_new_owners_but_not_replies_on_t
         b.clone(),
         twilio_client(&twilio),
         Arc::new(CircuitBreaker::new(clock.clone(), 5, Duration::minutes(5))),
-        ReplenishSettings::new(2, 10, Country::Gb, "https://onboard.example.com"),
+        ReplenishSettings::new(2, 10, Country::Us, "https://onboard.example.com"),
     );
     match keeper.run_once().await.unwrap() {
         RunOutcome::Ran(report) => {
@@ -661,6 +661,49 @@ async fn the_guard_holds_purchases_reminders_and_new_owners_but_not_replies_on_t
     assert!(!sweep.held_by_budget);
     assert_eq!(sweep.sent, 1);
     assert_eq!(outbound_bodies(&second, &jo.id).await.len(), 1);
+
+    // And the keeper buys again, each number on the ledger with its purchase.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/AvailablePhoneNumbers/US/Local.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "available_phone_numbers": [
+                {"phone_number": "+12125550101", "iso_country": "US"},
+                {"phone_number": "+12125550102", "iso_country": "US"},
+            ]
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json"
+        )))
+        .respond_with(|request: &wiremock::Request| {
+            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
+            let number = form
+                .into_iter()
+                .find(|(k, _)| k == "PhoneNumber")
+                .unwrap()
+                .1;
+            ResponseTemplate::new(201).set_body_json(json!({
+                "sid": format!("PN{}", number.trim_start_matches('+')), "phone_number": number
+            }))
+        })
+        .mount(&twilio)
+        .await;
+    match keeper.run_once().await.unwrap() {
+        RunOutcome::Ran(report) => {
+            assert!(!report.held_by_budget);
+            assert_eq!(report.bought.len(), 2, "{report:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The £25 written above, then two US numbers at $1.15, 0.79 to the pound.
+    assert_eq!(
+        kind(&by_kind(&a).await, "number_purchase"),
+        (3, gbp("26.817"))
+    );
 }
 
 #[tokio::test]
