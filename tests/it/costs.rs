@@ -360,6 +360,27 @@ async fn journey_matches_a_hand_computed_total<S: Store>(app: TestApp<S>) {
         .unwrap();
     assert_eq!(by_day["rows"][0]["key"], "2026-01-05", "{by_day}");
     assert_eq!(by_day["rows"][0]["amount"], expected.to_string());
+
+    // The cost keeper publishes the ledger's totals per kind, the same on every replica.
+    onboard::costs::run_once(&app.engine, None).await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("onboard_spend_total{kind=\"sms_inbound\"} 0.06"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("onboard_spend_total{kind=\"call_outbound\"} 0.16"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("onboard_budget_used_ratio{period=\"day\"} 0"));
 }
 
 fn journey_config(twilio_base: &str) -> onboard::config::Config {
