@@ -624,12 +624,51 @@ async fn the_guard_holds_purchases_reminders_and_new_owners_but_not_replies_on_t
     text(&b, "SMjo2", OWNER, "Plumber in Leeds").await;
     assert_eq!(owner(&a, OWNER).await.state, StateName::S2BusinessName);
 
+    // Sam gets as far as the payment link.
+    const SAM: &str = "+447700900130";
+    for (n, body) in [
+        "Hi",
+        "Plumber in Leeds",
+        "Sam's Plumbing",
+        "Sam Jones",
+        "sms",
+        "YES",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text(&a, &format!("SMsam{n}"), SAM, body).await;
+    }
+    a.add_numbers(&["+447700900900".parse().unwrap()])
+        .await
+        .unwrap();
+
     spend(&first, "buy:big", "25", clock.now()).await;
     assert!(a.budget_status().await.unwrap().exceeded());
 
     // A reply to an owner already in a conversation always goes out, from either replica.
     let reply = text(&b, "SMjo3", OWNER, "Smith & Sons").await;
     assert!(reply.contains("your name"), "{reply}");
+
+    // So do the texts a payment causes, and the verification call.
+    let sam = owner(&a, SAM).await;
+    let paid = b
+        .apply(&sam.id, onboard::conversation::Event::PaymentConfirmed)
+        .await
+        .unwrap();
+    assert_eq!(paid.state, StateName::S6PhoneType);
+    assert_eq!(outbound_bodies(&first, &sam.id).await.len(), 1);
+    text(&a, "SMsam6", SAM, "1").await;
+    text(&b, "SMsam7", SAM, "done").await;
+    assert_eq!(owner(&a, SAM).await.state, StateName::S8FwdConfirmed);
+    let calls = first
+        .outbound_after(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.owner_id == sam.id && m.kind == onboard::store::OutboundKind::VerifyCall)
+        .count();
+    assert_eq!(calls, 1, "the verification call is queued");
 
     // A new owner is told we are full, on either replica, and held; texting again says nothing.
     let full = text(&a, "SMnew1", "+447700900555", "Hi, I'm a plumber in York").await;
@@ -680,7 +719,8 @@ async fn the_guard_holds_purchases_reminders_and_new_owners_but_not_replies_on_t
     );
     let sweep = b.send_reminders().await.unwrap();
     assert!(!sweep.held_by_budget);
-    assert_eq!(sweep.sent, 1);
+    // Jo's, and Sam's (quiet since the test call was asked for).
+    assert_eq!(sweep.sent, 2);
     assert_eq!(outbound_bodies(&second, &jo.id).await.len(), 1);
 
     // And the keeper buys again, each number on the ledger with its purchase.
