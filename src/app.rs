@@ -172,6 +172,7 @@ async fn run<S: ReplenishStore>(
         Arc::new(SystemClock),
         OutboxSettings {
             give_up_after: config.outbox_give_up_after,
+            prices: config.costs.prices.clone(),
             ..OutboxSettings::default()
         },
     ));
@@ -219,6 +220,28 @@ async fn run<S: ReplenishStore>(
                 async move {
                     crate::reminders::keep(&engine, std::time::Duration::from_secs(60), stopped)
                         .await
+                }
+            }
+        },
+    );
+    let cost_keeper = supervise(
+        workers.clone(),
+        "cost_keeper",
+        Restart::default(),
+        stopped.clone(),
+        {
+            let (engine, stopped) = (engine.clone(), stopped.clone());
+            let twilio = twilio_client(&config, std::time::Duration::from_secs(10));
+            move || {
+                let (engine, stopped, twilio) = (engine.clone(), stopped.clone(), twilio.clone());
+                async move {
+                    crate::costs::keep(
+                        &engine,
+                        twilio.as_ref(),
+                        std::time::Duration::from_secs(60),
+                        stopped,
+                    )
+                    .await
                 }
             }
         },
@@ -295,10 +318,27 @@ async fn run<S: ReplenishStore>(
     let _ = keeper.await;
     let _ = reminder_sweep.await;
     let _ = console_pruner.await;
+    let _ = cost_keeper.await;
     if let Some(buyer) = buyer {
         let _ = buyer.await;
     }
     served.map_err(StartError::Serve)
+}
+
+/// A Twilio client when credentials are set (for reading real prices).
+fn twilio_client(config: &Config, timeout: std::time::Duration) -> Option<TwilioClient> {
+    let (Some(sid), Some(token)) = (&config.twilio_account_sid, &config.twilio_auth_token) else {
+        return None;
+    };
+    Some(TwilioClient::new(
+        &config.twilio_api_base,
+        Credentials {
+            account_sid: sid.clone(),
+            username: sid.clone(),
+            secret: token.clone(),
+        },
+        timeout,
+    ))
 }
 
 /// Twilio when credentials are set; otherwise texts are logged and marked simulated.

@@ -64,6 +64,10 @@ pub struct Config {
     // --- reminders, quiet hours and expiry ----------------------------------------------------
     /// `REMINDERS`, `QUIET_HOURS`, `QUIET_SUNDAY_UNTIL`, `EXPIRE_AFTER`.
     pub reminders: crate::reminders::ReminderConfig,
+
+    // --- prices and budgets -------------------------------------------------------------------
+    /// `PRICES_DIR`, `REPORTING_CURRENCY`, `BUDGET_DAILY`, `BUDGET_MONTHLY`, `OPS_EMAIL`.
+    pub costs: crate::costs::CostConfig,
 }
 
 /// How long a client may take and how many may be connected at once, on every listener.
@@ -368,6 +372,7 @@ impl Config {
             twilio_bundle_sid: get("TWILIO_BUNDLE_SID"),
             outbox_give_up_after,
             reminders: crate::reminders::ReminderConfig::from_lookup(get)?,
+            costs: crate::costs::CostConfig::from_lookup(get)?,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [

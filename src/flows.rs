@@ -61,10 +61,13 @@ pub enum MessageKey {
     VoiceConfirmed,
     VoiceMissedCall,
     VoiceVerifyAnswered,
+    /// A new owner's first text while a spending budget is exceeded: we will text them when
+    /// the period turns.
+    BudgetFull,
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 57] = [
+    pub const ALL: [MessageKey; 58] = [
         MessageKey::S1Ask,
         MessageKey::Welcome,
         MessageKey::S1AskPlace,
@@ -122,6 +125,7 @@ impl MessageKey {
         MessageKey::VoiceConfirmed,
         MessageKey::VoiceMissedCall,
         MessageKey::VoiceVerifyAnswered,
+        MessageKey::BudgetFull,
     ];
 
     /// The key in the TOML file.
@@ -184,6 +188,7 @@ impl MessageKey {
             MessageKey::VoiceConfirmed => "voice_confirmed",
             MessageKey::VoiceMissedCall => "voice_missed_call",
             MessageKey::VoiceVerifyAnswered => "voice_verify_answered",
+            MessageKey::BudgetFull => "budget_full",
         }
     }
 

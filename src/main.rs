@@ -30,6 +30,10 @@ Environment (also read from ./.env; the real environment wins):
   VERIFY_CALLER_NUMBER, VERIFY_WINDOW, VERIFY_RING_SECONDS
   ONBOARD_ENV            development (default) or production
   FLOWS_DIR              load the bot's wording from this folder
+  PRICES_DIR             load prices from this folder (GB.toml, US.toml)
+  REPORTING_CURRENCY     the currency of cost reports and budgets (default GBP)
+  BUDGET_DAILY, BUDGET_MONTHLY  spending budgets in the reporting currency (unset: no limit)
+  OPS_EMAIL              where budget alerts go (once the email outbox exists)
   RUST_LOG               log filter (default info)
   LOG_FORMAT             pretty (default) or json
 The README's Configuration section says more about each.";

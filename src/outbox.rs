@@ -44,12 +44,17 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::domain::{PhoneNumber, mask_pii};
+use crate::domain::{OwnerId, PhoneNumber, mask_pii};
+use crate::prices::Prices;
+use crate::store::ledger::LedgerTx as _;
 use crate::store::{
     ClaimedOutbound, OutboundKind, OutboundMessage, OutboundOutcome, OutboundResult,
     OutboundStatus, Store, StoreError, Tx,
 };
 use crate::twilio::client::{SentMessage, TwilioClient};
+
+/// A batch's messages by id: owner, recipient, body and kind, for the ledger.
+type Sent = std::collections::HashMap<i64, (OwnerId, PhoneNumber, String, OutboundKind)>;
 
 /// How far Twilio's clock may be behind ours when we ask what it sent since an attempt.
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(1);
@@ -98,6 +103,8 @@ pub struct OutboxSettings {
     pub max_backoff: Duration,
     /// How long an idle worker waits before looking again.
     pub poll: Duration,
+    /// Prices for the ledger row of every text sent.
+    pub prices: Arc<Prices>,
 }
 
 /// 24 hours: long enough to ride out a Twilio outage or a night of rate limits.
@@ -112,6 +119,7 @@ impl Default for OutboxSettings {
             backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(600),
             poll: Duration::from_secs(1),
+            prices: crate::costs::CostConfig::default().prices,
         }
     }
 }
@@ -199,6 +207,17 @@ impl<S: Store> Outbox<S> {
         if count == 0 {
             return Ok(0);
         }
+        // What the ledger needs of each message, for the transactions that record the results.
+        let sent: Sent = batch
+            .iter()
+            .map(|c| {
+                let m = &c.message;
+                (
+                    m.id,
+                    (m.owner_id.clone(), m.to.clone(), m.body.clone(), m.kind),
+                )
+            })
+            .collect();
         let mut chains: Vec<Vec<ClaimedOutbound>> = Vec::new();
         for claimed in batch {
             match chains
@@ -212,7 +231,7 @@ impl<S: Store> Outbox<S> {
         let worked = join_all(
             chains
                 .into_iter()
-                .map(|chain| self.work_chain(chain, claimed_at, lease, shutdown))
+                .map(|chain| self.work_chain(chain, claimed_at, lease, shutdown, &sent))
                 .collect(),
         )
         .await;
@@ -225,7 +244,8 @@ impl<S: Store> Outbox<S> {
         // Recorded even when a chain failed: what did go out must not be sent again.
         if !results.is_empty() {
             let mut tx = self.store.begin().await?;
-            tx.record_outbound_batch(&results, self.clock.now()).await?;
+            self.record(&mut tx, &results, &sent, self.clock.now())
+                .await?;
             tx.commit().await?;
         }
         match failed {
@@ -242,11 +262,12 @@ impl<S: Store> Outbox<S> {
         claimed_at: DateTime<Utc>,
         lease: chrono::Duration,
         shutdown: Option<&watch::Receiver<bool>>,
+        sent: &Sent,
     ) -> (Vec<OutboundResult>, Option<StoreError>) {
         let mut results = Vec::new();
         for claimed in &chain {
             if let Err(e) = self
-                .work_one(claimed, claimed_at, lease, shutdown, &mut results)
+                .work_one(claimed, claimed_at, lease, shutdown, &mut results, sent)
                 .await
             {
                 return (results, Some(e));
@@ -263,6 +284,7 @@ impl<S: Store> Outbox<S> {
         lease: chrono::Duration,
         shutdown: Option<&watch::Receiver<bool>>,
         results: &mut Vec<OutboundResult>,
+        sent: &Sent,
     ) -> Result<(), StoreError> {
         let message = &claimed.message;
         let now = self.clock.now();
@@ -286,7 +308,7 @@ impl<S: Store> Outbox<S> {
         // before its lease can run out and another worker take it over.
         if now - claimed_at >= lease / 4 {
             let mut tx = self.store.begin().await?;
-            tx.record_outbound_batch(results, now).await?;
+            self.record(&mut tx, results, sent, now).await?;
             let renewed = tx
                 .renew_outbound_lease(message.id, message.attempts, add_capped(now, lease), now)
                 .await?;
@@ -304,6 +326,25 @@ impl<S: Store> Outbox<S> {
         }
         let attempt = self.attempt(claimed).await?;
         results.push(self.settle(message, attempt));
+        Ok(())
+    }
+
+    /// Records what became of messages, and the ledger row of each text that went out, in one
+    /// transaction: a text is billed exactly when it is on record as sent.
+    async fn record(
+        &self,
+        tx: &mut S::Tx,
+        results: &[OutboundResult],
+        sent: &Sent,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        tx.record_outbound_batch(results, now).await?;
+        let costs = crate::costs::sent_text_costs(&self.settings.prices, results, sent, now);
+        let rows: Vec<_> = costs
+            .iter()
+            .map(|(cost, owner_id)| cost.as_new(*owner_id))
+            .collect();
+        tx.record_costs(&rows).await?;
         Ok(())
     }
 

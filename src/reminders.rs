@@ -101,6 +101,8 @@ pub struct Sweep {
     pub sent: usize,
     pub deferred: usize,
     pub expired: usize,
+    /// Nothing was looked at: a budget is exceeded.
+    pub held_by_budget: bool,
 }
 
 /// A sweep never loops on one timer: every decision moves it into the future or stops it, and this
@@ -112,6 +114,19 @@ impl<S: Store> Engine<S> {
     /// through quiet hours, expires silent conversations. One transaction per timer.
     pub async fn send_reminders(&self) -> Result<Sweep, EngineError> {
         let mut sweep = Sweep::default();
+        // While a budget is exceeded, due timers stay due: the reminders are held, not dropped,
+        // and go out on the first sweep after the period turns (expiry waits with them).
+        if !self
+            .spend_allowed(crate::conversation::budget::Spend::Reminder)
+            .await?
+        {
+            tracing::info!(
+                event = "REMINDERS_HELD_BUDGET",
+                "a budget is exceeded: reminders wait until the period turns"
+            );
+            sweep.held_by_budget = true;
+            return Ok(sweep);
+        }
         for _ in 0..MAX_TIMERS_PER_SWEEP {
             let now = self.now();
             let mut tx = self.store().begin().await?;

@@ -49,6 +49,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::conversation::budget::Spend;
 use crate::domain::{Country, PhoneNumber};
 use crate::engine::{Engine, EngineError};
 use crate::store::replenish::ReplenishStore;
@@ -266,6 +267,8 @@ pub struct RunReport {
     pub not_found: u32,
     /// The run stopped early on this error.
     pub stopped: Option<String>,
+    /// Nothing was bought: a budget is exceeded.
+    pub held_by_budget: bool,
 }
 
 /// One number wanted, and where to look for it.
@@ -451,6 +454,17 @@ impl<S: ReplenishStore> Replenisher<S> {
         // cap must see what the unresolved ones may have cost.
         let mut report = RunReport::default();
         self.resolve_uncertain(&mut report).await?;
+        // Buying ahead of need waits while a budget is exceeded; owners already waiting for a
+        // number wait too, and are served by the next run after the period turns.
+        if !self.engine.spend_allowed(Spend::PoolPurchase).await? {
+            tracing::info!(
+                event = "REPLENISH_SKIPPED",
+                reason = "budget_exceeded",
+                "a budget is exceeded: no numbers are bought until the period turns"
+            );
+            report.held_by_budget = true;
+            return Ok(report);
+        }
         let stats: PoolStats = store.pool_stats().await?;
         let waiting: Vec<Owner> = store
             .waiting_owners(self.settings.max_waiting)
@@ -783,7 +797,6 @@ impl<S: ReplenishStore> Replenisher<S> {
         incoming: &IncomingNumber,
         purchased_at: DateTime<Utc>,
     ) -> bool {
-        let store = self.engine.store();
         let sid = incoming.sid.as_str();
         tracing::info!(
             event = "NUMBER_PURCHASED",
@@ -792,7 +805,11 @@ impl<S: ReplenishStore> Replenisher<S> {
             country = number.country().code(),
         );
         // The purchase first, so the daily cap counts it whatever happens next.
-        if let Err(e) = store.record_purchase(sid, number, purchased_at).await {
+        if let Err(e) = self
+            .engine
+            .record_pool_purchase(sid, number, purchased_at)
+            .await
+        {
             tracing::error!(event = "NUMBER_RECORD_FAILED", number = %number.masked(), twilio_sid = sid, error = %e);
             self.release(number, sid, "purchase_not_recorded").await;
             return false;

@@ -154,9 +154,14 @@ impl<S: Store> Engine<S> {
         duration_secs: Option<i32>,
     ) -> Result<bool, EngineError> {
         let mut tx = self.store().begin().await?;
+        let now = self.now();
         let known = tx
-            .update_call_status(call_sid, status, sequence_number, duration_secs, self.now())
+            .update_call_status(call_sid, status, sequence_number, duration_secs, now)
             .await?;
+        if known {
+            self.record_call_cost(&mut tx, call_sid, status, duration_secs, now)
+                .await?;
+        }
         tx.commit().await?;
         Ok(known)
     }

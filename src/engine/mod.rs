@@ -118,6 +118,8 @@ pub struct Engine<S: Store> {
     ids: Arc<dyn Ids>,
     pub(crate) settings: Settings,
     pub(crate) reminders: ReminderSettings,
+    /// Prices and budgets (see [`crate::costs`]).
+    pub(crate) costs: crate::costs::CostConfig,
 }
 
 impl<S: Store> Engine<S> {
@@ -135,6 +137,7 @@ impl<S: Store> Engine<S> {
             config: config.reminders.clone(),
             ..ReminderSettings::default()
         })
+        .with_costs(config.costs.clone())
     }
 
     fn new(
@@ -151,7 +154,14 @@ impl<S: Store> Engine<S> {
             ids,
             settings,
             reminders: ReminderSettings::default(),
+            costs: crate::costs::CostConfig::default(),
         }
+    }
+
+    /// Replaces the compiled-in prices and the absence of budgets.
+    pub fn with_costs(mut self, costs: crate::costs::CostConfig) -> Self {
+        self.costs = costs;
+        self
     }
 
     /// Replaces the default reminder schedule, quiet hours and expiry.

@@ -1,7 +1,14 @@
 //! Texts from owners, and Twilio's delivery reports of the texts we sent.
 
-use crate::conversation::Event;
-use crate::domain::{PhoneNumber, mask_phone};
+use chrono::{DateTime, Utc};
+
+use crate::conversation::budget::{self, Admission};
+use crate::conversation::parse::{Keyword, keyword};
+use crate::conversation::{Event, StateName};
+use crate::domain::{Country, PhoneNumber, mask_phone};
+use crate::flows::MessageKey;
+use crate::prices::CostKind;
+use crate::store::ledger::LedgerTx as _;
 use crate::store::reminders::ReminderTx as _;
 use crate::store::{Claim, NewInbound, OutboundStatus, Owner, Store, Tx};
 use crate::twilio::twiml;
@@ -41,8 +48,16 @@ impl<S: Store> Engine<S> {
             return Ok(response);
         }
 
+        // Every text we receive is billed, whoever it is from: priced in the sender's country
+        // when it is a number, else in our number's.
+        let country = PhoneNumber::parse(&sms.from)
+            .or_else(|_| PhoneNumber::parse(&sms.to))
+            .map(|n| n.country())
+            .unwrap_or(Country::Other);
+
         // A customer texting an owner's business number is not an owner to onboard.
         if !self.is_for_onboarding(&mut tx, &sms.to).await? {
+            self.record_text_in(&mut tx, sms, country, now).await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -57,6 +72,7 @@ impl<S: Store> Engine<S> {
 
         // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
         let Ok(phone) = PhoneNumber::parse(&sms.from) else {
+            self.record_text_in(&mut tx, sms, country, now).await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -82,6 +98,32 @@ impl<S: Store> Engine<S> {
         );
         tracing::debug!(body = %sms.body, "inbound SMS body");
 
+        // A held owner is one who first texted while a budget was exceeded: still in S1 with
+        // nothing answered. Only they need the held table read, and only they and new owners the
+        // budget. Without budgets no one is held for long: the cost keeper serves whoever still
+        // is within a minute.
+        let held = if self.has_budget()
+            && !created
+            && owner.state == StateName::S1BusinessTypeLocation
+            && owner.business_type.is_none()
+        {
+            tx.held_owner(&owner.id).await?
+        } else {
+            None
+        };
+        let exceeded = if (created || held.is_some()) && self.has_budget() {
+            self.budget_check(&mut tx, now).await?.exceeded()
+        } else {
+            false
+        };
+        let opting_out = keyword(&sms.body, owner.opted_out) == Some(Keyword::OptOut);
+        let admission = budget::admit(created, held.is_some(), exceeded, opting_out);
+        if matches!(admission, Admission::HoldNew | Admission::StillHeld) {
+            return self
+                .hold_new_owner(tx, sms, &owner, admission, country, now)
+                .await;
+        }
+
         let timer = if created {
             None
         } else {
@@ -91,6 +133,20 @@ impl<S: Store> Engine<S> {
         // after a silence that expired the conversation is welcomed back.
         let event = if created {
             Event::FirstText(sms.body.clone())
+        } else if let (Admission::ReleaseNow, Some(first_text)) = (admission, held.clone()) {
+            // Held while a budget was exceeded and not served yet: greeted now, reading the
+            // text they first sent.
+            tx.release_owner(&owner.id).await?;
+            tracing::info!(
+                event = "HELD_OWNER_SERVED",
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
+            );
+            Event::FirstText(first_text)
+        } else if held.is_some() {
+            // A held owner opting out: no longer held, and their STOP is honoured as usual.
+            tx.release_owner(&owner.id).await?;
+            Event::Text(sms.body.clone())
         } else if timer.as_ref().is_some_and(|t| t.expired_at.is_some()) {
             tracing::info!(
                 event = "CONVERSATION_RESUMED",
@@ -119,10 +175,108 @@ impl<S: Store> Engine<S> {
             Some(text) => twiml::Response::new().message(text).to_xml(),
             None => twiml::Response::new().to_xml(),
         };
+        self.record_exchange_costs(&mut tx, sms, &owner, country, reply.as_deref(), now)
+            .await?;
         tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
             .await?;
         tx.commit().await?;
         Ok(response)
+    }
+
+    /// A new owner while a budget is exceeded: told politely we are full and kept, with their
+    /// text, to be served first when the period turns. Texting again while still held gets no
+    /// answer: they were told when we would text.
+    async fn hold_new_owner(
+        &self,
+        mut tx: S::Tx,
+        sms: &InboundSms,
+        owner: &Owner,
+        admission: Admission,
+        country: Country,
+        now: DateTime<Utc>,
+    ) -> Result<String, EngineError> {
+        let reply = if admission == Admission::HoldNew {
+            tx.hold_owner(&owner.id, &sms.body, now).await?;
+            tracing::info!(
+                event = "NEW_OWNER_HELD_BUDGET",
+                owner_id = %owner.id,
+                phone = %owner.owner_phone.masked(),
+            );
+            Some(
+                self.flows
+                    .catalog(owner.locale)
+                    .render(MessageKey::BudgetFull, &[]),
+            )
+        } else {
+            None
+        };
+        self.record_exchange_costs(&mut tx, sms, owner, country, reply.as_deref(), now)
+            .await?;
+        let response = match &reply {
+            Some(text) => twiml::Response::new().message(text).to_xml(),
+            None => twiml::Response::new().to_xml(),
+        };
+        tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
+            .await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    /// An owner's text and our TwiML answer to it, if any, in the ledger in one statement:
+    /// the text in the sender's country, the answer in the owner's.
+    async fn record_exchange_costs(
+        &self,
+        tx: &mut S::Tx,
+        sms: &InboundSms,
+        owner: &Owner,
+        country: Country,
+        reply: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let mut costs = vec![self.priced(
+            format!("sms_in:{}", sms.message_sid),
+            Some(&owner.id),
+            country,
+            CostKind::SmsInbound,
+            crate::sms::segments(&sms.body) as i64,
+            Some(&sms.message_sid),
+            now,
+        )];
+        if let Some(reply) = reply {
+            costs.push(self.priced(
+                format!("sms_reply:{}", sms.message_sid),
+                Some(&owner.id),
+                owner.country(),
+                CostKind::SmsOutbound,
+                crate::sms::segments(reply) as i64,
+                None,
+                now,
+            ));
+        }
+        tx.record_costs(&costs).await?;
+        Ok(())
+    }
+
+    /// A text received that no owner's conversation answers (to an owner's business number, or
+    /// from a sender that is no number), priced by its segments; once per `MessageSid`.
+    async fn record_text_in(
+        &self,
+        tx: &mut S::Tx,
+        sms: &InboundSms,
+        country: Country,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.record_cost(
+            tx,
+            format!("sms_in:{}", sms.message_sid),
+            None,
+            country,
+            CostKind::SmsInbound,
+            crate::sms::segments(&sms.body) as i64,
+            Some(&sms.message_sid),
+            now,
+        )
+        .await
     }
 
     /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to

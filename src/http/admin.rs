@@ -15,13 +15,16 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use crate::conversation::StateName;
+use crate::costs::OwnerCosts;
 use crate::domain::{OwnerId, PhoneNumber, mask_email, mask_phone};
 use crate::engine::EngineError;
 use crate::engine::payments::{self, PaymentError, Receipt};
+use crate::prices::Amount;
 use crate::store::admin::{
     CallRecord, FailedOutboundRecord, HistoryRecord, InboundRecord, OutboundRecord, OwnerRecord,
     WebhookEventFilter, WebhookEventRecord,
 };
+use crate::store::ledger::GroupBy;
 use crate::store::{Owner, Store, StoreError};
 
 /// Lists return this many items unless `limit` says otherwise.
@@ -62,6 +65,7 @@ pub fn routes<S: Store>() -> Router<AppState<S>> {
         .route("/admin/api/funnel", get(funnel::<S>))
         .route("/admin/api/outbound/failed", get(failed_outbound::<S>))
         .route("/admin/api/reminders", get(reminders::<S>))
+        .route("/admin/api/costs", get(costs::<S>))
 }
 
 /// Rejects requests without the right bearer token, comparing in constant time.
@@ -448,6 +452,8 @@ pub struct OwnerRecordView {
     pub outbound_messages: Vec<OutboundRecord>,
     pub calls: Vec<CallRecord>,
     pub payment_events: Vec<WebhookEventRecord>,
+    /// What the owner has cost this month and in all, in the reporting currency.
+    pub costs: Option<OwnerCosts>,
 }
 
 impl From<OwnerRecord> for OwnerRecordView {
@@ -481,6 +487,7 @@ impl From<OwnerRecord> for OwnerRecordView {
             outbound_messages: r.outbound,
             calls: r.calls,
             payment_events: r.payment_events,
+            costs: None,
         }
     }
 }
@@ -498,7 +505,9 @@ pub async fn owner_record<S: Store>(
         .await
         .map_err(db)?
         .ok_or_else(|| ApiError::NotFound(format!("no owner with id {id}")))?;
-    Ok(Json(record.into()))
+    let mut view: OwnerRecordView = record.into();
+    view.costs = Some(app.engine.owner_costs(&id).await?);
+    Ok(Json(view))
 }
 
 /// `POST /admin/api/owners/{id}/reset`: back to S1 with the answers cleared, keeping payment and
@@ -767,6 +776,85 @@ pub async fn reminders<S: Store>(State(app): State<AppState<S>>) -> Result<Json<
         "states": stats,
         "sent": sent,
         "moved_on": moved_on,
+    })))
+}
+
+// --- costs ------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct CostQuery {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+}
+
+/// A cost report's bound: an RFC 3339 time, or a `YYYY-MM-DD` day (its UTC midnight).
+fn bound(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => {
+            if let Ok(day) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+                return Ok(day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
+            }
+            date(name, Some(raw)).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "{name}: {raw:?} is not a day (2026-11-01) or an RFC 3339 date-time (2026-11-01T09:00:00Z)"
+                ))
+            })
+        }
+    }
+}
+
+/// `GET /admin/api/costs?from=&to=&group_by=day|kind|owner`: what was spent with `from` ≤ time <
+/// `to` (this month so far by default), grouped, in the reporting currency, with the budgets, this
+/// period's alerts and how many new owners are held.
+pub async fn costs<S: Store>(
+    State(app): State<AppState<S>>,
+    query: Result<Query<CostQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = self::query(query)?;
+    let group_by = match q.group_by.as_deref().map(str::trim) {
+        None | Some("") => GroupBy::Day,
+        Some(raw) => GroupBy::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!("group_by: {raw:?} is not one of day, kind, owner"))
+        })?,
+    };
+    let now = app.engine.now();
+    let (month_start, _) = crate::costs::Period::Month.start(now);
+    let from = bound("from", q.from.as_deref())?.unwrap_or(month_start);
+    let to = bound("to", q.to.as_deref())?.unwrap_or(now + Duration::seconds(1));
+    if to <= from {
+        return Err(ApiError::BadRequest(format!(
+            "to: {to} is not after from ({from})"
+        )));
+    }
+    let rows = app.engine.cost_report(from, to, group_by).await?;
+    let total: i64 = rows.iter().map(|r| r.reporting_micros).sum();
+    let budgets = app.engine.budget_report().await?;
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                // The pool's own costs (numbers bought and rented) belong to no owner.
+                "key": r.key.unwrap_or_else(|| "pool".to_owned()),
+                "entries": r.entries,
+                "quantity": r.quantity,
+                "amount": Amount(r.reporting_micros).to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "currency": app.engine.prices().reporting_currency(),
+        "from": from,
+        "to": to,
+        "group_by": match group_by {
+            GroupBy::Day => "day",
+            GroupBy::Kind => "kind",
+            GroupBy::Owner => "owner",
+        },
+        "total": Amount(total).to_string(),
+        "rows": rows,
+        "budgets": budgets,
     })))
 }
 

@@ -9,6 +9,7 @@ mod calls;
 mod common;
 pub mod console;
 mod inbound;
+pub mod ledger;
 mod migrations;
 pub mod outbox;
 mod owners;
@@ -379,7 +380,7 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads + console::Co
 /// An event's writes (marked *held* below) are held until commit and then sent together: one
 /// statement on PostgreSQL (see `store/write.rs`). A held write that finds no row to change fails
 /// the commit.
-pub trait Tx: Send + Sized + reminders::ReminderTx {
+pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx {
     /// Sends the held writes, then commits.
     fn commit(self) -> impl Future<Output = Result<()>> + Send;
 

@@ -283,3 +283,10 @@ impl Store for PgStore {
 common::impl_tx!(PgTx, dialect = postgres);
 
 super::reminders::impl_reminder_tx!(PgTx, claim_locks = " FOR UPDATE OF t, c SKIP LOCKED");
+
+super::ledger::impl_ledger_tx!(
+    PgTx,
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    by_day = super::ledger::postgres::BY_DAY,
+    record_costs = super::ledger::postgres::RECORD_COSTS,
+);

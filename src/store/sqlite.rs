@@ -261,3 +261,10 @@ impl Store for SqliteStore {
 common::impl_tx!(SqliteTx, dialect = sqlite);
 
 super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");
+
+super::ledger::impl_ledger_tx!(
+    SqliteTx,
+    skip_locked = "",
+    by_day = super::ledger::sqlite::BY_DAY,
+    record_costs = super::ledger::sqlite::RECORD_COSTS,
+);

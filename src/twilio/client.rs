@@ -82,6 +82,16 @@ pub struct SentMessage {
     pub error_code: Option<i64>,
 }
 
+/// What a message or call cost, as its resource reports it once final. Twilio gives the price as
+/// a negative decimal string (`"-0.00830"`, money paid out), or null until it is known.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PricedResource {
+    pub sid: String,
+    pub status: String,
+    pub price: Option<String>,
+    pub price_unit: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PlacedCall {
     pub sid: String,
@@ -310,6 +320,20 @@ impl TwilioClient {
         Err(TwilioError::Unexpected(format!(
             "more than {MAX_LIST_PAGES} pages of messages since {since}; not read to the end"
         )))
+    }
+
+    /// A message's resource, for its final price.
+    pub async fn fetch_message(&self, message_sid: &str) -> Result<PricedResource, TwilioError> {
+        let file = format!("{message_sid}.json");
+        let url = self.account_url(&["Messages", &file]);
+        parse_json(self.execute(Method::GET, url, None).await?)
+    }
+
+    /// A call's resource, for its final price.
+    pub async fn fetch_call(&self, call_sid: &str) -> Result<PricedResource, TwilioError> {
+        let file = format!("{call_sid}.json");
+        let url = self.account_url(&["Calls", &file]);
+        parse_json(self.execute(Method::GET, url, None).await?)
     }
 
     /// Places an outbound call running `twiml`, ringing for `ring_timeout_secs`.

@@ -129,6 +129,14 @@ async fn console_story<S: Store>(app: TestApp<S>) {
         assert!(today.contains(text), "Today lacks {text}");
     }
     assert!(today.contains("The pool is empty"), "{today}");
+    // Spend today against the budget, from the ledger: Jo's texts and our answers.
+    let spent = app.engine.budget_status().await.unwrap().day.spent;
+    assert!(spent > onboard::prices::Amount::ZERO);
+    assert!(today.contains("Spend today against the budget"), "{today}");
+    assert!(
+        today.contains(&format!("<td class=\"num\">{spent}</td>")),
+        "{today}"
+    );
 
     // Search by the last digits of the phone: found, masked.
     let found = ok_page(&app, &cookie, "/admin/search?q=0123").await;
@@ -149,6 +157,18 @@ async fn console_story<S: Store>(app: TestApp<S>) {
     assert!(owner.contains("Dog grooming in Leeds"));
     assert!(owner.contains("S4_NOTIFICATION_PREF"));
     assert!(owner.contains("History"));
+    // What Jo has cost, from the ledger.
+    let costs = app
+        .engine
+        .owner_costs(&onboard::domain::OwnerId::parse(&jo).unwrap())
+        .await
+        .unwrap();
+    assert!(costs.all_time > onboard::prices::Amount::ZERO);
+    assert!(owner.contains("All time"), "{owner}");
+    assert!(
+        owner.contains(&format!("{} GBP", costs.all_time)),
+        "{owner}"
+    );
 
     // Reset: a confirmation, then only with the session's CSRF token.
     let confirm = ok_page(&app, &cookie, &format!("/admin/owners/{jo}/reset")).await;

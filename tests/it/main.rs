@@ -9,6 +9,7 @@ mod admin;
 mod chat;
 mod console;
 mod console_browser;
+mod costs;
 mod deploy;
 mod fixtures;
 mod http_limits;

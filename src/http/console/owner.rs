@@ -152,6 +152,7 @@ pub async fn page<S: Store>(
         .clone()
         .unwrap_or_else(|| "Owner".to_owned());
     let segment = path_segment(c.id.as_str());
+    let costs = app.engine.owner_costs(&c.id).await?;
     let body = html! {
         @match done.as_deref() {
             Some("reset") => p.notice.good role="status" { "Reset: back to the first question, answers cleared." },
@@ -232,7 +233,12 @@ pub async fn page<S: Store>(
                 }
                 section.card #costs {
                     h2 { "Costs" }
-                    p.muted { "Not recorded yet: an owner's costs appear here once costs are stored." }
+                    table {
+                        tbody {
+                            tr { th scope="row" { "This month (" (costs.month) ")" } td.num { (costs.this_month.to_string()) " " (costs.currency) } }
+                            tr { th scope="row" { "All time" } td.num { (costs.all_time.to_string()) " " (costs.currency) } }
+                        }
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@ use maud::{Markup, html};
 
 use super::{Nav, Page, Result, Session, layout, when};
 use crate::conversation::StateName;
+use crate::costs::{BudgetStatus, PeriodSpend};
 use crate::http::AppState;
 use crate::store::Store;
 use crate::store::console::Activity;
@@ -88,13 +89,42 @@ fn activity_row(name: &str, today: i64, week: i64) -> Markup {
     html! { tr { th scope="row" { (name) } td.num { (today) } td.num { (week) } } }
 }
 
-/// Spend against the budget comes with the cost records of issue #13; until they exist this
-/// says so rather than show a number nobody measured.
-fn spend_section() -> Markup {
+/// Spend today (and this month) against the budgets, from the ledger.
+fn spend_section(status: &BudgetStatus) -> Markup {
+    let line = |label: &str, spend: &PeriodSpend| {
+        html! {
+            tr {
+                th scope="row" { (label) }
+                td.num { (spend.spent.to_string()) }
+                td.num {
+                    @match spend.budget {
+                        Some(budget) => (budget.to_string()),
+                        None => span.muted { "no limit" },
+                    }
+                }
+                td.num {
+                    @match spend.used_ratio {
+                        Some(ratio) => span.bad[spend.exceeded] { (format!("{:.0}%", ratio * 100.0)) },
+                        None => "",
+                    }
+                }
+            }
+        }
+    };
     html! {
         section.card #spend {
             h2 { "Spend today" }
-            p.muted { "Not recorded yet: spend and the budget appear here once costs are stored." }
+            p.muted { "Spend today against the budget, in " (status.currency) " (UTC day and month)." }
+            table {
+                thead { tr { th {} th.num { "Spent" } th.num { "Budget" } th.num { "Used" } } }
+                tbody {
+                    (line("Today", &status.day))
+                    (line("This month", &status.month))
+                }
+            }
+            @if status.exceeded() {
+                p.notice.bad { "A budget is used up: pool purchases, reminders and new owners wait for the period to turn." }
+            }
         }
     }
 }
@@ -116,6 +146,7 @@ pub async fn page<S: Store>(
     let outbox = store.outbox_health().await?;
     let low_water = app.config.pool_low_water;
     let breaker = app.twilio_breaker.as_ref();
+    let spend = app.engine.budget_status().await?;
     let body = html! {
         h1 { "Today" }
         p.muted { "As of " (when(now)) "; today is since midnight UTC." }
@@ -155,7 +186,7 @@ pub async fn page<S: Store>(
                     },
                 }
             }
-            (spend_section())
+            (spend_section(&spend))
         }
         section.card #funnel {
             h2 { "Funnel" }
