@@ -267,7 +267,7 @@ pub struct RunReport {
     pub not_found: u32,
     /// The run stopped early on this error.
     pub stopped: Option<String>,
-    /// Nothing was bought: a budget is exceeded.
+    /// A budget is exceeded: nothing was bought ahead of need (only for owners waiting for one).
     pub held_by_budget: bool,
 }
 
@@ -454,16 +454,16 @@ impl<S: ReplenishStore> Replenisher<S> {
         // cap must see what the unresolved ones may have cost.
         let mut report = RunReport::default();
         self.resolve_uncertain(&mut report).await?;
-        // Buying ahead of need waits while a budget is exceeded; owners already waiting for a
-        // number wait too, and are served by the next run after the period turns.
-        if !self.engine.spend_allowed(Spend::PoolPurchase).await? {
+        // Buying ahead of need waits while a budget is exceeded. A number for a paid owner who is
+        // waiting for one does not: it is spend they already paid for.
+        let ahead_of_need = self.engine.spend_allowed(Spend::PoolPurchase).await?;
+        if !ahead_of_need {
             tracing::info!(
-                event = "REPLENISH_SKIPPED",
+                event = "REPLENISH_HELD",
                 reason = "budget_exceeded",
-                "a budget is exceeded: no numbers are bought until the period turns"
+                "a budget is exceeded: numbers are bought only for owners waiting for one"
             );
             report.held_by_budget = true;
-            return Ok(report);
         }
         let stats: PoolStats = store.pool_stats().await?;
         let waiting: Vec<Owner> = store
@@ -472,7 +472,11 @@ impl<S: ReplenishStore> Replenisher<S> {
             .into_iter()
             .filter(|owner| buyable(owner.country()))
             .collect();
-        let below_target = (self.settings.target - stats.available).max(0);
+        let below_target = if ahead_of_need {
+            (self.settings.target - stats.available).max(0)
+        } else {
+            0
+        };
         let shortfall = below_target + waiting.len() as i64;
         report.shortfall = shortfall;
         if shortfall == 0 {

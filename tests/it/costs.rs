@@ -18,6 +18,7 @@ use onboard::prices::{Amount, CostKind};
 use onboard::replay::{fixture_epoch, message_text};
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher, RunOutcome};
 use onboard::store::ledger::{GroupBy, LedgerTx, NewCost};
+use onboard::store::replenish::ReplenishStore;
 use onboard::store::{NewOutbound, PgStore, SqliteStore, Store, Tx};
 use onboard::twilio::client::{Credentials, TwilioClient};
 use reqwest::StatusCode;
@@ -819,4 +820,98 @@ async fn rent_is_charged_once_a_month_on_postgres_with_two_replicas() {
     first.migrate().await.unwrap();
     let second = PgStore::connect(&url, 10).await.unwrap();
     rent_is_charged_once_a_month(first, second).await;
+}
+
+/// A paid owner waiting for a number is spend already paid for: while a budget is exceeded the
+/// keeper still buys their number (and serves them), but nothing ahead of need.
+async fn a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded<S: ReplenishStore>(
+    store: S,
+) {
+    const SAM: &str = "+12125550123";
+    let clock = Arc::new(ManualClock::new(fixture_epoch() + Duration::hours(15)));
+    let engine = budget_engine(store.clone(), clock.clone());
+    for (n, body) in [
+        "Hi",
+        "Plumber in New York",
+        "Sam's Plumbing",
+        "Sam Jones",
+        "sms",
+        "YES",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text(&engine, &format!("SMsam{n}"), SAM, body).await;
+    }
+    let sam = owner(&engine, SAM).await;
+    engine
+        .apply(&sam.id, onboard::conversation::Event::PaymentConfirmed)
+        .await
+        .unwrap();
+    let waiting = owner(&engine, SAM).await;
+    assert_eq!(
+        waiting.gate,
+        Some(onboard::conversation::Gate::AwaitingNumber)
+    );
+    spend(&store, "buy:big", "25", clock.now()).await;
+    assert!(engine.budget_status().await.unwrap().exceeded());
+
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/AvailablePhoneNumbers/US/Local.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "available_phone_numbers": [
+                {"phone_number": "+12125550101", "iso_country": "US"},
+                {"phone_number": "+12125550102", "iso_country": "US"},
+                {"phone_number": "+12125550103", "iso_country": "US"},
+            ]
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json"
+        )))
+        .respond_with(|request: &wiremock::Request| {
+            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
+            let number = form
+                .into_iter()
+                .find(|(k, _)| k == "PhoneNumber")
+                .unwrap()
+                .1;
+            ResponseTemplate::new(201).set_body_json(json!({
+                "sid": format!("PN{}", number.trim_start_matches('+')), "phone_number": number
+            }))
+        })
+        .mount(&twilio)
+        .await;
+    // A target of 3 free numbers: none of those is bought while the budget is exceeded.
+    let keeper = Replenisher::new(
+        engine.clone(),
+        twilio_client(&twilio),
+        Arc::new(CircuitBreaker::new(clock.clone(), 5, Duration::minutes(5))),
+        ReplenishSettings::new(3, 10, Country::Us, "https://onboard.example.com"),
+    );
+    match keeper.run_once().await.unwrap() {
+        RunOutcome::Ran(report) => {
+            assert!(report.held_by_budget);
+            assert_eq!(report.bought.len(), 1, "{report:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let served = owner(&engine, SAM).await;
+    assert!(served.twilio_number.is_some(), "{served:?}");
+    assert_eq!(served.state, StateName::S6PhoneType);
+}
+
+#[tokio::test]
+async fn a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded_on_sqlite() {
+    a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded_on_postgres() {
+    a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded(postgres().await).await;
 }
