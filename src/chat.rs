@@ -444,6 +444,11 @@ impl Backend for Local {
             said.push(match message.kind {
                 OutboundKind::Sms => Said::Text(message.body),
                 OutboundKind::VerifyCall => Said::VerifyCallPlaced,
+                OutboundKind::Email => Said::Note(format!(
+                    "email to {}: {}",
+                    message.to_email.unwrap_or_default(),
+                    message.body
+                )),
             });
         }
         Ok(said)

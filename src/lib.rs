@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod domain;
+pub mod email;
 pub mod engine;
 pub mod flows;
 pub mod golden;

@@ -1,5 +1,6 @@
 //! The onboarding conversation (S1 to S9): a pure core of parsers and a state machine.
 
+pub mod after;
 mod machine;
 pub mod parse;
 pub mod reminders;

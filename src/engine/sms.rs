@@ -1,6 +1,6 @@
 //! Texts from owners, and Twilio's delivery reports of the texts we sent.
 
-use crate::conversation::Event;
+use crate::conversation::{Event, StateName};
 use crate::domain::{PhoneNumber, mask_phone};
 use crate::store::reminders::ReminderTx as _;
 use crate::store::{Claim, NewInbound, OutboundStatus, Owner, Store, Tx};
@@ -41,8 +41,28 @@ impl<S: Store> Engine<S> {
             return Ok(response);
         }
 
+        // Texts to the onboarding number are the conversation's; any other is to a number an
+        // owner may hold: a live owner's are their commands or their customers' texts.
+        let to_onboarding = sms.to.is_empty()
+            || self
+                .settings
+                .onboarding_number
+                .as_ref()
+                .is_some_and(|onboarding| onboarding.as_str() == sms.to);
+        let holder = match PhoneNumber::parse(&sms.to) {
+            Ok(number) if !to_onboarding => tx.lock_owner_by_number(&number).await?,
+            _ => None,
+        };
+        let held = holder.is_some();
+        if let Some(owner) = holder.filter(|o| o.state == StateName::Complete) {
+            let response = self.line_text(&mut tx, owner, sms, now).await?;
+            tx.commit().await?;
+            return Ok(response);
+        }
+        // Without an onboarding number (dev mode), any number no owner holds counts as it.
+        let for_onboarding = to_onboarding || (self.settings.onboarding_number.is_none() && !held);
         // A customer texting an owner's business number is not an owner to onboard.
-        if !self.is_for_onboarding(&mut tx, &sms.to).await? {
+        if !for_onboarding {
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
             tx.commit().await?;
@@ -123,22 +143,6 @@ impl<S: Store> Engine<S> {
             .await?;
         tx.commit().await?;
         Ok(response)
-    }
-
-    /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to
-    /// the onboarding number or, without one (dev mode), to a number no owner holds. An empty `to`
-    /// (callers that do not say, like fixture replays) counts as the onboarding number.
-    async fn is_for_onboarding(&self, tx: &mut S::Tx, to: &str) -> Result<bool, EngineError> {
-        if to.is_empty() {
-            return Ok(true);
-        }
-        match &self.settings.onboarding_number {
-            Some(onboarding) => Ok(onboarding.as_str() == to),
-            None => Ok(match PhoneNumber::parse(to) {
-                Ok(number) => tx.lock_owner_by_number(&number).await?.is_none(),
-                Err(_) => true,
-            }),
-        }
     }
 
     /// A delivery report from Twilio. Never moves a message back from a final status; error 21610

@@ -444,6 +444,8 @@ pub struct OwnerRecordView {
     pub outbound_messages: Vec<OutboundRecord>,
     pub calls: Vec<CallRecord>,
     pub payment_events: Vec<WebhookEventRecord>,
+    /// Missed calls this billing month against the plan (from the owner's payment date).
+    pub usage: Option<crate::engine::after::Usage>,
 }
 
 impl From<OwnerRecord> for OwnerRecordView {
@@ -477,6 +479,7 @@ impl From<OwnerRecord> for OwnerRecordView {
             outbound_messages: r.outbound,
             calls: r.calls,
             payment_events: r.payment_events,
+            usage: None,
         }
     }
 }
@@ -494,7 +497,9 @@ pub async fn owner_record<S: Store>(
         .await
         .map_err(db)?
         .ok_or_else(|| ApiError::NotFound(format!("no owner with id {id}")))?;
-    Ok(Json(record.into()))
+    let mut view = OwnerRecordView::from(record);
+    view.usage = app.engine.usage(&id).await?;
+    Ok(Json(view))
 }
 
 /// `POST /admin/api/owners/{id}/reset`: back to S1 with the answers cleared, keeping payment and

@@ -29,6 +29,7 @@ pub(super) const POSTGRES: Embedded = embed!("postgres":
     "0015_owners.sql",
     "0016_console.sql",
     "0018_pool_levels.sql",
+    "0019_after_onboarding.sql",
 );
 
 pub(super) const SQLITE: Embedded = embed!("sqlite":
@@ -43,6 +44,7 @@ pub(super) const SQLITE: Embedded = embed!("sqlite":
     "0015_owners.sql",
     "0016_console.sql",
     "0018_pool_levels.sql",
+    "0019_after_onboarding.sql",
 );
 
 /// A migrator for one back end's files, read as `sqlx::migrate!` reads a folder:

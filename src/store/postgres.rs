@@ -288,3 +288,8 @@ common::impl_tx!(
 );
 
 super::reminders::impl_reminder_tx!(PgTx, claim_locks = " FOR UPDATE OF t, c SKIP LOCKED");
+super::after::impl_after_tx!(
+    PgTx,
+    for_update = " FOR UPDATE OF m",
+    skip_locked = " FOR UPDATE OF m SKIP LOCKED",
+);

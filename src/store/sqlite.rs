@@ -266,3 +266,4 @@ common::impl_tx!(
 );
 
 super::reminders::impl_reminder_tx!(SqliteTx, claim_locks = "");
+super::after::impl_after_tx!(SqliteTx, for_update = "", skip_locked = "");

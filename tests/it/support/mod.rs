@@ -144,3 +144,4 @@ fn url_with_database(url: &str, database: &str) -> String {
 }
 
 pub mod app;
+pub mod smtp;
