@@ -16,6 +16,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where emails go.
+// Built once per worker: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Mailer {
     /// Dev mode without `SMTP_URL`: logged, not sent.

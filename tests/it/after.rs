@@ -26,7 +26,7 @@ const NUMBER: &str = "+447700900970";
 const CALLER: &str = "+447700900555";
 
 /// Takes an owner through onboarding to COMPLETE with `notify` as their S4 answer.
-async fn live_owner<S: Store>(engine: &Engine<S>, notify: &str) -> Owner {
+pub(crate) async fn live_owner<S: Store>(engine: &Engine<S>, notify: &str) -> Owner {
     let owner: PhoneNumber = OWNER.parse().unwrap();
     engine
         .add_numbers(&[NUMBER.parse().unwrap()])
@@ -64,7 +64,7 @@ async fn live_owner<S: Store>(engine: &Engine<S>, notify: &str) -> Owner {
     owner
 }
 
-fn call(sid: &str, from: &str) -> InboundCall {
+pub(crate) fn call(sid: &str, from: &str) -> InboundCall {
     InboundCall {
         call_sid: sid.into(),
         from: from.into(),
