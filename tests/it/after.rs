@@ -469,3 +469,77 @@ async fn a_customer_s_text_to_the_business_number_is_relayed_not_onboarded() {
         "a customer is never an owner"
     );
 }
+
+/// The email rules of the outbox against a real server: a 4xx (or a server that cannot be
+/// reached) is tried again later; a 5xx is given up, never retried.
+#[tokio::test]
+async fn an_smtp_refusal_is_retried_when_temporary_and_given_up_when_permanent() {
+    for (reply, status, retried) in [
+        ("451 4.3.0 try again later", OutboundStatus::Pending, true),
+        ("550 5.7.1 sender refused", OutboundStatus::Failed, false),
+    ] {
+        let sink = SmtpSink::refusing(reply).await;
+        let app = spawn_sqlite(smtp_config(&sink)).await;
+        live_owner(&app.engine, "jo.smith@example.com").await;
+        app.engine
+            .handle_call(&call("CAcustomer1", CALLER))
+            .await
+            .unwrap();
+        app.clock.advance(Duration::seconds(151));
+        assert_eq!(app.engine.send_due_alerts().await.unwrap(), 1);
+        let clock: Arc<dyn Clock> = app.clock.clone();
+        let outbox = Outbox::new(
+            app.engine.store().clone(),
+            Sender::Simulated,
+            clock,
+            OutboxSettings::default(),
+        )
+        .with_mailer(Mailer::from_config(&app.config).unwrap());
+        outbox.run_once(None).await.unwrap();
+        let email: Vec<_> = outbox_since(&app, 0)
+            .await
+            .into_iter()
+            .filter(|m| m.kind == OutboundKind::Email)
+            .collect();
+        assert_eq!(email.len(), 1);
+        assert_eq!(email[0].status, status, "{reply}: {:?}", email[0]);
+        assert_eq!(email[0].attempts, 1);
+        assert!(
+            email[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(&reply[..3])),
+            "{reply}: {:?}",
+            email[0].last_error
+        );
+        // Due again after the backoff only if it was temporary.
+        app.clock.advance(Duration::seconds(10));
+        outbox.run_once(None).await.unwrap();
+        let again = outbox_since(&app, 0)
+            .await
+            .into_iter()
+            .find(|m| m.kind == OutboundKind::Email)
+            .unwrap();
+        assert_eq!(again.attempts, if retried { 2 } else { 1 }, "{reply}");
+        assert!(sink.messages().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_finished_voicemail_says_goodbye() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let response = app
+        .post_twilio(
+            "/webhooks/twilio/voicemail-done",
+            &[
+                ("CallSid", "CA1"),
+                ("RecordingUrl", "https://api.twilio.com/x"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.text().await.unwrap(),
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#
+    );
+}

@@ -93,13 +93,23 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Listens on a free port of 127.0.0.1 until the test's runtime ends.
     pub async fn start() -> SmtpSink {
+        Self::answering_mail_from(None).await
+    }
+
+    /// A sink that answers every `MAIL FROM` with `reply` (e.g. `451 4.3.0 try later` or
+    /// `550 5.7.1 refused`), so nothing is ever accepted.
+    pub async fn refusing(reply: &'static str) -> SmtpSink {
+        Self::answering_mail_from(Some(reply)).await
+    }
+
+    async fn answering_mail_from(refusal: Option<&'static str>) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let store = received.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, store.clone()));
+                tokio::spawn(session(stream, store.clone(), refusal));
             }
         });
         SmtpSink { port, received }
@@ -115,7 +125,11 @@ impl SmtpSink {
     }
 }
 
-async fn session(stream: TcpStream, store: Arc<Mutex<Vec<Received>>>) {
+async fn session(
+    stream: TcpStream,
+    store: Arc<Mutex<Vec<Received>>>,
+    refusal: Option<&'static str>,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut current = Received::default();
@@ -156,6 +170,8 @@ async fn session(stream: TcpStream, store: Arc<Mutex<Vec<Received>>>) {
             } else {
                 reply!("535 5.7.8 bad credentials\r\n");
             }
+        } else if let (true, Some(refusal)) = (upper.starts_with("MAIL FROM:"), refusal) {
+            reply!(format!("{refusal}\r\n"));
         } else if upper.starts_with("MAIL FROM:") {
             current = Received {
                 auth: auth.clone(),
