@@ -543,3 +543,49 @@ async fn a_finished_voicemail_says_goodbye() {
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#
     );
 }
+
+/// The console's live feed hears of a missed call and of how its owner was told (database
+/// triggers, so every replica's console sees them).
+async fn the_live_feed_gets_missed_calls_and_alerts<S: Store>(app: TestApp<S>) {
+    use onboard::store::console::ConsoleStore as _;
+    let owner = live_owner(&app.engine, "text").await;
+    let store = app.engine.store();
+    let bookmark = store
+        .recent_live_events(1)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |e| e.id);
+    app.engine
+        .handle_call(&call("CAcustomer1", CALLER))
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(151));
+    app.engine.send_due_alerts().await.unwrap();
+    let events: Vec<(String, String)> = store
+        .live_events_after(bookmark, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.owner_id.as_deref() == Some(owner.id.as_str()))
+        .map(|e| (e.kind, e.detail))
+        .collect();
+    for wanted in ["missed call", "missed call alert: sms"] {
+        assert!(
+            events
+                .iter()
+                .any(|(kind, detail)| kind == "call" && detail == wanted),
+            "{wanted}: {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_the_live_feed_gets_missed_calls_and_alerts() {
+    the_live_feed_gets_missed_calls_and_alerts(spawn_sqlite(test_config(&[])).await).await;
+}
+
+#[tokio::test]
+async fn postgres_the_live_feed_gets_missed_calls_and_alerts() {
+    the_live_feed_gets_missed_calls_and_alerts(spawn_postgres(test_config(&[])).await).await;
+}
