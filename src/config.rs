@@ -84,6 +84,18 @@ pub struct AfterConfig {
     pub plan_calls_included: i64,
 }
 
+impl std::fmt::Debug for AfterConfig {
+    // `SMTP_URL` may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterConfig")
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "***"))
+            .field("alert_from_email", &self.alert_from_email)
+            .field("caller_text_back", &self.caller_text_back)
+            .field("plan_calls_included", &self.plan_calls_included)
+            .finish()
+    }
+}
+
 impl Default for AfterConfig {
     fn default() -> Self {
         Self {
@@ -573,6 +585,37 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn after_onboarding_settings_are_checked_and_named() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.after, AfterConfig::default());
+        assert_eq!(c.after.plan_calls_included, 100);
+        let c = config(&[
+            ("SMTP_URL", "smtps://alerts:pw@mail.example.com:465"),
+            ("ALERT_FROM_EMAIL", "Smith Alerts <alerts@smith.example>"),
+            ("CALLER_TEXT_BACK", "1"),
+            ("PLAN_CALLS_INCLUDED", "250"),
+        ])
+        .unwrap();
+        assert!(c.after.caller_text_back);
+        assert_eq!(c.after.plan_calls_included, 250);
+        // The password stays out of Debug.
+        assert!(!format!("{c:?}").contains("pw@"));
+        for (name, value) in [
+            ("SMTP_URL", "https://mail.example.com"),
+            ("SMTP_URL", "smtp://"),
+            ("ALERT_FROM_EMAIL", "not an address"),
+            ("CALLER_TEXT_BACK", "yes"),
+            ("PLAN_CALLS_INCLUDED", "0"),
+            ("PLAN_CALLS_INCLUDED", "lots"),
+        ] {
+            match config(&[(name, value)]) {
+                Err(ConfigError::Invalid { name: named, .. }) => assert_eq!(named, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
     }
 
     #[test]
