@@ -553,6 +553,8 @@ impl<S: Store> Engine<S> {
                 None
             }
         };
+        // An owner who texted STOP hears nothing from us, whatever they text to their number.
+        let reply = reply.filter(|_| !(from_owner && owner.opted_out));
         let response = match reply {
             Some(text) => twiml::Response::new().message(&text).to_xml(),
             None => twiml::Response::new().to_xml(),
