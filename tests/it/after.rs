@@ -547,7 +547,6 @@ async fn a_finished_voicemail_says_goodbye() {
 /// The console's live feed hears of a missed call and of how its owner was told (database
 /// triggers, so every replica's console sees them).
 async fn the_live_feed_gets_missed_calls_and_alerts<S: Store>(app: TestApp<S>) {
-    use onboard::store::console::ConsoleStore as _;
     let owner = live_owner(&app.engine, "text").await;
     let store = app.engine.store();
     let bookmark = store
