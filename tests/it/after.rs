@@ -287,6 +287,23 @@ async fn an_email_alert_reaches_the_smtp_server<S: Store>(app: TestApp<S>, sink:
     // Sent once: a second pass of the worker has nothing to send.
     outbox.run_once(None).await.unwrap();
     assert_eq!(sink.messages().len(), 1);
+
+    // Counted per channel and result (counters are process-wide: at least this one).
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sent = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"onboard_alerts_total{channel="email",result="sent"}"#))
+        .unwrap_or_else(|| panic!("no email alert counted in:\n{metrics}"));
+    let count: f64 = sent.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{sent}");
 }
 
 fn smtp_config(sink: &SmtpSink) -> onboard::config::Config {
