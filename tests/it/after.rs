@@ -605,3 +605,49 @@ async fn sqlite_the_live_feed_gets_missed_calls_and_alerts() {
 async fn postgres_the_live_feed_gets_missed_calls_and_alerts() {
     the_live_feed_gets_missed_calls_and_alerts(spawn_postgres(test_config(&[])).await).await;
 }
+
+/// The recording callback and the 150 s timer racing for one call: whichever holds the call's
+/// row first tells the owner; the other finds it told. Here the timer's claim comes first and
+/// the callback waits for it, then only attaches the voicemail.
+#[tokio::test]
+async fn postgres_a_voicemail_arriving_as_the_timer_fires_is_not_alerted_twice() {
+    let app = spawn_postgres(test_config(&[])).await;
+    live_owner(&app.engine, "text").await;
+    app.engine
+        .handle_call(&call("CAcustomer1", CALLER))
+        .await
+        .unwrap();
+    let bookmark = app.engine.store().latest_outbound_id().await.unwrap();
+    let later = app.clock.now() + Duration::seconds(151);
+    let store = app.engine.store().clone();
+    let mut timer = store.begin().await.unwrap();
+    let claimed = timer.claim_due_alert(later).await.unwrap().unwrap();
+
+    let engine = app.engine.clone();
+    let callback = tokio::spawn(async move {
+        engine
+            .recording_status(&onboard::engine::after::RecordingStatus {
+                recording_sid: "RE1".into(),
+                call_sid: "CAcustomer1".into(),
+                status: "completed".into(),
+                url: Some("https://api.twilio.com/Recordings/RE1".into()),
+                duration_secs: Some(9),
+            })
+            .await
+    });
+    timer
+        .mark_alerted(&claimed.call_sid, "sms", later)
+        .await
+        .unwrap();
+    timer.commit().await.unwrap();
+    callback.await.unwrap().unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let call = tx.lock_missed_call("CAcustomer1").await.unwrap().unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(call.alert.as_deref(), Some("sms"));
+    assert_eq!(call.recording_sid.as_deref(), Some("RE1"));
+    // The timer here only marked the call (its alert is the sweep's to queue): the callback
+    // queued nothing of its own.
+    assert!(outbox_since(&app, bookmark).await.is_empty());
+}
