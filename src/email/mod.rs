@@ -42,14 +42,15 @@ pub struct Email<'a> {
 /// Why an email did not go.
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
-    /// The server refused it for now (a 4xx), or could not be reached: nothing was accepted, try
-    /// again later.
+    /// The server refused it for now (a 4xx), or could not be reached before the send: nothing
+    /// was accepted, try again later.
     #[error("SMTP temporary failure: {0}")]
     Transient(String),
     /// Refused for good (a 5xx: a bad address, a rejected sender), or unbuildable.
     #[error("SMTP refused: {0}")]
     Permanent(String),
-    /// The conversation timed out: the server may or may not have taken the message.
+    /// The connection was lost or timed out during the send: the server may or may not have
+    /// taken the message.
     #[error("SMTP outcome unknown: {0}")]
     Uncertain(String),
 }
@@ -84,23 +85,31 @@ impl Mailer {
             return Ok(());
         };
         let message = build(from, email).map_err(EmailError::Permanent)?;
+        // A server we cannot reach (or that will not greet us) has taken nothing: checked on a
+        // connection of its own first, so that a failure of the send itself means it may have.
+        match transport.test_connection().await {
+            Ok(true) => {}
+            Ok(false) => return Err(EmailError::Transient("the server did not answer".into())),
+            Err(e) => return Err(classify(&e, false)),
+        }
         match transport.send(message).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(classify(&e)),
+            Err(e) => Err(classify(&e, true)),
         }
     }
 }
 
-/// A 5xx is final; a 4xx or a server we could not reach is worth another go later; a timeout
-/// mid-conversation leaves us not knowing.
-fn classify(e: &SmtpError) -> EmailError {
+/// A 5xx is final and a 4xx worth another go later: the server answered, so nothing was taken.
+/// Anything else (a connection lost, a timeout) is worth another go only before the message was
+/// on its way; during the send it leaves us not knowing.
+fn classify(e: &SmtpError, sending: bool) -> EmailError {
     let text = e.to_string();
     if e.is_permanent() {
         EmailError::Permanent(text)
-    } else if e.is_timeout() {
-        EmailError::Uncertain(text)
-    } else {
+    } else if e.is_transient() || !sending {
         EmailError::Transient(text)
+    } else {
+        EmailError::Uncertain(text)
     }
 }
 

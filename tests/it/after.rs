@@ -651,3 +651,91 @@ async fn postgres_a_voicemail_arriving_as_the_timer_fires_is_not_alerted_twice()
     // queued nothing of its own.
     assert!(outbox_since(&app, bookmark).await.is_empty());
 }
+
+/// SMTP has no idempotency key: when the connection drops after the message went (the server
+/// kept it but never said so), the email is not sent again: it is given up, loudly.
+#[tokio::test]
+async fn an_email_whose_send_may_have_gone_through_is_never_sent_twice() {
+    let sink = SmtpSink::dropping_after_data().await;
+    let app = spawn_sqlite(smtp_config(&sink)).await;
+    live_owner(&app.engine, "jo.smith@example.com").await;
+    app.engine
+        .handle_call(&call("CAcustomer1", CALLER))
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(151));
+    assert_eq!(app.engine.send_due_alerts().await.unwrap(), 1);
+    let clock: Arc<dyn Clock> = app.clock.clone();
+    let outbox = Outbox::new(
+        app.engine.store().clone(),
+        Sender::Simulated,
+        clock,
+        OutboxSettings::default(),
+    )
+    .with_mailer(Mailer::from_config(&app.config).unwrap());
+    let email = || async {
+        outbox_since(&app, 0)
+            .await
+            .into_iter()
+            .find(|m| m.kind == OutboundKind::Email)
+            .unwrap()
+    };
+    outbox.run_once(None).await.unwrap();
+    let first = email().await;
+    assert_eq!(first.status, OutboundStatus::Pending);
+    assert!(first.needs_reconcile, "{first:?}");
+    assert_eq!(sink.messages().len(), 1);
+
+    app.clock.advance(Duration::seconds(60));
+    outbox.run_once(None).await.unwrap();
+    let second = email().await;
+    assert_eq!(second.status, OutboundStatus::Failed, "{second:?}");
+    assert!(
+        second
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not sent again")),
+        "{second:?}"
+    );
+    assert_eq!(sink.messages().len(), 1, "sent once, never twice");
+}
+
+/// A mail server that cannot be reached has taken nothing: the email waits for the next try,
+/// with nothing to reconcile.
+#[tokio::test]
+async fn an_unreachable_smtp_server_is_tried_again_later() {
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("smtp://alerts:s3cret@127.0.0.1:{port}");
+    let app = spawn_sqlite(test_config(&[("SMTP_URL", &url)])).await;
+    live_owner(&app.engine, "jo.smith@example.com").await;
+    app.engine
+        .handle_call(&call("CAcustomer1", CALLER))
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(151));
+    app.engine.send_due_alerts().await.unwrap();
+    let clock: Arc<dyn Clock> = app.clock.clone();
+    Outbox::new(
+        app.engine.store().clone(),
+        Sender::Simulated,
+        clock,
+        OutboxSettings::default(),
+    )
+    .with_mailer(Mailer::from_config(&app.config).unwrap())
+    .run_once(None)
+    .await
+    .unwrap();
+    let email = outbox_since(&app, 0)
+        .await
+        .into_iter()
+        .find(|m| m.kind == OutboundKind::Email)
+        .unwrap();
+    assert_eq!(email.status, OutboundStatus::Pending, "{email:?}");
+    assert!(!email.needs_reconcile, "{email:?}");
+    assert_eq!(email.attempts, 1);
+}

@@ -84,6 +84,9 @@ fn decode_quoted_printable(body: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `refusal` that means "take the message, then hang up without a word".
+const DROP_AFTER_DATA: &str = "drop after data";
+
 /// A running sink: its `smtp://` URL and what it has received.
 pub struct SmtpSink {
     pub port: u16,
@@ -100,6 +103,12 @@ impl SmtpSink {
     /// `550 5.7.1 refused`), so nothing is ever accepted.
     pub async fn refusing(reply: &'static str) -> SmtpSink {
         Self::answering_mail_from(Some(reply)).await
+    }
+
+    /// A sink that keeps each message but drops the connection instead of answering its end
+    /// of DATA: the client cannot know whether it was taken.
+    pub async fn dropping_after_data() -> SmtpSink {
+        Self::answering_mail_from(Some(DROP_AFTER_DATA)).await
     }
 
     async fn answering_mail_from(refusal: Option<&'static str>) -> SmtpSink {
@@ -170,7 +179,10 @@ async fn session(
             } else {
                 reply!("535 5.7.8 bad credentials\r\n");
             }
-        } else if let (true, Some(refusal)) = (upper.starts_with("MAIL FROM:"), refusal) {
+        } else if let (true, Some(refusal)) = (
+            upper.starts_with("MAIL FROM:"),
+            refusal.filter(|r| *r != DROP_AFTER_DATA),
+        ) {
             reply!(format!("{refusal}\r\n"));
         } else if upper.starts_with("MAIL FROM:") {
             current = Received {
@@ -199,6 +211,9 @@ async fn session(
             }
             current.data = data;
             store.lock().expect("lock").push(current.clone());
+            if refusal == Some(DROP_AFTER_DATA) {
+                return;
+            }
             reply!("250 2.0.0 queued\r\n");
         } else if upper == "RSET" || upper == "NOOP" {
             reply!("250 2.0.0 ok\r\n");
