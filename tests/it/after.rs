@@ -739,3 +739,90 @@ async fn an_unreachable_smtp_server_is_tried_again_later() {
     assert!(!email.needs_reconcile, "{email:?}");
     assert_eq!(email.attempts, 1);
 }
+
+/// Through Twilio, an alert goes from the owner's own business number, not the onboarding one.
+#[tokio::test]
+async fn a_text_alert_goes_from_the_owner_s_business_number_through_twilio() {
+    use onboard::outbox::CallSettings;
+    use onboard::twilio::client::{Credentials, TwilioClient};
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const ACCOUNT: &str = "AC00000000000000000000000000000000";
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+        )))
+        .and(body_string_contains("From=%2B447700900970"))
+        .and(body_string_contains("To=%2B447700900301"))
+        .and(body_string_contains("Missed+call+to+Smith+Plumbing"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": "SMalert1", "status": "queued", "to": OWNER, "from": NUMBER
+        })))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let app = spawn_sqlite(test_config(&[])).await;
+    live_owner(&app.engine, "text").await;
+    let bookmark = app.engine.store().latest_outbound_id().await.unwrap();
+    app.engine
+        .handle_call(&call("CAcustomer1", CALLER))
+        .await
+        .unwrap();
+    recording(&app, "RE0001", "CAcustomer1").await;
+    // Only the alert is sent here: the onboarding texts before it are done with.
+    {
+        let store = app.engine.store();
+        let earlier = store.outbound_after(0).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        for m in earlier {
+            if m.id <= bookmark {
+                tx.finish_outbound(
+                    m.id,
+                    OutboundStatus::Simulated,
+                    None,
+                    None,
+                    None,
+                    app.clock.now(),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+    }
+    let clock: Arc<dyn Clock> = app.clock.clone();
+    let onboarding: PhoneNumber = "+447700900000".parse().unwrap();
+    let outbox = Outbox::new(
+        app.engine.store().clone(),
+        Sender::Twilio {
+            client: TwilioClient::new(
+                &twilio.uri(),
+                Credentials {
+                    account_sid: ACCOUNT.into(),
+                    username: ACCOUNT.into(),
+                    secret: support::app::AUTH_TOKEN.into(),
+                },
+                std::time::Duration::from_secs(5),
+            ),
+            from: onboarding.clone(),
+            status_callback: "https://onboard.example.com/webhooks/twilio/message-status".into(),
+            calls: CallSettings {
+                from: onboarding,
+                status_callback: "https://onboard.example.com/webhooks/twilio/call-status".into(),
+                ring_seconds: 30,
+            },
+        },
+        clock,
+        OutboxSettings::default(),
+    );
+    assert_eq!(outbox.run_once(None).await.unwrap(), 1);
+    let alert = outbox_since(&app, bookmark).await;
+    assert_eq!(
+        alert[0].twilio_sid.as_deref(),
+        Some("SMalert1"),
+        "{alert:?}"
+    );
+    twilio.verify().await;
+}
