@@ -38,6 +38,9 @@ pub enum StartError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    /// The SMTP settings (checked when loaded; this is the transport failing to build).
+    #[error("email: {0}")]
+    Email(String),
 }
 
 /// The flows named by `FLOWS_DIR`, else the ones compiled in; checked either way.
@@ -163,19 +166,29 @@ async fn run<S: ReplenishStore>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let engine = Arc::new(engine(store.clone(), &config, flows));
+    let mailer = crate::email::Mailer::from_config(&config).map_err(StartError::Email)?;
+    if mailer.is_none() {
+        tracing::warn!(
+            event = "EMAIL_OFF",
+            "SMTP_URL is not set: owners who chose email alerts will not get them"
+        );
+    }
     let (stop, stopped) = watch::channel(false);
 
     let workers = Workers::default();
-    let outbox = Arc::new(Outbox::new(
-        store,
-        sender(&config),
-        Arc::new(SystemClock),
-        OutboxSettings {
-            give_up_after: config.outbox_give_up_after,
-            prices: config.costs.prices.clone(),
-            ..OutboxSettings::default()
-        },
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            store,
+            sender(&config),
+            Arc::new(SystemClock),
+            OutboxSettings {
+                give_up_after: config.outbox_give_up_after,
+                prices: config.costs.prices.clone(),
+                ..OutboxSettings::default()
+            },
+        )
+        .with_mailer(mailer),
+    );
     let worker = supervise(
         workers.clone(),
         "outbox",
@@ -266,6 +279,26 @@ async fn run<S: ReplenishStore>(
             }
         },
     );
+    let alert_sweep = supervise(
+        workers.clone(),
+        "missed_call_alerts",
+        Restart::default(),
+        stopped.clone(),
+        {
+            let (engine, stopped) = (engine.clone(), stopped.clone());
+            move || {
+                let (engine, stopped) = (engine.clone(), stopped.clone());
+                async move {
+                    crate::engine::after::keep_alerting(
+                        &engine,
+                        std::time::Duration::from_secs(5),
+                        stopped,
+                    )
+                    .await
+                }
+            }
+        },
+    );
     let keeper = supervise(
         workers.clone(),
         "pool_keeper",
@@ -317,6 +350,7 @@ async fn run<S: ReplenishStore>(
     let _ = worker.await;
     let _ = keeper.await;
     let _ = reminder_sweep.await;
+    let _ = alert_sweep.await;
     let _ = console_pruner.await;
     let _ = cost_keeper.await;
     if let Some(buyer) = buyer {

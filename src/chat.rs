@@ -426,6 +426,7 @@ impl Backend for Local {
                 self.engine.end_quarantines().await?;
                 self.engine.verify_timeouts().await?;
                 self.engine.send_reminders().await?;
+                self.engine.send_due_alerts().await?;
                 said.push(Said::Note(format!(
                     "the clock is now {}",
                     self.engine.now().format("%Y-%m-%d %H:%M UTC")
@@ -444,6 +445,11 @@ impl Backend for Local {
             said.push(match message.kind {
                 OutboundKind::Sms => Said::Text(message.body),
                 OutboundKind::VerifyCall => Said::VerifyCallPlaced,
+                OutboundKind::Email => Said::Note(format!(
+                    "email to {}: {}",
+                    message.to_email.unwrap_or_default(),
+                    message.body
+                )),
             });
         }
         Ok(said)

@@ -68,6 +68,98 @@ pub struct Config {
     // --- prices and budgets -------------------------------------------------------------------
     /// `PRICES_DIR`, `REPORTING_CURRENCY`, `BUDGET_DAILY`, `BUDGET_MONTHLY`, `OPS_EMAIL`.
     pub costs: crate::costs::CostConfig,
+    // --- after onboarding ---------------------------------------------------------------------
+    /// `SMTP_URL`, `ALERT_FROM_EMAIL`, `CALLER_TEXT_BACK`, `PLAN_CALLS_INCLUDED`.
+    pub after: AfterConfig,
+}
+
+/// What an owner's number does once they are live.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AfterConfig {
+    /// Where alert emails go out (`smtp://user:pass@host:port`, or `smtps://` for TLS from the
+    /// first byte); checked when loaded. Unset in dev mode: emails are logged instead.
+    pub smtp_url: Option<String>,
+    /// The alert emails' From, an address or `Name <address>`.
+    pub alert_from_email: String,
+    /// `CALLER_TEXT_BACK=1`: a caller the owner missed gets one text a day from the owner's number.
+    pub caller_text_back: bool,
+    /// Missed calls included in a plan each billing month (`PLAN_CALLS_INCLUDED`, default 100).
+    pub plan_calls_included: i64,
+}
+
+impl std::fmt::Debug for AfterConfig {
+    // `SMTP_URL` may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterConfig")
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "***"))
+            .field("alert_from_email", &self.alert_from_email)
+            .field("caller_text_back", &self.caller_text_back)
+            .field("plan_calls_included", &self.plan_calls_included)
+            .finish()
+    }
+}
+
+impl Default for AfterConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            alert_from_email: DEFAULT_ALERT_FROM.to_owned(),
+            caller_text_back: false,
+            plan_calls_included: DEFAULT_PLAN_CALLS_INCLUDED,
+        }
+    }
+}
+
+/// The alert emails' From when `ALERT_FROM_EMAIL` is unset.
+pub const DEFAULT_ALERT_FROM: &str = "Onboard <alerts@onboard.example>";
+
+/// Missed calls a plan includes each month when `PLAN_CALLS_INCLUDED` is unset.
+pub const DEFAULT_PLAN_CALLS_INCLUDED: i64 = 100;
+
+impl AfterConfig {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let smtp_url = get("SMTP_URL")
+            .map(|url| {
+                crate::email::check_smtp_url(&url).map_err(|problem| ConfigError::Invalid {
+                    name: "SMTP_URL",
+                    problem,
+                })?;
+                Ok(url)
+            })
+            .transpose()?;
+        let alert_from_email = get("ALERT_FROM_EMAIL").unwrap_or_else(|| DEFAULT_ALERT_FROM.into());
+        crate::email::check_mailbox(&alert_from_email).map_err(|problem| ConfigError::Invalid {
+            name: "ALERT_FROM_EMAIL",
+            problem,
+        })?;
+        let caller_text_back = match get("CALLER_TEXT_BACK").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CALLER_TEXT_BACK",
+                    problem: format!("{other:?} is not 1 or 0"),
+                });
+            }
+        };
+        let plan_calls_included = match get("PLAN_CALLS_INCLUDED") {
+            None => DEFAULT_PLAN_CALLS_INCLUDED,
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|n: &i64| (1..=1_000_000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    name: "PLAN_CALLS_INCLUDED",
+                    problem: format!("{raw:?} is not a whole number from 1 to 1000000"),
+                })?,
+        };
+        Ok(Self {
+            smtp_url,
+            alert_from_email,
+            caller_text_back,
+            plan_calls_included,
+        })
+    }
 }
 
 /// How long a client may take and how many may be connected at once, on every listener.
@@ -150,6 +242,7 @@ impl std::fmt::Debug for Config {
             )
             .field("signatures", &self.signatures)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("smtp_url", &self.after.smtp_url.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
 }
@@ -373,6 +466,7 @@ impl Config {
             outbox_give_up_after,
             reminders: crate::reminders::ReminderConfig::from_lookup(get)?,
             costs: crate::costs::CostConfig::from_lookup(get)?,
+            after: AfterConfig::from_lookup(get)?,
         };
         if env == Environment::Production {
             let required: [(&'static str, bool); 6] = [
@@ -495,6 +589,37 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn after_onboarding_settings_are_checked_and_named() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.after, AfterConfig::default());
+        assert_eq!(c.after.plan_calls_included, 100);
+        let c = config(&[
+            ("SMTP_URL", "smtps://alerts:pw@mail.example.com:465"),
+            ("ALERT_FROM_EMAIL", "Smith Alerts <alerts@smith.example>"),
+            ("CALLER_TEXT_BACK", "1"),
+            ("PLAN_CALLS_INCLUDED", "250"),
+        ])
+        .unwrap();
+        assert!(c.after.caller_text_back);
+        assert_eq!(c.after.plan_calls_included, 250);
+        // The password stays out of Debug.
+        assert!(!format!("{c:?}").contains("pw@"));
+        for (name, value) in [
+            ("SMTP_URL", "https://mail.example.com"),
+            ("SMTP_URL", "smtp://"),
+            ("ALERT_FROM_EMAIL", "not an address"),
+            ("CALLER_TEXT_BACK", "yes"),
+            ("PLAN_CALLS_INCLUDED", "0"),
+            ("PLAN_CALLS_INCLUDED", "lots"),
+        ] {
+            match config(&[(name, value)]) {
+                Err(ConfigError::Invalid { name: named, .. }) => assert_eq!(named, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
     }
 
     #[test]

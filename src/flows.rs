@@ -60,14 +60,27 @@ pub enum MessageKey {
     VerifyTroubleshoot,
     VoiceConfirmed,
     VoiceMissedCall,
+    VoiceNotLive,
     VoiceVerifyAnswered,
     /// A new owner's first text while a spending budget is exceeded: we will text them when
     /// the period turns.
     BudgetFull,
+    AlertMissedCall,
+    AlertVoicemail,
+    AlertEmailSubject,
+    TextRelayed,
+    TextRelayedSubject,
+    CallerTextBack,
+    LinePaused,
+    LineResumed,
+    LineStatus,
+    LineHelp,
+    UsageWarning,
+    UsageReached,
 }
 
 impl MessageKey {
-    pub const ALL: [MessageKey; 58] = [
+    pub const ALL: [MessageKey; 71] = [
         MessageKey::S1Ask,
         MessageKey::Welcome,
         MessageKey::S1AskPlace,
@@ -124,8 +137,21 @@ impl MessageKey {
         MessageKey::VerifyTroubleshoot,
         MessageKey::VoiceConfirmed,
         MessageKey::VoiceMissedCall,
+        MessageKey::VoiceNotLive,
         MessageKey::VoiceVerifyAnswered,
         MessageKey::BudgetFull,
+        MessageKey::AlertMissedCall,
+        MessageKey::AlertVoicemail,
+        MessageKey::AlertEmailSubject,
+        MessageKey::TextRelayed,
+        MessageKey::TextRelayedSubject,
+        MessageKey::CallerTextBack,
+        MessageKey::LinePaused,
+        MessageKey::LineResumed,
+        MessageKey::LineStatus,
+        MessageKey::LineHelp,
+        MessageKey::UsageWarning,
+        MessageKey::UsageReached,
     ];
 
     /// The key in the TOML file.
@@ -187,8 +213,21 @@ impl MessageKey {
             MessageKey::VerifyTroubleshoot => "verify_troubleshoot",
             MessageKey::VoiceConfirmed => "voice_confirmed",
             MessageKey::VoiceMissedCall => "voice_missed_call",
+            MessageKey::VoiceNotLive => "voice_not_live",
             MessageKey::VoiceVerifyAnswered => "voice_verify_answered",
             MessageKey::BudgetFull => "budget_full",
+            MessageKey::AlertMissedCall => "alert_missed_call",
+            MessageKey::AlertVoicemail => "alert_voicemail",
+            MessageKey::AlertEmailSubject => "alert_email_subject",
+            MessageKey::TextRelayed => "text_relayed",
+            MessageKey::TextRelayedSubject => "text_relayed_subject",
+            MessageKey::CallerTextBack => "caller_text_back",
+            MessageKey::LinePaused => "line_paused",
+            MessageKey::LineResumed => "line_resumed",
+            MessageKey::LineStatus => "line_status",
+            MessageKey::LineHelp => "line_help",
+            MessageKey::UsageWarning => "usage_warning",
+            MessageKey::UsageReached => "usage_reached",
         }
     }
 
@@ -215,7 +254,21 @@ impl MessageKey {
                 &["number", "number_national"]
             }
             MessageKey::Help => &["step"],
-            MessageKey::VoiceMissedCall => &["business_name"],
+            MessageKey::VoiceMissedCall
+            | MessageKey::VoiceNotLive
+            | MessageKey::CallerTextBack
+            | MessageKey::LinePaused
+            | MessageKey::LineResumed => &["business_name"],
+            MessageKey::AlertMissedCall => &["business_name", "caller", "time"],
+            MessageKey::AlertVoicemail => &["business_name", "caller", "time", "seconds", "link"],
+            MessageKey::AlertEmailSubject | MessageKey::TextRelayedSubject => {
+                &["business_name", "caller"]
+            }
+            MessageKey::TextRelayed => &["caller", "business_name", "body"],
+            MessageKey::LineStatus => &["business_name", "calls", "included", "period_start"],
+            MessageKey::UsageWarning | MessageKey::UsageReached => {
+                &["business_name", "calls", "included"]
+            }
             _ => &[],
         }
     }
@@ -234,6 +287,7 @@ impl MessageKey {
             self,
             MessageKey::VoiceConfirmed
                 | MessageKey::VoiceMissedCall
+                | MessageKey::VoiceNotLive
                 | MessageKey::VoiceVerifyAnswered
         )
     }
@@ -869,7 +923,7 @@ fn is_iso_date(s: &str) -> bool {
 }
 
 /// Realistic values for every placeholder, used to hold each texted message to its segment limit.
-fn sample_vars(locale: Locale, step: &str) -> [(&'static str, &str); 9] {
+fn sample_vars(locale: Locale, step: &str) -> [(&'static str, &str); 17] {
     let (number, number_national) = match locale {
         Locale::EnGb => ("+447700900123", "07700900123"),
         Locale::EnUs => ("+14155550123", "4155550123"),
@@ -887,6 +941,20 @@ fn sample_vars(locale: Locale, step: &str) -> [(&'static str, &str); 9] {
         ("number", number),
         ("number_national", number_national),
         ("step", step),
+        ("caller", number),
+        ("time", "14:05 on Mon 30 Nov"),
+        ("seconds", "120"),
+        (
+            "link",
+            "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE0123456789abcdef0123456789abcdef.mp3",
+        ),
+        (
+            "body",
+            "Hi, can you come and look at a leaking tap on Thursday?",
+        ),
+        ("calls", "100"),
+        ("included", "100"),
+        ("period_start", "30 Nov"),
     ]
 }
 

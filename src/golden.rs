@@ -9,7 +9,7 @@ const REPLY_KEYS: [&str; 4] = ["reply", "reply_contains", "reply_not_contains", 
 
 /// Keys that describe what a step expects (not what it does): a new reply line goes before the
 /// first of them when the step had no reply expectation yet.
-const EXPECT_KEYS: [&str; 10] = [
+const EXPECT_KEYS: [&str; 12] = [
     "state",
     "gate",
     "opted_out",
@@ -19,6 +19,8 @@ const EXPECT_KEYS: [&str; 10] = [
     "outcome",
     "answer_contains",
     "call_placed",
+    "outbox_contains",
+    "outbox_count",
     "description",
 ];
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod conversation;
 pub mod costs;
 pub mod domain;
+pub mod email;
 pub mod engine;
 pub mod flows;
 pub mod golden;

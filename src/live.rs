@@ -588,8 +588,18 @@ async fn steps(remote: &Remote, fixture: &Fixture, run: &str) -> Result<Verdict,
         let n = i + 1;
         let needs_clock = step.after_minutes.is_some_and(|m| m != 0)
             || matches!(step.event.as_deref(), Some("timers" | "pool_empty"));
-        if needs_clock {
-            let why = if step.event.as_deref() == Some("pool_empty") {
+        // Steps after onboarding (texts to the business number, recording callbacks, a fixture's
+        // own plan settings) are replayed in-process only for now.
+        let in_process_only = step.to.is_some()
+            || step.recording.is_some()
+            || fixture.plan_calls_included.is_some()
+            || fixture.caller_text_back.is_some()
+            || !step.expect.outbox_contains.is_empty()
+            || step.expect.outbox_count.is_some();
+        if needs_clock || in_process_only {
+            let why = if in_process_only {
+                "steps after onboarding replay only in-process"
+            } else if step.event.as_deref() == Some("pool_empty") {
                 "event pool_empty happens only in-process"
             } else {
                 "it moves the fixture's clock"

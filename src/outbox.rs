@@ -44,7 +44,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::domain::{OwnerId, PhoneNumber, mask_pii};
+use crate::domain::{OwnerId, PhoneNumber, mask_email, mask_pii};
+use crate::email::{Email, EmailError, Mailer};
 use crate::prices::Prices;
 use crate::store::ledger::LedgerTx as _;
 use crate::store::{
@@ -129,6 +130,8 @@ pub struct Outbox<S: Store> {
     sender: Sender,
     clock: Arc<dyn Clock>,
     settings: OutboxSettings,
+    /// Where emails go; `None` (production without `SMTP_URL`): every email is given up, loudly.
+    mailer: Option<Mailer>,
 }
 
 /// What one attempt came to.
@@ -153,7 +156,14 @@ impl<S: Store> Outbox<S> {
             sender,
             clock,
             settings,
+            mailer: None,
         }
+    }
+
+    /// Sends emails (kind `email`) through `mailer`; without one they are given up.
+    pub fn with_mailer(mut self, mailer: Option<Mailer>) -> Self {
+        self.mailer = mailer;
+        self
     }
 
     /// Works until `shutdown` turns true, finishing the message in hand first.
@@ -367,13 +377,17 @@ impl<S: Store> Outbox<S> {
 
     async fn attempt(&self, claimed: &ClaimedOutbound) -> Result<Attempt, StoreError> {
         let message = &claimed.message;
-        // Read in the claim: an owner who opted out (or is gone) is never texted.
-        if claimed.owner_opted_out {
+        // Read in the claim: an owner who opted out (or is gone) is never texted. A caller's
+        // text-back is not to the owner: the caller's own opt-out was read when it was queued.
+        if claimed.owner_opted_out && message.topic.as_deref() != Some(TOPIC_CALLER_TEXT_BACK) {
             return Ok(Attempt::Done(
                 OutboundStatus::Suppressed,
                 None,
                 Some("owner opted out".into()),
             ));
+        }
+        if message.kind == OutboundKind::Email {
+            return Ok(self.email(message).await);
         }
         let Sender::Twilio {
             client,
@@ -385,6 +399,7 @@ impl<S: Store> Outbox<S> {
             let event = match message.kind {
                 OutboundKind::Sms => "OUTBOUND_SENT",
                 OutboundKind::VerifyCall => "VERIFY_CALL_PLACED",
+                OutboundKind::Email => "EMAIL_SENT",
             };
             // Simulated means no Twilio credentials, which production refuses: dev mode only, so
             // the body is shown where a newcomer looks for it.
@@ -412,6 +427,8 @@ impl<S: Store> Outbox<S> {
             return self.place_call(client, calls, message).await;
         }
 
+        // Alerts, relayed texts and text-backs go from the owner's own number.
+        let from = message.from.as_ref().unwrap_or(from);
         if message.needs_reconcile {
             let since = message.attempted_at.unwrap_or(message.created_at) - CLOCK_SKEW;
             match client.list_messages_since(&message.to, from, since).await {
@@ -478,6 +495,71 @@ impl<S: Store> Outbox<S> {
                 reason: "refused",
                 error: e.to_string(),
             }),
+        }
+    }
+
+    /// Sends an email. SMTP has no idempotency key: an attempt whose outcome is unknown (a
+    /// timeout mid-conversation) is never repeated, as with calls, but given up and logged.
+    async fn email(&self, message: &OutboundMessage) -> Attempt {
+        let (Some(to), Some(subject)) = (message.to_email.as_deref(), message.subject.as_deref())
+        else {
+            return Attempt::GaveUp {
+                reason: "refused",
+                error: "an email without an address or subject".into(),
+            };
+        };
+        if message.needs_reconcile {
+            return Attempt::GaveUp {
+                reason: "email_uncertain",
+                error: "an earlier attempt may have been delivered: not sent again".into(),
+            };
+        }
+        if self.past_deadline(message) {
+            return self.deadline_passed();
+        }
+        let Some(mailer) = &self.mailer else {
+            return Attempt::GaveUp {
+                reason: "email_not_configured",
+                error: "SMTP_URL is not set".into(),
+            };
+        };
+        if let Mailer::Simulated = mailer {
+            // Dev mode only (production without SMTP_URL has no mailer): shown like a simulated text.
+            tracing::info!(
+                event = "EMAIL_SENT",
+                owner_id = %message.owner_id,
+                email = %mask_email(to),
+                simulated = true,
+                subject,
+                text = %message.body,
+            );
+            return Attempt::Done(OutboundStatus::Simulated, None, None);
+        }
+        let email = Email {
+            to,
+            subject,
+            text: &message.body,
+            message_id: crate::email::message_id(message.id),
+        };
+        match mailer.send(&email).await {
+            Ok(()) => {
+                tracing::info!(
+                    event = "EMAIL_SENT",
+                    owner_id = %message.owner_id,
+                    email = %mask_email(to),
+                );
+                Attempt::Done(OutboundStatus::Sent, None, None)
+            }
+            Err(e @ EmailError::Transient(_)) => {
+                Attempt::Retry(e.to_string(), self.backoff(message.attempts))
+            }
+            Err(e @ EmailError::Permanent(_)) => Attempt::GaveUp {
+                reason: "refused",
+                error: e.to_string(),
+            },
+            Err(e @ EmailError::Uncertain(_)) => {
+                Attempt::Ambiguous(e.to_string(), self.backoff(message.attempts))
+            }
         }
     }
 
@@ -550,6 +632,9 @@ impl<S: Store> Outbox<S> {
         let kind = kind_label(message.kind);
         metrics::counter!("onboard_outbound_total", "kind" => kind, "result" => result)
             .increment(1);
+        if message.topic.as_deref() == Some(TOPIC_MISSED_CALL_ALERT) {
+            note_alert(message, &attempt);
+        }
         let outcome = match attempt {
             Attempt::Done(status, sid, error) => {
                 if status == OutboundStatus::Failed {
@@ -681,6 +766,38 @@ fn kind_label(kind: OutboundKind) -> &'static str {
     match kind {
         OutboundKind::Sms => "sms",
         OutboundKind::VerifyCall => "verify_call",
+        OutboundKind::Email => "email",
+    }
+}
+
+/// The outbox topic of a missed-call alert.
+pub const TOPIC_MISSED_CALL_ALERT: &str = "missed_call_alert";
+/// A customer's text passed on to the owner.
+pub const TOPIC_TEXT_RELAY: &str = "text_relay";
+/// "Sorry we missed you" to a caller (`CALLER_TEXT_BACK=1`).
+pub const TOPIC_CALLER_TEXT_BACK: &str = "caller_text_back";
+/// The 80% and 100% plan usage texts.
+pub const TOPIC_USAGE_ALERT: &str = "usage_alert";
+
+/// Counts a missed-call alert's attempt per channel and result, and logs one that went out.
+fn note_alert(message: &OutboundMessage, attempt: &Attempt) {
+    let channel = kind_label(message.kind);
+    let result = match attempt {
+        Attempt::Done(OutboundStatus::Failed, ..) | Attempt::GaveUp { .. } => "failed",
+        Attempt::Done(OutboundStatus::Simulated, ..) => "simulated",
+        Attempt::Done(..) => "sent",
+        Attempt::Retry(..) | Attempt::Defer(..) | Attempt::Ambiguous(..) => "retry",
+    };
+    metrics::counter!("onboard_alerts_total", "channel" => channel, "result" => result)
+        .increment(1);
+    if matches!(result, "sent" | "simulated") {
+        tracing::info!(
+            event = "MISSED_CALL_ALERT_SENT",
+            owner_id = %message.owner_id,
+            phone = %message.to.masked(),
+            channel,
+            simulated = result == "simulated",
+        );
     }
 }
 

@@ -36,6 +36,18 @@ pub fn fixture_config() -> Config {
     .expect("the fixture configuration is valid")
 }
 
+/// [`fixture_config`] with what a fixture sets for itself (plan size, caller text-backs).
+pub fn config_for(fixture: &Fixture) -> Config {
+    let mut config = fixture_config();
+    if let Some(included) = fixture.plan_calls_included {
+        config.after.plan_calls_included = included;
+    }
+    if let Some(text_back) = fixture.caller_text_back {
+        config.after.caller_text_back = text_back;
+    }
+    config
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fixture {
@@ -46,6 +58,10 @@ pub struct Fixture {
     /// Numbers in the pool before the first step.
     #[serde(default)]
     pub pool: Vec<PhoneNumber>,
+    /// `PLAN_CALLS_INCLUDED` for this fixture (default 100).
+    pub plan_calls_included: Option<i64>,
+    /// `CALLER_TEXT_BACK` for this fixture (default off).
+    pub caller_text_back: Option<bool>,
     pub steps: Vec<Step>,
 }
 
@@ -54,6 +70,16 @@ pub struct Fixture {
 pub struct Step {
     /// An inbound SMS body...
     pub sms: Option<String>,
+    /// Where the SMS goes: `"number"` is the fixture owner's business number (a text to the
+    /// live number, from the owner or, with `from`, a customer); default the onboarding number.
+    pub to: Option<String>,
+    /// ...or Twilio's recording status callback for the call `call_sid`: `completed` (with
+    /// `recording_secs`), `absent` or `failed`.
+    pub recording: Option<String>,
+    /// The recording's length in seconds.
+    pub recording_secs: Option<i32>,
+    /// The `RecordingSid` (default `REfixture<step>`); repeat one to replay a retry.
+    pub recording_sid: Option<String>,
     /// ...or a provider event: payment_confirmed, payment_revoked, number_allocated (with
     /// `new_number`), pool_empty, test_call, number_released (an operator's release); or `timers`, which runs the background sweeps
     /// (quarantines ending, verification windows closing, reminders and expiry) at the fixture's clock.
@@ -122,6 +148,12 @@ pub struct Expect {
     pub answer_contains: Vec<String>,
     /// Whether the step queued a verification call.
     pub call_placed: Option<bool>,
+    /// Text each message the step queued must contain one of, as `sms to <to> from <from>: <body>`
+    /// or `email to <address>: [<subject>] <body>` (any recipient: owner, caller, ...).
+    #[serde(default)]
+    pub outbox_contains: Vec<String>,
+    /// How many messages the step queued, to anyone.
+    pub outbox_count: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,20 +195,45 @@ impl Fixture {
                 step.event.is_some(),
                 step.stripe.is_some(),
                 step.call.is_some(),
+                step.recording.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(invalid(format!(
-                    "step {n}: needs exactly one of sms, event, stripe or call"
+                    "step {n}: needs exactly one of sms, event, stripe, call or recording"
                 )));
             }
             if step.call.is_none()
                 && (step.call_to.is_some()
                     || step.forwarded_from.is_some()
-                    || step.call_sid.is_some()
+                    || (step.call_sid.is_some() && step.recording.is_none())
                     || !step.expect.answer_contains.is_empty())
             {
                 return Err(invalid(format!(
-                    "step {n}: call_to, forwarded_from, call_sid and answer_contains go with call steps only"
+                    "step {n}: call_to, forwarded_from, call_sid and answer_contains go with call steps only (call_sid with recording steps too)"
+                )));
+            }
+            if step.sms.is_none() && step.to.is_some() {
+                return Err(invalid(format!("step {n}: `to` goes with sms steps only")));
+            }
+            if step.to.as_deref().is_some_and(|to| to != "number") {
+                return Err(invalid(format!(
+                    "step {n}: `to` is \"number\" (the owner's business number)"
+                )));
+            }
+            if let Some(status) = &step.recording {
+                if !["completed", "absent", "failed"].contains(&status.as_str()) {
+                    return Err(invalid(format!(
+                        "step {n}: recording is completed, absent or failed"
+                    )));
+                }
+                if step.call_sid.is_none() {
+                    return Err(invalid(format!(
+                        "step {n}: a recording step names its call's call_sid"
+                    )));
+                }
+            } else if step.recording_secs.is_some() || step.recording_sid.is_some() {
+                return Err(invalid(format!(
+                    "step {n}: recording_secs and recording_sid go with recording steps only"
                 )));
             }
             if let Some(kind) = &step.stripe {
@@ -332,7 +389,7 @@ async fn steps<S: Store>(
     let clock = Arc::new(ManualClock::new(fixture_epoch()));
     let engine = Engine::from_config(
         store,
-        &fixture_config(),
+        &config_for(fixture),
         Seams {
             flows,
             clock: clock.clone(),
@@ -361,6 +418,15 @@ async fn steps<S: Store>(
         let mut answer = None;
         let mut reply = None;
         if let Some(body) = &step.sms {
+            let to = match step.to.as_deref() {
+                Some(_) => engine
+                    .owner_by_phone(&fixture.owner)
+                    .await?
+                    .and_then(|o| o.twilio_number)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                None => "+15005550006".to_owned(),
+            };
             let twiml = engine
                 .handle_sms(&InboundSms {
                     message_sid: step
@@ -368,11 +434,27 @@ async fn steps<S: Store>(
                         .clone()
                         .unwrap_or_else(|| format!("SMfixture{n:04}")),
                     from: owner.to_string(),
-                    to: "+15005550006".to_owned(),
+                    to,
                     body: body.clone(),
                 })
                 .await?;
             reply = message_text(&twiml);
+        } else if let Some(status) = &step.recording {
+            let call_sid = step.call_sid.clone().expect("checked at load");
+            engine
+                .recording_status(&crate::engine::after::RecordingStatus {
+                    recording_sid: step
+                        .recording_sid
+                        .clone()
+                        .unwrap_or_else(|| format!("REfixture{n:04}")),
+                    url: (status == "completed").then(|| {
+                        format!("https://api.twilio.com/2010-04-01/Accounts/ACfixture/Recordings/RE{call_sid}")
+                    }),
+                    call_sid,
+                    status: status.clone(),
+                    duration_secs: step.recording_secs,
+                })
+                .await?;
         } else if step.stripe.is_some() {
             let delivery = stripe_delivery(step, n, record.as_ref(), engine.now().timestamp());
             receipt = Some(
@@ -425,6 +507,7 @@ async fn steps<S: Store>(
                     engine.end_quarantines().await?;
                     engine.verify_timeouts().await?;
                     engine.send_reminders().await?;
+                    engine.send_due_alerts().await?;
                 }
                 ("number_allocated", _) => {
                     let number = step.new_number.clone().expect("checked at load");
@@ -453,13 +536,9 @@ async fn steps<S: Store>(
                 }
             }
         }
-        let queued: Vec<_> = engine
-            .store()
-            .outbound_after(bookmark)
-            .await?
-            .into_iter()
-            .filter(|m| &m.to == owner)
-            .collect();
+        let all_queued = engine.store().outbound_after(bookmark).await?;
+        let outbox: Vec<String> = all_queued.iter().map(outbox_line).collect();
+        let queued: Vec<_> = all_queued.into_iter().filter(|m| &m.to == owner).collect();
         let call_placed = queued.iter().any(|m| m.kind == OutboundKind::VerifyCall);
         if step.sms.is_none() {
             let texts: Vec<String> = queued
@@ -476,6 +555,7 @@ async fn steps<S: Store>(
         let record = engine.owner_by_phone(owner).await?;
         let observed = record.as_ref().map(Observed::of);
         let checks = check_receipt(n, &step.expect, receipt.as_ref())
+            .and_then(|()| check_outbox(n, &step.expect, &outbox))
             .and_then(|()| check_call(n, &step.expect, answer.as_deref(), call_placed))
             .and_then(|()| check(n, &step.expect, reply.as_deref(), observed.as_ref()));
         if let Err(failure) = checks {
@@ -508,6 +588,45 @@ impl Observed {
             number: owner.twilio_number.as_ref().map(|n| n.to_string()),
         }
     }
+}
+
+/// A queued message as `outbox_contains` reads it.
+fn outbox_line(m: &crate::store::OutboundMessage) -> String {
+    match m.kind {
+        OutboundKind::Email => format!(
+            "email to {}: [{}] {}",
+            m.to_email.as_deref().unwrap_or_default(),
+            m.subject.as_deref().unwrap_or_default(),
+            m.body
+        ),
+        OutboundKind::VerifyCall => format!("call to {}", m.to),
+        OutboundKind::Sms => match &m.from {
+            Some(from) => format!("sms to {} from {}: {}", m.to, from, m.body),
+            None => format!("sms to {}: {}", m.to, m.body),
+        },
+    }
+}
+
+fn check_outbox(step: usize, expect: &Expect, outbox: &[String]) -> Result<(), Failure> {
+    if let Some(count) = expect.outbox_count
+        && count != outbox.len()
+    {
+        return Err(Failure {
+            step,
+            expected: format!("{count} messages queued"),
+            actual: format!("{outbox:?}"),
+        });
+    }
+    for needle in &expect.outbox_contains {
+        if !outbox.iter().any(|m| m.contains(needle.as_str())) {
+            return Err(Failure {
+                step,
+                expected: format!("a queued message containing {needle:?}"),
+                actual: format!("{outbox:?}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn check_call(

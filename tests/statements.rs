@@ -46,12 +46,15 @@ enum Kind {
     OutboxSendOneText,
     StatusCallback,
     VerificationCall,
+    MissedCall,
+    RecordingCallback,
+    CustomerText,
 }
 
 /// The most statements each kind may take: (kind, PostgreSQL, SQLite). A text and an outbox
 /// batch each write their cost-ledger rows (the text in and our answer; every text sent) in one
 /// statement more.
-const BOUNDS: [(Kind, usize, usize); 8] = [
+const BOUNDS: [(Kind, usize, usize); 11] = [
     (Kind::TextNewOwner, 8, 10),
     (Kind::TextExistingOwner, 7, 10),
     (Kind::RetriedMessageSid, 3, 4),
@@ -60,6 +63,9 @@ const BOUNDS: [(Kind, usize, usize); 8] = [
     (Kind::OutboxSendOneText, 5, 7),
     (Kind::StatusCallback, 3, 4),
     (Kind::VerificationCall, 4, 9),
+    (Kind::MissedCall, 6, 7),
+    (Kind::RecordingCallback, 7, 8),
+    (Kind::CustomerText, 5, 6),
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -317,5 +323,49 @@ async fn journey<S: Store>(app: &TestApp<S>, twilio: &MockServer) -> Vec<(Kind, 
     let twiml = answer.text().await.unwrap();
     assert!(twiml.contains("Forwarding works."), "{twiml}");
     counts.push((Kind::VerificationCall, n));
+
+    // Live: a customer's call, its voicemail, a customer's text.
+    let (answer, n) = statements_of(app.post_twilio(
+        "/webhooks/twilio/voice",
+        &[
+            ("CallSid", "CAcustomer1"),
+            ("AccountSid", ACCOUNT),
+            ("From", "+447700900555"),
+            ("To", NUMBER),
+            ("Direction", "inbound"),
+            ("CallStatus", "ringing"),
+        ],
+    ))
+    .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer.text().await.unwrap().contains("<Record"));
+    counts.push((Kind::MissedCall, n));
+    let (callback, n) = statements_of(app.post_twilio(
+        "/webhooks/twilio/recording-status",
+        &[
+            ("CallSid", "CAcustomer1"),
+            ("AccountSid", ACCOUNT),
+            ("RecordingSid", "RE1"),
+            ("RecordingUrl", "https://api.twilio.com/Recordings/RE1"),
+            ("RecordingStatus", "completed"),
+            ("RecordingDuration", "20"),
+        ],
+    ))
+    .await;
+    assert_eq!(callback.status(), StatusCode::NO_CONTENT);
+    counts.push((Kind::RecordingCallback, n));
+    let (relayed, n) = statements_of(app.post_twilio(
+        "/webhooks/twilio/sms",
+        &[
+            ("MessageSid", "SMcustomer1"),
+            ("AccountSid", ACCOUNT),
+            ("From", "+447700900555"),
+            ("To", NUMBER),
+            ("Body", "Are you free on Friday?"),
+        ],
+    ))
+    .await;
+    assert_eq!(relayed.status(), StatusCode::OK);
+    counts.push((Kind::CustomerText, n));
     counts
 }

@@ -122,7 +122,9 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
-            // The live product: a caller the owner missed.
+            // The live product: a caller the owner missed, asked to leave a message.
+            StateName::Complete => (self.missed_call(&mut tx, &owner, call, now).await?, false),
+            // Not live yet (a number held while paying again, say): a polite message only.
             _ => {
                 tracing::info!(
                     event = "MISSED_CALL",
@@ -132,7 +134,7 @@ impl<S: Store> Engine<S> {
                 );
                 let business = owner.business_name.clone().unwrap_or_default();
                 let say = catalog.render(
-                    MessageKey::VoiceMissedCall,
+                    MessageKey::VoiceNotLive,
                     &[("business_name", business.as_str())],
                 );
                 (Response::new().say(&say, language).hangup(), false)

@@ -9,6 +9,7 @@
 //! released and back from quarantine; the waitlist served). This file holds what they share: the
 //! engine, its builder [`Engine::from_config`], and the step that runs the conversation.
 
+pub mod after;
 pub mod calls;
 pub mod payments;
 mod pool;
@@ -67,6 +68,8 @@ pub struct Settings {
     /// texted by their customers) never start a conversation. None in dev mode: then every number
     /// that no owner holds counts as the onboarding number.
     pub onboarding_number: Option<PhoneNumber>,
+    /// Missed calls, alerts and texts to owners' numbers once they are live.
+    pub after: after::AfterSettings,
 }
 
 /// What an event produced for an owner.
@@ -99,6 +102,7 @@ impl Settings {
             verify_caller: config.verify_caller_number.clone(),
             verify_window: Duration::from_std(config.verify_window).unwrap_or(Duration::minutes(2)),
             onboarding_number: config.onboarding_number.clone(),
+            after: after::AfterSettings::from_config(config),
         }
     }
 }

@@ -55,8 +55,28 @@ impl<S: Store> Engine<S> {
             .map(|n| n.country())
             .unwrap_or(Country::Other);
 
+        // Texts to the onboarding number are the conversation's; any other is to a number an
+        // owner may hold: a live owner's are their commands or their customers' texts.
+        let to_onboarding = sms.to.is_empty()
+            || self
+                .settings
+                .onboarding_number
+                .as_ref()
+                .is_some_and(|onboarding| onboarding.as_str() == sms.to);
+        let holder = match PhoneNumber::parse(&sms.to) {
+            Ok(number) if !to_onboarding => tx.lock_owner_by_number(&number).await?,
+            _ => None,
+        };
+        let held = holder.is_some();
+        if let Some(owner) = holder.filter(|o| o.state == StateName::Complete) {
+            let response = self.line_text(&mut tx, owner, sms, country, now).await?;
+            tx.commit().await?;
+            return Ok(response);
+        }
+        // Without an onboarding number (dev mode), any number no owner holds counts as it.
+        let for_onboarding = to_onboarding || (self.settings.onboarding_number.is_none() && !held);
         // A customer texting an owner's business number is not an owner to onboard.
-        if !self.is_for_onboarding(&mut tx, &sms.to).await? {
+        if !for_onboarding {
             self.record_text_in(&mut tx, sms, country, now).await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
@@ -224,7 +244,7 @@ impl<S: Store> Engine<S> {
 
     /// An owner's text and our TwiML answer to it, if any, in the ledger in one statement:
     /// the text in the sender's country, the answer in the owner's.
-    async fn record_exchange_costs(
+    pub(super) async fn record_exchange_costs(
         &self,
         tx: &mut S::Tx,
         sms: &InboundSms,
@@ -257,7 +277,7 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// A text received that no owner's conversation answers (to an owner's business number, or
+    /// A text received that no owner's conversation answers (to a number no live owner holds, or
     /// from a sender that is no number), priced by its segments; once per `MessageSid`.
     async fn record_text_in(
         &self,
@@ -277,22 +297,6 @@ impl<S: Store> Engine<S> {
             now,
         )
         .await
-    }
-
-    /// Whether a text sent to `to` belongs to the onboarding conversation: it must be addressed to
-    /// the onboarding number or, without one (dev mode), to a number no owner holds. An empty `to`
-    /// (callers that do not say, like fixture replays) counts as the onboarding number.
-    async fn is_for_onboarding(&self, tx: &mut S::Tx, to: &str) -> Result<bool, EngineError> {
-        if to.is_empty() {
-            return Ok(true);
-        }
-        match &self.settings.onboarding_number {
-            Some(onboarding) => Ok(onboarding.as_str() == to),
-            None => Ok(match PhoneNumber::parse(to) {
-                Ok(number) => tx.lock_owner_by_number(&number).await?.is_none(),
-                Err(_) => true,
-            }),
-        }
     }
 
     /// A delivery report from Twilio. Never moves a message back from a final status; error 21610

@@ -454,6 +454,8 @@ pub struct OwnerRecordView {
     pub payment_events: Vec<WebhookEventRecord>,
     /// What the owner has cost this month and in all, in the reporting currency.
     pub costs: Option<OwnerCosts>,
+    /// Missed calls this billing month against the plan (from the owner's payment date).
+    pub usage: Option<crate::engine::after::Usage>,
 }
 
 impl From<OwnerRecord> for OwnerRecordView {
@@ -488,6 +490,7 @@ impl From<OwnerRecord> for OwnerRecordView {
             calls: r.calls,
             payment_events: r.payment_events,
             costs: None,
+            usage: None,
         }
     }
 }
@@ -505,8 +508,9 @@ pub async fn owner_record<S: Store>(
         .await
         .map_err(db)?
         .ok_or_else(|| ApiError::NotFound(format!("no owner with id {id}")))?;
-    let mut view: OwnerRecordView = record.into();
+    let mut view = OwnerRecordView::from(record);
     view.costs = Some(app.engine.owner_costs(&id).await?);
+    view.usage = app.engine.usage(&id).await?;
     Ok(Json(view))
 }
 

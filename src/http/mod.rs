@@ -128,6 +128,14 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         )
         .route("/webhooks/twilio/voice", post(twilio::voice::<S>))
         .route(
+            "/webhooks/twilio/recording-status",
+            post(twilio::recording_status::<S>),
+        )
+        .route(
+            "/webhooks/twilio/voicemail-done",
+            post(twilio::voicemail_done::<S>),
+        )
+        .route(
             "/webhooks/twilio/call-status",
             post(twilio::call_status::<S>),
         )

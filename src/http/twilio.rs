@@ -9,6 +9,7 @@ use super::{AppState, RawBody, form};
 use crate::domain::PhoneNumber;
 use crate::engine::InboundCall;
 use crate::engine::InboundSms;
+use crate::engine::after::{RecordingOutcome, RecordingStatus};
 use crate::outbox;
 use crate::store::Store;
 use crate::twilio::{signature, twiml};
@@ -284,6 +285,76 @@ pub async fn call_status<S: Store>(
         tracing::info!(event = "CALL_STATUS_UNKNOWN_SID", call_sid);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Twilio's recording statuses (`RecordingStatus`).
+const RECORDING_STATUSES: [&str; 4] = ["in-progress", "completed", "absent", "failed"];
+
+/// A recording's URL: Twilio's own HTTPS address, nothing a text or an email could be tricked
+/// into pointing elsewhere with.
+fn recording_url<'a>(value: &'a str, name: &'static str) -> Result<&'a str, ApiError> {
+    let ok = value.len() <= 300
+        && value.starts_with("https://")
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/:.-_".contains(&b));
+    if ok {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{name} must be an https:// URL of at most 300 letters, digits and / : . - _"
+        )))
+    }
+}
+
+/// `POST /webhooks/twilio/recording-status`: a voicemail is stored (or none was left). Attaches
+/// it to the missed call and alerts the owner; a retried `RecordingSid` changes nothing.
+pub async fn recording_status<S: Store>(
+    State(app): State<AppState<S>>,
+    TwilioForm(params): TwilioForm,
+) -> Result<Response, ApiError> {
+    let status = one_of(
+        form::required(&params, "RecordingStatus")?,
+        "RecordingStatus",
+        &RECORDING_STATUSES,
+    )?;
+    let recording = RecordingStatus {
+        recording_sid: sid(&params, "RecordingSid")?.to_owned(),
+        call_sid: sid(&params, "CallSid")?.to_owned(),
+        status: status.to_owned(),
+        url: form::optional(&params, "RecordingUrl")
+            .map(|url| recording_url(url, "RecordingUrl"))
+            .transpose()?
+            .map(str::to_owned),
+        duration_secs: optional_count(&params, "RecordingDuration")?,
+    };
+    if recording.status == "completed" && recording.url.is_none() {
+        return Err(ApiError::BadRequest(
+            "RecordingUrl is required when RecordingStatus is completed".into(),
+        ));
+    }
+    if recording.status == "in-progress" {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    match app.engine.recording_status(&recording).await? {
+        RecordingOutcome::Attached => {}
+        RecordingOutcome::Duplicate => {
+            tracing::info!(event = "RECORDING_STATUS_DUPLICATE", recording_sid = %recording.recording_sid);
+        }
+        RecordingOutcome::UnknownCall => {
+            tracing::info!(event = "RECORDING_STATUS_UNKNOWN_CALL", call_sid = %recording.call_sid);
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /webhooks/twilio/voicemail-done`: where a caller goes when their message ends: goodbye.
+pub async fn voicemail_done<S: Store>(
+    State(_app): State<AppState<S>>,
+    TwilioForm(_params): TwilioForm,
+) -> Result<Response, ApiError> {
+    let response = twiml::Response::new().hangup().to_xml();
+    Ok(([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], response).into_response())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub(super) const POSTGRES: Embedded = embed!("postgres":
     "0016_console.sql",
     "0018_pool_levels.sql",
     "0020_costs.sql",
+    "0019_after_onboarding.sql",
 );
 
 pub(super) const SQLITE: Embedded = embed!("sqlite":
@@ -45,6 +46,7 @@ pub(super) const SQLITE: Embedded = embed!("sqlite":
     "0016_console.sql",
     "0018_pool_levels.sql",
     "0020_costs.sql",
+    "0019_after_onboarding.sql",
 );
 
 /// A migrator for one back end's files, read as `sqlx::migrate!` reads a folder:

@@ -5,6 +5,7 @@
 //! the transaction starts with `BEGIN IMMEDIATE`, which takes the single write lock up front.
 
 pub mod admin;
+pub mod after;
 mod calls;
 mod common;
 pub mod console;
@@ -245,6 +246,8 @@ impl OutboundStatus {
 pub enum OutboundKind {
     Sms,
     VerifyCall,
+    /// An email (a missed-call alert to an owner who chose email): sent over SMTP.
+    Email,
 }
 
 /// A call as Twilio's voice webhook reports it.
@@ -278,6 +281,16 @@ pub struct OutboundMessage {
     /// outcome is unknown was, so the search for it covers every attempt since.
     pub attempted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The number a text goes from when it is not the onboarding number: an owner's own business
+    /// number (alerts, relayed texts, caller text-backs).
+    pub from: Option<PhoneNumber>,
+    /// For an email: the address (`to` is then the owner's phone, whom it concerns).
+    pub to_email: Option<String>,
+    /// For an email: its subject line.
+    pub subject: Option<String>,
+    /// What the message is for (`missed_call_alert`, `text_relay`, `caller_text_back`,
+    /// `usage_alert`); `None` for the onboarding conversation's texts.
+    pub topic: Option<String>,
 }
 
 /// What allocation gave an owner.
@@ -380,7 +393,7 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads + console::Co
 /// An event's writes (marked *held* below) are held until commit and then sent together: one
 /// statement on PostgreSQL (see `store/write.rs`). A held write that finds no row to change fails
 /// the commit.
-pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx {
+pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::AfterTx {
     /// Sends the held writes, then commits.
     fn commit(self) -> impl Future<Output = Result<()>> + Send;
 

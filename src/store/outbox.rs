@@ -53,7 +53,7 @@ pub struct OutboundResult {
 macro_rules! claimed_columns {
     () => {
         "id, owner_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
-         attempted_at, kind, created_at"
+         attempted_at, kind, created_at, from_addr, to_email, subject, topic"
     };
 }
 

@@ -290,3 +290,9 @@ super::ledger::impl_ledger_tx!(
     by_day = super::ledger::postgres::BY_DAY,
     record_costs = super::ledger::postgres::RECORD_COSTS,
 );
+
+super::after::impl_after_tx!(
+    PgTx,
+    for_update = " FOR UPDATE OF m",
+    skip_locked = " FOR UPDATE OF m SKIP LOCKED",
+);

@@ -54,7 +54,7 @@ pub(super) use owner_columns;
 macro_rules! outbound_columns {
     () => {
         "id, owner_id, to_addr, body, status, attempts, twilio_sid, last_error, needs_reconcile, \
-         attempted_at, kind, created_at"
+         attempted_at, kind, created_at, from_addr, to_email, subject, topic"
     };
 }
 pub(super) use outbound_columns;
@@ -165,6 +165,10 @@ row! {
         attempted_at: Option<DateTime<Utc>>,
         kind: String,
         created_at: DateTime<Utc>,
+        from_addr: Option<String>,
+        to_email: Option<String>,
+        subject: Option<String>,
+        topic: Option<String>,
     }
 }
 
@@ -186,11 +190,19 @@ impl OutboundRow {
             kind: match self.kind.as_str() {
                 "sms" => OutboundKind::Sms,
                 "verify_call" => OutboundKind::VerifyCall,
+                "email" => OutboundKind::Email,
                 other => {
                     return Err(corrupt(T, format!("message {id}: unknown kind {other:?}")));
                 }
             },
             created_at: self.created_at,
+            from: self
+                .from_addr
+                .map(|from| phone(T, &format!("message {id}: from_addr"), &from))
+                .transpose()?,
+            to_email: self.to_email,
+            subject: self.subject,
+            topic: self.topic,
         })
     }
 }

@@ -268,3 +268,5 @@ super::ledger::impl_ledger_tx!(
     by_day = super::ledger::sqlite::BY_DAY,
     record_costs = super::ledger::sqlite::RECORD_COSTS,
 );
+
+super::after::impl_after_tx!(SqliteTx, for_update = "", skip_locked = "");

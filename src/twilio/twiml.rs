@@ -29,6 +29,18 @@ enum Verb {
     Pause(u32),
     Hangup,
     Reject(RejectReason),
+    Record(Record),
+}
+
+/// `<Record>`: a voicemail. Twilio fetches `action` when the recording ends (without one it
+/// would fetch the voice URL again and, answered the same, ask for a message again), and posts
+/// the recording's fate to `status_callback` once it is stored (`completed`), or nothing was
+/// said (`absent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub max_length: u32,
+    pub action: String,
+    pub status_callback: String,
 }
 
 /// A `<Response>` under construction; verbs render in the order they were added.
@@ -60,6 +72,11 @@ impl Response {
 
     pub fn pause(mut self, seconds: u32) -> Self {
         self.verbs.push(Verb::Pause(seconds));
+        self
+    }
+
+    pub fn record(mut self, record: &Record) -> Self {
+        self.verbs.push(Verb::Record(record.clone()));
         self
     }
 
@@ -106,6 +123,18 @@ impl Response {
                     out.push_str("\"/>");
                 }
                 Verb::Hangup => out.push_str("<Hangup/>"),
+                Verb::Record(record) => {
+                    out.push_str("<Record maxLength=\"");
+                    out.push_str(&record.max_length.to_string());
+                    out.push_str("\" playBeep=\"true\" trim=\"trim-silence\" action=\"");
+                    out.push_str(&escape_attr(&record.action));
+                    out.push_str("\" method=\"POST\" recordingStatusCallback=\"");
+                    out.push_str(&escape_attr(&record.status_callback));
+                    out.push_str(
+                        "\" recordingStatusCallbackMethod=\"POST\" \
+                         recordingStatusCallbackEvent=\"completed absent\"/>",
+                    );
+                }
                 Verb::Reject(reason) => {
                     out.push_str("<Reject reason=\"");
                     out.push_str(reason.as_str());
@@ -176,6 +205,27 @@ fn is_kept(c: char) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_voicemail_is_recorded_with_its_callbacks_then_the_call_ends() {
+        let xml = Response::new()
+            .say("Leave a message", "en-GB")
+            .record(&Record {
+                max_length: 120,
+                action: "https://x.example/done?a=1&b=2".into(),
+                status_callback: "https://x.example/rec".into(),
+            })
+            .hangup()
+            .to_xml();
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say language=\"en-GB\">Leave a message</Say>\
+             <Record maxLength=\"120\" playBeep=\"true\" trim=\"trim-silence\" \
+             action=\"https://x.example/done?a=1&amp;b=2\" method=\"POST\" \
+             recordingStatusCallback=\"https://x.example/rec\" recordingStatusCallbackMethod=\"POST\" \
+             recordingStatusCallbackEvent=\"completed absent\"/><Hangup/></Response>"
+        );
+    }
 
     #[test]
     fn golden_message() {

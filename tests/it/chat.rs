@@ -44,7 +44,7 @@ fn chat(args: &[&str], script: &str) -> (String, std::path::PathBuf) {
 
 #[test]
 fn a_whole_journey_reaches_complete_with_pay_and_call() {
-    let script = "Hi\nPlumber in Leeds\nSmith & Sons Plumbing\nJo Smith\nSMS\nYES\n/pay\n2\nDONE\n/call\n/state\n/quit\n";
+    let script = "Hi\nPlumber in Leeds\nSmith & Sons Plumbing\nJo Smith\nSMS\nYES\n/pay\n2\nDONE\n/call\n/state\n/missed\n/later 3m\n/quit\n";
     let (out, dir) = chat(&[], script);
 
     assert!(out.contains("bot: Hi, welcome to Onboard!"), "{out}");
@@ -64,6 +64,15 @@ fn a_whole_journey_reaches_complete_with_pay_and_call() {
     assert!(out.contains("bot (text): It worked!"), "{out}");
     assert!(
         out.contains("-- state COMPLETE, gate none, paid yes, number +447700900901"),
+        "{out}"
+    );
+    // Live: a customer's call is asked for a message, and with none left the owner is told.
+    assert!(
+        out.contains("caller hears: Thanks for calling Smith & Sons Plumbing. Sorry we missed you. Please leave a message"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bot (text): Missed call to Smith & Sons Plumbing from"),
         "{out}"
     );
     // In-process on an in-memory database: nothing written where it ran.

@@ -769,3 +769,35 @@ async fn an_operators_release_gives_the_owner_a_new_number_on_sqlite() {
 async fn an_operators_release_gives_the_owner_a_new_number_on_postgres() {
     an_operators_release_gives_the_owner_a_new_number(spawn_postgres(test_config(&[])).await).await;
 }
+
+/// The owner page lists missed calls with the voicemail link and the month's usage; the list
+/// names callers masked (the alert itself, in the conversation, is the owner's text as sent).
+#[tokio::test]
+async fn the_owner_page_lists_missed_calls_with_the_voicemail_link() {
+    let app = spawn_sqlite(test_config(&[])).await;
+    let owner = crate::after::live_owner(&app.engine, "text").await;
+    app.engine
+        .handle_call(&crate::after::call("CAcustomer1", "+447700900555"))
+        .await
+        .unwrap();
+    app.engine
+        .recording_status(&onboard::engine::after::RecordingStatus {
+            recording_sid: "RE1".into(),
+            call_sid: "CAcustomer1".into(),
+            status: "completed".into(),
+            url: Some("https://api.twilio.com/Recordings/RE1".into()),
+            duration_secs: Some(31),
+        })
+        .await
+        .unwrap();
+    let cookie = sign_in(&app).await;
+    let page = ok_page(&app, &cookie, &format!("/admin/owners/{}", owner.id)).await;
+    assert!(page.contains("Missed calls"), "{page}");
+    assert!(
+        page.contains(r#"<a href="https://api.twilio.com/Recordings/RE1.mp3" rel="noreferrer">voicemail</a> (31 s)"#),
+        "{page}"
+    );
+    assert!(page.contains("alert: sms"), "{page}");
+    assert!(page.contains("1 of 100 included"), "{page}");
+    assert!(page.contains("from +44*******555"), "{page}");
+}

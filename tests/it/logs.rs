@@ -318,3 +318,60 @@ async fn a_database_url_we_cannot_use_is_reported_without_its_password() {
         assert!(!error.contains("hunter2"), "{url}: {error}");
     }
 }
+
+/// After onboarding: a missed call, its voicemail alert by email, a customer's text relayed and
+/// a customer's STOP log no caller's number, no body and no address at info level.
+#[tokio::test]
+async fn info_logs_after_onboarding_hold_no_caller_body_or_email() {
+    const CALLER: &str = "+447700900555";
+    const SECRET_TEXT: &str = "my door code is 4417";
+    let (capture, _guard) = Capture::info();
+    let app = spawn_sqlite(test_config(&[])).await;
+    crate::after::live_owner(&app.engine, EMAIL).await;
+    app.engine
+        .handle_call(&crate::after::call("CAcustomer1", CALLER))
+        .await
+        .unwrap();
+    app.engine
+        .recording_status(&onboard::engine::after::RecordingStatus {
+            recording_sid: "RE1".into(),
+            call_sid: "CAcustomer1".into(),
+            status: "completed".into(),
+            url: Some("https://api.twilio.com/Recordings/RE1".into()),
+            duration_secs: Some(12),
+        })
+        .await
+        .unwrap();
+    for (sid, body) in [("SMc1", SECRET_TEXT), ("SMc2", "STOP")] {
+        app.engine
+            .handle_sms(&onboard::engine::InboundSms {
+                message_sid: sid.into(),
+                from: CALLER.into(),
+                to: "+447700900970".into(),
+                body: body.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let clock: Arc<dyn Clock> = app.clock.clone();
+    Outbox::new(
+        app.engine.store().clone(),
+        Sender::Simulated,
+        clock,
+        OutboxSettings::default(),
+    )
+    .with_mailer(None)
+    .run_once(None)
+    .await
+    .unwrap();
+    let logs = capture.text();
+    for event in [
+        "MISSED_CALL",
+        "TEXT_RELAYED",
+        "CUSTOMER_OPTED_OUT",
+        "OUTBOUND_FAILED",
+    ] {
+        assert!(logs.contains(event), "{event} not logged:\n{logs}");
+    }
+    capture.assert_holds_none_of(&[CALLER, SECRET_TEXT, EMAIL, "jo.smith@"]);
+}

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod after;
 mod chat;
 mod console;
 mod console_browser;

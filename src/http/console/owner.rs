@@ -145,6 +145,8 @@ pub async fn page<S: Store>(
 ) -> Result<Page> {
     let id = owner_id(&id)?;
     let r = record(&app, &id).await?;
+    let missed = app.engine.missed_calls(&id, 50).await?;
+    let usage = app.engine.usage(&id).await?;
     let c = &r.owner;
     let done = done.ok().and_then(|Query(d)| d.done);
     let title = c
@@ -209,7 +211,25 @@ pub async fn page<S: Store>(
                 }
                 section.card #calls {
                     h2 { "Calls" }
-                    // Voicemail links come with the recordings (issue #12); calls are shown as stored.
+                    @if let Some(u) = &usage {
+                        p.muted { "Missed calls this billing month (since " (when(u.period_start)) "): " (u.calls_this_month) " of " (u.included) " included." }
+                    }
+                    @if !missed.is_empty() {
+                        h3 { "Missed calls" }
+                        ul #missed-calls {
+                            @for m in &missed {
+                                li {
+                                    (when(m.at)) " · from " (crate::domain::mask_phone(&m.caller))
+                                    @if let Some(d) = m.duration_secs { " · " (d) " s" }
+                                    @if let Some(url) = &m.recording_url {
+                                        " · " a href=(url) rel="noreferrer" { "voicemail" }
+                                        @if let Some(s) = m.recording_secs { " (" (s) " s)" }
+                                    }
+                                    " · alert: " (m.alert.as_deref().unwrap_or("pending"))
+                                }
+                            }
+                        }
+                    }
                     @if r.calls.is_empty() { p.muted { "No calls." } }
                     ul {
                         @for call in &r.calls {

@@ -165,3 +165,4 @@ macro_rules! on_both_back_ends {
 }
 #[allow(unused_imports)]
 pub(crate) use on_both_back_ends;
+pub mod smtp;
