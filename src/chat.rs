@@ -60,6 +60,7 @@ Type what the owner texts. Commands for what a phone cannot type:
   /call         the verification call arrives at the new number, forwarded from your phone
   /call owner   you call your new number from your own phone
   /missed       a customer calls your new number
+  /voicemail 20 that caller leaves a message of 20 seconds (Twilio's recording callback)
   /later 2h     move the clock (s, m, h, d) and run the timers
   /state        where the conversation is
   /restart      start again with a fresh database
@@ -78,6 +79,8 @@ pub enum Command {
     OwnerCall,
     /// A customer calls the owner's new number.
     Missed,
+    /// The last caller leaves a voicemail of this many seconds.
+    Voicemail(i32),
     Later(Duration),
     State,
     Restart,
@@ -101,6 +104,13 @@ impl Command {
             ("call", None) => Command::VerifyCall,
             ("call", Some("owner")) => Command::OwnerCall,
             ("missed", None) => Command::Missed,
+            ("voicemail", None) => Command::Voicemail(20),
+            ("voicemail", Some(secs)) => Command::Voicemail(
+                secs.parse()
+                    .ok()
+                    .filter(|s| (1..=120).contains(s))
+                    .ok_or_else(|| format!("{secs:?} is not a number of seconds from 1 to 120"))?,
+            ),
             ("later", Some(amount)) => Command::Later(parse_later(amount)?),
             ("later", None) => return Err("/later needs an amount, e.g. /later 2h".into()),
             ("state", None) => Command::State,
@@ -281,6 +291,8 @@ pub struct Local {
     engine: Engine<SqliteStore>,
     /// Numbers the next message and call sids, and Stripe event ids.
     counter: u64,
+    /// The sid of the last call to the owner's number, for `/voicemail`.
+    last_call: Option<String>,
 }
 
 impl Local {
@@ -299,6 +311,7 @@ impl Local {
             clock,
             engine,
             counter: 0,
+            last_call: None,
         })
     }
 
@@ -374,10 +387,12 @@ impl Local {
             .twilio_number
             .ok_or_else(|| anyhow::anyhow!("no number yet: pay (/pay) and answer YES first"))?;
         let n = self.next();
+        let call_sid = format!("CAchat{n:06}");
+        self.last_call = Some(call_sid.clone());
         let twiml = self
             .engine
             .handle_call(&InboundCall {
-                call_sid: format!("CAchat{n:06}"),
+                call_sid,
                 from,
                 to: to.to_string(),
                 forwarded_from,
@@ -421,6 +436,23 @@ impl Backend for Local {
                 said.push(self.call(owner, None).await?);
             }
             Command::Missed => said.push(self.call(CHAT_CUSTOMER.to_owned(), None).await?),
+            Command::Voicemail(secs) => match self.last_call.clone() {
+                Some(call_sid) => {
+                    let n = self.next();
+                    self.engine
+                        .recording_status(&crate::engine::after::RecordingStatus {
+                            recording_sid: format!("REchat{n:06}"),
+                            url: Some(format!(
+                                "https://api.twilio.com/2010-04-01/Accounts/ACchat/Recordings/REchat{n:06}"
+                            )),
+                            call_sid,
+                            status: "completed".into(),
+                            duration_secs: Some(*secs),
+                        })
+                        .await?;
+                }
+                None => said.push(Said::Note("no call yet: /missed first".into())),
+            },
             Command::Later(by) => {
                 self.clock.advance(*by);
                 self.engine.end_quarantines().await?;
@@ -569,6 +601,10 @@ impl Backend for Live {
             Command::Missed => said.push(self.call(CHAT_CUSTOMER.to_owned(), None).await?),
             Command::Later(_) => said.push(Said::Note(
                 "a live server keeps real time: /later works in-process only (no --target)".into(),
+            )),
+            Command::Voicemail(_) => said.push(Said::Note(
+                "a live server hears of voicemails from Twilio: /voicemail works in-process only (no --target)"
+                    .into(),
             )),
             Command::State => said.push(Said::Note(
                 match self.remote.owner(self.owner.as_str()).await? {

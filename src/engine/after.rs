@@ -455,7 +455,11 @@ impl<S: Store> Engine<S> {
         now: DateTime<Utc>,
     ) -> Result<String, EngineError> {
         let Some(number) = owner.twilio_number.clone() else {
-            return Ok(twiml::Response::new().to_xml());
+            // Found by this number, so it has one; answered and recorded all the same.
+            let response = twiml::Response::new().to_xml();
+            tx.finish_inbound(&sms.message_sid, Some(&owner.id), &response)
+                .await?;
+            return Ok(response);
         };
         let from = PhoneNumber::parse(&sms.from).ok();
         let from_owner = from.as_ref() == Some(&owner.owner_phone);

@@ -44,7 +44,7 @@ fn chat(args: &[&str], script: &str) -> (String, std::path::PathBuf) {
 
 #[test]
 fn a_whole_journey_reaches_complete_with_pay_and_call() {
-    let script = "Hi\nPlumber in Leeds\nSmith & Sons Plumbing\nJo Smith\nSMS\nYES\n/pay\n2\nDONE\n/call\n/state\n/missed\n/later 3m\n/quit\n";
+    let script = "Hi\nPlumber in Leeds\nSmith & Sons Plumbing\nJo Smith\nSMS\nYES\n/pay\n2\nDONE\n/call\n/state\n/missed\n/later 3m\n/missed\n/voicemail 35\n/quit\n";
     let (out, dir) = chat(&[], script);
 
     assert!(out.contains("bot: Hi, welcome to Onboard!"), "{out}");
@@ -75,6 +75,8 @@ fn a_whole_journey_reaches_complete_with_pay_and_call() {
         out.contains("bot (text): Missed call to Smith & Sons Plumbing from"),
         "{out}"
     );
+    assert!(out.contains("No voicemail left."), "{out}");
+    assert!(out.contains("Voicemail (35s): https://"), "{out}");
     // In-process on an in-memory database: nothing written where it ran.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(dir).unwrap();
