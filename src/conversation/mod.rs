@@ -1,7 +1,7 @@
 //! The onboarding conversation (S1 to S9): a pure core of parsers and a state machine.
 
-pub mod budget;
 pub mod after;
+pub mod budget;
 mod machine;
 pub mod parse;
 pub mod reminders;
