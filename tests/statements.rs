@@ -51,9 +51,9 @@ enum Kind {
     CustomerText,
 }
 
-/// The most statements each kind may take: (kind, PostgreSQL, SQLite). A text and an outbox
-/// batch each write their cost-ledger rows (the text in and our answer; every text sent) in one
-/// statement more.
+/// The most statements each kind may take: (kind, PostgreSQL, SQLite). A text (an owner's or a
+/// customer's) and an outbox batch each write their cost-ledger rows (the text in and our answer;
+/// every text sent) in one statement more.
 const BOUNDS: [(Kind, usize, usize); 11] = [
     (Kind::TextNewOwner, 8, 10),
     (Kind::TextExistingOwner, 7, 10),
@@ -65,7 +65,7 @@ const BOUNDS: [(Kind, usize, usize); 11] = [
     (Kind::VerificationCall, 4, 9),
     (Kind::MissedCall, 6, 7),
     (Kind::RecordingCallback, 7, 8),
-    (Kind::CustomerText, 5, 6),
+    (Kind::CustomerText, 6, 7),
 ];
 
 #[derive(Clone, Copy, Debug)]

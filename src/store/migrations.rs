@@ -29,8 +29,8 @@ pub(super) const POSTGRES: Embedded = embed!("postgres":
     "0015_owners.sql",
     "0016_console.sql",
     "0018_pool_levels.sql",
-    "0020_costs.sql",
     "0019_after_onboarding.sql",
+    "0020_costs.sql",
 );
 
 pub(super) const SQLITE: Embedded = embed!("sqlite":
@@ -45,8 +45,8 @@ pub(super) const SQLITE: Embedded = embed!("sqlite":
     "0015_owners.sql",
     "0016_console.sql",
     "0018_pool_levels.sql",
-    "0020_costs.sql",
     "0019_after_onboarding.sql",
+    "0020_costs.sql",
 );
 
 /// A migrator for one back end's files, read as `sqlx::migrate!` reads a folder:
