@@ -174,6 +174,7 @@ async fn run<S: ReplenishStore>(
         );
     }
     let (stop, stopped) = watch::channel(false);
+    let ops_mailer = mailer.clone();
 
     let workers = Workers::default();
     let outbox = Arc::new(
@@ -247,10 +248,12 @@ async fn run<S: ReplenishStore>(
             let twilio = twilio_client(&config, std::time::Duration::from_secs(10));
             move || {
                 let (engine, stopped, twilio) = (engine.clone(), stopped.clone(), twilio.clone());
+                let mailer = ops_mailer.clone();
                 async move {
                     crate::costs::keep(
                         &engine,
                         twilio.as_ref(),
+                        mailer.as_ref(),
                         std::time::Duration::from_secs(60),
                         stopped,
                     )

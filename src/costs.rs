@@ -17,7 +17,8 @@ use serde::Serialize;
 use crate::config::ConfigError;
 use crate::conversation::budget::{self, Spend};
 use crate::conversation::{Event, StateName};
-use crate::domain::{Country, OwnerId, PhoneNumber};
+use crate::domain::{Country, OwnerId, PhoneNumber, mask_email};
+use crate::email::{Email, EmailError, Mailer};
 use crate::engine::{Engine, EngineError};
 use crate::prices::{
     Amount, CostKind, DEFAULT_REPORTING_CURRENCY, Prices, billed_minutes, is_currency,
@@ -35,7 +36,7 @@ pub struct CostConfig {
     /// In the reporting currency; `None`: no limit.
     pub daily: Option<Amount>,
     pub monthly: Option<Amount>,
-    /// Where budget alerts go once emails can be queued (see [`Engine::queue_ops_alert`]).
+    /// Where budget alerts are emailed (see [`Engine::email_ops_alerts`]).
     pub ops_email: Option<String>,
 }
 
@@ -248,29 +249,6 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// An email's cost (0 by default in the price files), for the email outbox kind being built
-    /// elsewhere: call it in the transaction that records the email as sent.
-    pub async fn record_email_cost(
-        &self,
-        tx: &mut S::Tx,
-        email_id: &str,
-        owner_id: Option<&OwnerId>,
-        country: Country,
-        at: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
-        self.record_cost(
-            tx,
-            format!("email:{email_id}"),
-            owner_id,
-            country,
-            CostKind::Email,
-            1,
-            None,
-            at,
-        )
-        .await
-    }
-
     /// A finished call's cost, once its final status carries a duration: started minutes at the
     /// inbound or outbound price. Unanswered calls cost nothing.
     pub(crate) async fn record_call_cost(
@@ -411,18 +389,6 @@ impl<S: Store> Engine<S> {
         Ok(budget::allowed(spend, exceeded))
     }
 
-    /// The guard for texting back a caller an owner missed (built on another branch): false while
-    /// a budget is exceeded, and then the text waits for the period to turn.
-    pub async fn caller_text_back_allowed(&self) -> Result<bool, EngineError> {
-        self.spend_allowed(Spend::CallerTextBack).await
-    }
-
-    /// The guard for alerting an owner to a missed call: always true (the owner paid for it),
-    /// here so the call site says what it is.
-    pub async fn missed_call_alert_allowed(&self) -> Result<bool, EngineError> {
-        self.spend_allowed(Spend::MissedCallAlert).await
-    }
-
     pub(crate) fn has_budget(&self) -> bool {
         self.costs.daily.is_some() || self.costs.monthly.is_some()
     }
@@ -453,20 +419,69 @@ impl<S: Store> Engine<S> {
                 "80% of the budget is spent"
             );
         }
-        self.queue_ops_alert(alert);
     }
 
-    /// Where the ops email for a budget alert is queued, once the outbox can send emails (that
-    /// kind is being built on another branch): then it belongs in the alert's transaction,
-    /// through the outbox. Until then nothing is queued, and the log says so.
-    fn queue_ops_alert(&self, alert: &BudgetAlert) {
-        if self.costs.ops_email.is_some() {
-            tracing::info!(
-                event = "BUDGET_ALERT_EMAIL_NOT_QUEUED",
-                period = %alert.period,
-                level = %alert.level,
-                "OPS_EMAIL is set, but emails cannot be queued yet: the alert is only logged"
-            );
+    /// Emails ops (`OPS_EMAIL`) the budget alerts stored in the last two days that have not been
+    /// emailed: each once. The alert's row is the message's record: claimed with `SKIP LOCKED`
+    /// and held while the mail server takes it, then marked sent in the same transaction. A
+    /// server that cannot be reached is tried again on the next run; one that refuses the email,
+    /// or may have taken it before the connection broke, is given up with the reason (never a
+    /// second email). Returns how many went.
+    pub async fn email_ops_alerts(&self, mailer: &Mailer) -> Result<usize, EngineError> {
+        let Some(to) = self.costs.ops_email.as_deref() else {
+            return Ok(0);
+        };
+        let currency = self.costs.prices.reporting_currency();
+        let mut sent = 0;
+        loop {
+            let now = self.now();
+            let mut tx = self.store().begin().await?;
+            let Some(alert) = tx.claim_unsent_alert(now - Duration::days(2)).await? else {
+                tx.commit().await?;
+                return Ok(sent);
+            };
+            let (subject, text) = ops_alert_email(&alert, currency);
+            let email = Email {
+                to,
+                subject: &subject,
+                text: &text,
+                message_id: format!(
+                    "<budget-{}-{}-{}@onboard>",
+                    alert.period, alert.period_start, alert.level
+                ),
+            };
+            let given_up = match mailer.send(&email).await {
+                Ok(()) => None,
+                // Nothing was taken: the row stays unsent for the next run.
+                Err(EmailError::Transient(e)) => {
+                    tracing::warn!(event = "OPS_ALERT_EMAIL_RETRY", error = %e);
+                    return Ok(sent);
+                }
+                Err(e @ (EmailError::Permanent(_) | EmailError::Uncertain(_))) => {
+                    Some(e.to_string())
+                }
+            };
+            tx.finish_alert_email(&alert, given_up.as_deref(), now)
+                .await?;
+            tx.commit().await?;
+            match given_up {
+                None => {
+                    sent += 1;
+                    tracing::info!(
+                        event = "OPS_ALERT_EMAILED",
+                        period = %alert.period,
+                        level = %alert.level,
+                        email = %mask_email(to),
+                        simulated = matches!(mailer, Mailer::Simulated),
+                    );
+                }
+                Some(error) => tracing::error!(
+                    event = "OPS_ALERT_EMAIL_GIVEN_UP",
+                    period = %alert.period,
+                    level = %alert.level,
+                    error = %error,
+                ),
+            }
         }
     }
 
@@ -686,9 +701,44 @@ pub struct BudgetReport {
     pub held_owners: i64,
 }
 
-/// The ledger rows for texts an outbox batch sent: one per message Twilio accepted, priced by its
-/// segments (GSM-7 or UCS-2) in the country it went to. `messages` is the batch, by id.
-pub fn sent_text_costs<'a>(
+/// The email to ops for a budget alert: what was spent against which budget, and what the guard
+/// does meanwhile.
+fn ops_alert_email(alert: &BudgetAlert, currency: &str) -> (String, String) {
+    let spent = Amount(alert.spent_micros);
+    let budget = Amount(alert.budget_micros);
+    let which = if alert.period == "day" {
+        "daily"
+    } else {
+        "monthly"
+    };
+    if alert.level == "exceeded" {
+        (
+            format!("Budget exceeded: {which} {}", alert.period_start),
+            format!(
+                "The {which} budget for {} is used up: {spent} {currency} spent of {budget} {currency}.\n\n\
+                 Until the period turns, the pool keeper buys numbers only for paid owners waiting \
+                 for one, reminders and caller text-backs wait, and new owners are told we are full \
+                 and served first when it turns. Replies, payment texts, verification calls and \
+                 missed-call alerts go out as usual.",
+                alert.period_start
+            ),
+        )
+    } else {
+        (
+            format!("Budget at 80%: {which} {}", alert.period_start),
+            format!(
+                "80% of the {which} budget for {} is spent: {spent} {currency} of {budget} {currency}.",
+                alert.period_start
+            ),
+        )
+    }
+}
+
+/// The ledger rows for what an outbox batch sent: a text Twilio accepted, priced by its
+/// segments (GSM-7 or UCS-2) in the country it went to; an email the server accepted, one each.
+/// `messages` is the batch, by id. A verification call is priced when its final status gives the
+/// duration.
+pub fn sent_costs<'a>(
     prices: &Prices,
     results: &[OutboundResult],
     messages: &'a HashMap<i64, (OwnerId, PhoneNumber, String, OutboundKind)>,
@@ -699,7 +749,7 @@ pub fn sent_text_costs<'a>(
         .filter_map(|result| {
             let OutboundOutcome::Finish {
                 status,
-                twilio_sid: Some(sid),
+                twilio_sid,
                 retry_at: None,
                 ..
             } = &result.outcome
@@ -716,22 +766,27 @@ pub fn sent_text_costs<'a>(
                 return None;
             }
             let (owner_id, to, body, kind) = messages.get(&result.id)?;
-            if *kind != OutboundKind::Sms {
-                // A verification call is priced when its final status gives the duration.
-                return None;
-            }
-            let quantity = crate::sms::segments(body) as i64;
-            let estimate = prices.estimate(to.country(), CostKind::SmsOutbound, quantity);
+            let (source_key, cost_kind, quantity, provider_id) = match kind {
+                OutboundKind::Sms => (
+                    format!("sms_out:{}", result.id),
+                    CostKind::SmsOutbound,
+                    crate::sms::segments(body) as i64,
+                    Some(twilio_sid.clone()?),
+                ),
+                OutboundKind::Email => (format!("email:{}", result.id), CostKind::Email, 1, None),
+                OutboundKind::VerifyCall => return None,
+            };
+            let estimate = prices.estimate(to.country(), cost_kind, quantity);
             Some((
                 NewCostOwned {
-                    source_key: format!("sms_out:{}", result.id),
-                    kind: CostKind::SmsOutbound,
+                    source_key,
+                    kind: cost_kind,
                     quantity,
                     country: to.country(),
                     currency: estimate.currency,
                     estimated: estimate.amount,
                     reporting: estimate.reporting,
-                    provider_id: sid.clone(),
+                    provider_id,
                     at: now,
                 },
                 Some(owner_id),
@@ -750,7 +805,8 @@ pub struct NewCostOwned {
     pub currency: String,
     pub estimated: Amount,
     pub reporting: Amount,
-    pub provider_id: String,
+    /// Twilio's sid, for its real price later; none for an email.
+    pub provider_id: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -765,7 +821,7 @@ impl NewCostOwned {
             currency: &self.currency,
             estimated: self.estimated,
             reporting: self.reporting,
-            provider_id: Some(&self.provider_id),
+            provider_id: self.provider_id.as_deref(),
             at: self.at,
         }
     }
@@ -776,11 +832,12 @@ impl NewCostOwned {
 pub async fn keep<S: Store>(
     engine: &Engine<S>,
     twilio: Option<&TwilioClient>,
+    mailer: Option<&Mailer>,
     period: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
-        if let Err(e) = run_once(engine, twilio).await {
+        if let Err(e) = run_once(engine, twilio, mailer).await {
             tracing::error!(event = "COST_KEEPER_ERROR", error = %e);
         }
         tokio::select! {
@@ -794,8 +851,12 @@ pub async fn keep<S: Store>(
 pub async fn run_once<S: Store>(
     engine: &Engine<S>,
     twilio: Option<&TwilioClient>,
+    mailer: Option<&Mailer>,
 ) -> Result<(), EngineError> {
     engine.budget_status().await?;
+    if let Some(mailer) = mailer {
+        engine.email_ops_alerts(mailer).await?;
+    }
     engine.charge_rent().await?;
     engine.release_held_owners().await?;
     if let Some(twilio) = twilio {

@@ -33,7 +33,7 @@ Environment (also read from ./.env; the real environment wins):
   PRICES_DIR             load prices from this folder (GB.toml, US.toml)
   REPORTING_CURRENCY     the currency of cost reports and budgets (default GBP)
   BUDGET_DAILY, BUDGET_MONTHLY  spending budgets in the reporting currency (unset: no limit)
-  OPS_EMAIL              where budget alerts go (once the email outbox exists)
+  OPS_EMAIL              where budget alerts are emailed (through SMTP_URL)
   RUST_LOG               log filter (default info)
   LOG_FORMAT             pretty (default) or json
 The README's Configuration section says more about each.";

@@ -339,8 +339,8 @@ impl<S: Store> Outbox<S> {
         Ok(())
     }
 
-    /// Records what became of messages, and the ledger row of each text that went out, in one
-    /// transaction: a text is billed exactly when it is on record as sent.
+    /// Records what became of messages, and the ledger row of each text or email that went out,
+    /// in one transaction: a message is billed exactly when it is on record as sent.
     async fn record(
         &self,
         tx: &mut S::Tx,
@@ -349,7 +349,7 @@ impl<S: Store> Outbox<S> {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         tx.record_outbound_batch(results, now).await?;
-        let costs = crate::costs::sent_text_costs(&self.settings.prices, results, sent, now);
+        let costs = crate::costs::sent_costs(&self.settings.prices, results, sent, now);
         let rows: Vec<_> = costs
             .iter()
             .map(|(cost, owner_id)| cost.as_new(*owner_id))

@@ -100,13 +100,16 @@ pub struct TextBackFacts<'a> {
     pub owner_phone: &'a PhoneNumber,
     /// The caller texted STOP to this business number.
     pub caller_opted_out: bool,
+    /// A spending budget is used up: a text-back is spend we choose to make, and waits.
+    pub budget_exceeded: bool,
 }
 
 /// Whether a caller the owner missed is texted "sorry we missed you": the one place this is
-/// decided. The database then allows one per caller per owner per day; a spending guard belongs
-/// here too when there is one.
+/// decided. The database then allows one per caller per owner per day. While a budget is used up
+/// there is none (not held for later: "sorry we missed you" the next day would be odd).
 pub fn caller_text_back(facts: &TextBackFacts<'_>) -> bool {
     facts.enabled
+        && super::budget::allowed(super::budget::Spend::CallerTextBack, facts.budget_exceeded)
         && !facts.caller_opted_out
         && facts
             .caller
@@ -181,8 +184,13 @@ mod tests {
             caller: Some(&caller),
             owner_phone: &owner,
             caller_opted_out: false,
+            budget_exceeded: false,
         };
         assert!(caller_text_back(&facts));
+        assert!(!caller_text_back(&TextBackFacts {
+            budget_exceeded: true,
+            ..facts
+        }));
         assert!(!caller_text_back(&TextBackFacts {
             enabled: false,
             ..facts

@@ -243,16 +243,28 @@ impl<S: Store> Engine<S> {
             return Ok(());
         };
         let caller = PhoneNumber::parse(caller).ok();
-        let caller_opted_out = match (&caller, self.settings.after.caller_text_back) {
+        let enabled = self.settings.after.caller_text_back && caller.is_some();
+        let caller_opted_out = match (&caller, enabled) {
             (Some(caller), true) => tx.customer_opted_out(number, caller).await?,
             _ => false,
         };
+        // Read only when it could matter: text-backs on, budgets set.
+        let budget_exceeded =
+            enabled && self.has_budget() && self.budget_check(tx, now).await?.exceeded();
         let decided = caller_text_back(&TextBackFacts {
             enabled: self.settings.after.caller_text_back,
             caller: caller.as_ref(),
             owner_phone: &owner.owner_phone,
             caller_opted_out,
+            budget_exceeded,
         });
+        if budget_exceeded {
+            tracing::info!(
+                event = "CALLER_TEXT_BACK_HELD_BUDGET",
+                owner_id = %owner.id,
+                "a budget is exceeded: the caller is not texted back"
+            );
+        }
         let Some(caller) = caller.filter(|_| decided) else {
             return Ok(());
         };

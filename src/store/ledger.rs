@@ -117,6 +117,21 @@ pub(super) const CLAIM_ALERT: &str = "INSERT INTO budget_alerts (period, period_
          spent_micros, budget_micros, at) VALUES ($1, $2, $3, $4, $5, $6) \
      ON CONFLICT (period, period_start, level) DO NOTHING";
 
+/// Records what became of an alert's email to ops: sent at `$4`, or given up with `$5`.
+pub(super) const FINISH_ALERT_EMAIL: &str = "UPDATE budget_alerts SET emailed_at = $4, \
+         email_error = $5 \
+     WHERE period = $1 AND period_start = $2 AND level = $3";
+
+/// The oldest alert stored since `$1` whose email to ops is neither sent nor given up.
+macro_rules! unsent_alert {
+    () => {
+        "SELECT period, period_start, level, spent_micros, budget_micros, at FROM budget_alerts \
+         WHERE emailed_at IS NULL AND email_error IS NULL AND at >= $1 \
+         ORDER BY at, period, level LIMIT 1"
+    };
+}
+pub(super) use unsent_alert;
+
 pub(super) const ALERTS: &str = "SELECT period, period_start, level, spent_micros, \
          budget_micros, at FROM budget_alerts \
      WHERE (period = 'day' AND period_start = $1) OR (period = 'month' AND period_start = $2) \
@@ -280,6 +295,21 @@ pub trait LedgerTx: Send {
         alert: &BudgetAlert,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// The oldest alert stored since `since` not yet emailed to ops (nor given up), locked:
+    /// `SKIP LOCKED` on PostgreSQL, so of two replicas only one emails it.
+    fn claim_unsent_alert(
+        &mut self,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<BudgetAlert>>> + Send;
+
+    /// Records an alert's email to ops as sent (`error` none) or given up (`error`).
+    fn finish_alert_email(
+        &mut self,
+        alert: &BudgetAlert,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// The alerts of the day `day` (`2026-11-30`) and the month `month` (`2026-11`).
     fn budget_alerts(
         &mut self,
@@ -386,9 +416,10 @@ macro_rules! impl_ledger_tx {
             use $crate::store::Result;
             use $crate::store::ledger::{
                 ALERTS, BY_KIND, BY_OWNER, BudgetAlert, CALL_FOR_COSTS, CLAIM_ALERT, CallForCosts,
-                CostGroup, GroupBy, HELD_COUNT, HELD_OWNER, HOLD_OWNER, LedgerTx, NOTE_PRICE_CHECK,
-                NewCost, OWNER_COSTS, RECORD_COST, RECORD_PURCHASE, RELEASE_OWNER, RentDue,
-                SET_REAL_PRICE, SPENT_SINCE, Unpriced, oldest_held, parse_kind, rent_due, unpriced,
+                CostGroup, FINISH_ALERT_EMAIL, GroupBy, HELD_COUNT, HELD_OWNER, HOLD_OWNER,
+                LedgerTx, NOTE_PRICE_CHECK, NewCost, OWNER_COSTS, RECORD_COST, RECORD_PURCHASE,
+                RELEASE_OWNER, RentDue, SET_REAL_PRICE, SPENT_SINCE, Unpriced, oldest_held,
+                parse_kind, rent_due, unpriced, unsent_alert,
             };
 
             impl LedgerTx for $tx {
@@ -475,6 +506,46 @@ macro_rules! impl_ledger_tx {
                         .await?
                         .rows_affected()
                         == 1)
+                }
+
+                async fn claim_unsent_alert(
+                    &mut self,
+                    since: DateTime<Utc>,
+                ) -> Result<Option<BudgetAlert>> {
+                    let row: Option<(String, String, String, i64, i64, DateTime<Utc>)> =
+                        sqlx::query_as(concat!(unsent_alert!(), $skip_locked))
+                            .bind(since)
+                            .fetch_optional(&mut *self.0)
+                            .await?;
+                    Ok(row.map(
+                        |(period, period_start, level, spent_micros, budget_micros, at)| {
+                            BudgetAlert {
+                                period,
+                                period_start,
+                                level,
+                                spent_micros,
+                                budget_micros,
+                                at,
+                            }
+                        },
+                    ))
+                }
+
+                async fn finish_alert_email(
+                    &mut self,
+                    alert: &BudgetAlert,
+                    error: Option<&str>,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    sqlx::query(FINISH_ALERT_EMAIL)
+                        .bind(&alert.period)
+                        .bind(&alert.period_start)
+                        .bind(&alert.level)
+                        .bind(error.is_none().then_some(now))
+                        .bind(error)
+                        .execute(&mut *self.0)
+                        .await?;
+                    Ok(())
                 }
 
                 async fn budget_alerts(

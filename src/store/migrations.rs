@@ -31,6 +31,7 @@ pub(super) const POSTGRES: Embedded = embed!("postgres":
     "0018_pool_levels.sql",
     "0019_after_onboarding.sql",
     "0020_costs.sql",
+    "0021_ops_alert_emails.sql",
 );
 
 pub(super) const SQLITE: Embedded = embed!("sqlite":
@@ -47,6 +48,7 @@ pub(super) const SQLITE: Embedded = embed!("sqlite":
     "0018_pool_levels.sql",
     "0019_after_onboarding.sql",
     "0020_costs.sql",
+    "0021_ops_alert_emails.sql",
 );
 
 /// A migrator for one back end's files, read as `sqlx::migrate!` reads a folder:

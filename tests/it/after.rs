@@ -14,6 +14,7 @@ use onboard::email::Mailer;
 use onboard::engine::{Engine, InboundCall, InboundSms};
 use onboard::outbox::{Outbox, OutboxSettings, Sender};
 use onboard::store::after::AfterTx as _;
+use onboard::store::ledger::{GroupBy, LedgerTx as _, NewCost};
 use onboard::store::{
     OutboundKind, OutboundMessage, OutboundStatus, Owner, Store, TestTx as _, Tx as _,
 };
@@ -287,6 +288,8 @@ async fn an_email_alert_reaches_the_smtp_server<S: Store>(app: TestApp<S>, sink:
     // Sent once: a second pass of the worker has nothing to send.
     outbox.run_once(None).await.unwrap();
     assert_eq!(sink.messages().len(), 1);
+    // On the cost ledger once, as it went out.
+    assert_eq!(ledger_quantity(&app.engine, "email").await, 1);
 
     // Counted per channel and result (counters are process-wide: at least this one).
     let metrics = app
@@ -304,6 +307,21 @@ async fn an_email_alert_reaches_the_smtp_server<S: Store>(app: TestApp<S>, sink:
         .unwrap_or_else(|| panic!("no email alert counted in:\n{metrics}"));
     let count: f64 = sent.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= 1.0, "{sent}");
+}
+
+/// How many of a kind the cost ledger holds.
+async fn ledger_quantity<S: Store>(engine: &Engine<S>, kind: &str) -> i64 {
+    engine
+        .cost_report(
+            chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            engine.now() + Duration::days(400),
+            GroupBy::Kind,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.key.as_deref() == Some(kind))
+        .map_or(0, |g| g.quantity)
 }
 
 fn smtp_config(sink: &SmtpSink) -> onboard::config::Config {
@@ -825,4 +843,61 @@ async fn a_text_alert_goes_from_the_owner_s_business_number_through_twilio() {
         "{alert:?}"
     );
     twilio.verify().await;
+}
+
+/// A caller text-back is spend we choose to make: while a budget is used up the caller is not
+/// texted; once the period turns, the next missed call is texted back as usual.
+async fn no_caller_text_back_while_a_budget_is_exceeded<S: Store>(app: TestApp<S>) {
+    let owner = live_owner(&app.engine, "text").await;
+    let store = app.engine.store();
+    let now = app.engine.now();
+    let mut tx = store.begin().await.unwrap();
+    let spent = onboard::prices::Amount(25_000_000);
+    tx.record_cost(&NewCost {
+        source_key: "buy:big".into(),
+        owner_id: None,
+        kind: onboard::prices::CostKind::NumberPurchase,
+        quantity: 1,
+        country: onboard::domain::Country::Gb,
+        currency: "GBP",
+        estimated: spent,
+        reporting: spent,
+        provider_id: None,
+        at: now,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let texted_back = |sent: Vec<OutboundMessage>| {
+        sent.iter()
+            .filter(|m| m.to.as_str() == CALLER && m.owner_id == owner.id)
+            .count()
+    };
+
+    app.engine
+        .handle_call(&call("CAbudget1", CALLER))
+        .await
+        .unwrap();
+    assert_eq!(texted_back(outbox_since(&app, 0).await), 0);
+
+    app.clock.advance(Duration::days(1));
+    app.engine
+        .handle_call(&call("CAbudget2", CALLER))
+        .await
+        .unwrap();
+    assert_eq!(texted_back(outbox_since(&app, 0).await), 1);
+}
+
+fn budget_config() -> onboard::config::Config {
+    test_config(&[("CALLER_TEXT_BACK", "1"), ("BUDGET_DAILY", "10")])
+}
+
+#[tokio::test]
+async fn sqlite_no_caller_text_back_while_a_budget_is_exceeded() {
+    no_caller_text_back_while_a_budget_is_exceeded(spawn_sqlite(budget_config()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_no_caller_text_back_while_a_budget_is_exceeded() {
+    no_caller_text_back_while_a_budget_is_exceeded(spawn_postgres(budget_config()).await).await;
 }

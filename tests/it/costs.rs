@@ -363,7 +363,9 @@ async fn journey_matches_a_hand_computed_total<S: Store>(app: TestApp<S>) {
     assert_eq!(by_day["rows"][0]["amount"], expected.to_string());
 
     // The cost keeper publishes the ledger's totals per kind, the same on every replica.
-    onboard::costs::run_once(&app.engine, None).await.unwrap();
+    onboard::costs::run_once(&app.engine, None, None)
+        .await
+        .unwrap();
     let metrics = app
         .http
         .get(format!("{}/metrics", app.address))
@@ -914,4 +916,78 @@ async fn a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded_on_sqlite
 #[tokio::test]
 async fn a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded_on_postgres() {
     a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded(postgres().await).await;
+}
+
+/// With `OPS_EMAIL`, each budget alert is emailed to ops once, through a real SMTP server, however
+/// many replicas run the cost keeper; on PostgreSQL two run at once.
+async fn budget_alerts_are_emailed_to_ops_once<S: Store>(first: S, second: S) {
+    let sink = support::smtp::SmtpSink::start().await;
+    let config = test_config(&[
+        ("ONBOARDING_NUMBER", ONBOARDING),
+        ("BUDGET_DAILY", "10"),
+        ("OPS_EMAIL", "ops@example.com"),
+        ("SMTP_URL", &sink.url("alerts", "s3cret")),
+    ]);
+    let clock = Arc::new(ManualClock::new(fixture_epoch() + Duration::hours(1)));
+    let engine = |store: S| {
+        support::app::engine_on(
+            store,
+            &config,
+            clock.clone(),
+            Arc::new(RandomIds::default()),
+        )
+    };
+    let (a, b) = (engine(first.clone()), engine(second));
+    spend(&first, "buy:big", "25", clock.now()).await;
+    assert!(a.budget_status().await.unwrap().exceeded());
+
+    let mailer = onboard::email::Mailer::from_config(&config)
+        .unwrap()
+        .unwrap();
+    let (sent_a, sent_b) = tokio::join!(a.email_ops_alerts(&mailer), b.email_ops_alerts(&mailer));
+    assert_eq!(
+        sent_a.unwrap() + sent_b.unwrap(),
+        2,
+        "the warning and the exceeded"
+    );
+    // Nothing left to send, however often the keepers run.
+    assert_eq!(a.email_ops_alerts(&mailer).await.unwrap(), 0);
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let mut subjects: Vec<String> = mails
+        .iter()
+        .map(|m| {
+            assert_eq!(m.rcpt_to, vec!["ops@example.com".to_owned()]);
+            m.header("Subject").unwrap()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "Budget at 80%: daily 2026-01-05",
+            "Budget exceeded: daily 2026-01-05"
+        ]
+    );
+    let exceeded = mails
+        .iter()
+        .find(|m| m.header("Subject").unwrap().starts_with("Budget exceeded"))
+        .unwrap();
+    let text = exceeded.part("text/plain").unwrap();
+    assert!(text.contains("25.00"), "{text}");
+}
+
+#[tokio::test]
+async fn budget_alerts_are_emailed_to_ops_once_on_sqlite() {
+    let store = sqlite().await;
+    budget_alerts_are_emailed_to_ops_once(store.clone(), store).await;
+}
+
+#[tokio::test]
+async fn budget_alerts_are_emailed_to_ops_once_on_postgres_with_two_replicas() {
+    let url = support::fresh_postgres_database().await;
+    let first = PgStore::connect(&url, 5).await.unwrap();
+    first.migrate().await.unwrap();
+    let second = PgStore::connect(&url, 5).await.unwrap();
+    budget_alerts_are_emailed_to_ops_once(first, second).await;
 }
