@@ -185,11 +185,7 @@ impl<S: Store> Engine<S> {
     /// Applies a provider event (payment, test call, ...) to an owner; what the bot says goes to the outbox.
     pub async fn apply(&self, owner_id: &OwnerId, event: Event) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let mut owner = tx
-            .lock_owner(owner_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownOwner(owner_id.clone()))?;
+        let (mut tx, mut owner) = self.begin_with_owner(owner_id).await?;
         let decision = self.run(&mut tx, &mut owner, event, now).await?;
         let texts = self.queue_replies(&mut tx, &owner, &decision, now).await?;
         tx.commit().await?;
@@ -205,11 +201,7 @@ impl<S: Store> Engine<S> {
     /// `admin_reset`, in one transaction. Nothing is texted: their next text answers S1.
     pub async fn admin_reset(&self, owner_id: &OwnerId) -> Result<Owner, EngineError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let mut owner = tx
-            .lock_owner(owner_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownOwner(owner_id.clone()))?;
+        let (mut tx, mut owner) = self.begin_with_owner(owner_id).await?;
         // Through the conversation like any event; what it would say is not sent.
         self.run(&mut tx, &mut owner, Event::Reset, now).await?;
         tx.commit().await?;
@@ -222,11 +214,7 @@ impl<S: Store> Engine<S> {
     /// outbox after their quiet hours. Recorded with cause `admin_release_number`.
     pub async fn admin_release_number(&self, owner_id: &OwnerId) -> Result<Released, EngineError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let mut owner = tx
-            .lock_owner(owner_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownOwner(owner_id.clone()))?;
+        let (mut tx, mut owner) = self.begin_with_owner(owner_id).await?;
         let Some(number) = owner.twilio_number.clone() else {
             return Err(EngineError::NoNumber(owner_id.clone()));
         };
@@ -249,6 +237,17 @@ impl<S: Store> Engine<S> {
             number,
             texts,
         })
+    }
+
+    /// Begins an event's transaction with the owner locked; an unknown id is
+    /// [`EngineError::UnknownOwner`].
+    async fn begin_with_owner(&self, id: &OwnerId) -> Result<(S::Tx, Owner), EngineError> {
+        let mut tx = self.store.begin().await?;
+        let owner = tx
+            .lock_owner(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownOwner(id.clone()))?;
+        Ok((tx, owner))
     }
 
     /// The owner with this phone number, if any.

@@ -91,6 +91,23 @@ macro_rules! store_reads {
 }
 pub(super) use store_reads;
 
+/// Declares an area's locking statements (its `locking_statements!`) once per dialect: in module
+/// `postgres` with PostgreSQL's row locks (concurrent transactions queue up on a locked row, or
+/// pass it by), in module `sqlite` without (its transactions begin with `BEGIN IMMEDIATE` and hold
+/// its one write lock already).
+macro_rules! per_dialect {
+    () => {
+        pub(super) mod postgres {
+            locking_statements!(" FOR UPDATE", " FOR UPDATE SKIP LOCKED");
+        }
+
+        pub(super) mod sqlite {
+            locking_statements!("", "");
+        }
+    };
+}
+pub(super) use per_dialect;
+
 /// Implements [`Tx`](super::Tx) for a back end's transaction type, a newtype over
 /// `sqlx::Transaction<'static, DB>`, from each area's methods. Both dialects run the same SQL but
 /// for row locks: each area declares its locking statements once per dialect, in modules named

@@ -106,15 +106,7 @@ macro_rules! locking_statements {
     };
 }
 
-/// PostgreSQL: concurrent transactions queue up on a locked row, or pass it by.
-pub(super) mod postgres {
-    locking_statements!(" FOR UPDATE", " FOR UPDATE SKIP LOCKED");
-}
-
-/// SQLite: its transactions begin with `BEGIN IMMEDIATE` and hold its one write lock already.
-pub(super) mod sqlite {
-    locking_statements!("", "");
-}
+super::common::per_dialect!();
 
 /// This area's [`Tx`](super::Tx) methods, expanded by `impl_tx!` (in `common.rs`) inside each back
 /// end's `impl Tx`, where its names are in scope; `dialect` is

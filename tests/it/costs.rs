@@ -482,6 +482,40 @@ async fn twilios_real_price_replaces_the_estimate_on_postgres() {
 // --- budgets ------------------------------------------------------------------------------------
 
 /// Writes a cost as if something had been bought, to move spend without many texts.
+/// A Twilio that lists these US numbers and sells any number asked for.
+async fn sells_us_numbers(twilio: &MockServer, numbers: &[&str]) {
+    let listed: Vec<Value> = numbers
+        .iter()
+        .map(|n| json!({"phone_number": n, "iso_country": "US"}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/AvailablePhoneNumbers/US/Local.json"
+        )))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "available_phone_numbers": listed })),
+        )
+        .mount(twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json"
+        )))
+        .respond_with(|request: &wiremock::Request| {
+            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
+            let number = form
+                .into_iter()
+                .find(|(k, _)| k == "PhoneNumber")
+                .unwrap()
+                .1;
+            ResponseTemplate::new(201).set_body_json(json!({
+                "sid": format!("PN{}", number.trim_start_matches('+')), "phone_number": number
+            }))
+        })
+        .mount(twilio)
+        .await;
+}
+
 async fn spend<S: Store>(store: &S, key: &str, amount: &str, at: DateTime<Utc>) {
     let amount = gbp(amount);
     let mut tx = store.begin().await.unwrap();
@@ -727,35 +761,7 @@ async fn the_guard_holds_purchases_reminders_and_new_owners_but_not_replies_on_t
     assert_eq!(outbound_bodies(&second, &jo.id).await.len(), 1);
 
     // And the keeper buys again, each number on the ledger with its purchase.
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{ACCOUNT}/AvailablePhoneNumbers/US/Local.json"
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "available_phone_numbers": [
-                {"phone_number": "+12125550101", "iso_country": "US"},
-                {"phone_number": "+12125550102", "iso_country": "US"},
-            ]
-        })))
-        .mount(&twilio)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json"
-        )))
-        .respond_with(|request: &wiremock::Request| {
-            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
-            let number = form
-                .into_iter()
-                .find(|(k, _)| k == "PhoneNumber")
-                .unwrap()
-                .1;
-            ResponseTemplate::new(201).set_body_json(json!({
-                "sid": format!("PN{}", number.trim_start_matches('+')), "phone_number": number
-            }))
-        })
-        .mount(&twilio)
-        .await;
+    sells_us_numbers(&twilio, &["+12125550101", "+12125550102"]).await;
     match keeper.run_once().await.unwrap() {
         RunOutcome::Ran(report) => {
             assert!(!report.held_by_budget);
@@ -859,36 +865,7 @@ async fn a_waiting_paid_owner_gets_a_number_while_a_budget_is_exceeded<S: Replen
     assert!(engine.budget_status().await.unwrap().exceeded());
 
     let twilio = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{ACCOUNT}/AvailablePhoneNumbers/US/Local.json"
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "available_phone_numbers": [
-                {"phone_number": "+12125550101", "iso_country": "US"},
-                {"phone_number": "+12125550102", "iso_country": "US"},
-                {"phone_number": "+12125550103", "iso_country": "US"},
-            ]
-        })))
-        .mount(&twilio)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json"
-        )))
-        .respond_with(|request: &wiremock::Request| {
-            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
-            let number = form
-                .into_iter()
-                .find(|(k, _)| k == "PhoneNumber")
-                .unwrap()
-                .1;
-            ResponseTemplate::new(201).set_body_json(json!({
-                "sid": format!("PN{}", number.trim_start_matches('+')), "phone_number": number
-            }))
-        })
-        .mount(&twilio)
-        .await;
+    sells_us_numbers(&twilio, &["+12125550101", "+12125550102", "+12125550103"]).await;
     // A target of 3 free numbers: none of those is bought while the budget is exceeded.
     let keeper = Replenisher::new(
         engine.clone(),
