@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::ConfigError;
 use crate::conversation::budget::{self, Spend};
 use crate::conversation::{Event, StateName};
-use crate::domain::{Country, OwnerId, PhoneNumber, mask_email};
+use crate::domain::{Country, OwnerId, PhoneNumber, mask_email, mask_pii};
 use crate::email::{Email, EmailError, Mailer};
 use crate::engine::{Engine, EngineError};
 use crate::prices::{
@@ -422,11 +422,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Emails ops (`OPS_EMAIL`) the budget alerts stored in the last two days that have not been
-    /// emailed: each once. The alert's row is the message's record: claimed with `SKIP LOCKED`
-    /// and held while the mail server takes it, then marked sent in the same transaction. A
-    /// server that cannot be reached is tried again on the next run; one that refuses the email,
-    /// or may have taken it before the connection broke, is given up with the reason (never a
-    /// second email). Returns how many went.
+    /// emailed: each once. The alert's row is the message's record, claimed with `SKIP LOCKED`.
+    /// The attempt is committed before the mail server is asked, so one cut short (a crash, a
+    /// replica stopped) is known when the row is claimed again and given up: it may have gone.
+    /// A server that cannot be reached is tried again on the next run; one that refuses the email,
+    /// or may have taken it before the connection broke, is given up with the reason. Never a
+    /// second email. Returns how many went.
     pub async fn email_ops_alerts(&self, mailer: &Mailer) -> Result<usize, EngineError> {
         let Some(to) = self.costs.ops_email.as_deref() else {
             return Ok(0);
@@ -436,10 +437,24 @@ impl<S: Store> Engine<S> {
         loop {
             let now = self.now();
             let mut tx = self.store().begin().await?;
-            let Some(alert) = tx.claim_unsent_alert(now - Duration::days(2)).await? else {
+            let claimed = tx
+                .claim_unsent_alert(now - Duration::days(2), now - OPS_EMAIL_LEASE)
+                .await?;
+            let Some((alert, attempted)) = claimed else {
                 tx.commit().await?;
                 return Ok(sent);
             };
+            if attempted {
+                let error = "an earlier attempt may have been sent: not sent again";
+                tx.record_alert_email(&alert, None, None, Some(error))
+                    .await?;
+                tx.commit().await?;
+                ops_email_given_up(&alert, error);
+                continue;
+            }
+            tx.record_alert_email(&alert, Some(now), None, None).await?;
+            tx.commit().await?;
+
             let (subject, text) = ops_alert_email(&alert, currency);
             let email = Email {
                 to,
@@ -450,22 +465,13 @@ impl<S: Store> Engine<S> {
                     alert.period, alert.period_start, alert.level
                 ),
             };
-            let given_up = match mailer.send(&email).await {
-                Ok(()) => None,
-                // Nothing was taken: the row stays unsent for the next run.
-                Err(EmailError::Transient(e)) => {
-                    tracing::warn!(event = "OPS_ALERT_EMAIL_RETRY", error = %e);
-                    return Ok(sent);
-                }
-                Err(e @ (EmailError::Permanent(_) | EmailError::Uncertain(_))) => {
-                    Some(e.to_string())
-                }
-            };
-            tx.finish_alert_email(&alert, given_up.as_deref(), now)
-                .await?;
-            tx.commit().await?;
-            match given_up {
-                None => {
+            let outcome = mailer.send(&email).await;
+            let mut tx = self.store().begin().await?;
+            match outcome {
+                Ok(()) => {
+                    tx.record_alert_email(&alert, Some(now), Some(self.now()), None)
+                        .await?;
+                    tx.commit().await?;
                     sent += 1;
                     tracing::info!(
                         event = "OPS_ALERT_EMAILED",
@@ -475,12 +481,23 @@ impl<S: Store> Engine<S> {
                         simulated = matches!(mailer, Mailer::Simulated),
                     );
                 }
-                Some(error) => tracing::error!(
-                    event = "OPS_ALERT_EMAIL_GIVEN_UP",
-                    period = %alert.period,
-                    level = %alert.level,
-                    error = %error,
-                ),
+                // Nothing was taken: the attempt is undone, for the next run.
+                Err(EmailError::Transient(e)) => {
+                    tx.record_alert_email(&alert, None, None, None).await?;
+                    tx.commit().await?;
+                    tracing::warn!(
+                        event = "OPS_ALERT_EMAIL_RETRY",
+                        error = %mask_pii(&e.to_string()),
+                    );
+                    return Ok(sent);
+                }
+                Err(e @ (EmailError::Permanent(_) | EmailError::Uncertain(_))) => {
+                    let error = e.to_string();
+                    tx.record_alert_email(&alert, Some(now), None, Some(&error))
+                        .await?;
+                    tx.commit().await?;
+                    ops_email_given_up(&alert, &error);
+                }
             }
         }
     }
@@ -699,6 +716,18 @@ pub struct BudgetReport {
     pub status: BudgetStatus,
     pub alerts: Vec<BudgetAlert>,
     pub held_owners: i64,
+}
+
+/// How long an ops email attempt may take before its row is claimed again (and given up).
+const OPS_EMAIL_LEASE: Duration = Duration::minutes(5);
+
+fn ops_email_given_up(alert: &BudgetAlert, error: &str) {
+    tracing::error!(
+        event = "OPS_ALERT_EMAIL_GIVEN_UP",
+        period = %alert.period,
+        level = %alert.level,
+        error = %mask_pii(error),
+    );
 }
 
 /// The email to ops for a budget alert: what was spent against which budget, and what the guard

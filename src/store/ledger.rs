@@ -117,16 +117,21 @@ pub(super) const CLAIM_ALERT: &str = "INSERT INTO budget_alerts (period, period_
          spent_micros, budget_micros, at) VALUES ($1, $2, $3, $4, $5, $6) \
      ON CONFLICT (period, period_start, level) DO NOTHING";
 
-/// Records what became of an alert's email to ops: sent at `$4`, or given up with `$5`.
-pub(super) const FINISH_ALERT_EMAIL: &str = "UPDATE budget_alerts SET emailed_at = $4, \
-         email_error = $5 \
+/// Records where an alert's email to ops stands: attempted at `$4`, sent at `$5`, or given up
+/// with `$6`.
+pub(super) const RECORD_ALERT_EMAIL: &str = "UPDATE budget_alerts SET email_attempted_at = $4, \
+         emailed_at = $5, email_error = $6 \
      WHERE period = $1 AND period_start = $2 AND level = $3";
 
-/// The oldest alert stored since `$1` whose email to ops is neither sent nor given up.
+/// The oldest alert stored since `$1` whose email to ops is neither sent nor given up, and not
+/// being sent now (an attempt begun before `$2` that never finished is returned: it may have gone),
+/// with whether an attempt was begun.
 macro_rules! unsent_alert {
     () => {
-        "SELECT period, period_start, level, spent_micros, budget_micros, at FROM budget_alerts \
+        "SELECT period, period_start, level, spent_micros, budget_micros, at, \
+             email_attempted_at IS NOT NULL AS attempted FROM budget_alerts \
          WHERE emailed_at IS NULL AND email_error IS NULL AND at >= $1 \
+           AND (email_attempted_at IS NULL OR email_attempted_at < $2) \
          ORDER BY at, period, level LIMIT 1"
     };
 }
@@ -296,18 +301,21 @@ pub trait LedgerTx: Send {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// The oldest alert stored since `since` not yet emailed to ops (nor given up), locked:
-    /// `SKIP LOCKED` on PostgreSQL, so of two replicas only one emails it.
+    /// `SKIP LOCKED` on PostgreSQL, so of two replicas only one emails it. An attempt begun
+    /// before `stale` that never finished comes back with `true`: it may have gone.
     fn claim_unsent_alert(
         &mut self,
         since: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<BudgetAlert>>> + Send;
+        stale: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<(BudgetAlert, bool)>>> + Send;
 
-    /// Records an alert's email to ops as sent (`error` none) or given up (`error`).
-    fn finish_alert_email(
+    /// Records where an alert's email to ops stands: an attempt begun, sent, or given up.
+    fn record_alert_email(
         &mut self,
         alert: &BudgetAlert,
+        attempted_at: Option<DateTime<Utc>>,
+        emailed_at: Option<DateTime<Utc>>,
         error: Option<&str>,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// The alerts of the day `day` (`2026-11-30`) and the month `month` (`2026-11`).
@@ -416,8 +424,8 @@ macro_rules! impl_ledger_tx {
             use $crate::store::Result;
             use $crate::store::ledger::{
                 ALERTS, BY_KIND, BY_OWNER, BudgetAlert, CALL_FOR_COSTS, CLAIM_ALERT, CallForCosts,
-                CostGroup, FINISH_ALERT_EMAIL, GroupBy, HELD_COUNT, HELD_OWNER, HOLD_OWNER,
-                LedgerTx, NOTE_PRICE_CHECK, NewCost, OWNER_COSTS, RECORD_COST, RECORD_PURCHASE,
+                CostGroup, GroupBy, HELD_COUNT, HELD_OWNER, HOLD_OWNER, LedgerTx, NOTE_PRICE_CHECK,
+                NewCost, OWNER_COSTS, RECORD_ALERT_EMAIL, RECORD_COST, RECORD_PURCHASE,
                 RELEASE_OWNER, RentDue, SET_REAL_PRICE, SPENT_SINCE, Unpriced, oldest_held,
                 parse_kind, rent_due, unpriced, unsent_alert,
             };
@@ -511,37 +519,50 @@ macro_rules! impl_ledger_tx {
                 async fn claim_unsent_alert(
                     &mut self,
                     since: DateTime<Utc>,
-                ) -> Result<Option<BudgetAlert>> {
-                    let row: Option<(String, String, String, i64, i64, DateTime<Utc>)> =
+                    stale: DateTime<Utc>,
+                ) -> Result<Option<(BudgetAlert, bool)>> {
+                    let row: Option<(String, String, String, i64, i64, DateTime<Utc>, bool)> =
                         sqlx::query_as(concat!(unsent_alert!(), $skip_locked))
                             .bind(since)
+                            .bind(stale)
                             .fetch_optional(&mut *self.0)
                             .await?;
                     Ok(row.map(
-                        |(period, period_start, level, spent_micros, budget_micros, at)| {
-                            BudgetAlert {
+                        |(
+                            period,
+                            period_start,
+                            level,
+                            spent_micros,
+                            budget_micros,
+                            at,
+                            attempted,
+                        )| {
+                            let alert = BudgetAlert {
                                 period,
                                 period_start,
                                 level,
                                 spent_micros,
                                 budget_micros,
                                 at,
-                            }
+                            };
+                            (alert, attempted)
                         },
                     ))
                 }
 
-                async fn finish_alert_email(
+                async fn record_alert_email(
                     &mut self,
                     alert: &BudgetAlert,
+                    attempted_at: Option<DateTime<Utc>>,
+                    emailed_at: Option<DateTime<Utc>>,
                     error: Option<&str>,
-                    now: DateTime<Utc>,
                 ) -> Result<()> {
-                    sqlx::query(FINISH_ALERT_EMAIL)
+                    sqlx::query(RECORD_ALERT_EMAIL)
                         .bind(&alert.period)
                         .bind(&alert.period_start)
                         .bind(&alert.level)
-                        .bind(error.is_none().then_some(now))
+                        .bind(attempted_at)
+                        .bind(emailed_at)
                         .bind(error)
                         .execute(&mut *self.0)
                         .await?;

@@ -968,3 +968,78 @@ async fn budget_alerts_are_emailed_to_ops_once_on_postgres_with_two_replicas() {
     let second = PgStore::connect(&url, 5).await.unwrap();
     budget_alerts_are_emailed_to_ops_once(first, second).await;
 }
+
+/// An ops email whose attempt was cut short (the process stopped after writing the attempt,
+/// before the result) may have gone: when its row is claimed again it is given up, never sent a
+/// second time; the other alert still goes.
+async fn an_ops_email_cut_short_is_never_sent_again<S: Store>(store: S) {
+    let sink = support::smtp::SmtpSink::start().await;
+    let config = test_config(&[
+        ("ONBOARDING_NUMBER", ONBOARDING),
+        ("BUDGET_DAILY", "10"),
+        ("OPS_EMAIL", "ops@example.com"),
+        ("SMTP_URL", &sink.url("alerts", "s3cret")),
+    ]);
+    let clock = Arc::new(ManualClock::new(fixture_epoch() + Duration::hours(1)));
+    let engine = support::app::engine_on(
+        store.clone(),
+        &config,
+        clock.clone(),
+        Arc::new(RandomIds::default()),
+    );
+    spend(&store, "buy:big", "25", clock.now()).await;
+    assert!(engine.budget_status().await.unwrap().exceeded());
+
+    // A replica took the first alert, wrote its attempt, and stopped.
+    let now = clock.now();
+    let mut tx = store.begin().await.unwrap();
+    let (cut_short, attempted) = tx
+        .claim_unsent_alert(now - Duration::days(2), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!attempted);
+    tx.record_alert_email(&cut_short, Some(now), None, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mailer = onboard::email::Mailer::from_config(&config)
+        .unwrap()
+        .unwrap();
+    // Within its lease the attempt is left alone; the other alert goes.
+    assert_eq!(engine.email_ops_alerts(&mailer).await.unwrap(), 1);
+    // After it, the attempt is given up, not sent.
+    clock.advance(Duration::minutes(6));
+    assert_eq!(engine.email_ops_alerts(&mailer).await.unwrap(), 0);
+    assert_eq!(engine.email_ops_alerts(&mailer).await.unwrap(), 0);
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let subject = mails[0].header("Subject").unwrap();
+    let cut_short_subject = if cut_short.level == "exceeded" {
+        "Budget exceeded"
+    } else {
+        "Budget at 80%"
+    };
+    assert!(
+        !subject.starts_with(cut_short_subject),
+        "the cut-short alert was sent again: {subject}"
+    );
+    let mut tx = store.begin().await.unwrap();
+    let left = tx
+        .claim_unsent_alert(now - Duration::days(2), clock.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(left, None, "nothing left to send or give up");
+}
+
+#[tokio::test]
+async fn an_ops_email_cut_short_is_never_sent_again_on_sqlite() {
+    an_ops_email_cut_short_is_never_sent_again(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn an_ops_email_cut_short_is_never_sent_again_on_postgres() {
+    an_ops_email_cut_short_is_never_sent_again(postgres().await).await;
+}
