@@ -352,6 +352,7 @@ impl<S: Store> Engine<S> {
             let now = self.now();
             let mut tx = self.store().begin().await?;
             let Some(call) = tx.claim_due_alert(now).await? else {
+                tx.commit().await?;
                 return Ok(sent);
             };
             let alert = match tx.lock_owner(&call.owner_id).await? {

@@ -19,7 +19,7 @@ use onboard::store::{
     OutboundKind, OutboundMessage, OutboundStatus, Owner, Store, TestTx as _, Tx as _,
 };
 use reqwest::StatusCode;
-use support::app::{ADMIN_TOKEN, TestApp, spawn_postgres, spawn_sqlite, test_config};
+use support::app::{ADMIN_TOKEN, BackEnd, TestApp, spawn_postgres, spawn_sqlite, test_config};
 use support::smtp::SmtpSink;
 
 const OWNER: &str = "+447700900301";
@@ -435,9 +435,8 @@ async fn postgres_once_is_kept_by_the_database() {
     once_is_kept_by_the_database(spawn_postgres(test_config(&[])).await).await;
 }
 
-#[tokio::test]
-async fn the_admin_api_shows_an_owner_s_usage() {
-    let app = spawn_sqlite(test_config(&[("PLAN_CALLS_INCLUDED", "25")])).await;
+async fn the_admin_api_shows_an_owner_s_usage<B: BackEnd>() {
+    let app = B::spawn(test_config(&[("PLAN_CALLS_INCLUDED", "25")])).await;
     let owner = live_owner(&app.engine, "text").await;
     app.engine
         .handle_call(&call("CAcustomer1", CALLER))
@@ -467,9 +466,8 @@ async fn the_admin_api_shows_an_owner_s_usage() {
     }
 }
 
-#[tokio::test]
-async fn a_customer_s_text_to_the_business_number_is_relayed_not_onboarded() {
-    let app = spawn_sqlite(test_config(&[])).await;
+async fn a_customer_s_text_to_the_business_number_is_relayed_not_onboarded<B: BackEnd>() {
+    let app = B::spawn(test_config(&[])).await;
     live_owner(&app.engine, "text").await;
     let bookmark = app.engine.store().latest_outbound_id().await.unwrap();
     let response = app
@@ -507,14 +505,13 @@ async fn a_customer_s_text_to_the_business_number_is_relayed_not_onboarded() {
 
 /// The email rules of the outbox against a real server: a 4xx (or a server that cannot be
 /// reached) is tried again later; a 5xx is given up, never retried.
-#[tokio::test]
-async fn an_smtp_refusal_is_retried_when_temporary_and_given_up_when_permanent() {
+async fn an_smtp_refusal_is_retried_when_temporary_and_given_up_when_permanent<B: BackEnd>() {
     for (reply, status, retried) in [
         ("451 4.3.0 try again later", OutboundStatus::Pending, true),
         ("550 5.7.1 sender refused", OutboundStatus::Failed, false),
     ] {
         let sink = SmtpSink::refusing(reply).await;
-        let app = spawn_sqlite(smtp_config(&sink)).await;
+        let app = B::spawn(smtp_config(&sink)).await;
         live_owner(&app.engine, "jo.smith@example.com").await;
         app.engine
             .handle_call(&call("CAcustomer1", CALLER))
@@ -672,10 +669,9 @@ async fn postgres_a_voicemail_arriving_as_the_timer_fires_is_not_alerted_twice()
 
 /// SMTP has no idempotency key: when the connection drops after the message went (the server
 /// kept it but never said so), the email is not sent again: it is given up, loudly.
-#[tokio::test]
-async fn an_email_whose_send_may_have_gone_through_is_never_sent_twice() {
+async fn an_email_whose_send_may_have_gone_through_is_never_sent_twice<B: BackEnd>() {
     let sink = SmtpSink::dropping_after_data().await;
-    let app = spawn_sqlite(smtp_config(&sink)).await;
+    let app = B::spawn(smtp_config(&sink)).await;
     live_owner(&app.engine, "jo.smith@example.com").await;
     app.engine
         .handle_call(&call("CAcustomer1", CALLER))
@@ -720,8 +716,7 @@ async fn an_email_whose_send_may_have_gone_through_is_never_sent_twice() {
 
 /// A mail server that cannot be reached has taken nothing: the email waits for the next try,
 /// with nothing to reconcile.
-#[tokio::test]
-async fn an_unreachable_smtp_server_is_tried_again_later() {
+async fn an_unreachable_smtp_server_is_tried_again_later<B: BackEnd>() {
     // A port that was free a moment ago: nothing listens there now.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -729,7 +724,7 @@ async fn an_unreachable_smtp_server_is_tried_again_later() {
         .unwrap()
         .port();
     let url = format!("smtp://alerts:s3cret@127.0.0.1:{port}");
-    let app = spawn_sqlite(test_config(&[("SMTP_URL", &url)])).await;
+    let app = B::spawn(test_config(&[("SMTP_URL", &url)])).await;
     live_owner(&app.engine, "jo.smith@example.com").await;
     app.engine
         .handle_call(&call("CAcustomer1", CALLER))
@@ -759,8 +754,7 @@ async fn an_unreachable_smtp_server_is_tried_again_later() {
 }
 
 /// Through Twilio, an alert goes from the owner's own business number, not the onboarding one.
-#[tokio::test]
-async fn a_text_alert_goes_from_the_owner_s_business_number_through_twilio() {
+async fn a_text_alert_goes_from_the_owner_s_business_number_through_twilio<B: BackEnd>() {
     use onboard::outbox::CallSettings;
     use onboard::twilio::client::{Credentials, TwilioClient};
     use wiremock::matchers::{body_string_contains, method, path};
@@ -781,7 +775,7 @@ async fn a_text_alert_goes_from_the_owner_s_business_number_through_twilio() {
         .expect(1)
         .mount(&twilio)
         .await;
-    let app = spawn_sqlite(test_config(&[])).await;
+    let app = B::spawn(test_config(&[])).await;
     live_owner(&app.engine, "text").await;
     let bookmark = app.engine.store().latest_outbound_id().await.unwrap();
     app.engine
@@ -901,3 +895,12 @@ async fn sqlite_no_caller_text_back_while_a_budget_is_exceeded() {
 async fn postgres_no_caller_text_back_while_a_budget_is_exceeded() {
     no_caller_text_back_while_a_budget_is_exceeded(spawn_postgres(budget_config()).await).await;
 }
+
+support::on_both_back_ends!(
+    the_admin_api_shows_an_owner_s_usage,
+    a_customer_s_text_to_the_business_number_is_relayed_not_onboarded,
+    an_smtp_refusal_is_retried_when_temporary_and_given_up_when_permanent,
+    an_email_whose_send_may_have_gone_through_is_never_sent_twice,
+    an_unreachable_smtp_server_is_tried_again_later,
+    a_text_alert_goes_from_the_owner_s_business_number_through_twilio,
+);
