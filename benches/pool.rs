@@ -56,9 +56,8 @@ const LATENCY_TARGET: f64 = 1.5;
 /// The partial index the allocation SELECT should read (migrations/postgres/0001_init.sql).
 const PARTIAL_INDEX: &str = "pool_numbers_available";
 
-// The statements `allocate_number` issues on PostgreSQL for an owner without an area code (a GB
-// owner), byte for byte as src/store/common.rs builds them, so they share the prepared-statement
-// cache with the store path.
+// The statements an allocation takes on PostgreSQL for an owner without an area code (a GB
+// owner): the owner's lock every event takes first, then what `allocate_number` asks.
 const SQL_LOCK_OWNER: &str = "SELECT id FROM owners WHERE id = $1 FOR UPDATE";
 const SQL_HELD: &str = "SELECT e164 FROM pool_numbers WHERE owner_id = $1";
 const SQL_PICK: &str = "SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
@@ -326,9 +325,11 @@ where
     Ok(started.elapsed())
 }
 
-/// One allocation as the service pays for it: its own transaction around `allocate_number`.
+/// One allocation as the service pays for it: its own transaction, the owner locked (as every
+/// event does first), then `allocate_number`.
 async fn allocate_via_store(store: &PgStore, owner: &Owner) -> anyhow::Result<()> {
     let mut tx = store.begin().await?;
+    tx.lock_owner(&owner.id).await?;
     let allocation = tx
         .allocate_number(
             &owner.id,

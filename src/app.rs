@@ -58,9 +58,12 @@ pub enum Database {
 }
 
 impl Database {
-    pub async fn connect(url: &str) -> Result<Self, StartError> {
+    /// `max_connections` bounds a PostgreSQL pool; SQLite holds its one connection.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StartError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Database::Postgres(PgStore::connect(url, 20).await?))
+            Ok(Database::Postgres(
+                PgStore::connect(url, max_connections).await?,
+            ))
         } else if url.starts_with("sqlite:") {
             Ok(Database::Sqlite(SqliteStore::connect(url).await?))
         } else {
@@ -109,7 +112,7 @@ pub async fn serve(
     let flows = Arc::new(load_flows(&config)?);
     // The time-zone table is compiled in; checked here so a bad edit stops the start, not a sweep.
     crate::zones::Zones::embedded()?;
-    let database = Database::connect(&config.database_url).await?;
+    let database = Database::connect(&config.database_url, config.database_max_connections).await?;
     database.migrate().await?;
     let listener = TcpListener::bind(config.listen_addr)
         .await

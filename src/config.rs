@@ -17,11 +17,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// PostgreSQL connections per process when `DATABASE_MAX_CONNECTIONS` is unset.
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 32;
+
 #[derive(Clone)]
 pub struct Config {
     pub env: Environment,
     /// `postgres://...` or `sqlite://...`; SQLite file `onboard.db` when unset.
     pub database_url: String,
+    /// The most PostgreSQL connections this process opens (`DATABASE_MAX_CONNECTIONS`). Every
+    /// event holds one for its transaction, so requests beyond it wait for one; each replica
+    /// opens its own, within the server's `max_connections`.
+    pub database_max_connections: u32,
     pub listen_addr: SocketAddr,
     /// The URL Twilio and Stripe call us on: signatures are checked against it, never the Host header.
     pub public_url: String,
@@ -429,6 +436,17 @@ impl Config {
             metrics_addr,
             http,
             database_url: get("DATABASE_URL").unwrap_or_else(|| "sqlite://onboard.db".to_owned()),
+            database_max_connections: match get("DATABASE_MAX_CONNECTIONS") {
+                None => DEFAULT_DATABASE_MAX_CONNECTIONS,
+                Some(raw) => raw
+                    .parse()
+                    .ok()
+                    .filter(|n: &u32| (1..=1_000).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "DATABASE_MAX_CONNECTIONS",
+                        problem: format!("{raw:?} is not a whole number from 1 to 1000"),
+                    })?,
+            },
             listen_addr,
             twilio_account_sid: get("TWILIO_ACCOUNT_SID"),
             twilio_auth_token: get("TWILIO_AUTH_TOKEN"),
@@ -802,8 +820,10 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT", "1m"),
             ("HTTP_MAX_CONNECTIONS", "8"),
             ("METRICS_ADDR", "127.0.0.1:9100"),
+            ("DATABASE_MAX_CONNECTIONS", "64"),
         ])
         .unwrap();
+        assert_eq!(c.database_max_connections, 64);
         assert_eq!(c.http.header_read_timeout.as_secs(), 2);
         assert_eq!(c.http.idle_timeout.as_secs(), 60);
         assert_eq!(c.http.max_connections, 8);
@@ -815,6 +835,8 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "0"),
             ("HTTP_MAX_CONNECTIONS", "18446744073709551616"),
             ("METRICS_ADDR", "9100"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("DATABASE_MAX_CONNECTIONS", "lots"),
         ] {
             let err = config(&[(name, bad)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{name}={bad}: {err}");

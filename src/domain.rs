@@ -24,11 +24,19 @@ impl PhoneNumber {
     /// `+1234`, country codes nobody uses, numbers too short or too long for their country.
     pub fn parse(raw: &str) -> Result<Self, InvalidPhoneNumber> {
         let raw = raw.trim();
-        let digits = raw.strip_prefix('+').ok_or(InvalidPhoneNumber)?;
-        let shaped = (2..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if shaped && known_number(raw) {
+        if e164_shaped(raw) && known_number(raw) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidPhoneNumber)
+        }
+    }
+
+    /// A number we stored, which [`PhoneNumber::parse`] accepted on its way in: its shape is
+    /// checked (so a row someone edited by hand is still refused), not libphonenumber's metadata
+    /// again. That lookup is the costliest thing an event does outside the database (its patterns
+    /// are regular expressions, cached under their own text), and rows carry several numbers.
+    pub fn from_stored(raw: &str) -> Result<Self, InvalidPhoneNumber> {
+        if e164_shaped(raw) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(InvalidPhoneNumber)
@@ -81,6 +89,15 @@ impl PhoneNumber {
             Country::Other => self.0.clone(),
         }
     }
+}
+
+/// `+` then 2 to 15 digits, the first not 0.
+fn e164_shaped(raw: &str) -> bool {
+    raw.strip_prefix('+').is_some_and(|digits| {
+        (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+    })
 }
 
 /// See [`PhoneNumber::parse`].
@@ -444,6 +461,27 @@ mod tests {
             "+1555",
         ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn a_stored_number_is_checked_for_its_shape_only() {
+        assert!(PhoneNumber::from_stored("+447700900123").is_ok());
+        // Shaped, though no country has it: it passed `parse` when it was stored, or a person
+        // put it there, and either way reading it back must not cost a metadata lookup.
+        assert!(PhoneNumber::from_stored("+99912345678").is_ok());
+        for bad in [
+            "",
+            "+",
+            "447700900123",
+            "+0447700900123",
+            "+44 7700 900123",
+            "0800 FLOWERS",
+        ] {
+            assert!(
+                PhoneNumber::from_stored(bad).is_err(),
+                "{bad:?} is not E.164"
+            );
         }
     }
 

@@ -253,7 +253,7 @@ async fn chat(config: &Config, phone: &str, target: Option<&str>) -> anyhow::Res
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    Database::connect(&config.database_url)
+    Database::connect(&config.database_url, config.database_max_connections)
         .await?
         .migrate()
         .await?;
@@ -309,7 +309,7 @@ async fn replay_live(config: &Config, target: &str, paths: &[PathBuf]) -> anyhow
 }
 
 async fn pool(config: &Config, command: PoolCommand) -> anyhow::Result<()> {
-    let database = Database::connect(&config.database_url).await?;
+    let database = Database::connect(&config.database_url, config.database_max_connections).await?;
     database.migrate().await?;
     let flows = Arc::new(app::load_flows(config)?);
     match database {

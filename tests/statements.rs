@@ -11,6 +11,7 @@
 //! tests take turns (`TURN`), so neither counts the other's statements.
 //!
 //! The bounds are the counts of the code as it is; lower them as the store's round trips go.
+//! `STATEMENTS_SHOW=1` prints each event's statements under its count, to see which ones to merge.
 
 #[path = "it/support/mod.rs"]
 mod support;
@@ -75,6 +76,10 @@ enum Backend {
 }
 
 static STATEMENTS: AtomicUsize = AtomicUsize::new(0);
+/// The statements' text, kept only when `STATEMENTS_SHOW` is set: those of the event being
+/// counted, and those of each event counted so far (in the order of the journey's counts).
+static SHOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static SHOWN_PER_EVENT: std::sync::Mutex<Vec<Vec<String>>> = std::sync::Mutex::new(Vec::new());
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Counts sqlx's statement events.
@@ -83,8 +88,28 @@ struct CountStatements;
 impl<S: tracing::Subscriber> Layer<S> for CountStatements {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         if event.metadata().target() == "sqlx::query" {
+            if std::env::var_os("STATEMENTS_SHOW").is_some() {
+                let mut summary = Summary(String::new());
+                event.record(&mut summary);
+                SHOWN.lock().unwrap().push(summary.0);
+            }
             STATEMENTS.fetch_add(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// The `db.statement` field of sqlx's event, whitespace folded.
+struct Summary(String);
+
+impl tracing::field::Visit for Summary {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "db.statement" {
+            self.0 = value.split_whitespace().collect::<Vec<_>>().join(" ");
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
     }
 }
 
@@ -106,12 +131,15 @@ fn count_statements() {
 /// thread, which may come just after the answer.
 async fn statements_of<T>(event: impl Future<Output = T>) -> (T, usize) {
     let before = STATEMENTS.load(Ordering::SeqCst);
+    SHOWN.lock().unwrap().clear();
     let out = event.await;
     let mut seen = STATEMENTS.load(Ordering::SeqCst);
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = STATEMENTS.load(Ordering::SeqCst);
         if now == seen {
+            let shown = SHOWN.lock().unwrap().drain(..).collect();
+            SHOWN_PER_EVENT.lock().unwrap().push(shown);
             return (out, seen - before);
         }
         seen = now;
@@ -149,7 +177,8 @@ fn config(twilio: &MockServer) -> onboard::config::Config {
 /// Every count within its bound, each named with the kind, the count and the bound.
 fn check(backend: Backend, counts: &[(Kind, usize)]) {
     let mut over = Vec::new();
-    for (kind, count) in counts {
+    let shown = std::mem::take(&mut *SHOWN_PER_EVENT.lock().unwrap());
+    for (i, (kind, count)) in counts.iter().enumerate() {
         let (_, pg, sqlite) = BOUNDS
             .iter()
             .find(|(k, ..)| k == kind)
@@ -159,6 +188,9 @@ fn check(backend: Backend, counts: &[(Kind, usize)]) {
             Backend::Sqlite => *sqlite,
         };
         println!("{backend:?} {kind:?}: {count} statements (bound {bound})");
+        for statement in shown.get(i).into_iter().flatten() {
+            println!("    {}", statement.chars().take(240).collect::<String>());
+        }
         // Nothing counted means the counting broke, not that the event is free.
         assert!(
             *count > 0,

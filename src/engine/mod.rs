@@ -333,12 +333,6 @@ impl<S: Store> Engine<S> {
                             );
                             Some(Event::PoolEmpty)
                         }
-                        Allocation::OwnerNotFound => {
-                            return Err(EngineError::Pool(format!(
-                                "owner {} vanished during allocation",
-                                owner.id
-                            )));
-                        }
                     }
                 }
                 Command::ReleaseNumber | Command::RetireNumber => {

@@ -94,20 +94,31 @@ async fn handle<S: Store>(
     payload: &serde_json::Value,
 ) -> Result<Receipt, EngineError> {
     let now = engine.now();
+    let action = classify(envelope);
+    // A paid checkout names its owner: they are locked in the same statement as the claim.
+    let paying = match &action {
+        PaymentAction::Paid {
+            client_reference_id,
+            ..
+        } => client_reference_id.as_deref().and_then(OwnerId::parse),
+        _ => None,
+    };
     let mut tx = engine.store().begin().await?;
     // Insert first, then look: a lookup first finds no row for either of two deliveries arriving
     // together (and `FOR UPDATE` on a missing row locks nothing), so both would go on. The insert
     // instead waits for a concurrent insert of the same id to commit or roll back, and then
     // exactly one of the two owns the new row.
-    let new = tx
-        .insert_webhook_event(&NewWebhookEvent {
-            provider: PROVIDER,
-            event_id: &envelope.id,
-            event_type: &envelope.event_type,
-            payload,
-            received_at: now,
-        })
-        .await?;
+    let event = NewWebhookEvent {
+        provider: PROVIDER,
+        event_id: &envelope.id,
+        event_type: &envelope.event_type,
+        payload,
+        received_at: now,
+    };
+    let (new, payer) = match &paying {
+        Some(id) => tx.insert_webhook_event_locking(&event, id).await?,
+        None => (tx.insert_webhook_event(&event).await?, None),
+    };
     if !new {
         // Stored before: locked now, so two retries of a failed event are processed once.
         let status = tx.webhook_event_status(PROVIDER, &envelope.id).await?;
@@ -119,45 +130,39 @@ async fn handle<S: Store>(
         }
     }
 
-    let receipt = match classify(envelope) {
+    let receipt = match action {
         PaymentAction::Paid {
             client_reference_id,
             links,
-        } => {
-            let owner = match client_reference_id.as_deref().and_then(OwnerId::parse) {
-                Some(id) => tx.lock_owner(&id).await?,
-                None => None,
-            };
-            match owner {
-                Some(mut owner) => {
-                    for (kind, id) in &links {
-                        tx.link_stripe(&owner.id, *kind, id, now).await?;
-                    }
-                    tracing::info!(
-                        event = "PAYMENT_CONFIRMED",
-                        owner_id = %owner.id,
-                        phone = %owner.owner_phone.masked(),
-                        event_id = %envelope.id,
-                    );
-                    let decision = engine
-                        .run(&mut tx, &mut owner, Event::PaymentConfirmed, now)
-                        .await?;
-                    engine
-                        .queue_replies(&mut tx, &owner, &decision, now)
-                        .await?;
-                    Receipt::Processed
+        } => match payer {
+            Some(mut owner) => {
+                for (kind, id) in &links {
+                    tx.link_stripe(&owner.id, *kind, id, now).await?;
                 }
-                None => {
-                    tracing::warn!(
-                        event = "PAYMENT_UNMATCHED",
-                        event_id = %envelope.id,
-                        client_reference_id = client_reference_id.as_deref().unwrap_or("(none)"),
-                        "paid checkout names no owner we know: needs a person"
-                    );
-                    Receipt::Ignored("client_reference_id names no owner".into())
-                }
+                tracing::info!(
+                    event = "PAYMENT_CONFIRMED",
+                    owner_id = %owner.id,
+                    phone = %owner.owner_phone.masked(),
+                    event_id = %envelope.id,
+                );
+                let decision = engine
+                    .run(&mut tx, &mut owner, Event::PaymentConfirmed, now)
+                    .await?;
+                engine
+                    .queue_replies(&mut tx, &owner, &decision, now)
+                    .await?;
+                Receipt::Processed
             }
-        }
+            None => {
+                tracing::warn!(
+                    event = "PAYMENT_UNMATCHED",
+                    event_id = %envelope.id,
+                    client_reference_id = client_reference_id.as_deref().unwrap_or("(none)"),
+                    "paid checkout names no owner we know: needs a person"
+                );
+                Receipt::Ignored("client_reference_id names no owner".into())
+            }
+        },
         PaymentAction::Revoked { by } => {
             let mut found = None;
             for (kind, id) in &by {

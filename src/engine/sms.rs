@@ -10,7 +10,7 @@ use crate::flows::MessageKey;
 use crate::prices::CostKind;
 use crate::store::ledger::LedgerTx as _;
 use crate::store::reminders::ReminderTx as _;
-use crate::store::{Claim, NewInbound, OutboundStatus, Owner, Store, Tx};
+use crate::store::{Claim, NewInbound, OutboundStatus, Owner, OwnerKey, Store, Tx};
 use crate::twilio::twiml;
 
 use super::{Engine, EngineError};
@@ -28,16 +28,37 @@ impl<S: Store> Engine<S> {
     /// Handles an inbound SMS and returns the TwiML to answer with: the same bytes on every retry.
     pub async fn handle_sms(&self, sms: &InboundSms) -> Result<String, EngineError> {
         let now = self.clock.now();
+        // Each parsed once: a number's parse is a metadata lookup.
+        let from = PhoneNumber::parse(&sms.from).ok();
+        let to = PhoneNumber::parse(&sms.to).ok();
+        // Texts to the onboarding number are the conversation's; any other is to a number an
+        // owner may hold: a live owner's are their commands or their customers' texts.
+        let to_onboarding = sms.to.is_empty()
+            || self
+                .settings
+                .onboarding_number
+                .as_ref()
+                .is_some_and(|onboarding| onboarding.as_str() == sms.to);
+        // The owner this text is most likely about, locked as the `MessageSid` is claimed: the
+        // holder of the number it was sent to, or the owner texting the onboarding number.
+        let key = match (&to, &from) {
+            (Some(number), _) if !to_onboarding => Some(OwnerKey::Number(number)),
+            (_, Some(phone)) if to_onboarding => Some(OwnerKey::Phone(phone)),
+            _ => None,
+        };
+
         let mut tx = self.store.begin().await?;
-        let claim = tx
-            .claim_inbound(&NewInbound {
-                message_sid: &sms.message_sid,
-                from: &sms.from,
-                to: &sms.to,
-                body: &sms.body,
-                received_at: now,
-            })
-            .await?;
+        let inbound = NewInbound {
+            message_sid: &sms.message_sid,
+            from: &sms.from,
+            to: &sms.to,
+            body: &sms.body,
+            received_at: now,
+        };
+        let (claim, locked) = match key {
+            Some(key) => tx.claim_inbound_locking(&inbound, key).await?,
+            None => (tx.claim_inbound(&inbound).await?, None),
+        };
         if let Claim::Duplicate { response } = claim {
             tx.commit().await?;
             tracing::info!(
@@ -47,26 +68,19 @@ impl<S: Store> Engine<S> {
             );
             return Ok(response);
         }
+        let (holder, sender) = match key {
+            Some(OwnerKey::Number(_)) => (locked, None),
+            _ => (None, locked),
+        };
 
         // Every text we receive is billed, whoever it is from: priced in the sender's country
         // when it is a number, else in our number's.
-        let country = PhoneNumber::parse(&sms.from)
-            .or_else(|_| PhoneNumber::parse(&sms.to))
-            .map(|n| n.country())
+        let country = from
+            .as_ref()
+            .or(to.as_ref())
+            .map(PhoneNumber::country)
             .unwrap_or(Country::Other);
 
-        // Texts to the onboarding number are the conversation's; any other is to a number an
-        // owner may hold: a live owner's are their commands or their customers' texts.
-        let to_onboarding = sms.to.is_empty()
-            || self
-                .settings
-                .onboarding_number
-                .as_ref()
-                .is_some_and(|onboarding| onboarding.as_str() == sms.to);
-        let holder = match PhoneNumber::parse(&sms.to) {
-            Ok(number) if !to_onboarding => tx.lock_owner_by_number(&number).await?,
-            _ => None,
-        };
         let held = holder.is_some();
         if let Some(owner) = holder.filter(|o| o.state == StateName::Complete) {
             let response = self.line_text(&mut tx, owner, sms, country, now).await?;
@@ -91,7 +105,7 @@ impl<S: Store> Engine<S> {
         }
 
         // Twilio passes through caller ids it cannot normalise; we cannot onboard those, but must not fail.
-        let Ok(phone) = PhoneNumber::parse(&sms.from) else {
+        let Some(phone) = from.clone() else {
             self.record_text_in(&mut tx, sms, country, now).await?;
             let response = twiml::Response::new().to_xml();
             tx.finish_inbound(&sms.message_sid, None, &response).await?;
@@ -104,11 +118,13 @@ impl<S: Store> Engine<S> {
             return Ok(response);
         };
 
-        let (mut owner, created) = tx
-            .lock_or_create_owner(&phone, || {
-                Owner::new(self.ids.owner_id(), phone.clone(), now)
-            })
-            .await?;
+        let new_owner = || Owner::new(self.ids.owner_id(), phone.clone(), now);
+        let (mut owner, created) = match (sender, key) {
+            (Some(owner), _) => (owner, false),
+            // The claim looked for them already.
+            (None, Some(OwnerKey::Phone(_))) => tx.create_and_lock_owner(&phone, new_owner).await?,
+            (None, _) => tx.lock_or_create_owner(&phone, new_owner).await?,
+        };
         tracing::info!(
             event = "INBOUND_SMS",
             owner_id = %owner.id,

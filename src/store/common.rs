@@ -126,8 +126,8 @@ macro_rules! impl_tx {
             use $crate::store::row::{self, OutboundRow, OwnerRow};
             use $crate::store::{
                 Allocation, Claim, EventOutcome, NewCall, NewInbound, NewOutbound, NewPoolNumber,
-                NewWebhookEvent, OutboundMessage, OutboundStatus, Owner, QuarantineOutcome, Result,
-                StripeKind, Transition, Tx,
+                NewWebhookEvent, OutboundMessage, OutboundStatus, Owner, OwnerKey,
+                QuarantineOutcome, Result, StripeKind, Transition, Tx,
             };
 
             impl $crate::store::TestTx for $tx {

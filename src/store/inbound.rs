@@ -5,11 +5,25 @@
 pub(super) const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
 
 /// Claims a `MessageSid`; a concurrent claim of the same sid waits for this transaction, then
-/// sees the conflict (or, after a rollback, inserts).
-pub(super) const CLAIM: &str = "INSERT INTO inbound_messages \
-        (message_sid, from_addr, to_addr, body, received_at) \
-    VALUES ($1, $2, $3, $4, $5) \
-    ON CONFLICT (message_sid) DO NOTHING";
+/// sees the conflict (or, after a rollback, inserts). A macro, so the statements below can
+/// build on it with `concat!`.
+macro_rules! claim {
+    () => {
+        "INSERT INTO inbound_messages (message_sid, from_addr, to_addr, body, received_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_sid) DO NOTHING"
+    };
+}
+
+pub(super) const CLAIM: &str = claim!();
+
+/// PostgreSQL's read at the start of a text: [`CLAIM`], and the owner whose phone is `$6`,
+/// locked, in one statement.
+pub(super) const CLAIM_LOCKING_BY_PHONE: &str =
+    super::owners::claim_then_lock!(claim!(), "owner_phone = $6");
+
+/// As [`CLAIM_LOCKING_BY_PHONE`], for the owner holding the pool number `$6`.
+pub(super) const CLAIM_LOCKING_BY_NUMBER: &str =
+    super::owners::claim_then_lock!(claim!(), "twilio_number = $6");
 
 /// The answer a claimed message recorded, for its retry.
 pub(super) const STORED_RESPONSE: &str =
@@ -44,6 +58,54 @@ macro_rules! tx_methods {
             let response =
                 response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
             Ok(Claim::Duplicate { response })
+        }
+
+        async fn claim_inbound_locking(
+            &mut self,
+            msg: &NewInbound<'_>,
+            owner: OwnerKey<'_>,
+        ) -> Result<(Claim, Option<Owner>)> {
+            if !$crate::store::$dialect::ONE_STATEMENT_CLAIMS {
+                let claim = self.claim_inbound(msg).await?;
+                if matches!(claim, Claim::Duplicate { .. }) {
+                    return Ok((claim, None));
+                }
+                let owner = match owner {
+                    OwnerKey::Phone(phone) => self.lock_owner_by_phone(phone).await?,
+                    OwnerKey::Number(number) => self.lock_owner_by_number(number).await?,
+                };
+                return Ok((claim, owner));
+            }
+            self.flush().await?;
+            let (sql, key) = match owner {
+                OwnerKey::Phone(phone) => ($crate::store::inbound::CLAIM_LOCKING_BY_PHONE, phone),
+                OwnerKey::Number(number) => {
+                    ($crate::store::inbound::CLAIM_LOCKING_BY_NUMBER, number)
+                }
+            };
+            let row = sqlx::query(sql)
+                .bind(msg.message_sid)
+                .bind(msg.from)
+                .bind(msg.to)
+                .bind(msg.body)
+                .bind(msg.received_at)
+                .bind(key.as_str())
+                .fetch_one(&mut *self.0)
+                .await?;
+            let (claimed, owner) = $crate::store::row::claimed_and_owner(&row)?;
+            if claimed {
+                return Ok((Claim::Fresh, owner));
+            }
+            // The answer the first delivery recorded, read afresh: this statement's snapshot
+            // began before that delivery committed, when it was still running.
+            let response: Option<String> =
+                sqlx::query_scalar($crate::store::inbound::STORED_RESPONSE)
+                    .bind(msg.message_sid)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+            let response =
+                response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
+            Ok((Claim::Duplicate { response }, owner))
         }
 
         async fn finish_inbound(

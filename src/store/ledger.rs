@@ -653,7 +653,11 @@ macro_rules! impl_ledger_tx {
                     rows.into_iter()
                         .map(|(e164, country, owner_id)| {
                             Ok(RentDue {
-                                number: $crate::store::row::phone("pool_numbers", "e164", &e164)?,
+                                number: $crate::store::row::phone(
+                                    "pool_numbers",
+                                    || "e164".into(),
+                                    &e164,
+                                )?,
                                 country: Country::from_code(&country).unwrap_or(Country::Other),
                                 owner_id: owner_id
                                     .map(|id| $crate::store::row::owner_id("pool_numbers", id))

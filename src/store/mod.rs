@@ -293,6 +293,15 @@ pub struct OutboundMessage {
     pub topic: Option<String>,
 }
 
+/// Which owner an event's first statement locks, by what its webhook names.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnerKey<'a> {
+    /// The owner texting from this phone.
+    Phone(&'a PhoneNumber),
+    /// The owner holding this pool number.
+    Number(&'a PhoneNumber),
+}
+
 /// What allocation gave an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
@@ -303,7 +312,6 @@ pub enum Allocation {
     /// revoked, and their call forwarding still points at it.
     Returned(PhoneNumber),
     PoolEmpty,
-    OwnerNotFound,
 }
 
 /// A number to put in the pool.
@@ -402,6 +410,15 @@ pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::A
     fn claim_inbound(&mut self, msg: &NewInbound<'_>)
     -> impl Future<Output = Result<Claim>> + Send;
 
+    /// Claims a `MessageSid` and locks the owner `owner` names, if any: one statement on
+    /// PostgreSQL, the read an event starts with. A retry's owner is locked too (and let go at
+    /// its commit).
+    fn claim_inbound_locking(
+        &mut self,
+        msg: &NewInbound<'_>,
+        owner: OwnerKey<'_>,
+    ) -> impl Future<Output = Result<(Claim, Option<Owner>)>> + Send;
+
     /// Records the answer to a claimed message, so a retry gets it back byte for byte. Held.
     fn finish_inbound(
         &mut self,
@@ -420,7 +437,22 @@ pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::A
         new: impl FnOnce() -> Owner + Send,
     ) -> impl Future<Output = Result<(Owner, bool)>> + Send;
 
+    /// [`Tx::lock_or_create_owner`] for a phone just found to have no owner: creates them from
+    /// `new()` and locks the row, or, when a concurrent first text created them meanwhile,
+    /// waits for it and locks theirs (then `false`).
+    fn create_and_lock_owner(
+        &mut self,
+        phone: &PhoneNumber,
+        new: impl FnOnce() -> Owner + Send,
+    ) -> impl Future<Output = Result<(Owner, bool)>> + Send;
+
     fn lock_owner(&mut self, id: &OwnerId) -> impl Future<Output = Result<Option<Owner>>> + Send;
+
+    /// The owner of this phone, locked.
+    fn lock_owner_by_phone(
+        &mut self,
+        phone: &PhoneNumber,
+    ) -> impl Future<Output = Result<Option<Owner>>> + Send;
 
     /// The owner whose allocated number this is, locked.
     fn lock_owner_by_number(
@@ -535,8 +567,11 @@ pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::A
     ) -> impl Future<Output = Result<Option<OwnerId>>> + Send;
 
     // --- number pool -------------------------------------------------------------------------
-    /// Gives the owner a number of its country (its area code first), idempotently.
-    /// `SKIP LOCKED` on PostgreSQL, so concurrent allocations never wait on each other.
+    /// Gives the owner a number of its country (its area code first), idempotently: the one
+    /// they hold, or their own back from quarantine, before a free one. The caller holds the
+    /// owner's row lock ([`Tx::lock_owner`]), which is what makes it idempotent under races;
+    /// an owner that does not exist is a database error (the pool's foreign key).
+    /// `SKIP LOCKED` on PostgreSQL, so allocations for different owners never wait on each other.
     fn allocate_number(
         &mut self,
         owner_id: &OwnerId,
@@ -655,6 +690,14 @@ pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::A
         &mut self,
         event: &NewWebhookEvent<'_>,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// [`Tx::insert_webhook_event`], and the owner `owner_id` locked: one statement on
+    /// PostgreSQL, the read a payment starts with.
+    fn insert_webhook_event_locking(
+        &mut self,
+        event: &NewWebhookEvent<'_>,
+        owner_id: &OwnerId,
+    ) -> impl Future<Output = Result<(bool, Option<Owner>)>> + Send;
 
     /// Records what became of an event. Held.
     fn set_webhook_event_outcome(

@@ -12,6 +12,29 @@ pub(super) const CREATE: &str = "INSERT INTO owners (id, owner_phone, country, l
         $15, $16, $17, $18, $19, $20, $21) \
     ON CONFLICT (owner_phone) DO NOTHING";
 
+/// PostgreSQL's one-statement read at the start of an event: `$claim` (an `INSERT ... ON CONFLICT
+/// DO NOTHING` of the provider's id), then the owner matching `$owner`, locked. One row: `claimed`
+/// (1 when this event's insert took, 0 for a retry) and the owner's columns (all NULL when no
+/// owner matches). The claim runs first (the count reads all of it before the join looks for
+/// the owner), so two deliveries of one event queue on the claim, never on the owner's lock in
+/// the other order. A lock that waited returns the row as the other transaction committed it.
+macro_rules! claim_then_lock {
+    ($claim:expr, $owner:literal) => {
+        concat!(
+            "WITH claim AS (",
+            $claim,
+            " RETURNING 1) \
+             SELECT c.claimed, o.* FROM (SELECT COUNT(*) AS claimed FROM claim) AS c \
+             LEFT JOIN LATERAL (SELECT ",
+            crate::store::row::owner_columns!(),
+            " FROM owners WHERE ",
+            $owner,
+            " FOR UPDATE) AS o ON true"
+        )
+    };
+}
+pub(super) use claim_then_lock;
+
 /// The statements that take row locks, in one dialect: `$for_update` ends a SELECT of rows the
 /// transaction goes on to change, `$skip_locked` one that takes any free rows of many.
 macro_rules! locking_statements {
@@ -52,16 +75,20 @@ macro_rules! tx_methods {
             phone: &PhoneNumber,
             new: impl FnOnce() -> Owner + Send,
         ) -> Result<(Owner, bool)> {
+            // Nearly every text is from an owner we know: look before inserting.
+            if let Some(owner) = self.lock_owner_by_phone(phone).await? {
+                return Ok((owner, false));
+            }
+            self.create_and_lock_owner(phone, new).await
+        }
+
+        async fn create_and_lock_owner(
+            &mut self,
+            phone: &PhoneNumber,
+            new: impl FnOnce() -> Owner + Send,
+        ) -> Result<(Owner, bool)> {
             self.flush().await?;
             let lock = $crate::store::owners::$dialect::LOCK_BY_PHONE;
-            // Nearly every text is from an owner we know: look before inserting.
-            if let Some(row) = sqlx::query_as::<_, OwnerRow>(lock)
-                .bind(phone.as_str())
-                .fetch_optional(&mut *self.0)
-                .await?
-            {
-                return Ok((row.into_owner()?, false));
-            }
             let new = new();
             debug_assert_eq!(&new.owner_phone, phone);
             // Two first texts from one new phone: the second INSERT waits for the first
@@ -97,6 +124,17 @@ macro_rules! tx_methods {
                 .fetch_one(&mut *self.0)
                 .await?;
             Ok((row.into_owner()?, created))
+        }
+
+        async fn lock_owner_by_phone(&mut self, phone: &PhoneNumber) -> Result<Option<Owner>> {
+            // The transaction's own writes first, so the read sees them.
+            self.flush().await?;
+            sqlx::query_as::<_, OwnerRow>($crate::store::owners::$dialect::LOCK_BY_PHONE)
+                .bind(phone.as_str())
+                .fetch_optional(&mut *self.0)
+                .await?
+                .map(OwnerRow::into_owner)
+                .transpose()
         }
 
         async fn lock_owner(&mut self, id: &OwnerId) -> Result<Option<Owner>> {

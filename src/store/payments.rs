@@ -1,11 +1,21 @@
 //! Payments: the Stripe objects that tie later events to an owner, and every provider's webhook
 //! events, stored once by (provider, id) with what became of them.
 
-/// A provider's event, stored once by (provider, id).
-pub(super) const INSERT_EVENT: &str = "INSERT INTO webhook_events \
-        (provider, event_id, event_type, status, payload, received_at) \
-    VALUES ($1, $2, $3, 'received', $4, $5) \
-    ON CONFLICT (provider, event_id) DO NOTHING";
+/// A provider's event, stored once by (provider, id). A macro, so the statement below can build
+/// on it with `concat!`.
+macro_rules! insert_event {
+    () => {
+        "INSERT INTO webhook_events (provider, event_id, event_type, status, payload, received_at) \
+         VALUES ($1, $2, $3, 'received', $4, $5) ON CONFLICT (provider, event_id) DO NOTHING"
+    };
+}
+
+pub(super) const INSERT_EVENT: &str = insert_event!();
+
+/// PostgreSQL's read at the start of a payment: [`INSERT_EVENT`], and the owner `$6` (the
+/// checkout's `client_reference_id`), locked, in one statement.
+pub(super) const INSERT_EVENT_LOCKING_OWNER: &str =
+    super::owners::claim_then_lock!(insert_event!(), "id = $6");
 
 /// The statements that take row locks, in one dialect: `$for_update` ends a SELECT of rows the
 /// transaction goes on to change, `$skip_locked` one that takes any free rows of many.
@@ -74,6 +84,28 @@ macro_rules! tx_methods {
                 .await?
                 .rows_affected();
             Ok(inserted == 1)
+        }
+
+        async fn insert_webhook_event_locking(
+            &mut self,
+            event: &NewWebhookEvent<'_>,
+            owner_id: &OwnerId,
+        ) -> Result<(bool, Option<Owner>)> {
+            if !$crate::store::$dialect::ONE_STATEMENT_CLAIMS {
+                let new = self.insert_webhook_event(event).await?;
+                return Ok((new, self.lock_owner(owner_id).await?));
+            }
+            self.flush().await?;
+            let row = sqlx::query($crate::store::payments::INSERT_EVENT_LOCKING_OWNER)
+                .bind(event.provider)
+                .bind(event.event_id)
+                .bind(event.event_type)
+                .bind(Json(event.payload))
+                .bind(event.received_at)
+                .bind(owner_id.as_str())
+                .fetch_one(&mut *self.0)
+                .await?;
+            $crate::store::row::claimed_and_owner(&row)
         }
 
         async fn webhook_event_status(

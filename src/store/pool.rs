@@ -70,9 +70,6 @@ pub(super) const END_QUARANTINES: &str = "UPDATE pool_numbers \
 /// transaction goes on to change, `$skip_locked` one that takes any free rows of many.
 macro_rules! locking_statements {
     ($for_update:literal, $skip_locked:literal) => {
-        /// The owner a number is for, locked: one allocation per owner at a time.
-        pub(in crate::store) const LOCK_OWNER: &str =
-            concat!("SELECT id FROM owners WHERE id = $1", $for_update);
         /// The first free number of the owner's country (its area code first), taken.
         pub(in crate::store) const ALLOCATE: &str = concat!(
             "UPDATE pool_numbers \
@@ -120,18 +117,9 @@ macro_rules! tx_methods {
             area_code: Option<&str>,
             now: DateTime<Utc>,
         ) -> Result<Allocation> {
-            // Lock the owner first, so two allocations for one owner queue up rather
-            // than race to two numbers. The number they hold is read in a statement of
-            // its own: one that waited for the lock must see what the other committed,
-            // and a statement's subqueries keep the snapshot it began with.
-            let owner: Option<String> =
-                sqlx::query_scalar($crate::store::pool::$dialect::LOCK_OWNER)
-                    .bind(owner_id.as_str())
-                    .fetch_optional(&mut *self.0)
-                    .await?;
-            if owner.is_none() {
-                return Ok(Allocation::OwnerNotFound);
-            }
+            // The caller holds the owner's row lock (every event takes it first), so two
+            // allocations for one owner queue up there rather than race to two numbers,
+            // and this read, begun after the lock was granted, sees what the other committed.
             // The number they hold, or held until it went to quarantine: an owner who
             // pays again gets it back.
             let found: Option<(String, String)> = sqlx::query_as($crate::store::pool::HELD)
@@ -140,7 +128,7 @@ macro_rules! tx_methods {
                 .await?;
             let (held, status) = found.unzip();
             if let Some(e164) = held {
-                let number = row::phone("pool_numbers", "e164", &e164)?;
+                let number = row::phone("pool_numbers", || "e164".into(), &e164)?;
                 if status.as_deref() != Some("QUARANTINED") {
                     return Ok(Allocation::AlreadyAssigned(number));
                 }
@@ -172,7 +160,7 @@ macro_rules! tx_methods {
             match picked {
                 Some(e164) => Ok(Allocation::Allocated(row::phone(
                     "pool_numbers",
-                    "e164",
+                    || "e164".into(),
                     &e164,
                 )?)),
                 None => Ok(Allocation::PoolEmpty),

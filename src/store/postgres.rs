@@ -23,14 +23,33 @@ pub struct PgStore {
 /// again the pool notices within 400 ms.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A provider's id is claimed and the owner locked in one statement, a data-modifying CTE
+/// (`owners::claim_then_lock!`).
+pub(super) const ONE_STATEMENT_CLAIMS: bool = true;
+
+/// A pooled connection idle at least this long is pinged before it is used.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 impl PgStore {
-    /// A pool of up to `max_connections`. Each checkout pings its connection first: after the
-    /// database restarts every pooled connection is dead, and without the ping each would fail
-    /// one event before being replaced. The ping is one round trip per transaction.
+    /// A pool of up to `max_connections`.
+    ///
+    /// After the database restarts every pooled connection is dead, and each would fail one
+    /// event before being replaced. Pinging every checkout finds them, but costs a round trip on
+    /// every event, about a tenth of one. So only a connection idle for a second is pinged (one
+    /// in steady use is alive, or its last statement would have failed), and [`Store::begin`]
+    /// moves on to another connection when its `BEGIN` finds the connection gone.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
@@ -269,12 +288,29 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> Result<PgTx> {
-        Ok(PgTx(self.pool.begin().await?, Writes::default()))
+        // A connection the server ended since it was last used fails at `BEGIN`, before anything
+        // of the event was sent: it is dropped (the pool closes it) and the next one tried. More
+        // tries than the pool has connections means the server itself is gone.
+        let mut tries = self.pool.options().get_max_connections() + 1;
+        loop {
+            match self.pool.begin().await {
+                Ok(tx) => return Ok(PgTx(tx, Writes::default())),
+                Err(e) if tries > 1 && connection_lost(&e) => tries -= 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        // As `begin`: a dead pooled connection is not the database being down.
+        let mut tries = self.pool.options().get_max_connections() + 1;
+        loop {
+            match sqlx::query("SELECT 1").execute(&self.pool).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries > 1 && connection_lost(&e) => tries -= 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     common::store_reads!();
@@ -296,3 +332,15 @@ super::after::impl_after_tx!(
     for_update = " FOR UPDATE OF m",
     skip_locked = " FOR UPDATE OF m SKIP LOCKED",
 );
+
+/// Whether `e` says the connection is gone (closed, reset, or ended by the server: SQLSTATE
+/// classes 08 and 57P), rather than that the statement failed.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}

@@ -76,7 +76,7 @@ row! {
 impl UncertainRow {
     fn into_purchase(self) -> Result<UncertainPurchase> {
         Ok(UncertainPurchase {
-            e164: row::phone("uncertain_purchases", "e164", &self.e164)?,
+            e164: row::phone("uncertain_purchases", || "e164".into(), &self.e164)?,
             attempted_at: self.attempted_at,
             last_checked_at: self.last_checked_at,
             checks: self.checks,

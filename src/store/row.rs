@@ -69,9 +69,18 @@ pub(super) fn owner_id(table: &'static str, raw: String) -> Result<OwnerId> {
 }
 
 /// Parses a stored phone number; the detail names the row and column and masks the value.
-pub(super) fn phone(table: &'static str, what: &str, raw: &str) -> Result<PhoneNumber> {
-    PhoneNumber::parse(raw)
-        .map_err(|_| corrupt(table, format!("{what}: {} is not E.164", mask_phone(raw))))
+/// `what` is only built for a bad value: rows are decoded on every event.
+pub(super) fn phone(
+    table: &'static str,
+    what: impl FnOnce() -> String,
+    raw: &str,
+) -> Result<PhoneNumber> {
+    PhoneNumber::from_stored(raw).map_err(|_| {
+        corrupt(
+            table,
+            format!("{}: {} is not E.164", what(), mask_phone(raw)),
+        )
+    })
 }
 
 row! {
@@ -110,7 +119,7 @@ impl OwnerRow {
                 format!("owner {id}: {column} {value:?} is not a known value"),
             )
         };
-        let owner_phone = phone(T, &format!("owner {id}: owner_phone"), &self.owner_phone)?;
+        let owner_phone = phone(T, || format!("owner {id}: owner_phone"), &self.owner_phone)?;
         let locale = Locale::from_tag(&self.locale).ok_or_else(|| bad("locale", &self.locale))?;
         let state = StateName::parse(&self.state).ok_or_else(|| bad("state", &self.state))?;
         let gate = match self.gate.as_deref() {
@@ -122,7 +131,7 @@ impl OwnerRow {
             None => None,
         };
         let twilio_number = match self.twilio_number.as_deref() {
-            Some(raw) => Some(phone(T, &format!("owner {id}: twilio_number"), raw)?),
+            Some(raw) => Some(phone(T, || format!("owner {id}: twilio_number"), raw)?),
             None => None,
         };
         Ok(Owner {
@@ -179,7 +188,7 @@ impl OutboundRow {
         Ok(OutboundMessage {
             id,
             owner_id: owner_id(T, self.owner_id)?,
-            to: phone(T, &format!("message {id}: to_addr"), &self.to_addr)?,
+            to: phone(T, || format!("message {id}: to_addr"), &self.to_addr)?,
             body: self.body,
             status: outbound_status(id, &self.status)?,
             attempts: self.attempts,
@@ -198,7 +207,7 @@ impl OutboundRow {
             created_at: self.created_at,
             from: self
                 .from_addr
-                .map(|from| phone(T, &format!("message {id}: from_addr"), &from))
+                .map(|from| phone(T, || format!("message {id}: from_addr"), &from))
                 .transpose()?,
             to_email: self.to_email,
             subject: self.subject,
@@ -214,4 +223,22 @@ pub(super) fn outbound_status(id: i64, raw: &str) -> Result<OutboundStatus> {
             format!("message {id}: status {raw:?} is not a known value"),
         )
     })
+}
+
+/// Reads the row of an `owners::claim_then_lock!` statement: whether the claim took, and the
+/// owner it locked, if one matched (their `id` is NULL otherwise).
+pub(super) fn claimed_and_owner<'r, R: sqlx::Row>(row: &'r R) -> Result<(bool, Option<Owner>)>
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    OwnerRow: sqlx::FromRow<'r, R>,
+{
+    let claimed: i64 = row.try_get("claimed")?;
+    let id: Option<String> = row.try_get("id")?;
+    let owner = match id {
+        Some(_) => Some(<OwnerRow as sqlx::FromRow<R>>::from_row(row)?.into_owner()?),
+        None => None,
+    };
+    Ok((claimed == 1, owner))
 }

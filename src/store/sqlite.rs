@@ -20,6 +20,10 @@ use super::{Result, Store};
 
 /// How long a caller waits for the in-memory connection before giving up, as a pool's acquire
 /// timeout would.
+/// SQLite has no data-modifying CTE: a provider's id is claimed, then the owner locked, in two
+/// statements (its transaction holds the database's write lock from `BEGIN IMMEDIATE` anyway).
+pub(super) const ONE_STATEMENT_CLAIMS: bool = false;
+
 const HELD_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]

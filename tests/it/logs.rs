@@ -311,7 +311,7 @@ async fn a_database_url_we_cannot_use_is_reported_without_its_password() {
         "postgres://onboard:hunter2@127.0.0.1:notaport/onboard",
         "sqlite://onboard:hunter2@/no/such/dir/onboard.db",
     ] {
-        let error = match onboard::app::Database::connect(url).await {
+        let error = match onboard::app::Database::connect(url, 2).await {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{url} is not a database we use"),
         };

@@ -138,6 +138,10 @@ async fn allocate<S: Store>(
     area: Option<&str>,
 ) -> Allocation {
     let mut tx = store.begin().await.unwrap();
+    tx.lock_owner(&id(owner_id))
+        .await
+        .unwrap()
+        .expect("the owner exists");
     let allocation = tx
         .allocate_number(&id(owner_id), country, area, at(10))
         .await
@@ -538,6 +542,7 @@ async fn allocation_is_idempotent<S: Probe>(store: S) {
     create(&store, "c3", &uk(3)).await;
     add_numbers(&store, &[uk(900_003)], at(1)).await;
     let mut tx = store.begin().await.unwrap();
+    tx.lock_owner(&id("c3")).await.unwrap();
     let allocation = tx
         .allocate_number(&id("c3"), Country::Gb, None, at(5))
         .await
@@ -549,10 +554,15 @@ async fn allocation_is_idempotent<S: Probe>(store: S) {
 
 async fn allocation_of_unknown_owner<S: Probe>(store: S) {
     add_numbers(&store, &[uk(900_001)], at(0)).await;
-    assert_eq!(
-        allocate(&store, "nobody", Country::Gb, None).await,
-        Allocation::OwnerNotFound
+    let mut tx = store.begin().await.unwrap();
+    let refused = tx
+        .allocate_number(&id("nobody"), Country::Gb, None, at(10))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Database(_))),
+        "the pool's foreign key refuses a number for no owner: {refused:?}"
     );
+    drop(tx);
     assert_eq!(store.pool_stats().await.unwrap().available, 1);
 }
 
@@ -1396,6 +1406,10 @@ async fn postgres_allocation_race_gives_each_number_once() {
                 barrier.wait().await;
                 let owner_id = id(&format!("c{n}"));
                 let mut tx = store.begin().await.unwrap();
+                tx.lock_owner(&owner_id)
+                    .await
+                    .unwrap()
+                    .expect("the owner exists");
                 let allocation = tx
                     .allocate_number(&owner_id, Country::Gb, None, at(1))
                     .await
@@ -1449,26 +1463,31 @@ async fn postgres_allocation_skips_numbers_being_taken_and_serialises_one_owner(
 
     // c1's allocation is open; c2's passes it by without waiting and takes the next number.
     let mut first = a.begin().await.unwrap();
+    first.lock_owner(&id("c1")).await.unwrap();
     let got = first
         .allocate_number(&id("c1"), Country::Gb, None, at(1))
         .await
         .unwrap();
     assert_eq!(got, Allocation::Allocated(uk(900_001)));
     let mut second = b.begin().await.unwrap();
-    let got = promptly(
-        "c2's allocation",
-        second.allocate_number(&id("c2"), Country::Gb, None, at(1)),
-    )
+    let got = promptly("c2's allocation", async {
+        second.lock_owner(&id("c2")).await.unwrap();
+        second
+            .allocate_number(&id("c2"), Country::Gb, None, at(1))
+            .await
+    })
     .await
     .unwrap();
     assert_eq!(got, Allocation::Allocated(uk(900_002)));
     second.commit().await.unwrap();
 
-    // A second allocation for c1 waits for the first, then finds the number it took.
+    // A second event for c1 waits on the owner's lock, then its allocation finds the number the
+    // first took.
     let again = tokio::spawn({
         let b = b.clone();
         async move {
             let mut tx = b.begin().await.unwrap();
+            tx.lock_owner(&id("c1")).await.unwrap();
             let got = tx
                 .allocate_number(&id("c1"), Country::Gb, None, at(2))
                 .await
