@@ -100,8 +100,35 @@ fn e164_shaped(raw: &str) -> bool {
     })
 }
 
-/// See [`PhoneNumber::parse`].
+/// See [`PhoneNumber::parse`]. Remembered per number: libphonenumber's answer cannot change while
+/// the process runs, and asking it costs more than anything else an event does outside the
+/// database (its patterns are regular expressions looked up by their text). Every text names our
+/// own number and a sender who usually texted before.
 fn known_number(e164: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    /// Enough for every number busy at once; a full memory is forgotten, not grown.
+    const REMEMBERED: usize = 4096;
+    static KNOWN: Mutex<Option<HashMap<Box<str>, bool>>> = Mutex::new(None);
+    if let Some(answer) = KNOWN
+        .lock()
+        .ok()
+        .and_then(|known| known.as_ref()?.get(e164).copied())
+    {
+        return answer;
+    }
+    let answer = ask_libphonenumber(e164);
+    if let Ok(mut known) = KNOWN.lock() {
+        let known = known.get_or_insert_with(HashMap::new);
+        if known.len() >= REMEMBERED {
+            known.clear();
+        }
+        known.insert(e164.into(), answer);
+    }
+    answer
+}
+
+fn ask_libphonenumber(e164: &str) -> bool {
     let Ok(number) = phonenumber::parse(None, e164) else {
         return false;
     };

@@ -129,6 +129,10 @@ async fn handle<S: Store>(
             return Ok(Receipt::Duplicate);
         }
     }
+    let payer = match (payer, &paying) {
+        (None, Some(id)) if !new => tx.lock_owner(id).await?,
+        (payer, _) => payer,
+    };
 
     let receipt = match action {
         PaymentAction::Paid {

@@ -65,7 +65,7 @@ macro_rules! tx_methods {
             msg: &NewInbound<'_>,
             owner: OwnerKey<'_>,
         ) -> Result<(Claim, Option<Owner>)> {
-            if !$crate::store::$dialect::ONE_STATEMENT_CLAIMS {
+            if !$crate::store::$dialect::DATA_MODIFYING_CTES {
                 let claim = self.claim_inbound(msg).await?;
                 if matches!(claim, Claim::Duplicate { .. }) {
                     return Ok((claim, None));

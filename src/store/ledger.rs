@@ -161,22 +161,15 @@ pub(super) const BY_OWNER: &str = grouped!("owner_id");
 pub(super) mod postgres {
     pub const BY_DAY: &str = grouped!("to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')");
 
-    /// Many rows in one statement: `$1` a `jsonb` array of [`super::cost_rows`].
-    pub const RECORD_COSTS: &str = "INSERT INTO cost_ledger (source_key, owner_id, kind, \
-             quantity, country, currency, estimated_micros, reporting_micros, provider_id, at) \
-         SELECT source_key, owner_id, kind, quantity, country, currency, estimated_micros, \
-             reporting_micros, provider_id, at \
-         FROM jsonb_to_recordset($1) AS r(source_key text, owner_id text, kind text, \
-             quantity bigint, country text, currency text, estimated_micros bigint, \
-             reporting_micros bigint, provider_id text, at timestamptz) \
-         ON CONFLICT (source_key) DO NOTHING";
+    // Many rows at once are a part of the held writes' one statement (`postgres::WRITE_EVENT`).
 }
 
 pub(super) mod sqlite {
     /// Times are stored as RFC 3339 in UTC (`2026-11-30T09:00:00+00:00`): the day is the first ten.
     pub const BY_DAY: &str = grouped!("substr(at, 1, 10)");
 
-    /// Many rows in one statement: `$1` a JSON array of [`super::cost_rows`]. (`WHERE true`: an
+    /// The held ledger rows (`write.rs`) in one statement: `$1` a JSON array of
+    /// [`super::cost_rows`]. (`WHERE true`: an
     /// upsert's SELECT needs a WHERE, or SQLite reads ON as a join's.)
     pub const RECORD_COSTS: &str = "INSERT INTO cost_ledger (source_key, owner_id, kind, \
              quantity, country, currency, estimated_micros, reporting_micros, provider_id, at) \
@@ -189,7 +182,7 @@ pub(super) mod sqlite {
          ON CONFLICT (source_key) DO NOTHING";
 }
 
-/// The rows [`postgres::RECORD_COSTS`] and [`sqlite::RECORD_COSTS`] read. Times are written as
+/// The rows `postgres::WRITE_EVENT` and [`sqlite::RECORD_COSTS`] read. Times are written as
 /// sqlx writes a time into SQLite (see `store/outbox.rs`), which PostgreSQL reads as well.
 pub(super) fn cost_rows(costs: &[NewCost<'_>]) -> serde_json::Value {
     use chrono::SecondsFormat;
@@ -271,9 +264,10 @@ pub trait LedgerTx: Send {
     /// Writes a ledger row. False when its `source_key` was already recorded (nothing written).
     fn record_cost(&mut self, cost: &NewCost<'_>) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Writes many ledger rows in one statement (an event's text in and reply, an outbox
-    /// batch), each once by its `source_key`. Returns how many were new.
-    fn record_costs(&mut self, costs: &[NewCost<'_>]) -> impl Future<Output = Result<u64>> + Send;
+    /// Writes many ledger rows (an event's text in and reply, an outbox batch), each once by its
+    /// `source_key`. Held (`write.rs`): they go with the event's other writes, and every other
+    /// method here sends what is held first, so its reads see them.
+    fn record_costs(&mut self, costs: &[NewCost<'_>]) -> impl Future<Output = Result<()>> + Send;
 
     /// Records a number bought for the pool (the daily cap counts it), for the same transaction
     /// as its ledger row.
@@ -413,8 +407,7 @@ macro_rules! impl_ledger_tx {
     (
         $tx:ty,
         skip_locked = $skip_locked:literal,
-        by_day = $by_day:path,
-        record_costs = $record_costs:path $(,)?
+        by_day = $by_day:path $(,)?
     ) => {
         const _: () = {
             use chrono::{DateTime, Utc};
@@ -432,6 +425,7 @@ macro_rules! impl_ledger_tx {
 
             impl LedgerTx for $tx {
                 async fn record_cost(&mut self, cost: &NewCost<'_>) -> Result<bool> {
+                    self.flush().await?;
                     Ok(sqlx::query(RECORD_COST)
                         .bind(&cost.source_key)
                         .bind(cost.owner_id.map(|id| id.as_str()))
@@ -449,15 +443,9 @@ macro_rules! impl_ledger_tx {
                         == 1)
                 }
 
-                async fn record_costs(&mut self, costs: &[NewCost<'_>]) -> Result<u64> {
-                    if costs.is_empty() {
-                        return Ok(0);
-                    }
-                    Ok(sqlx::query($record_costs)
-                        .bind($crate::store::ledger::cost_rows(costs))
-                        .execute(&mut *self.0)
-                        .await?
-                        .rows_affected())
+                async fn record_costs(&mut self, costs: &[NewCost<'_>]) -> Result<()> {
+                    self.1.costs(costs);
+                    Ok(())
                 }
 
                 async fn record_pool_purchase(
@@ -466,6 +454,7 @@ macro_rules! impl_ledger_tx {
                     e164: &PhoneNumber,
                     at: DateTime<Utc>,
                 ) -> Result<()> {
+                    self.flush().await?;
                     sqlx::query(RECORD_PURCHASE)
                         .bind(twilio_sid)
                         .bind(e164.as_str())
@@ -476,6 +465,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn call_for_costs(&mut self, call_sid: &str) -> Result<Option<CallForCosts>> {
+                    self.flush().await?;
                     let row: Option<(Option<String>, String, String, Option<i32>)> =
                         sqlx::query_as(CALL_FOR_COSTS)
                             .bind(call_sid)
@@ -495,6 +485,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn spent_since(&mut self, since: DateTime<Utc>) -> Result<Amount> {
+                    self.flush().await?;
                     let micros: i64 = sqlx::query_scalar(SPENT_SINCE)
                         .bind(since)
                         .fetch_one(&mut *self.0)
@@ -503,6 +494,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn claim_budget_alert(&mut self, alert: &BudgetAlert) -> Result<bool> {
+                    self.flush().await?;
                     Ok(sqlx::query(CLAIM_ALERT)
                         .bind(&alert.period)
                         .bind(&alert.period_start)
@@ -521,6 +513,7 @@ macro_rules! impl_ledger_tx {
                     since: DateTime<Utc>,
                     stale: DateTime<Utc>,
                 ) -> Result<Option<(BudgetAlert, bool)>> {
+                    self.flush().await?;
                     let row: Option<(String, String, String, i64, i64, DateTime<Utc>, bool)> =
                         sqlx::query_as(concat!(unsent_alert!(), $skip_locked))
                             .bind(since)
@@ -557,6 +550,7 @@ macro_rules! impl_ledger_tx {
                     emailed_at: Option<DateTime<Utc>>,
                     error: Option<&str>,
                 ) -> Result<()> {
+                    self.flush().await?;
                     sqlx::query(RECORD_ALERT_EMAIL)
                         .bind(&alert.period)
                         .bind(&alert.period_start)
@@ -574,6 +568,7 @@ macro_rules! impl_ledger_tx {
                     day: &str,
                     month: &str,
                 ) -> Result<Vec<BudgetAlert>> {
+                    self.flush().await?;
                     let rows: Vec<(String, String, String, i64, i64, DateTime<Utc>)> =
                         sqlx::query_as(ALERTS)
                             .bind(day)
@@ -603,6 +598,7 @@ macro_rules! impl_ledger_tx {
                     to: DateTime<Utc>,
                     group_by: GroupBy,
                 ) -> Result<Vec<CostGroup>> {
+                    self.flush().await?;
                     let sql = match group_by {
                         GroupBy::Day => $by_day,
                         GroupBy::Kind => BY_KIND,
@@ -629,6 +625,7 @@ macro_rules! impl_ledger_tx {
                     owner_id: &OwnerId,
                     month_start: DateTime<Utc>,
                 ) -> Result<(Amount, Amount)> {
+                    self.flush().await?;
                     let (month, all): (i64, i64) = sqlx::query_as(OWNER_COSTS)
                         .bind(owner_id.as_str())
                         .bind(month_start)
@@ -643,6 +640,7 @@ macro_rules! impl_ledger_tx {
                     month: &str,
                     limit: i64,
                 ) -> Result<Vec<RentDue>> {
+                    self.flush().await?;
                     let rows: Vec<(String, String, Option<String>)> =
                         sqlx::query_as(concat!(rent_due!(), $skip_locked))
                             .bind(month_start)
@@ -674,6 +672,7 @@ macro_rules! impl_ledger_tx {
                     max_checks: i32,
                     limit: i64,
                 ) -> Result<Vec<Unpriced>> {
+                    self.flush().await?;
                     let rows: Vec<(i64, String, String, i32)> =
                         sqlx::query_as(concat!(unpriced!(), $skip_locked))
                             .bind(before)
@@ -702,6 +701,7 @@ macro_rules! impl_ledger_tx {
                     reporting: Amount,
                     now: DateTime<Utc>,
                 ) -> Result<bool> {
+                    self.flush().await?;
                     Ok(sqlx::query(SET_REAL_PRICE)
                         .bind(id)
                         .bind(real.micros())
@@ -715,6 +715,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn note_price_check(&mut self, id: i64, now: DateTime<Utc>) -> Result<()> {
+                    self.flush().await?;
                     sqlx::query(NOTE_PRICE_CHECK)
                         .bind(id)
                         .bind(now)
@@ -729,6 +730,7 @@ macro_rules! impl_ledger_tx {
                     first_text: &str,
                     at: DateTime<Utc>,
                 ) -> Result<()> {
+                    self.flush().await?;
                     sqlx::query(HOLD_OWNER)
                         .bind(owner_id.as_str())
                         .bind(first_text)
@@ -739,6 +741,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn held_owner(&mut self, owner_id: &OwnerId) -> Result<Option<String>> {
+                    self.flush().await?;
                     Ok(sqlx::query_scalar(HELD_OWNER)
                         .bind(owner_id.as_str())
                         .fetch_optional(&mut *self.0)
@@ -746,6 +749,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn release_owner(&mut self, owner_id: &OwnerId) -> Result<()> {
+                    self.flush().await?;
                     sqlx::query(RELEASE_OWNER)
                         .bind(owner_id.as_str())
                         .execute(&mut *self.0)
@@ -754,6 +758,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn claim_oldest_held(&mut self) -> Result<Option<(OwnerId, String)>> {
+                    self.flush().await?;
                     let row: Option<(String, String)> =
                         sqlx::query_as(concat!(oldest_held!(), $skip_locked))
                             .fetch_optional(&mut *self.0)
@@ -768,6 +773,7 @@ macro_rules! impl_ledger_tx {
                 }
 
                 async fn held_owners(&mut self) -> Result<i64> {
+                    self.flush().await?;
                     Ok(sqlx::query_scalar(HELD_COUNT)
                         .fetch_one(&mut *self.0)
                         .await?)

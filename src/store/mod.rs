@@ -692,7 +692,8 @@ pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::A
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// [`Tx::insert_webhook_event`], and the owner `owner_id` locked: one statement on
-    /// PostgreSQL, the read a payment starts with.
+    /// PostgreSQL, the read a payment starts with. For an event stored before, the owner may
+    /// come back `None` unlocked (SQLite does not look): lock them to process it again.
     fn insert_webhook_event_locking(
         &mut self,
         event: &NewWebhookEvent<'_>,

@@ -91,9 +91,15 @@ macro_rules! tx_methods {
             event: &NewWebhookEvent<'_>,
             owner_id: &OwnerId,
         ) -> Result<(bool, Option<Owner>)> {
-            if !$crate::store::$dialect::ONE_STATEMENT_CLAIMS {
+            if !$crate::store::$dialect::DATA_MODIFYING_CTES {
                 let new = self.insert_webhook_event(event).await?;
-                return Ok((new, self.lock_owner(owner_id).await?));
+                // A retry is mostly a duplicate, which needs no owner; one to process again
+                // locks them then.
+                let owner = match new {
+                    true => self.lock_owner(owner_id).await?,
+                    false => None,
+                };
+                return Ok((new, owner));
             }
             self.flush().await?;
             let row = sqlx::query($crate::store::payments::INSERT_EVENT_LOCKING_OWNER)

@@ -4,11 +4,17 @@
 use super::row::corrupt;
 use super::{PoolStats, Result};
 
-/// The pool number owner `$1` holds, or held until it went to quarantine (an assigned one first).
+/// The pool number the owner `$owner` (a parameter) holds, or held until it went to quarantine
+/// (an assigned one first).
 macro_rules! held_by_owner {
-    () => {
-        "owner_id = $1 OR (status = 'QUARANTINED' AND last_owner_id = $1) \
-         ORDER BY status LIMIT 1"
+    ($owner:literal) => {
+        concat!(
+            "owner_id = ",
+            $owner,
+            " OR (status = 'QUARANTINED' AND last_owner_id = ",
+            $owner,
+            ") ORDER BY status LIMIT 1"
+        )
     };
 }
 
@@ -33,10 +39,57 @@ pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
     Ok(stats)
 }
 
+/// The first free number of country `$1`, of area code `$2` if there is one: COALESCE runs the
+/// second search only when the first finds nothing.
+macro_rules! first_free {
+    ($skip_locked:literal) => {
+        concat!(
+            "COALESCE( \
+                 (SELECT e164 FROM pool_numbers \
+                  WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
+                  ORDER BY created_at, e164 LIMIT 1",
+            $skip_locked,
+            "), \
+                 (SELECT e164 FROM pool_numbers \
+                  WHERE status = 'AVAILABLE' AND country = $1 \
+                  ORDER BY created_at, e164 LIMIT 1",
+            $skip_locked,
+            "))"
+        )
+    };
+}
+pub(super) use first_free;
+
+/// PostgreSQL's allocation in one statement: what owner `$3` holds ([`HELD`]); their own number
+/// back from quarantine if that is what they held ([`TAKE_BACK`]); else, holding nothing, the
+/// first free number ([`postgres::ALLOCATE`]). Run with the owner locked, it sees every
+/// allocation for them that committed. When a take-back finds the number no longer theirs (its
+/// quarantine ended meanwhile), `returned` and `taken` are both NULL and the caller allocates.
+pub(super) const ALLOCATE_ONCE: &str = concat!(
+    "WITH held AS (SELECT e164, status FROM pool_numbers WHERE ",
+    held_by_owner!("$3"),
+    "), \
+     returned AS ( \
+         UPDATE pool_numbers \
+         SET status = 'ASSIGNED', owner_id = $3, last_owner_id = NULL, \
+             quarantined_until = NULL, assigned_at = $4, updated_at = $4 \
+         WHERE e164 = (SELECT e164 FROM held WHERE status = 'QUARANTINED') \
+             AND status = 'QUARANTINED' AND last_owner_id = $3 \
+         RETURNING e164), \
+     taken AS ( \
+         UPDATE pool_numbers \
+         SET status = 'ASSIGNED', owner_id = $3, assigned_at = $4, updated_at = $4 \
+         WHERE NOT EXISTS (SELECT 1 FROM held) AND e164 = ",
+    first_free!(" FOR UPDATE SKIP LOCKED"),
+    " RETURNING e164) \
+     SELECT (SELECT e164 FROM held) AS held, (SELECT status FROM held) AS held_status, \
+         (SELECT e164 FROM returned) AS returned, (SELECT e164 FROM taken) AS taken"
+);
+
 /// The number the owner holds, or held until it went to quarantine.
 pub(super) const HELD: &str = concat!(
     "SELECT e164, status FROM pool_numbers WHERE ",
-    held_by_owner!()
+    held_by_owner!("$1")
 );
 
 /// An owner's own quarantined number, back to them.
@@ -74,17 +127,9 @@ macro_rules! locking_statements {
         pub(in crate::store) const ALLOCATE: &str = concat!(
             "UPDATE pool_numbers \
                  SET status = 'ASSIGNED', owner_id = $3, assigned_at = $4, updated_at = $4 \
-                 WHERE e164 = COALESCE( \
-                     (SELECT e164 FROM pool_numbers \
-                      WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
-                      ORDER BY created_at, e164 LIMIT 1",
-            $skip_locked,
-            "), \
-                     (SELECT e164 FROM pool_numbers \
-                      WHERE status = 'AVAILABLE' AND country = $1 \
-                      ORDER BY created_at, e164 LIMIT 1",
-            $skip_locked,
-            ")) RETURNING e164"
+                 WHERE e164 = ",
+            crate::store::pool::first_free!($skip_locked),
+            " RETURNING e164"
         );
         /// A pool number, locked, with its owner.
         pub(in crate::store) const LOCK_NUMBER: &str = concat!(
@@ -120,6 +165,31 @@ macro_rules! tx_methods {
             // The caller holds the owner's row lock (every event takes it first), so two
             // allocations for one owner queue up there rather than race to two numbers,
             // and this read, begun after the lock was granted, sees what the other committed.
+            if $crate::store::$dialect::DATA_MODIFYING_CTES {
+                let (held, held_status, returned, taken): (
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                ) = sqlx::query_as($crate::store::pool::ALLOCATE_ONCE)
+                    .bind(country.code())
+                    .bind(area_code)
+                    .bind(owner_id.as_str())
+                    .bind(now)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+                let number = |e164: &str| row::phone("pool_numbers", || "e164".into(), e164);
+                match (held, held_status.as_deref(), returned, taken) {
+                    (_, _, Some(e164), _) => return Ok(Allocation::Returned(number(&e164)?)),
+                    (_, _, _, Some(e164)) => return Ok(Allocation::Allocated(number(&e164)?)),
+                    (Some(e164), Some(status), None, None) if status != "QUARANTINED" => {
+                        return Ok(Allocation::AlreadyAssigned(number(&e164)?));
+                    }
+                    (None, _, None, None) => return Ok(Allocation::PoolEmpty),
+                    // Their quarantined number went back to the pool meanwhile: a free one.
+                    _ => {}
+                }
+            }
             // The number they hold, or held until it went to quarantine: an owner who
             // pays again gets it back.
             let found: Option<(String, String)> = sqlx::query_as($crate::store::pool::HELD)

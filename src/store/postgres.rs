@@ -23,9 +23,10 @@ pub struct PgStore {
 /// again the pool notices within 400 ms.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A provider's id is claimed and the owner locked in one statement, a data-modifying CTE
-/// (`owners::claim_then_lock!`).
-pub(super) const ONE_STATEMENT_CLAIMS: bool = true;
+/// PostgreSQL runs an `INSERT` or `UPDATE` inside `WITH`: a provider's id is claimed and the
+/// owner locked in one statement (`owners::claim_then_lock!`), and a number allocated in one
+/// (`pool::postgres::ALLOCATE_ONCE`).
+pub(super) const DATA_MODIFYING_CTES: bool = true;
 
 /// A pooled connection idle at least this long is pinged before it is used.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
@@ -131,7 +132,23 @@ pub(super) const WRITE_EVENT: &str = "WITH \
             processed_at = x.processed_at \
         FROM UNNEST($40::text[], $41::text[], $42::text[], $43::text[], $44::timestamptz[]) \
             AS x(provider, event_id, status, error, processed_at) \
-        WHERE e.provider = x.provider AND e.event_id = x.event_id RETURNING 1) \
+        WHERE e.provider = x.provider AND e.event_id = x.event_id RETURNING 1), \
+    timers AS ( \
+        INSERT INTO reminder_timers (owner_id, state, sent, anchor_at, due_at, expired_at) \
+        SELECT * FROM UNNEST($45::text[], $46::text[], $47::int4[], $48::timestamptz[], \
+            $49::timestamptz[], $50::timestamptz[]) \
+        ON CONFLICT (owner_id) DO UPDATE SET state = excluded.state, sent = excluded.sent, \
+            anchor_at = excluded.anchor_at, due_at = excluded.due_at, \
+            expired_at = excluded.expired_at), \
+    costs AS ( \
+        INSERT INTO cost_ledger (source_key, owner_id, kind, quantity, country, currency, \
+            estimated_micros, reporting_micros, provider_id, at) \
+        SELECT source_key, owner_id, kind, quantity, country, currency, estimated_micros, \
+            reporting_micros, provider_id, at \
+        FROM jsonb_to_recordset($51::jsonb) AS r(source_key text, owner_id text, kind text, \
+            quantity bigint, country text, currency text, estimated_micros bigint, \
+            reporting_micros bigint, provider_id text, at timestamptz) \
+        ON CONFLICT (source_key) DO NOTHING) \
     SELECT (SELECT COUNT(*) FROM owner_rows), (SELECT COUNT(*) FROM inbound), \
         (SELECT COUNT(*) FROM events)";
 
@@ -269,6 +286,23 @@ impl PgTx {
             .bind(w.events.iter().map(|e| e.status).collect::<Vec<_>>())
             .bind(w.events.iter().map(|e| e.error.clone()).collect::<Vec<_>>())
             .bind(w.events.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(
+                w.timers
+                    .iter()
+                    .map(|t| t.owner_id.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                w.timers
+                    .iter()
+                    .map(|t| t.state.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(w.timers.iter().map(|t| t.sent).collect::<Vec<_>>())
+            .bind(w.timers.iter().map(|t| t.anchor_at).collect::<Vec<_>>())
+            .bind(w.timers.iter().map(|t| t.due_at).collect::<Vec<_>>())
+            .bind(w.timers.iter().map(|t| t.expired_at).collect::<Vec<_>>())
+            .bind(serde_json::Value::Array(w.costs))
             .fetch_one(&mut *self.0)
             .await?;
         check_found("owners", w.owners.len(), owners)?;
@@ -324,7 +358,6 @@ super::ledger::impl_ledger_tx!(
     PgTx,
     skip_locked = " FOR UPDATE SKIP LOCKED",
     by_day = super::ledger::postgres::BY_DAY,
-    record_costs = super::ledger::postgres::RECORD_COSTS,
 );
 
 super::after::impl_after_tx!(

@@ -116,7 +116,7 @@ pub trait ReminderTx: Send {
         owner_id: &OwnerId,
     ) -> impl Future<Output = Result<Option<ReminderTimer>>> + Send;
 
-    /// Writes the owner's timer, creating it if they had none.
+    /// Writes the owner's timer, creating it if they had none. Held (`write.rs`).
     fn put_reminder_timer(
         &mut self,
         timer: &ReminderTimer,
@@ -169,7 +169,7 @@ macro_rules! impl_reminder_tx {
             use $crate::store::Owner;
             use $crate::store::Result;
             use $crate::store::reminders::{
-                DueRow, HOLD_OUTBOUND_UNTIL, MARK_MOVED_ON, PUT_TIMER, RECORD_SENT, ReminderStats,
+                DueRow, HOLD_OUTBOUND_UNTIL, MARK_MOVED_ON, RECORD_SENT, ReminderStats,
                 ReminderTimer, ReminderTx, STATS, TimerRow,
             };
 
@@ -178,6 +178,8 @@ macro_rules! impl_reminder_tx {
                     &mut self,
                     owner_id: &OwnerId,
                 ) -> Result<Option<ReminderTimer>> {
+                    // The transaction's own writes first, so the read sees them.
+                    self.flush().await?;
                     sqlx::query_as::<_, TimerRow>(
                         "SELECT owner_id AS timer_owner_id, state AS timer_state, \
                              sent AS timer_sent, anchor_at AS timer_anchor_at, \
@@ -192,15 +194,7 @@ macro_rules! impl_reminder_tx {
                 }
 
                 async fn put_reminder_timer(&mut self, timer: &ReminderTimer) -> Result<()> {
-                    sqlx::query(PUT_TIMER)
-                        .bind(timer.owner_id.as_str())
-                        .bind(timer.state.as_str())
-                        .bind(timer.sent)
-                        .bind(timer.anchor_at)
-                        .bind(timer.due_at)
-                        .bind(timer.expired_at)
-                        .execute(&mut *self.0)
-                        .await?;
+                    self.1.timer(timer);
                     Ok(())
                 }
 
@@ -208,6 +202,7 @@ macro_rules! impl_reminder_tx {
                     &mut self,
                     now: DateTime<Utc>,
                 ) -> Result<Option<(ReminderTimer, Owner)>> {
+                    self.flush().await?;
                     let row: Option<DueRow> = sqlx::query_as(concat!(
                         "SELECT c.*, t.owner_id AS timer_owner_id, t.state AS timer_state, \
                              t.sent AS timer_sent, t.anchor_at AS timer_anchor_at, \

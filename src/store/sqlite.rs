@@ -20,9 +20,10 @@ use super::{Result, Store};
 
 /// How long a caller waits for the in-memory connection before giving up, as a pool's acquire
 /// timeout would.
-/// SQLite has no data-modifying CTE: a provider's id is claimed, then the owner locked, in two
-/// statements (its transaction holds the database's write lock from `BEGIN IMMEDIATE` anyway).
-pub(super) const ONE_STATEMENT_CLAIMS: bool = false;
+/// SQLite has no `INSERT` or `UPDATE` inside `WITH`: what PostgreSQL does in one statement it
+/// does in a few, in turn (its transaction holds the database's write lock from `BEGIN
+/// IMMEDIATE` anyway, and its statements are calls into the process, not round trips).
+pub(super) const DATA_MODIFYING_CTES: bool = false;
 
 const HELD_WAIT: Duration = Duration::from_secs(30);
 
@@ -270,7 +271,6 @@ super::ledger::impl_ledger_tx!(
     SqliteTx,
     skip_locked = "",
     by_day = super::ledger::sqlite::BY_DAY,
-    record_costs = super::ledger::sqlite::RECORD_COSTS,
 );
 
 super::after::impl_after_tx!(SqliteTx, for_update = "", skip_locked = "");

@@ -1,19 +1,22 @@
 //! The writes of one event, held by its transaction until it commits and then sent together.
 //!
 //! An event reads what it needs, decides in the conversation, and only then writes: the owner's
-//! row, their state history, texts and calls for the outbox, Stripe links, and the event's own
-//! outcome (the answer to a text or call, a webhook event's status). Held here, those go to the
+//! row, their state history, texts and calls for the outbox, Stripe links, their reminder timer,
+//! the costs it ran up, and the event's own outcome (the answer to a text or call, a webhook
+//! event's status). Held here, those go to the
 //! database at commit in one statement on PostgreSQL (a data-modifying CTE), so an event costs
 //! the same round trips however much it changed. SQLite has no data-modifying CTEs: there they
 //! are the same statements one after another in the same transaction, which costs no round trips
 //! (the database is in-process).
 //!
-//! A read of an owner inside the transaction first sends what is held, so it sees the
-//! transaction's own writes. A write that was refused (an owner, text or event that does not
+//! A read of an owner, a timer or the ledger inside the transaction first sends what is held, so
+//! it sees the transaction's own writes. A write that was refused (an owner, text or event that does not
 //! exist) fails the commit, and nothing of the event is written.
 
 use chrono::{DateTime, Utc};
 
+use super::ledger::NewCost;
+use super::reminders::{PUT_TIMER, ReminderTimer};
 use super::{EventOutcome, NewOutbound, Owner, StripeKind, Transition};
 
 /// What an event wrote, in the order it wrote it.
@@ -27,6 +30,10 @@ pub(super) struct Writes {
     pub(super) inbound: Vec<InboundWrite>,
     pub(super) calls: Vec<CallWrite>,
     pub(super) events: Vec<EventWrite>,
+    /// Each owner's reminder timer as last put (one statement may not upsert a row twice).
+    pub(super) timers: Vec<ReminderTimer>,
+    /// Cost-ledger rows, as `ledger::cost_rows` writes them.
+    pub(super) costs: Vec<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -92,6 +99,25 @@ impl Writes {
             && self.inbound.is_empty()
             && self.calls.is_empty()
             && self.events.is_empty()
+            && self.timers.is_empty()
+            && self.costs.is_empty()
+    }
+
+    pub(super) fn timer(&mut self, timer: &ReminderTimer) {
+        match self
+            .timers
+            .iter_mut()
+            .find(|t| t.owner_id == timer.owner_id)
+        {
+            Some(held) => *held = timer.clone(),
+            None => self.timers.push(timer.clone()),
+        }
+    }
+
+    pub(super) fn costs(&mut self, costs: &[NewCost<'_>]) {
+        if let serde_json::Value::Array(rows) = super::ledger::cost_rows(costs) {
+            self.costs.extend(rows);
+        }
     }
 
     pub(super) fn owner(&mut self, owner: &Owner) {
@@ -296,6 +322,23 @@ pub(super) async fn run_on_sqlite(
             .bind(c.owner_id.as_deref())
             .bind(c.is_test_call)
             .bind(&c.response)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for t in &w.timers {
+        sqlx::query(PUT_TIMER)
+            .bind(t.owner_id.as_str())
+            .bind(t.state.as_str())
+            .bind(t.sent)
+            .bind(t.anchor_at)
+            .bind(t.due_at)
+            .bind(t.expired_at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !w.costs.is_empty() {
+        sqlx::query(super::ledger::sqlite::RECORD_COSTS)
+            .bind(serde_json::Value::Array(w.costs))
             .execute(&mut *conn)
             .await?;
     }
