@@ -65,8 +65,8 @@ const BOUNDS: [(Kind, usize, usize); 11] = [
     (Kind::RetriedStripeEvent, 3, 4),
     (Kind::OutboxSendOneText, 5, 7),
     (Kind::StatusCallback, 3, 4),
-    (Kind::VerificationCall, 4, 9),
-    (Kind::MissedCall, 6, 7),
+    (Kind::VerificationCall, 3, 9),
+    (Kind::MissedCall, 5, 7),
     (Kind::RecordingCallback, 7, 8),
     (Kind::CustomerText, 4, 7),
 ];

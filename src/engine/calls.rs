@@ -55,25 +55,24 @@ impl<S: Store> Engine<S> {
     pub async fn handle_call(&self, call: &InboundCall) -> Result<String, EngineError> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        let claim = tx
-            .claim_call(&NewCall {
-                call_sid: &call.call_sid,
-                direction: &call.direction,
-                from: &call.from,
-                to: &call.to,
-                forwarded_from: call.forwarded_from.as_deref(),
-                status: &call.status,
-                at: now,
-            })
-            .await?;
+        let claim = NewCall {
+            call_sid: &call.call_sid,
+            direction: &call.direction,
+            from: &call.from,
+            to: &call.to,
+            forwarded_from: call.forwarded_from.as_deref(),
+            status: &call.status,
+            at: now,
+        };
+        // The owner holding the number called, locked as the `CallSid` is claimed.
+        let (claim, owner) = match PhoneNumber::parse(&call.to) {
+            Ok(number) => tx.claim_call_locking(&claim, &number).await?,
+            Err(_) => (tx.claim_call(&claim).await?, None),
+        };
         if let Claim::Duplicate { response } = claim {
             tx.commit().await?;
             return Ok(response);
         }
-        let owner = match PhoneNumber::parse(&call.to) {
-            Ok(number) => tx.lock_owner_by_number(&number).await?,
-            Err(_) => None,
-        };
         let Some(mut owner) = owner else {
             // Not a number of ours that anyone holds: refuse without answering (and being billed).
             let response = Response::new().reject(RejectReason::Rejected).to_xml();

@@ -1,11 +1,22 @@
 //! Calls: inbound calls claimed once by `CallSid`, the verification calls we place and their
 //! status callbacks (applied in `SequenceNumber` order), and the verification windows that ran out.
 
-/// Claims a `CallSid`, as `inbound::CLAIM` does a `MessageSid`.
-pub(super) const CLAIM: &str = "INSERT INTO calls (call_sid, direction, from_addr, to_addr, \
-        forwarded_from, status, is_test_call, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) \
-    ON CONFLICT (call_sid) DO NOTHING";
+/// Claims a `CallSid`, as `inbound::CLAIM` does a `MessageSid`. A macro, so the statement below
+/// can build on it with `concat!`.
+macro_rules! claim {
+    () => {
+        "INSERT INTO calls (call_sid, direction, from_addr, to_addr, forwarded_from, status, \
+             is_test_call, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) ON CONFLICT (call_sid) DO NOTHING"
+    };
+}
+
+pub(super) const CLAIM: &str = claim!();
+
+/// PostgreSQL's read at the start of a call: [`CLAIM`], and the owner holding the number called
+/// (`$8`), locked, in one statement.
+pub(super) const CLAIM_LOCKING_BY_NUMBER: &str =
+    super::owners::claim_then_lock!(claim!(), "twilio_number = $8");
 
 /// The TwiML a claimed call was answered with, for its retry.
 pub(super) const STORED_RESPONSE: &str = "SELECT response FROM calls WHERE call_sid = $1";
@@ -51,6 +62,45 @@ super::common::per_dialect!();
 /// the back end's module of locking statements (`postgres` or `sqlite`).
 macro_rules! tx_methods {
     (dialect = $dialect:ident) => {
+        async fn claim_call_locking(
+            &mut self,
+            call: &NewCall<'_>,
+            number: &PhoneNumber,
+        ) -> Result<(Claim, Option<Owner>)> {
+            if !$crate::store::$dialect::DATA_MODIFYING_CTES {
+                let claim = self.claim_call(call).await?;
+                if matches!(claim, Claim::Duplicate { .. }) {
+                    return Ok((claim, None));
+                }
+                return Ok((claim, self.lock_owner_by_number(number).await?));
+            }
+            self.flush().await?;
+            let row = sqlx::query($crate::store::calls::CLAIM_LOCKING_BY_NUMBER)
+                .bind(call.call_sid)
+                .bind(call.direction)
+                .bind(call.from)
+                .bind(call.to)
+                .bind(call.forwarded_from)
+                .bind(call.status)
+                .bind(call.at)
+                .bind(number.as_str())
+                .fetch_one(&mut *self.0)
+                .await?;
+            let (claimed, owner) = $crate::store::row::claimed_and_owner(&row)?;
+            if claimed {
+                return Ok((Claim::Fresh, owner));
+            }
+            // Read afresh, as for a text (`inbound.rs`).
+            let response: Option<String> =
+                sqlx::query_scalar($crate::store::calls::STORED_RESPONSE)
+                    .bind(call.call_sid)
+                    .fetch_one(&mut *self.0)
+                    .await?;
+            let response =
+                response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
+            Ok((Claim::Duplicate { response }, owner))
+        }
+
         async fn claim_call(&mut self, call: &NewCall<'_>) -> Result<Claim> {
             let inserted = sqlx::query($crate::store::calls::CLAIM)
                 .bind(call.call_sid)

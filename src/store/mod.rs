@@ -622,6 +622,14 @@ pub trait Tx: Send + Sized + reminders::ReminderTx + ledger::LedgerTx + after::A
     /// Claims a `CallSid`, as [`Tx::claim_inbound`] does a `MessageSid`.
     fn claim_call(&mut self, call: &NewCall<'_>) -> impl Future<Output = Result<Claim>> + Send;
 
+    /// [`Tx::claim_call`], and the owner holding `number` (the number called) locked: one
+    /// statement on PostgreSQL, as [`Tx::claim_inbound_locking`].
+    fn claim_call_locking(
+        &mut self,
+        call: &NewCall<'_>,
+        number: &PhoneNumber,
+    ) -> impl Future<Output = Result<(Claim, Option<Owner>)>> + Send;
+
     /// Records whose call it was, whether it was the test call, and the TwiML answered. Held.
     fn finish_call(
         &mut self,

@@ -1,6 +1,9 @@
 //! After PostgreSQL restarts, every pooled connection is dead. The next event must not fail on one
-//! of them, nor wait long for a new one: each checkout checks its connection first and replaces
-//! a dead one at once. A restart is played by killing the pool's connections on the server.
+//! of them, nor wait long for a new one: its `BEGIN` finds a dead connection gone before anything
+//! of the event was sent, and the next one is tried at once (no ping on every checkout, which
+//! would cost every event a round trip). A restart is played by killing the pool's connections
+//! on the server, the moment before the event, so none of them has been idle long enough to be
+//! pinged.
 
 use crate::support;
 
