@@ -56,14 +56,21 @@ const LATENCY_TARGET: f64 = 1.5;
 /// The partial index the allocation SELECT should read (migrations/postgres/0001_init.sql).
 const PARTIAL_INDEX: &str = "pool_numbers_available";
 
-// The statements an allocation takes on PostgreSQL for an owner without an area code (a GB
-// owner): the owner's lock every event takes first, then what `allocate_number` asks.
+// The least SQL that does an allocation's job on PostgreSQL for an owner without an area code (a
+// GB owner): lock the owner (as every event does first), then, unless they hold a number, pick the
+// first free one and assign it, in one statement, as the store does (`pool::ALLOCATE_ONCE`, which
+// also looks for their own number in quarantine and for their area code).
 const SQL_LOCK_OWNER: &str = "SELECT id FROM owners WHERE id = $1 FOR UPDATE";
-const SQL_HELD: &str = "SELECT e164 FROM pool_numbers WHERE owner_id = $1";
+/// The pick alone, as both searches of the store's allocation run it: its plan is checked.
 const SQL_PICK: &str = "SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
      ORDER BY created_at, e164 LIMIT 1 FOR UPDATE SKIP LOCKED";
-const SQL_ASSIGN: &str = "UPDATE pool_numbers SET status = 'ASSIGNED', owner_id = $2, \
-     assigned_at = $3, updated_at = $3 WHERE e164 = $1";
+const SQL_ALLOCATE: &str = "WITH held AS (SELECT e164 FROM pool_numbers WHERE owner_id = $2), \
+     pick AS (SELECT e164 FROM pool_numbers \
+         WHERE status = 'AVAILABLE' AND country = $1 AND NOT EXISTS (SELECT 1 FROM held) \
+         ORDER BY created_at, e164 LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     UPDATE pool_numbers AS p SET status = 'ASSIGNED', owner_id = $2, assigned_at = $3, \
+         updated_at = $3 \
+     FROM pick WHERE p.e164 = pick.e164 RETURNING p.e164";
 
 fn main() -> ExitCode {
     common::main_with_database("pool", |url| async move { run(&url).await })
@@ -345,7 +352,7 @@ async fn allocate_via_store(store: &PgStore, owner: &Owner) -> anyhow::Result<()
     }
 }
 
-/// The same statements as `allocate_number`, sent directly: the floor under the store's cost.
+/// An allocation's job in the least SQL, sent directly: the floor under the store's cost.
 async fn allocate_bare(pool: &PgPool, owner: &Owner) -> anyhow::Result<()> {
     let id = owner.id.as_str();
     let mut tx = pool.begin().await?;
@@ -354,22 +361,13 @@ async fn allocate_bare(pool: &PgPool, owner: &Owner) -> anyhow::Result<()> {
         .fetch_optional(&mut *tx)
         .await?;
     ensure!(locked.is_some(), "owner {id} not found");
-    let held: Option<String> = sqlx::query_scalar(SQL_HELD)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    ensure!(held.is_none(), "owner {id} already holds a number");
-    let picked: Option<String> = sqlx::query_scalar(SQL_PICK)
+    let picked: Option<String> = sqlx::query_scalar(SQL_ALLOCATE)
         .bind(owner.phone.country().code())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let e164 = picked.with_context(|| format!("the pool was empty for owner {id}"))?;
-    sqlx::query(SQL_ASSIGN)
-        .bind(&e164)
         .bind(id)
         .bind(Utc::now())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+    ensure!(picked.is_some(), "the pool was empty for owner {id}");
     tx.commit().await?;
     Ok(())
 }
