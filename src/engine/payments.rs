@@ -149,13 +149,7 @@ async fn handle<S: Store>(
                     phone = %owner.owner_phone.masked(),
                     event_id = %envelope.id,
                 );
-                let decision = engine
-                    .run(&mut tx, &mut owner, Event::PaymentConfirmed, now)
-                    .await?;
-                engine
-                    .queue_replies(&mut tx, &owner, &decision, now)
-                    .await?;
-                Receipt::Processed
+                step(engine, &mut tx, &mut owner, Event::PaymentConfirmed, now).await?
             }
             None => {
                 tracing::warn!(
@@ -184,13 +178,7 @@ async fn handle<S: Store>(
                         event_id = %envelope.id,
                         event_type = %envelope.event_type,
                     );
-                    let decision = engine
-                        .run(&mut tx, &mut owner, Event::PaymentRevoked, now)
-                        .await?;
-                    engine
-                        .queue_replies(&mut tx, &owner, &decision, now)
-                        .await?;
-                    Receipt::Processed
+                    step(engine, &mut tx, &mut owner, Event::PaymentRevoked, now).await?
                 }
                 None => {
                     tracing::warn!(
@@ -215,6 +203,19 @@ async fn handle<S: Store>(
         .await?;
     tx.commit().await?;
     Ok(receipt)
+}
+
+/// Moves the locked owner's conversation on with a payment's event, queueing what it says.
+async fn step<S: Store>(
+    engine: &Engine<S>,
+    tx: &mut S::Tx,
+    owner: &mut crate::store::Owner,
+    event: Event,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Receipt, EngineError> {
+    let decision = engine.run(tx, owner, event, now).await?;
+    engine.queue_replies(tx, owner, &decision, now).await?;
+    Ok(Receipt::Processed)
 }
 
 /// The processing transaction rolled back; keep a record that it failed, and why, for ops.

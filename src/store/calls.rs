@@ -90,14 +90,11 @@ macro_rules! tx_methods {
             if claimed {
                 return Ok((Claim::Fresh, owner));
             }
-            // Read afresh, as for a text (`inbound.rs`).
-            let response: Option<String> =
-                sqlx::query_scalar($crate::store::calls::STORED_RESPONSE)
-                    .bind(call.call_sid)
-                    .fetch_one(&mut *self.0)
-                    .await?;
-            let response =
-                response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
+            let response = $crate::store::inbound::stored_response!(
+                self,
+                $crate::store::calls::STORED_RESPONSE,
+                call.call_sid
+            );
             Ok((Claim::Duplicate { response }, owner))
         }
 
@@ -116,15 +113,12 @@ macro_rules! tx_methods {
             if inserted == 1 {
                 return Ok(Claim::Fresh);
             }
-            let response: Option<String> =
-                sqlx::query_scalar($crate::store::calls::STORED_RESPONSE)
-                    .bind(call.call_sid)
-                    .fetch_one(&mut *self.0)
-                    .await?;
-            Ok(Claim::Duplicate {
-                response: response
-                    .unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned()),
-            })
+            let response = $crate::store::inbound::stored_response!(
+                self,
+                $crate::store::calls::STORED_RESPONSE,
+                call.call_sid
+            );
+            Ok(Claim::Duplicate { response })
         }
 
         async fn finish_call(

@@ -29,6 +29,21 @@ pub(super) const CLAIM_LOCKING_BY_NUMBER: &str =
 pub(super) const STORED_RESPONSE: &str =
     "SELECT response FROM inbound_messages WHERE message_sid = $1";
 
+/// The answer a retried text or call gets: what `$sql` (a `STORED_RESPONSE`) reads for `$sid`
+/// through the transaction `$tx`, or an empty `<Response/>` if its first delivery recorded none.
+/// Read in a statement of its own, after the claim: a claim that waited for the first delivery
+/// to commit kept the snapshot it began with, from before that answer was written.
+macro_rules! stored_response {
+    ($tx:expr, $sql:expr, $sid:expr) => {{
+        let response: Option<String> = sqlx::query_scalar($sql)
+            .bind($sid)
+            .fetch_one(&mut *$tx.0)
+            .await?;
+        response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned())
+    }};
+}
+pub(super) use stored_response;
+
 /// This area's [`Tx`](super::Tx) methods, expanded by `impl_tx!` (in `common.rs`) inside each back
 /// end's `impl Tx`, where its names are in scope; `dialect` is
 /// the back end's module of locking statements (`postgres` or `sqlite`).
@@ -50,13 +65,11 @@ macro_rules! tx_methods {
             if inserted == 1 {
                 return Ok(Claim::Fresh);
             }
-            let response: Option<String> =
-                sqlx::query_scalar($crate::store::inbound::STORED_RESPONSE)
-                    .bind(msg.message_sid)
-                    .fetch_one(&mut *self.0)
-                    .await?;
-            let response =
-                response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
+            let response = $crate::store::inbound::stored_response!(
+                self,
+                $crate::store::inbound::STORED_RESPONSE,
+                msg.message_sid
+            );
             Ok(Claim::Duplicate { response })
         }
 
@@ -96,15 +109,11 @@ macro_rules! tx_methods {
             if claimed {
                 return Ok((Claim::Fresh, owner));
             }
-            // The answer the first delivery recorded, read afresh: this statement's snapshot
-            // began before that delivery committed, when it was still running.
-            let response: Option<String> =
-                sqlx::query_scalar($crate::store::inbound::STORED_RESPONSE)
-                    .bind(msg.message_sid)
-                    .fetch_one(&mut *self.0)
-                    .await?;
-            let response =
-                response.unwrap_or_else(|| $crate::store::inbound::EMPTY_TWIML.to_owned());
+            let response = $crate::store::inbound::stored_response!(
+                self,
+                $crate::store::inbound::STORED_RESPONSE,
+                msg.message_sid
+            );
             Ok((Claim::Duplicate { response }, owner))
         }
 
