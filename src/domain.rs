@@ -488,7 +488,16 @@ mod tests {
             "+1555",
         ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad:?} should not parse");
+            // Asked again, the remembered answer is the same.
+            assert!(
+                PhoneNumber::parse(bad).is_err(),
+                "{bad:?} should not parse twice"
+            );
         }
+        assert!(
+            PhoneNumber::parse("+447700900123").is_ok(),
+            "nor a good one"
+        );
     }
 
     #[test]

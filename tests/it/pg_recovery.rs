@@ -29,33 +29,7 @@ async fn postgres_the_event_after_its_connections_were_killed_succeeds_at_once()
         tx.commit().await.unwrap();
     }
 
-    let mut admin = PgConnection::connect(&url).await.unwrap();
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(pids.len(), POOL as usize, "the pool's connections are open");
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
-        .bind(&pids)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    // Wait until the server has really ended them, as after a restart.
-    loop {
-        let alive: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])")
-                .bind(&pids)
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
-        if alive == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    kill_connections_of(&url, POOL as usize).await;
 
     let started = Instant::now();
     // An event: one transaction, and it must work on the first try.
@@ -74,6 +48,66 @@ async fn postgres_the_event_after_its_connections_were_killed_succeeds_at_once()
         "first event after the pool's connections were killed: {:?}",
         started.elapsed()
     );
+}
+
+/// Ends every connection to the database of `url` (the pool's `expected` ones) on the server, as
+/// a restart does, and waits until the server has really ended them.
+async fn kill_connections_of(url: &str, expected: usize) {
+    let mut admin = PgConnection::connect(url).await.unwrap();
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(pids.len(), expected, "the pool's connections are open");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(&pids)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    loop {
+        let alive: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])")
+                .bind(&pids)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if alive == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A read outside any event's transaction (a console page, the readiness check's neighbours) on
+/// connections that sat idle through the restart: a connection idle for a second is pinged as it
+/// is taken from the pool, and a dead one replaced, so the read works on the first try.
+#[tokio::test]
+async fn postgres_a_read_after_its_idle_connections_were_killed_succeeds() {
+    let url = support::fresh_postgres_database().await;
+    let store = PgStore::connect(&url, POOL).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..POOL {
+        open.push(store.begin().await.unwrap());
+    }
+    for tx in open {
+        tx.commit().await.unwrap();
+    }
+    kill_connections_of(&url, POOL as usize).await;
+    // Longer than a connection may sit idle unpinged.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    for n in 0..POOL {
+        let phone = format!("+4477009001{n:02}").parse().unwrap();
+        let owner = store
+            .owner_by_phone(&phone)
+            .await
+            .expect("each read works on the first try");
+        assert!(owner.is_none());
+    }
 }
 
 /// A stand-in for the PostgreSQL server's network side: forwards to the real server until
