@@ -1505,6 +1505,56 @@ async fn postgres_allocation_skips_numbers_being_taken_and_serialises_one_owner(
     assert_eq!(a.pool_stats().await.unwrap().available, 1);
 }
 
+/// An owner paying again as the keeper ends their number's quarantine: the allocation sees the
+/// number as theirs, then waits on the keeper's row lock; when the keeper commits, the number is
+/// free for anyone, the take-back finds nothing, and the allocation gives a free number (the
+/// same one, oldest first) rather than failing or giving nothing.
+#[tokio::test]
+async fn postgres_a_take_back_that_loses_to_the_quarantines_end_allocates_a_free_number() {
+    let url = postgres_url().await;
+    let (keeper, payer) = (
+        PgStore::connect(&url, 2).await.unwrap(),
+        PgStore::connect(&url, 2).await.unwrap(),
+    );
+    add_numbers(&keeper, &[uk(900_001), uk(900_002)], at(0)).await;
+    create(&keeper, "c1", &uk(1)).await;
+    assert_eq!(
+        allocate(&keeper, "c1", Country::Gb, None).await,
+        Allocation::Allocated(uk(900_001))
+    );
+    let mut tx = keeper.begin().await.unwrap();
+    tx.quarantine_number(&uk(900_001), at(100), true, at(20))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The keeper's end of the quarantine, not yet committed, holds the number's row.
+    let mut ending = keeper.begin().await.unwrap();
+    assert_eq!(ending.end_quarantines(at(200)).await.unwrap(), 1);
+    let paying = tokio::spawn(async move {
+        let mut tx = payer.begin().await.unwrap();
+        tx.lock_owner(&id("c1"))
+            .await
+            .unwrap()
+            .expect("the owner exists");
+        let got = tx
+            .allocate_number(&id("c1"), Country::Gb, None, at(200))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        got
+    });
+    until_blocked(&keeper, 1).await;
+    ending.commit().await.unwrap();
+
+    assert_eq!(
+        promptly("the allocation", paying).await.unwrap(),
+        Allocation::Allocated(uk(900_001))
+    );
+    let stats = keeper.pool_stats().await.unwrap();
+    assert_eq!((stats.assigned, stats.available), (1, 1), "{stats:?}");
+}
+
 #[tokio::test]
 async fn postgres_concurrent_first_texts_make_one_owner() {
     let url = postgres_url().await;
