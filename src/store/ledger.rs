@@ -161,7 +161,7 @@ pub(super) const BY_OWNER: &str = grouped!("owner_id");
 pub(super) mod postgres {
     pub const BY_DAY: &str = grouped!("to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')");
 
-    // Many rows at once are a part of the held writes' one statement (`postgres::WRITE_EVENT`).
+    // Many rows at once are a part of the held writes' one statement (`postgres::write_event`).
 }
 
 pub(super) mod sqlite {
@@ -182,7 +182,7 @@ pub(super) mod sqlite {
          ON CONFLICT (source_key) DO NOTHING";
 }
 
-/// The rows `postgres::WRITE_EVENT` and [`sqlite::RECORD_COSTS`] read. Times are written as
+/// The rows `postgres::write_event` and [`sqlite::RECORD_COSTS`] read. Times are written as
 /// sqlx writes a time into SQLite (see `store/outbox.rs`), which PostgreSQL reads as well.
 pub(super) fn cost_rows(costs: &[NewCost<'_>]) -> serde_json::Value {
     use chrono::SecondsFormat;

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
+use sqlx::{Arguments as _, AssertSqlSafe, Postgres, Transaction};
 
 use super::common;
 use super::write::{Writes, check_found};
-use super::{Owner, Result, Store};
+use super::{Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -80,234 +82,389 @@ impl PgStore {
 /// commit, it rolls back.
 pub struct PgTx(Transaction<'static, Postgres>, Writes);
 
-/// Every write an event holds, in one statement: each part is a data-modifying CTE over arrays
-/// (`UNNEST`), so an empty part writes nothing and the statement's text never changes. The counts
-/// at the end are the updates that found their row.
-pub(super) const WRITE_EVENT: &str = "WITH \
-    owner_rows AS ( \
-        UPDATE owners AS o SET locale = x.locale, state = x.state, gate = x.gate, \
-            business_type = x.business_type, location = x.location, \
-            business_name = x.business_name, owner_name = x.owner_name, notify = x.notify, \
-            phone_type = x.phone_type, misses = x.misses, opted_out = x.opted_out, \
-            payment_active = x.payment_active, paid_at = x.paid_at, \
-            twilio_number = x.twilio_number, waitlisted_at = x.waitlisted_at, \
-            verify_started_at = x.verify_started_at, updated_at = x.updated_at \
-        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::bool[], \
-            $13::bool[], $14::timestamptz[], $15::text[], $16::timestamptz[], \
-            $17::timestamptz[], $18::timestamptz[]) \
-            AS x(id, locale, state, gate, business_type, location, business_name, owner_name, \
-                notify, phone_type, misses, opted_out, payment_active, paid_at, twilio_number, \
-                waitlisted_at, verify_started_at, updated_at) \
-        WHERE o.id = x.id RETURNING 1), \
-    history AS ( \
-        INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
-        SELECT x.owner_id, x.from_state, x.to_state, x.cause, x.at \
-        FROM UNNEST($19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[]) \
-            WITH ORDINALITY AS x(owner_id, from_state, to_state, cause, at, n) \
-        ORDER BY x.n), \
-    outbox AS ( \
-        INSERT INTO outbound_messages (owner_id, to_addr, body, status, attempts, \
-            next_attempt_at, created_at, updated_at, kind) \
-        SELECT x.owner_id, x.to_addr, x.body, 'pending', 0, x.at, x.at, x.at, x.kind \
-        FROM UNNEST($24::text[], $25::text[], $26::text[], $27::timestamptz[], $28::text[]) \
-            WITH ORDINALITY AS x(owner_id, to_addr, body, at, kind, n) \
-        ORDER BY x.n), \
-    links AS ( \
-        INSERT INTO stripe_links (kind, stripe_id, owner_id, created_at) \
-        SELECT * FROM UNNEST($29::text[], $30::text[], $31::text[], $32::timestamptz[]) \
-        ON CONFLICT (kind, stripe_id) DO NOTHING), \
-    inbound AS ( \
-        UPDATE inbound_messages AS m SET owner_id = x.owner_id, response = x.response \
-        FROM UNNEST($33::text[], $34::text[], $35::text[]) AS x(message_sid, owner_id, response) \
-        WHERE m.message_sid = x.message_sid RETURNING 1), \
-    call_rows AS ( \
-        UPDATE calls AS c SET owner_id = x.owner_id, is_test_call = x.is_test_call, \
-            response = x.response \
-        FROM UNNEST($36::text[], $37::text[], $38::bool[], $39::text[]) \
-            AS x(call_sid, owner_id, is_test_call, response) \
-        WHERE c.call_sid = x.call_sid RETURNING 1), \
-    events AS ( \
-        UPDATE webhook_events AS e SET status = x.status, error = x.error, \
-            processed_at = x.processed_at \
-        FROM UNNEST($40::text[], $41::text[], $42::text[], $43::text[], $44::timestamptz[]) \
-            AS x(provider, event_id, status, error, processed_at) \
-        WHERE e.provider = x.provider AND e.event_id = x.event_id RETURNING 1), \
-    timers AS ( \
-        INSERT INTO reminder_timers (owner_id, state, sent, anchor_at, due_at, expired_at) \
-        SELECT * FROM UNNEST($45::text[], $46::text[], $47::int4[], $48::timestamptz[], \
-            $49::timestamptz[], $50::timestamptz[]) \
-        ON CONFLICT (owner_id) DO UPDATE SET state = excluded.state, sent = excluded.sent, \
-            anchor_at = excluded.anchor_at, due_at = excluded.due_at, \
-            expired_at = excluded.expired_at), \
-    costs AS ( \
-        INSERT INTO cost_ledger (source_key, owner_id, kind, quantity, country, currency, \
-            estimated_micros, reporting_micros, provider_id, at) \
-        SELECT source_key, owner_id, kind, quantity, country, currency, estimated_micros, \
-            reporting_micros, provider_id, at \
-        FROM jsonb_to_recordset($51::jsonb) AS r(source_key text, owner_id text, kind text, \
-            quantity bigint, country text, currency text, estimated_micros bigint, \
-            reporting_micros bigint, provider_id text, at timestamptz) \
-        ON CONFLICT (source_key) DO NOTHING) \
-    SELECT (SELECT COUNT(*) FROM owner_rows), (SELECT COUNT(*) FROM inbound), \
-        (SELECT COUNT(*) FROM events)";
+/// A data-modifying CTE of [`write_event`]: what it does to the rows `x` it is given.
+struct Part {
+    /// The CTE's name.
+    name: &'static str,
+    /// What comes before the rows: `UPDATE ... FROM` or `INSERT ... SELECT ... FROM`.
+    head: &'static str,
+    /// The names of the rows' columns, as `x` has them.
+    columns: &'static str,
+    /// What comes after them: the join, an `ORDER BY x.n`, an `ON CONFLICT`.
+    tail: &'static str,
+    /// The rows are numbered (`x.n`) so they are written in the order the event wrote them.
+    numbered: bool,
+}
+
+const OWNER_ROWS: Part = Part {
+    name: "owner_rows",
+    head: "UPDATE owners AS o SET locale = x.locale, state = x.state, gate = x.gate, \
+        business_type = x.business_type, location = x.location, \
+        business_name = x.business_name, owner_name = x.owner_name, notify = x.notify, \
+        phone_type = x.phone_type, misses = x.misses, opted_out = x.opted_out, \
+        payment_active = x.payment_active, paid_at = x.paid_at, \
+        twilio_number = x.twilio_number, waitlisted_at = x.waitlisted_at, \
+        verify_started_at = x.verify_started_at, updated_at = x.updated_at FROM ",
+    columns: "id, locale, state, gate, business_type, location, business_name, owner_name, \
+        notify, phone_type, misses, opted_out, payment_active, paid_at, twilio_number, \
+        waitlisted_at, verify_started_at, updated_at",
+    tail: " WHERE o.id = x.id RETURNING 1",
+    numbered: false,
+};
+
+const HISTORY: Part = Part {
+    name: "history",
+    head: "INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
+        SELECT x.owner_id, x.from_state, x.to_state, x.cause, x.at FROM ",
+    columns: "owner_id, from_state, to_state, cause, at",
+    tail: " ORDER BY x.n",
+    numbered: true,
+};
+
+const OUTBOX: Part = Part {
+    name: "outbox",
+    head: "INSERT INTO outbound_messages (owner_id, to_addr, body, status, attempts, \
+        next_attempt_at, created_at, updated_at, kind) \
+        SELECT x.owner_id, x.to_addr, x.body, 'pending', 0, x.at, x.at, x.at, x.kind FROM ",
+    columns: "owner_id, to_addr, body, at, kind",
+    tail: " ORDER BY x.n",
+    numbered: true,
+};
+
+const LINKS: Part = Part {
+    name: "links",
+    head: "INSERT INTO stripe_links (kind, stripe_id, owner_id, created_at) \
+        SELECT x.kind, x.stripe_id, x.owner_id, x.at FROM ",
+    columns: "kind, stripe_id, owner_id, at",
+    tail: " ON CONFLICT (kind, stripe_id) DO NOTHING",
+    numbered: false,
+};
+
+const INBOUND: Part = Part {
+    name: "inbound",
+    head: "UPDATE inbound_messages AS m SET owner_id = x.owner_id, response = x.response FROM ",
+    columns: "message_sid, owner_id, response",
+    tail: " WHERE m.message_sid = x.message_sid RETURNING 1",
+    numbered: false,
+};
+
+const CALLS: Part = Part {
+    name: "call_rows",
+    head: "UPDATE calls AS c SET owner_id = x.owner_id, is_test_call = x.is_test_call, \
+        response = x.response FROM ",
+    columns: "call_sid, owner_id, is_test_call, response",
+    tail: " WHERE c.call_sid = x.call_sid RETURNING 1",
+    numbered: false,
+};
+
+const EVENTS: Part = Part {
+    name: "events",
+    head: "UPDATE webhook_events AS e SET status = x.status, error = x.error, \
+        processed_at = x.processed_at FROM ",
+    columns: "provider, event_id, status, error, processed_at",
+    tail: " WHERE e.provider = x.provider AND e.event_id = x.event_id RETURNING 1",
+    numbered: false,
+};
+
+const TIMERS: Part = Part {
+    name: "timers",
+    head: "INSERT INTO reminder_timers (owner_id, state, sent, anchor_at, due_at, expired_at) \
+        SELECT x.owner_id, x.state, x.sent, x.anchor_at, x.due_at, x.expired_at FROM ",
+    columns: "owner_id, state, sent, anchor_at, due_at, expired_at",
+    tail: " ON CONFLICT (owner_id) DO UPDATE SET state = excluded.state, sent = excluded.sent, \
+        anchor_at = excluded.anchor_at, due_at = excluded.due_at, \
+        expired_at = excluded.expired_at",
+    numbered: false,
+};
+
+/// Cost-ledger rows come as one JSON array (`ledger::cost_rows`, shared with SQLite), read by
+/// `jsonb_to_recordset` whatever their number.
+const COSTS: Part = Part {
+    name: "costs",
+    head: "INSERT INTO cost_ledger (source_key, owner_id, kind, quantity, country, currency, \
+        estimated_micros, reporting_micros, provider_id, at) \
+        SELECT x.source_key, x.owner_id, x.kind, x.quantity, x.country, x.currency, \
+        x.estimated_micros, x.reporting_micros, x.provider_id, x.at FROM ",
+    columns: "source_key text, owner_id text, kind text, quantity bigint, country text, \
+        currency text, estimated_micros bigint, reporting_micros bigint, provider_id text, \
+        at timestamptz",
+    tail: " ON CONFLICT (source_key) DO NOTHING",
+    numbered: false,
+};
+
+/// One column of a part's rows, typed as PostgreSQL reads it.
+enum Column {
+    Text(Vec<Option<String>>),
+    Int(Vec<i32>),
+    Bool(Vec<bool>),
+    Time(Vec<Option<DateTime<Utc>>>),
+}
+
+impl Column {
+    fn text<T>(rows: &[T], f: impl Fn(&T) -> Option<String>) -> Column {
+        Column::Text(rows.iter().map(f).collect())
+    }
+
+    fn time<T>(rows: &[T], f: impl Fn(&T) -> Option<DateTime<Utc>>) -> Column {
+        Column::Time(rows.iter().map(f).collect())
+    }
+
+    fn sql_type(&self) -> &'static str {
+        match self {
+            Column::Text(_) => "text",
+            Column::Int(_) => "int4",
+            Column::Bool(_) => "bool",
+            Column::Time(_) => "timestamptz",
+        }
+    }
+
+    /// Binds the column: its one value, or the array of all of them.
+    fn bind(self, args: &mut PgArguments, one: bool) -> std::result::Result<(), BoxDynError> {
+        fn first<T>(values: Vec<T>) -> Option<T> {
+            values.into_iter().next()
+        }
+        match (self, one) {
+            (Column::Text(v), true) => args.add(first(v).flatten()),
+            (Column::Text(v), false) => args.add(v),
+            (Column::Int(v), true) => args.add(first(v)),
+            (Column::Int(v), false) => args.add(v),
+            (Column::Bool(v), true) => args.add(first(v)),
+            (Column::Bool(v), false) => args.add(v),
+            (Column::Time(v), true) => args.add(first(v).flatten()),
+            (Column::Time(v), false) => args.add(v),
+        }
+    }
+}
+
+/// An event's held writes as one statement, built from the parts it needs.
+///
+/// Each part's rows come as one-row `VALUES` when there is one (nearly always), and as `UNNEST`
+/// of arrays when there are more. Why not always arrays, with one unchanging text: PostgreSQL
+/// keeps a statement's plan only when a plan made for any parameters costs about as much as one
+/// made for these. An array's length is known only from its value, so a plan made for the
+/// value (one row) always looked cheaper, and a statement of ten array parts was planned again
+/// on every event: more CPU than the rest of the event's statements together. With `VALUES`
+/// the one plan kept per connection is the one it would make anyway. Each combination of parts
+/// is a text of its own, prepared once per connection: a few dozen in all.
+struct WriteEvent {
+    ctes: Vec<String>,
+    args: PgArguments,
+}
+
+impl WriteEvent {
+    fn new() -> WriteEvent {
+        WriteEvent {
+            ctes: Vec::new(),
+            args: PgArguments::default(),
+        }
+    }
+
+    /// `$n` for the next parameter, bound to `bind`.
+    fn param(
+        &mut self,
+        bind: impl FnOnce(&mut PgArguments) -> std::result::Result<(), BoxDynError>,
+    ) -> Result<usize> {
+        bind(&mut self.args).map_err(sqlx::Error::Encode)?;
+        Ok(self.args.len())
+    }
+
+    /// `part` over `rows` rows, whose `columns` are in the order of `part.columns`.
+    fn rows(&mut self, part: &Part, rows: usize, columns: Vec<Column>) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let one = rows == 1;
+        let mut params = Vec::with_capacity(columns.len());
+        for column in columns {
+            let sql_type = column.sql_type();
+            let n = self.param(|args| column.bind(args, one))?;
+            params.push(format!("${n}::{sql_type}{}", if one { "" } else { "[]" }));
+        }
+        let params = params.join(", ");
+        let (columns, numbered) = (part.columns, part.numbered);
+        let source = match (one, numbered) {
+            (true, false) => format!("(VALUES ({params})) AS x({columns})"),
+            (true, true) => format!("(VALUES ({params}, 1)) AS x({columns}, n)"),
+            (false, false) => format!("UNNEST({params}) AS x({columns})"),
+            (false, true) => format!("UNNEST({params}) WITH ORDINALITY AS x({columns}, n)"),
+        };
+        self.push(part, &source);
+        Ok(())
+    }
+
+    /// `part` over the rows of a JSON array.
+    fn json(&mut self, part: &Part, rows: Vec<serde_json::Value>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = self.param(|args| args.add(serde_json::Value::Array(rows)))?;
+        self.push(
+            part,
+            &format!("jsonb_to_recordset(${n}::jsonb) AS x({})", part.columns),
+        );
+        Ok(())
+    }
+
+    fn push(&mut self, part: &Part, source: &str) {
+        self.ctes.push(format!(
+            "{} AS ({}{source}{})",
+            part.name, part.head, part.tail
+        ));
+    }
+
+    /// The statement, ending in how many rows `counted` parts found (0 for a part not there).
+    fn finish(self, counted: [&Part; 3]) -> (String, PgArguments) {
+        let counts = counted
+            .iter()
+            .map(|part| {
+                let prefix = format!("{} AS (", part.name);
+                if self.ctes.iter().any(|cte| cte.starts_with(&prefix)) {
+                    format!("(SELECT COUNT(*) FROM {})", part.name)
+                } else {
+                    "0::int8".to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("WITH {} SELECT {counts}", self.ctes.join(", "));
+        (sql, self.args)
+    }
+}
+
+/// The statement sending `w`, and its parameters. Its counts are the owners, inbound messages
+/// and provider events that the updates found.
+fn write_event(w: Writes) -> Result<(String, PgArguments)> {
+    use Column as C;
+    let mut s = WriteEvent::new();
+    let o = &w.owners;
+    s.rows(
+        &OWNER_ROWS,
+        o.len(),
+        vec![
+            C::text(o, |o| Some(o.id.as_str().to_owned())),
+            C::text(o, |o| Some(o.locale.tag().to_owned())),
+            C::text(o, |o| Some(o.state.as_str().to_owned())),
+            C::text(o, |o| o.gate.map(|g| g.as_str().to_owned())),
+            C::text(o, |o| o.business_type.clone()),
+            C::text(o, |o| o.location.clone()),
+            C::text(o, |o| o.business_name.clone()),
+            C::text(o, |o| o.owner_name.clone()),
+            C::text(o, |o| o.notify.as_ref().map(|n| n.to_stored())),
+            C::text(o, |o| o.phone_type.map(|p| p.as_str().to_owned())),
+            C::Int(o.iter().map(|o| o.misses).collect()),
+            C::Bool(o.iter().map(|o| o.opted_out).collect()),
+            C::Bool(o.iter().map(|o| o.payment_active).collect()),
+            C::time(o, |o| o.paid_at),
+            C::text(o, |o| {
+                o.twilio_number.as_ref().map(|n| n.as_str().to_owned())
+            }),
+            C::time(o, |o| o.waitlisted_at),
+            C::time(o, |o| o.verify_started_at),
+            C::time(o, |o| Some(o.updated_at)),
+        ],
+    )?;
+    let t = &w.transitions;
+    s.rows(
+        &HISTORY,
+        t.len(),
+        vec![
+            C::text(t, |t| Some(t.owner_id.clone())),
+            C::text(t, |t| Some(t.from.to_owned())),
+            C::text(t, |t| Some(t.to.to_owned())),
+            C::text(t, |t| Some(t.cause.clone())),
+            C::time(t, |t| Some(t.at)),
+        ],
+    )?;
+    let m = &w.outbound;
+    s.rows(
+        &OUTBOX,
+        m.len(),
+        vec![
+            C::text(m, |m| Some(m.owner_id.clone())),
+            C::text(m, |m| Some(m.to.clone())),
+            C::text(m, |m| Some(m.body.clone())),
+            C::time(m, |m| Some(m.at)),
+            C::text(m, |m| Some(m.kind.to_owned())),
+        ],
+    )?;
+    let l = &w.links;
+    s.rows(
+        &LINKS,
+        l.len(),
+        vec![
+            C::text(l, |l| Some(l.kind.to_owned())),
+            C::text(l, |l| Some(l.stripe_id.clone())),
+            C::text(l, |l| Some(l.owner_id.clone())),
+            C::time(l, |l| Some(l.at)),
+        ],
+    )?;
+    let i = &w.inbound;
+    s.rows(
+        &INBOUND,
+        i.len(),
+        vec![
+            C::text(i, |i| Some(i.message_sid.clone())),
+            C::text(i, |i| i.owner_id.clone()),
+            C::text(i, |i| Some(i.response.clone())),
+        ],
+    )?;
+    let c = &w.calls;
+    s.rows(
+        &CALLS,
+        c.len(),
+        vec![
+            C::text(c, |c| Some(c.call_sid.clone())),
+            C::text(c, |c| c.owner_id.clone()),
+            C::Bool(c.iter().map(|c| c.is_test_call).collect()),
+            C::text(c, |c| Some(c.response.clone())),
+        ],
+    )?;
+    let e = &w.events;
+    s.rows(
+        &EVENTS,
+        e.len(),
+        vec![
+            C::text(e, |e| Some(e.provider.clone())),
+            C::text(e, |e| Some(e.event_id.clone())),
+            C::text(e, |e| Some(e.status.to_owned())),
+            C::text(e, |e| e.error.clone()),
+            C::time(e, |e| Some(e.at)),
+        ],
+    )?;
+    let r = &w.timers;
+    s.rows(
+        &TIMERS,
+        r.len(),
+        vec![
+            C::text(r, |r| Some(r.owner_id.as_str().to_owned())),
+            C::text(r, |r| Some(r.state.as_str().to_owned())),
+            C::Int(r.iter().map(|r| r.sent).collect()),
+            C::time(r, |r| Some(r.anchor_at)),
+            C::time(r, |r| r.due_at),
+            C::time(r, |r| r.expired_at),
+        ],
+    )?;
+    s.json(&COSTS, w.costs)?;
+    Ok(s.finish([&OWNER_ROWS, &INBOUND, &EVENTS]))
+}
 
 impl PgTx {
-    /// Sends the writes held so far ([`WRITE_EVENT`]), if any.
+    /// Sends the writes held so far ([`write_event`]), if any.
     pub(super) async fn flush(&mut self) -> Result<()> {
         if self.1.is_empty() {
             return Ok(());
         }
         let w = std::mem::take(&mut self.1);
-        let o = &w.owners;
-        let column = |f: fn(&Owner) -> Option<String>| o.iter().map(f).collect::<Vec<_>>();
-        let (owners, inbound, events): (i64, i64, i64) = sqlx::query_as(WRITE_EVENT)
-            .bind(
-                o.iter()
-                    .map(|o| o.id.as_str().to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                o.iter()
-                    .map(|o| o.locale.tag().to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(o.iter().map(|o| o.state.as_str()).collect::<Vec<_>>())
-            .bind(column(|o| o.gate.map(|g| g.as_str().to_owned())))
-            .bind(column(|o| o.business_type.clone()))
-            .bind(column(|o| o.location.clone()))
-            .bind(column(|o| o.business_name.clone()))
-            .bind(column(|o| o.owner_name.clone()))
-            .bind(column(|o| o.notify.as_ref().map(|n| n.to_stored())))
-            .bind(column(|o| o.phone_type.map(|p| p.as_str().to_owned())))
-            .bind(o.iter().map(|o| o.misses).collect::<Vec<_>>())
-            .bind(o.iter().map(|o| o.opted_out).collect::<Vec<_>>())
-            .bind(o.iter().map(|o| o.payment_active).collect::<Vec<_>>())
-            .bind(o.iter().map(|o| o.paid_at).collect::<Vec<_>>())
-            .bind(column(|o| {
-                o.twilio_number.as_ref().map(|n| n.as_str().to_owned())
-            }))
-            .bind(o.iter().map(|o| o.waitlisted_at).collect::<Vec<_>>())
-            .bind(o.iter().map(|o| o.verify_started_at).collect::<Vec<_>>())
-            .bind(o.iter().map(|o| o.updated_at).collect::<Vec<_>>())
-            .bind(
-                w.transitions
-                    .iter()
-                    .map(|t| t.owner_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.transitions.iter().map(|t| t.from).collect::<Vec<_>>())
-            .bind(w.transitions.iter().map(|t| t.to).collect::<Vec<_>>())
-            .bind(
-                w.transitions
-                    .iter()
-                    .map(|t| t.cause.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.transitions.iter().map(|t| t.at).collect::<Vec<_>>())
-            .bind(
-                w.outbound
-                    .iter()
-                    .map(|m| m.owner_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.outbound.iter().map(|m| m.to.clone()).collect::<Vec<_>>())
-            .bind(
-                w.outbound
-                    .iter()
-                    .map(|m| m.body.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.outbound.iter().map(|m| m.at).collect::<Vec<_>>())
-            .bind(w.outbound.iter().map(|m| m.kind).collect::<Vec<_>>())
-            .bind(w.links.iter().map(|l| l.kind).collect::<Vec<_>>())
-            .bind(
-                w.links
-                    .iter()
-                    .map(|l| l.stripe_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.links
-                    .iter()
-                    .map(|l| l.owner_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.links.iter().map(|l| l.at).collect::<Vec<_>>())
-            .bind(
-                w.inbound
-                    .iter()
-                    .map(|i| i.message_sid.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.inbound
-                    .iter()
-                    .map(|i| i.owner_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.inbound
-                    .iter()
-                    .map(|i| i.response.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.calls
-                    .iter()
-                    .map(|c| c.call_sid.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.calls
-                    .iter()
-                    .map(|c| c.owner_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.calls.iter().map(|c| c.is_test_call).collect::<Vec<_>>())
-            .bind(
-                w.calls
-                    .iter()
-                    .map(|c| c.response.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.events
-                    .iter()
-                    .map(|e| e.provider.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.events
-                    .iter()
-                    .map(|e| e.event_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.events.iter().map(|e| e.status).collect::<Vec<_>>())
-            .bind(w.events.iter().map(|e| e.error.clone()).collect::<Vec<_>>())
-            .bind(w.events.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind(
-                w.timers
-                    .iter()
-                    .map(|t| t.owner_id.as_str().to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                w.timers
-                    .iter()
-                    .map(|t| t.state.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(w.timers.iter().map(|t| t.sent).collect::<Vec<_>>())
-            .bind(w.timers.iter().map(|t| t.anchor_at).collect::<Vec<_>>())
-            .bind(w.timers.iter().map(|t| t.due_at).collect::<Vec<_>>())
-            .bind(w.timers.iter().map(|t| t.expired_at).collect::<Vec<_>>())
-            .bind(serde_json::Value::Array(w.costs))
-            .fetch_one(&mut *self.0)
-            .await?;
-        check_found("owners", w.owners.len(), owners)?;
-        check_found("inbound_messages", w.inbound.len(), inbound)?;
-        check_found("webhook_events", w.events.len(), events)
+        let (owners_expected, inbound_expected, events_expected) =
+            (w.owners.len(), w.inbound.len(), w.events.len());
+        let (sql, args) = write_event(w)?;
+        let (owners, inbound, events): (i64, i64, i64) =
+            sqlx::query_as_with(AssertSqlSafe(sql), args)
+                .fetch_one(&mut *self.0)
+                .await?;
+        check_found("owners", owners_expected, owners)?;
+        check_found("inbound_messages", inbound_expected, inbound)?;
+        check_found("webhook_events", events_expected, events)
     }
 }
 
@@ -375,5 +532,61 @@ fn connection_lost(e: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::write::HistoryWrite;
+
+    fn transition(to: &'static str) -> HistoryWrite {
+        HistoryWrite {
+            owner_id: "c1".into(),
+            from: "S1_BUSINESS_TYPE_LOCATION",
+            to,
+            cause: "sms".into(),
+            at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn one_row_is_a_values_row_and_absent_parts_are_left_out() {
+        let writes = Writes {
+            transitions: vec![transition("S2_BUSINESS_NAME")],
+            ..Writes::default()
+        };
+        let (sql, args) = write_event(writes).unwrap();
+        assert_eq!(
+            sql,
+            "WITH history AS (INSERT INTO state_history (owner_id, from_state, to_state, cause, \
+             at) SELECT x.owner_id, x.from_state, x.to_state, x.cause, x.at FROM (VALUES \
+             ($1::text, $2::text, $3::text, $4::text, $5::timestamptz, 1)) AS x(owner_id, \
+             from_state, to_state, cause, at, n) ORDER BY x.n) SELECT 0::int8, 0::int8, 0::int8"
+        );
+        assert_eq!(args.len(), 5);
+    }
+
+    #[test]
+    fn many_rows_are_arrays_kept_in_order() {
+        let writes = Writes {
+            transitions: vec![transition("S2_BUSINESS_NAME"), transition("S3_OWNER_NAME")],
+            inbound: vec![crate::store::write::InboundWrite {
+                message_sid: "SM1".into(),
+                owner_id: None,
+                response: "<Response/>".into(),
+            }],
+            ..Writes::default()
+        };
+        let (sql, args) = write_event(writes).unwrap();
+        assert!(sql.contains(
+            "FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+             WITH ORDINALITY AS x(owner_id, from_state, to_state, cause, at, n) ORDER BY x.n"
+        ));
+        assert!(sql.contains("(VALUES ($6::text, $7::text, $8::text)) AS x(message_sid"));
+        assert!(sql.ends_with("SELECT 0::int8, (SELECT COUNT(*) FROM inbound), 0::int8"));
+        assert_eq!(args.len(), 8);
     }
 }

@@ -217,7 +217,7 @@ pub(super) fn check_found(what: &'static str, expected: usize, found: i64) -> su
 }
 
 // The held writes one at a time, as SQLite runs them (PostgreSQL sends them as one statement:
-// `postgres::WRITE_EVENT`).
+// `postgres::write_event`).
 
 pub(super) const SAVE_OWNER: &str = "UPDATE owners SET locale = $2, state = $3, gate = $4, \
      business_type = $5, location = $6, business_name = $7, owner_name = $8, notify = $9, \

@@ -66,6 +66,7 @@ on_both_back_ends!(
     lock_or_create_twice_gives_one_owner,
     owner_round_trips_every_field,
     saving_an_unknown_owner_fails,
+    two_owners_saved_in_one_transaction_keep_every_field,
     transitions_are_recorded,
     dropping_a_transaction_rolls_back,
     corrupt_rows_are_named,
@@ -338,6 +339,36 @@ async fn owner_round_trips_every_field<S: Probe>(store: S) {
     tx.save_owner(&bare).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.owner_by_phone(&owner).await.unwrap(), Some(bare));
+}
+
+/// One event may save several owners (a payment moving a waitlisted owner on, say): PostgreSQL
+/// sends them as arrays, one owner as a one-row `VALUES`; every field survives both.
+async fn two_owners_saved_in_one_transaction_keep_every_field<S: Probe>(store: S) {
+    let first = create(&store, "c1", &uk(1)).await;
+    let second = create(&store, "c2", &uk(2)).await;
+    let first = Owner {
+        state: StateName::S6PhoneType,
+        business_name: Some("O'Brien & Sons".into()),
+        notify: Some(Notify::Email("sian@example.com".into())),
+        misses: 1,
+        paid_at: Some(at(100)),
+        twilio_number: Some(uk(999_001)),
+        updated_at: at(400),
+        ..first
+    };
+    let second = Owner {
+        gate: Some(Gate::AwaitingNumber),
+        opted_out: true,
+        waitlisted_at: Some(at(200)),
+        updated_at: at(401),
+        ..second
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.save_owner(&first).await.unwrap();
+    tx.save_owner(&second).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.owner_by_phone(&uk(1)).await.unwrap(), Some(first));
+    assert_eq!(store.owner_by_phone(&uk(2)).await.unwrap(), Some(second));
 }
 
 async fn saving_an_unknown_owner_fails<S: Probe>(store: S) {
@@ -1768,4 +1799,51 @@ async fn postgres_outbox_workers_never_share_a_message() {
         }
     }
     assert_eq!(seen.len(), MESSAGES);
+}
+
+/// An event's one write keeps one plan per connection. Twenty texts from owners we know go
+/// through a server whose pool has one connection; PostgreSQL plans a prepared statement for its
+/// first five runs, then keeps a generic plan if that costs no more. Sent as arrays, a text's
+/// write (its owner, transition, answer, reminder timer and ledger row) never did (an array's
+/// length is seen only in its value), and each text paid for planning a ten-part statement.
+#[tokio::test]
+async fn postgres_a_texts_write_is_planned_once_per_connection() {
+    let store = PgStore::connect(&postgres_url().await, 1).await.unwrap();
+    // Tables of a live server: with a handful of rows any plan is cheap.
+    for fill in [
+        "INSERT INTO owners (id, owner_phone, country, locale, state, created_at, updated_at) \
+         SELECT 'filler' || g, '+1555' || lpad(g::text, 7, '0'), 'US', 'en-US', \
+             'S2_BUSINESS_NAME', now(), now() FROM generate_series(1, 5000) AS g",
+        "INSERT INTO inbound_messages (message_sid, from_addr, to_addr, body, received_at) \
+         SELECT 'SMfiller' || g, '+15550000001', '+447700900000', 'hi', now() \
+         FROM generate_series(1, 5000) AS g",
+        "INSERT INTO state_history (owner_id, from_state, to_state, cause, at) \
+         SELECT 'filler' || g, 'S1_BUSINESS_TYPE_LOCATION', 'S2_BUSINESS_NAME', 'sms', now() \
+         FROM generate_series(1, 5000) AS g",
+    ] {
+        sqlx::query(fill).execute(store.pool()).await.unwrap();
+    }
+    let app = support::app::spawn_app(store.clone(), support::app::test_config(&[])).await;
+    for n in 0..21 {
+        // The first makes the owner; then "Hi" again and again, each answered with the question.
+        let response = app
+            .text(&format!("SMplan{n:02}"), "+447700900123", "Hi")
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let mut conn = store.conn().await.unwrap();
+    let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'WITH owner_rows AS (%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let (generic, custom) = plans.iter().fold((0, 0), |(g, c), (_, generic, custom)| {
+        (g + generic, c + custom)
+    });
+    assert!(
+        generic >= 15 && custom <= 5,
+        "plans made for the writes: {plans:#?}"
+    );
 }
