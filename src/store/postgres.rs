@@ -247,7 +247,8 @@ impl Column {
 /// the one plan kept per connection is the one it would make anyway. Each combination of parts
 /// is a text of its own, prepared once per connection: a few dozen in all.
 struct WriteEvent {
-    ctes: Vec<String>,
+    /// The parts so far: each one's name and its CTE.
+    ctes: Vec<(&'static str, String)>,
     args: PgArguments,
 }
 
@@ -306,9 +307,9 @@ impl WriteEvent {
     }
 
     fn push(&mut self, part: &Part, source: &str) {
-        self.ctes.push(format!(
-            "{} AS ({}{source}{})",
-            part.name, part.head, part.tail
+        self.ctes.push((
+            part.name,
+            format!("{} AS ({}{source}{})", part.name, part.head, part.tail),
         ));
     }
 
@@ -317,8 +318,7 @@ impl WriteEvent {
         let counts = counted
             .iter()
             .map(|part| {
-                let prefix = format!("{} AS (", part.name);
-                if self.ctes.iter().any(|cte| cte.starts_with(&prefix)) {
+                if self.ctes.iter().any(|(name, _)| *name == part.name) {
                     format!("(SELECT COUNT(*) FROM {})", part.name)
                 } else {
                     "0::int8".to_owned()
@@ -326,7 +326,11 @@ impl WriteEvent {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("WITH {} SELECT {counts}", self.ctes.join(", "));
+        let ctes = self.ctes.into_iter().map(|(_, cte)| cte);
+        let sql = format!(
+            "WITH {} SELECT {counts}",
+            ctes.collect::<Vec<_>>().join(", ")
+        );
         (sql, self.args)
     }
 }
