@@ -187,6 +187,7 @@ async fn run<S: ReplenishStore>(
             Arc::new(SystemClock),
             OutboxSettings {
                 give_up_after: config.outbox_give_up_after,
+                batch: config.outbox_batch,
                 prices: config.costs.prices.clone(),
                 ..OutboxSettings::default()
             },

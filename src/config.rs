@@ -63,6 +63,8 @@ pub struct Config {
     pub twilio_bundle_sid: Option<String>,
     /// A text not sent this long after it was queued is given up (`OUTBOX_GIVE_UP_AFTER`).
     pub outbox_give_up_after: std::time::Duration,
+    /// Messages the outbox worker claims and sends at once (`OUTBOX_BATCH`).
+    pub outbox_batch: i64,
     /// Where `/metrics` is served; on the main listener when unset.
     pub metrics_addr: Option<SocketAddr>,
     /// Limits that keep slow or idle clients from holding the server.
@@ -318,6 +320,17 @@ impl Config {
             None => crate::outbox::DEFAULT_GIVE_UP_AFTER,
             Some(raw) => duration_setting("OUTBOX_GIVE_UP_AFTER", &raw, MAX_OUTBOX_GIVE_UP_AFTER)?,
         };
+        let outbox_batch = match get("OUTBOX_BATCH") {
+            None => crate::outbox::DEFAULT_BATCH,
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .filter(|n: &i64| (1..=100).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "OUTBOX_BATCH",
+                    problem: format!("{raw:?} is not a whole number from 1 to 100"),
+                })?,
+        };
         let verify_ring_seconds = match get("VERIFY_RING_SECONDS") {
             None => 30,
             Some(raw) => raw
@@ -482,6 +495,7 @@ impl Config {
             twilio_address_sid: get("TWILIO_ADDRESS_SID"),
             twilio_bundle_sid: get("TWILIO_BUNDLE_SID"),
             outbox_give_up_after,
+            outbox_batch,
             reminders: crate::reminders::ReminderConfig::from_lookup(get)?,
             costs: crate::costs::CostConfig::from_lookup(get)?,
             after: AfterConfig::from_lookup(get)?,
@@ -821,9 +835,12 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "8"),
             ("METRICS_ADDR", "127.0.0.1:9100"),
             ("DATABASE_MAX_CONNECTIONS", "64"),
+            ("OUTBOX_BATCH", "100"),
         ])
         .unwrap();
         assert_eq!(c.database_max_connections, 64);
+        assert_eq!(c.outbox_batch, 100);
+        assert_eq!(config(&[]).unwrap().outbox_batch, 32);
         assert_eq!(c.http.header_read_timeout.as_secs(), 2);
         assert_eq!(c.http.idle_timeout.as_secs(), 60);
         assert_eq!(c.http.max_connections, 8);
@@ -837,6 +854,9 @@ mod tests {
             ("METRICS_ADDR", "9100"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("DATABASE_MAX_CONNECTIONS", "lots"),
+            ("OUTBOX_BATCH", "0"),
+            ("OUTBOX_BATCH", "101"),
+            ("OUTBOX_BATCH", "-1"),
         ] {
             let err = config(&[(name, bad)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{name}={bad}: {err}");

@@ -357,6 +357,7 @@ macro_rules! impl_after_tx {
                         .bind(msg.topic)
                         .fetch_one(&mut *self.0)
                         .await?;
+                    self.2.note();
                     Ok(id)
                 }
 

@@ -141,6 +141,7 @@ macro_rules! impl_tx {
                 async fn commit(mut self) -> Result<()> {
                     self.flush().await?;
                     self.0.commit().await?;
+                    self.2.committed();
                     Ok(())
                 }
 

@@ -460,6 +460,7 @@ macro_rules! impl_console_store {
                     .fetch_optional(&mut *conn)
                     .await?;
                 if let Some(id) = queued {
+                    $crate::store::Store::outbox_bell(self).ring();
                     return Ok(Resend::Queued(id));
                 }
                 let resent: i64 = sqlx::query_scalar(RESENT_ALREADY)

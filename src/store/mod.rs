@@ -372,6 +372,9 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads + console::Co
     /// Cheap round trip for readiness checks.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
+    /// Rung when one of this store's transactions that queued a message commits.
+    fn outbox_bell(&self) -> &OutboxBell;
+
     fn owner_by_phone(
         &self,
         phone: &PhoneNumber,
@@ -394,6 +397,52 @@ pub trait Store: Clone + Send + Sync + 'static + admin::AdminReads + console::Co
 
     /// Outbox messages written after the bookmark, oldest first.
     fn outbound_after(&self, id: i64) -> impl Future<Output = Result<Vec<OutboundMessage>>> + Send;
+}
+
+/// Rings this process's outbox worker when a transaction that queued a message commits, so the
+/// message goes out at once rather than at the worker's next look (up to its poll interval
+/// later). Other replicas' workers find it at their own next look: the database stays the only
+/// queue, and a ring is only a hint to look now.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxBell(std::sync::Arc<tokio::sync::Notify>);
+
+impl OutboxBell {
+    /// Waits for the next ring. A ring while nobody waits is kept for the next wait, so one that
+    /// comes while the worker is busy is not lost.
+    pub async fn rung(&self) {
+        self.0.notified().await
+    }
+
+    pub(crate) fn ring(&self) {
+        self.0.notify_one()
+    }
+}
+
+/// A transaction's hold on its store's [`OutboxBell`]: noted when it queues a message, rung once
+/// it commits (never on rollback).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    bell: OutboxBell,
+    any: bool,
+}
+
+impl Queued {
+    pub(crate) fn new(bell: &OutboxBell) -> Queued {
+        Queued {
+            bell: bell.clone(),
+            any: false,
+        }
+    }
+
+    pub(crate) fn note(&mut self) {
+        self.any = true;
+    }
+
+    pub(crate) fn committed(self) {
+        if self.any {
+            self.bell.ring();
+        }
+    }
 }
 
 /// One transaction. Dropped without [`Tx::commit`], it rolls back.

@@ -309,6 +309,7 @@ macro_rules! tx_methods {
                 .bind(msg.created_at)
                 .fetch_one(&mut *self.0)
                 .await?;
+            self.2.note();
             Ok(id)
         }
 

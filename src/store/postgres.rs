@@ -12,11 +12,12 @@ use sqlx::{Arguments as _, AssertSqlSafe, Postgres, Transaction};
 
 use super::common;
 use super::write::{Writes, check_found};
-use super::{Result, Store};
+use super::{OutboxBell, Queued, Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    bell: OutboxBell,
 }
 
 /// The longest a caller waits for a connection. Short, for two reasons: a request fails fast
@@ -60,7 +61,10 @@ impl PgStore {
     }
 
     pub fn from_pool(pool: PgPool) -> PgStore {
-        PgStore { pool }
+        PgStore {
+            pool,
+            bell: OutboxBell::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -80,7 +84,7 @@ impl PgStore {
 
 /// One READ COMMITTED transaction, with the writes it holds until commit; dropped without
 /// commit, it rolls back.
-pub struct PgTx(Transaction<'static, Postgres>, Writes);
+pub struct PgTx(Transaction<'static, Postgres>, Writes, Queued);
 
 /// A data-modifying CTE of [`write_event`]: what it does to the rows `x` it is given.
 struct Part {
@@ -459,6 +463,9 @@ impl PgTx {
             return Ok(());
         }
         let w = std::mem::take(&mut self.1);
+        if !w.outbound.is_empty() {
+            self.2.note();
+        }
         let (owners_expected, inbound_expected, events_expected) =
             (w.owners.len(), w.inbound.len(), w.events.len());
         let (sql, args) = write_event(w)?;
@@ -489,11 +496,15 @@ impl Store for PgStore {
         let mut tries = self.pool.options().get_max_connections() + 1;
         loop {
             match self.pool.begin().await {
-                Ok(tx) => return Ok(PgTx(tx, Writes::default())),
+                Ok(tx) => return Ok(PgTx(tx, Writes::default(), Queued::new(&self.bell))),
                 Err(e) if tries > 1 && connection_lost(&e) => tries -= 1,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    fn outbox_bell(&self) -> &OutboxBell {
+        &self.bell
     }
 
     async fn ping(&self) -> Result<()> {

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::common;
 use super::write::Writes;
-use super::{Result, Store};
+use super::{OutboxBell, Queued, Result, Store};
 
 /// How long a caller waits for the in-memory connection before giving up, as a pool's acquire
 /// timeout would.
@@ -30,6 +30,7 @@ const HELD_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: Db,
+    bell: OutboxBell,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +65,10 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { db: Db::Pool(pool) })
+        Ok(SqliteStore {
+            db: Db::Pool(pool),
+            bell: OutboxBell::default(),
+        })
     }
 
     /// A fresh private in-memory database, for tests and fixture replay. It lives in one
@@ -77,6 +81,7 @@ impl SqliteStore {
         let held = HeldConn { conn, in_tx: false };
         Ok(SqliteStore {
             db: Db::Held(Arc::new(Mutex::new(Some(held)))),
+            bell: OutboxBell::default(),
         })
     }
 
@@ -154,7 +159,7 @@ impl DerefMut for SqliteConn {
 
 /// One `BEGIN IMMEDIATE` transaction, with the writes it holds until commit; dropped without
 /// commit, it rolls back.
-pub struct SqliteTx(OpenTx, Writes);
+pub struct SqliteTx(OpenTx, Writes, Queued);
 
 impl SqliteTx {
     /// Runs the writes held so far, if any.
@@ -163,6 +168,9 @@ impl SqliteTx {
             return Ok(());
         }
         let writes = std::mem::take(&mut self.1);
+        if !writes.outbound.is_empty() {
+            self.2.note();
+        }
         super::write::run_on_sqlite(&mut self.0, writes).await
     }
 }
@@ -250,7 +258,11 @@ impl Store for SqliteStore {
                 OpenTx::Held(guard)
             }
         };
-        Ok(SqliteTx(tx, Writes::default()))
+        Ok(SqliteTx(tx, Writes::default(), Queued::new(&self.bell)))
+    }
+
+    fn outbox_bell(&self) -> &OutboxBell {
+        &self.bell
     }
 
     async fn ping(&self) -> Result<()> {

@@ -76,6 +76,7 @@ on_both_back_ends!(
     a_verification_call_taken_over_from_a_dead_worker_is_not_placed_again,
     a_batch_that_outlives_its_lease_sends_nothing_another_worker_took_over,
     a_worker_shutting_down_puts_its_batch_back,
+    an_idle_worker_is_rung_by_a_text_queued_meanwhile,
 );
 
 struct World<S: Store> {
@@ -811,4 +812,60 @@ async fn a_worker_shutting_down_puts_its_batch_back<S: Store>(store: S) {
     assert_eq!(message.status.as_str(), "pending");
     assert!(server.received_requests().await.unwrap().is_empty());
     assert_eq!(w.work().await, 1, "the next worker picks it up at once");
+}
+
+/// An idle worker is rung when a transaction that queued a text commits: the text goes out at
+/// once, not at the worker's next look, an hour away here.
+async fn an_idle_worker_is_rung_by_a_text_queued_meanwhile<S: Store>(store: S) {
+    let server = MockServer::start().await;
+    for sid in ["SM1", "SM2"] {
+        Mock::given(method("POST"))
+            .respond_with(created(sid))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let hourly = OutboxSettings {
+        poll: Duration::from_secs(3600),
+        ..OutboxSettings::default()
+    };
+    let w = world_with(store, twilio(&server), hourly).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let meanwhile = async {
+        // The first text is found at the worker's first look; then it idles.
+        sends_reach(&server, 1).await;
+        w.queue("And a second text.").await;
+        sends_reach(&server, 2).await;
+        stop.send(true).unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(w.outbox.run(stopped), meanwhile)
+    })
+    .await
+    .expect("the second text waited for the worker's next look");
+    let statuses: Vec<_> = w
+        .messages()
+        .await
+        .iter()
+        .map(|m| m.status.as_str())
+        .collect();
+    assert_eq!(statuses, ["queued", "queued"], "both accepted by Twilio");
+}
+
+/// Waits until Twilio has been asked to send `n` messages.
+async fn sends_reach(server: &MockServer, n: usize) {
+    loop {
+        let sends = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == wiremock::http::Method::POST)
+            .count();
+        if sends >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -67,6 +67,7 @@ on_both_back_ends!(
     owner_round_trips_every_field,
     saving_an_unknown_owner_fails,
     two_owners_saved_in_one_transaction_keep_every_field,
+    only_a_committed_transaction_that_queued_a_message_rings_the_outbox_bell,
     transitions_are_recorded,
     dropping_a_transaction_rolls_back,
     corrupt_rows_are_named,
@@ -369,6 +370,44 @@ async fn two_owners_saved_in_one_transaction_keep_every_field<S: Probe>(store: S
     tx.commit().await.unwrap();
     assert_eq!(store.owner_by_phone(&uk(1)).await.unwrap(), Some(first));
     assert_eq!(store.owner_by_phone(&uk(2)).await.unwrap(), Some(second));
+}
+
+/// The outbox worker of this process is rung by a commit that queued a message (held with the
+/// event's writes, or sent at once), and by nothing else. A ring is kept until it is waited for,
+/// so whether one came is seen at once.
+async fn only_a_committed_transaction_that_queued_a_message_rings_the_outbox_bell<S: Probe>(
+    store: S,
+) {
+    let owner = create(&store, "c1", &uk(1)).await;
+    let rung = || async {
+        tokio::time::timeout(Duration::from_millis(50), store.outbox_bell().rung())
+            .await
+            .is_ok()
+    };
+    let text = NewOutbound {
+        owner_id: &owner.id,
+        to: &owner.owner_phone,
+        body: "Your number is ready.",
+        created_at: at(1),
+    };
+    assert!(!rung().await, "creating an owner queues nothing");
+
+    let mut tx = store.begin().await.unwrap();
+    tx.queue_outbound(&text).await.unwrap();
+    drop(tx);
+    assert!(!rung().await, "rolled back");
+
+    let mut tx = store.begin().await.unwrap();
+    tx.queue_outbound(&text).await.unwrap();
+    assert!(!rung().await, "held, not committed yet");
+    tx.commit().await.unwrap();
+    assert!(rung().await, "a held message, committed");
+    assert!(!rung().await, "one ring per commit");
+
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue_outbound(&text).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(rung().await, "a message sent at once, committed");
 }
 
 async fn saving_an_unknown_owner_fails<S: Probe>(store: S) {
