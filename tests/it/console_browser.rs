@@ -17,7 +17,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use onboard::store::admin::AdminReads;
 use onboard::store::{EventOutcome, NewWebhookEvent, SqliteStore, Store, Tx};
 use serde_json::json;
-use support::app::{ADMIN_TOKEN, TestApp, spawn_sqlite, test_config};
+use support::app::{ADMIN_TOKEN, STRIPE_SECRET, TestApp, spawn_sqlite, test_config};
 
 const JO: &str = "+447700900123";
 const AL: &str = "+447700900456";
@@ -156,7 +156,7 @@ async fn click(client: &Client, css: &str) {
 }
 
 /// Two owners part-way through, a few numbers, and a payment whose processing failed.
-async fn seed(app: &TestApp<SqliteStore>) -> String {
+async fn seed(app: &TestApp<SqliteStore>) -> (String, String) {
     for (phone, texts) in [
         (
             JO,
@@ -207,13 +207,47 @@ async fn seed(app: &TestApp<SqliteStore>) -> String {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    jo
+
+    // Al goes on to pay, as Stripe tells it, and so holds a number.
+    for (n, body) in ["text", "yes"].iter().enumerate() {
+        let sid = format!("SMal{n}");
+        assert_eq!(app.text(&sid, AL, body).await.status(), 200);
+    }
+    let al = app
+        .engine
+        .owner_by_phone(&AL.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+        .to_string();
+    let event = json!({
+        "id": "evt_al", "object": "event", "type": "checkout.session.completed",
+        "data": {"object": {"id": "cs_al", "object": "checkout.session", "payment_status": "paid",
+            "client_reference_id": al, "customer": "cus_al"}}
+    })
+    .to_string();
+    let signature = onboard::stripe::signature::sign(
+        event.as_bytes(),
+        STRIPE_SECRET,
+        app.engine.now().timestamp(),
+    );
+    let paid = app
+        .http
+        .post(format!("{}/webhooks/stripe", app.address))
+        .header("Stripe-Signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    (jo, al)
 }
 
 async fn scenario(driver: &Driver, width: u32) {
     // Plain HTTP to the test server: the cookie is not `Secure` there.
     let app = spawn_sqlite(test_config(&[("PUBLIC_URL", "http://127.0.0.1:3000")])).await;
-    let jo = seed(&app).await;
+    let (jo, al) = seed(&app).await;
     let profile = std::env::temp_dir().join(format!(
         "onboard-console-chromium-{}-{width}",
         std::process::id()
@@ -333,6 +367,41 @@ async fn scenario(driver: &Driver, width: u32) {
         .unwrap()
         .unwrap();
     assert_eq!(event.status, "processed");
+
+    // Al's number, released through its confirmation: it goes to quarantine, and Al, still
+    // paid, gets another at once.
+    let owner = |phone: &'static str| {
+        let engine = app.engine.clone();
+        async move {
+            engine
+                .owner_by_phone(&phone.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let released = owner(AL).await.twilio_number.expect("Al paid for a number");
+    client
+        .goto(&at(&format!("/admin/owners/{al}")))
+        .await
+        .unwrap();
+    click(&client, "a.button.danger[href$='/release-number']").await;
+    wait_for(&client, ".confirm form", StdDuration::from_secs(5)).await;
+    let confirm = text_of(&client, ".confirm").await;
+    assert!(confirm.contains(released.as_str()), "{confirm}");
+    shoot(&client, width, "release-number").await;
+    click(&client, ".confirm button.danger").await;
+    wait_for(&client, "p.notice.good", StdDuration::from_secs(5)).await;
+    let notice = text_of(&client, "p.notice.good").await;
+    let now_held = owner(AL)
+        .await
+        .twilio_number
+        .expect("Al got another number");
+    assert_ne!(now_held, released);
+    assert!(
+        notice.starts_with("Number released.") && notice.contains(now_held.as_str()),
+        "{notice}"
+    );
 
     click(&client, "nav a[href='/admin/pool']").await;
     wait_for(&client, "#by-country", StdDuration::from_secs(5)).await;
