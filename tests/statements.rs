@@ -53,13 +53,13 @@ enum Kind {
 }
 
 /// The most statements each kind may take: (kind, PostgreSQL, SQLite). On PostgreSQL a text reads
-/// once (its `MessageSid` claimed and its owner locked in one statement), a text from an owner
-/// we know reads their reminder timer, and every event writes once at commit (the owner, history,
+/// once (its `MessageSid` claimed, its owner and their reminder timer locked, in one statement),
+/// and every event writes once at commit (the owner, history,
 /// outbox, timer and cost-ledger rows, and its answer, in one statement); a payment allocates its
 /// number in one more. SQLite runs the same in more, cheaper, in-process statements.
 const BOUNDS: [(Kind, usize, usize); 11] = [
     (Kind::TextNewOwner, 5, 10),
-    (Kind::TextExistingOwner, 4, 10),
+    (Kind::TextExistingOwner, 3, 10),
     (Kind::RetriedMessageSid, 3, 4),
     (Kind::Payment, 4, 11),
     (Kind::RetriedStripeEvent, 3, 4),

@@ -16,10 +16,10 @@ macro_rules! claim {
 
 pub(super) const CLAIM: &str = claim!();
 
-/// PostgreSQL's read at the start of a text: [`CLAIM`], and the owner whose phone is `$6`,
-/// locked, in one statement.
+/// PostgreSQL's read at the start of a text: [`CLAIM`], the owner whose phone is `$6` and their
+/// reminder timer, locked, in one statement.
 pub(super) const CLAIM_LOCKING_BY_PHONE: &str =
-    super::owners::claim_then_lock!(claim!(), "owner_phone = $6");
+    super::owners::claim_then_lock!(claim!(), "owner_phone = $6", with_timer);
 
 /// As [`CLAIM_LOCKING_BY_PHONE`], for the owner holding the pool number `$6`.
 pub(super) const CLAIM_LOCKING_BY_NUMBER: &str =
@@ -90,6 +90,7 @@ macro_rules! tx_methods {
                 return Ok((claim, owner));
             }
             self.flush().await?;
+            let owner_key = owner;
             let (sql, key) = match owner {
                 OwnerKey::Phone(phone) => ($crate::store::inbound::CLAIM_LOCKING_BY_PHONE, phone),
                 OwnerKey::Number(number) => {
@@ -107,6 +108,10 @@ macro_rules! tx_methods {
                 .await?;
             let (claimed, owner) = $crate::store::row::claimed_and_owner(&row)?;
             if claimed {
+                if let (OwnerKey::Phone(_), Some(owner)) = (owner_key, &owner) {
+                    let timer = $crate::store::reminders::timer_of(&row)?;
+                    self.1.timer_read(&owner.id, timer);
+                }
                 return Ok((Claim::Fresh, owner));
             }
             let response = $crate::store::inbound::stored_response!(

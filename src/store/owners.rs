@@ -18,18 +18,42 @@ pub(super) const CREATE: &str = "INSERT INTO owners (id, owner_phone, country, l
 /// owner matches). The claim runs first (the count reads all of it before the join looks for
 /// the owner), so two deliveries of one event queue on the claim, never on the owner's lock in
 /// the other order. A lock that waited returns the row as the other transaction committed it.
+///
+/// `with_timer` reads the owner's reminder timer too, locked after the owner. Its `FOR UPDATE`
+/// is what makes it safe in one statement: the statement's snapshot is taken before the owner's
+/// lock is waited for, but a locked row is read as the latest committed version, so a timer
+/// rewritten by an event that held the owner meanwhile is seen as it now is. (Every writer of a
+/// timer holds its owner's row. A timer first created meanwhile is not seen; it was created by a
+/// text, as not sent and not expired, which reads the same as none.)
 macro_rules! claim_then_lock {
     ($claim:expr, $owner:literal) => {
+        $crate::store::owners::claim_then_lock!(@ $claim, $owner, "", "")
+    };
+    ($claim:expr, $owner:literal, with_timer) => {
+        $crate::store::owners::claim_then_lock!(
+            @ $claim,
+            $owner,
+            ", t.*",
+            " LEFT JOIN LATERAL (SELECT owner_id AS timer_owner_id, state AS timer_state, \
+                 sent AS timer_sent, anchor_at AS timer_anchor_at, due_at AS timer_due_at, \
+                 expired_at AS timer_expired_at \
+             FROM reminder_timers WHERE owner_id = o.id FOR UPDATE) AS t ON true"
+        )
+    };
+    (@ $claim:expr, $owner:literal, $more:literal, $join:literal) => {
         concat!(
             "WITH claim AS (",
             $claim,
             " RETURNING 1) \
-             SELECT c.claimed, o.* FROM (SELECT COUNT(*) AS claimed FROM claim) AS c \
+             SELECT c.claimed, o.*",
+            $more,
+            " FROM (SELECT COUNT(*) AS claimed FROM claim) AS c \
              LEFT JOIN LATERAL (SELECT ",
             crate::store::row::owner_columns!(),
             " FROM owners WHERE ",
             $owner,
-            " FOR UPDATE) AS o ON true"
+            " FOR UPDATE) AS o ON true",
+            $join
         )
     };
 }

@@ -72,6 +72,23 @@ impl TimerRow {
     }
 }
 
+/// The timer read with its owner by the text's first statement (`claim_then_lock!` with
+/// `with_timer`), if they have one.
+pub(super) fn timer_of<'r, R: sqlx::Row>(row: &'r R) -> Result<Option<ReminderTimer>>
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    TimerRow: sqlx::FromRow<'r, R>,
+{
+    let owner_id: Option<String> = row.try_get("timer_owner_id")?;
+    match owner_id {
+        Some(_) => Ok(Some(
+            <TimerRow as sqlx::FromRow<R>>::from_row(row)?.into_timer()?,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// A due timer claimed with its owner: one row holding both's columns.
 pub(super) struct DueRow {
     pub(super) timer: TimerRow,
@@ -178,6 +195,10 @@ macro_rules! impl_reminder_tx {
                     &mut self,
                     owner_id: &OwnerId,
                 ) -> Result<Option<ReminderTimer>> {
+                    // Read already, with the owner, by the event's first statement.
+                    if let Some(timer) = self.1.take_timer_read(owner_id) {
+                        return Ok(timer);
+                    }
                     // The transaction's own writes first, so the read sees them.
                     self.flush().await?;
                     sqlx::query_as::<_, TimerRow>(

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use super::ledger::NewCost;
 use super::reminders::{PUT_TIMER, ReminderTimer};
 use super::{EventOutcome, NewOutbound, Owner, StripeKind, Transition};
+use crate::domain::OwnerId;
 
 /// What an event wrote, in the order it wrote it.
 #[derive(Debug, Default)]
@@ -34,6 +35,10 @@ pub(super) struct Writes {
     pub(super) timers: Vec<ReminderTimer>,
     /// Cost-ledger rows, as `ledger::cost_rows` writes them.
     pub(super) costs: Vec<serde_json::Value>,
+    /// Not a write: an owner's reminder timer as the event's first statement read it (locked),
+    /// kept so the event need not read it again. Sending the held writes forgets it (they may
+    /// include that timer), and the timer is then read from the database.
+    pub(super) timer_read: Option<(OwnerId, Option<ReminderTimer>)>,
 }
 
 #[derive(Debug)]
@@ -101,6 +106,22 @@ impl Writes {
             && self.events.is_empty()
             && self.timers.is_empty()
             && self.costs.is_empty()
+    }
+
+    pub(super) fn timer_read(&mut self, owner_id: &OwnerId, timer: Option<ReminderTimer>) {
+        self.timer_read = Some((owner_id.clone(), timer));
+    }
+
+    /// The timer read for `owner_id` with the event's first statement, unless a write of it is
+    /// held since (asked once: a second ask reads the database).
+    pub(super) fn take_timer_read(&mut self, owner_id: &OwnerId) -> Option<Option<ReminderTimer>> {
+        if self.timers.iter().any(|t| &t.owner_id == owner_id) {
+            return None;
+        }
+        match self.timer_read.take() {
+            Some((read_for, timer)) if &read_for == owner_id => Some(timer),
+            _ => None,
+        }
     }
 
     pub(super) fn timer(&mut self, timer: &ReminderTimer) {

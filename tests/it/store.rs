@@ -1886,3 +1886,71 @@ async fn postgres_a_texts_write_is_planned_once_per_connection() {
         "plans made for the writes: {plans:#?}"
     );
 }
+
+/// A text's first statement reads the owner's reminder timer with them. When it waits for the
+/// owner, it still reads the timer as the event that held the owner left it: here a text that
+/// re-armed a conversation which had expired, so this one is not welcomed back a second time.
+/// The statement's snapshot is older than that event's commit; the timer's row lock is what
+/// makes the read see it.
+#[tokio::test]
+async fn postgres_a_text_waiting_for_its_owner_reads_the_timer_the_other_event_left() {
+    use onboard::store::OwnerKey;
+    use onboard::store::reminders::{ReminderTimer, ReminderTx as _};
+
+    let url = postgres_url().await;
+    let (a, b) = (
+        PgStore::connect(&url, 2).await.unwrap(),
+        PgStore::connect(&url, 2).await.unwrap(),
+    );
+    let owner = create(&a, "c1", &uk(1)).await;
+    let expired = ReminderTimer {
+        owner_id: owner.id.clone(),
+        state: StateName::S2BusinessName,
+        sent: 3,
+        anchor_at: at(0),
+        due_at: None,
+        expired_at: Some(at(100)),
+    };
+    let mut tx = a.begin().await.unwrap();
+    tx.put_reminder_timer(&expired).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // An event holds the owner and re-arms their timer.
+    let mut first = a.begin().await.unwrap();
+    first.lock_owner(&owner.id).await.unwrap();
+    let rearmed = ReminderTimer {
+        sent: 0,
+        anchor_at: at(200),
+        due_at: Some(at(300)),
+        expired_at: None,
+        ..expired.clone()
+    };
+    first.put_reminder_timer(&rearmed).await.unwrap();
+
+    let text = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let phone = uk(1);
+            let mut tx = b.begin().await.unwrap();
+            let msg = NewInbound {
+                message_sid: "SM2",
+                from: phone.as_str(),
+                to: "+447700900000",
+                body: "hello?",
+                received_at: at(250),
+            };
+            let (claim, owner) = tx
+                .claim_inbound_locking(&msg, OwnerKey::Phone(&phone))
+                .await
+                .unwrap();
+            let timer = tx.reminder_timer(&owner.unwrap().id).await.unwrap();
+            tx.commit().await.unwrap();
+            (claim, timer)
+        }
+    });
+    until_blocked(&a, 1).await;
+    first.commit().await.unwrap();
+    let (claim, timer) = text.await.unwrap();
+    assert_eq!(claim, Claim::Fresh);
+    assert_eq!(timer, Some(rearmed));
+}
