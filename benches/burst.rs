@@ -17,6 +17,11 @@
 //!    available number with `SKIP LOCKED` and assign it, one statement) sent by the bench's own pool
 //!    at 64 concurrent, before and after the burst. Target: at least 60% of it.
 //!
+//! After each round it prints the CPU each text or allocation took, on the whole machine and in
+//! this process (the server and the bench's clients; the rest is mostly PostgreSQL's), read from
+//! Linux's `/proc`: on 2 cores a round's rate is about the machine's CPU over that, so the two
+//! sides' CPU per unit say where a ratio goes.
+//!
 //! It creates its own database (`onboard_bench_burst_<pid>`) on the `DATABASE_URL` server and drops
 //! it at the end. Without `DATABASE_URL` it says how to run it and exits 0; it exits non-zero only
 //! on errors, never on a missed target. Run by `cargo test` or nextest (no `--bench` argument), it
@@ -490,11 +495,13 @@ async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
     walk_to_s5(client, (0..WARM_UP).map(warm_up_phone).collect(), "w").await?;
     bare_inbound_round(bare, 2 * OWNERS..2 * OWNERS + WARM_UP).await?;
 
+    let cpu = Cpu::now();
     let before = texts as f64 / bare_inbound_round(bare, 0..OWNERS).await?.as_secs_f64();
     println!(
         "   bare 5-statement transaction     {:>8} texts/s",
         thousands(before as i64)
     );
+    let cpu = cpu.print_per("text", texts);
     let (took, owner_ids) =
         walk_to_s5(client, (0..OWNERS).map(http_owner_phone).collect(), "a").await?;
     let http = texts as f64 / took.as_secs_f64();
@@ -502,6 +509,7 @@ async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
         "   over HTTP (POST /webhooks/twilio/sms) {:>8} texts/s",
         thousands(http as i64)
     );
+    let cpu = cpu.print_per("text", texts);
     let after = texts as f64
         / bare_inbound_round(bare, OWNERS..2 * OWNERS)
             .await?
@@ -510,6 +518,7 @@ async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
         "   bare 5-statement transaction     {:>8} texts/s",
         thousands(after as i64)
     );
+    cpu.print_per("text", texts);
     Ok(Inbound {
         http,
         bare: vec![before, after],
@@ -635,11 +644,13 @@ async fn part_b(
         "\nB. payment burst: {} owners at S5 pay at once, {PAY_CONCURRENCY} concurrent",
         thousands(OWNERS as i64)
     );
+    let cpu = Cpu::now();
     let before = OWNERS as f64 / bare_allocation_round(bare, 0..OWNERS).await?.as_secs_f64();
     println!(
         "   bare allocation statement        {:>8} allocations/s",
         thousands(before as i64)
     );
+    let cpu = cpu.print_per("allocation", OWNERS);
 
     twilio.expect(OWNERS);
     let client_ = client.clone();
@@ -661,8 +672,10 @@ async fn part_b(
         thousands(http as i64),
         thousands(answered as i64)
     );
+    let cpu = cpu.print_per("allocation", OWNERS);
     twilio.check_one_each(&(0..OWNERS).map(http_owner_phone).collect::<Vec<_>>())?;
 
+    let cpu = cpu.restart();
     let after = OWNERS as f64
         / bare_allocation_round(bare, OWNERS..2 * OWNERS)
             .await?
@@ -671,6 +684,7 @@ async fn part_b(
         "   bare allocation statement        {:>8} allocations/s",
         thousands(after as i64)
     );
+    cpu.print_per("allocation", OWNERS);
     let assigned = client.assigned_numbers().await?;
     ensure!(
         assigned == 3 * OWNERS as i64,
@@ -711,6 +725,89 @@ async fn bare_allocation_round(
         }
     })
     .await
+}
+
+// --- where the CPU went ------------------------------------------------------------------------
+
+/// The machine's CPU time and this process's, read from Linux's `/proc` at one instant, to say
+/// after a round how its work was shared: on 2 cores the server, the bench's clients and
+/// PostgreSQL compete, and a round's rate is about the machine's CPU over the CPU each unit took.
+/// Silent where `/proc` cannot be read.
+#[derive(Clone, Copy)]
+struct Cpu(Option<CpuReading>);
+
+#[derive(Clone, Copy)]
+struct CpuReading {
+    at: Instant,
+    /// Clock ticks, summed over every core: all of them, and the busy ones.
+    total: u64,
+    busy: u64,
+    /// This process's ticks (user and system).
+    process: u64,
+    cores: u64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu(CpuReading::now())
+    }
+
+    /// A fresh start, not printing the time since the last one.
+    fn restart(self) -> Cpu {
+        Cpu::now()
+    }
+
+    /// Prints the CPU each of `units` took since this reading, on the machine and in this
+    /// process; returns a fresh reading.
+    fn print_per(self, unit: &str, units: usize) -> Cpu {
+        let now = Cpu::now();
+        if let (Some(a), Some(b)) = (self.0, now.0)
+            && b.total > a.total
+        {
+            // Seconds per tick, from the wall time the ticks were counted over.
+            let tick = (b.at - a.at).as_secs_f64() * b.cores as f64 / (b.total - a.total) as f64;
+            let ms = |ticks: u64| ticks as f64 * tick * 1_000.0 / units as f64;
+            println!(
+                "      CPU per {unit}: {:.2} ms on the machine, {:.2} ms of it in this process \
+                 (the rest mostly PostgreSQL's)",
+                ms(b.busy - a.busy),
+                ms(b.process - a.process)
+            );
+        }
+        now
+    }
+}
+
+impl CpuReading {
+    fn now() -> Option<CpuReading> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut lines = stat.lines();
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let ticks: Vec<u64> = lines
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let total: u64 = ticks.iter().sum();
+        let idle = ticks.get(3)? + ticks.get(4)?;
+        let cores = lines
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count() as u64;
+        // After the command's closing parenthesis: state, ..., utime (the 12th), stime.
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let fields: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+        let process = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(CpuReading {
+            at: Instant::now(),
+            total,
+            busy: total - idle,
+            process,
+            cores,
+        })
+    }
 }
 
 // --- the fake Twilio -----------------------------------------------------------------------------
