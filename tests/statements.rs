@@ -262,25 +262,13 @@ async fn text<S: Store>(app: &TestApp<S>, sid: &str, body: &str) -> String {
 }
 
 async fn pay<S: Store>(app: &TestApp<S>, owner_id: &str) -> String {
-    let event = json!({
-        "id": "evt_statements", "object": "event", "type": "checkout.session.completed",
-        "data": {"object": {"id": "cs_1", "object": "checkout.session", "payment_status": "paid",
-            "client_reference_id": owner_id, "customer": "cus_1"}}
-    })
-    .to_string();
-    let signature = onboard::stripe::signature::sign(
-        event.as_bytes(),
-        STRIPE_SECRET,
-        app.engine.now().timestamp(),
-    );
     let response = app
-        .http
-        .post(format!("{}/webhooks/stripe", app.address))
-        .header("Stripe-Signature", signature)
-        .body(event)
-        .send()
-        .await
-        .unwrap();
+        .post_stripe(&json!({
+            "id": "evt_statements", "object": "event", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_1", "object": "checkout.session",
+                "payment_status": "paid", "client_reference_id": owner_id, "customer": "cus_1"}}
+        }))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
 }

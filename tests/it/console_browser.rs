@@ -15,9 +15,9 @@ use std::time::{Duration as StdDuration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use onboard::store::admin::AdminReads;
-use onboard::store::{EventOutcome, NewWebhookEvent, SqliteStore, Store, Tx};
+use onboard::store::{EventOutcome, NewWebhookEvent, Owner, SqliteStore, Store, Tx};
 use serde_json::json;
-use support::app::{ADMIN_TOKEN, STRIPE_SECRET, TestApp, spawn_sqlite, test_config};
+use support::app::{ADMIN_TOKEN, TestApp, spawn_sqlite, test_config};
 
 const JO: &str = "+447700900123";
 const AL: &str = "+447700900456";
@@ -156,6 +156,15 @@ async fn click(client: &Client, css: &str) {
 }
 
 /// Two owners part-way through, a few numbers, and a payment whose processing failed.
+/// The owner texting from `phone`, who must exist.
+async fn owner(app: &TestApp<SqliteStore>, phone: &str) -> Owner {
+    app.engine
+        .owner_by_phone(&phone.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("an owner with that phone")
+}
+
 async fn seed(app: &TestApp<SqliteStore>) -> (String, String) {
     for (phone, texts) in [
         (
@@ -174,14 +183,7 @@ async fn seed(app: &TestApp<SqliteStore>) -> (String, String) {
         .map(|n| n.parse().unwrap())
         .collect();
     app.engine.add_numbers(&numbers).await.unwrap();
-    let jo = app
-        .engine
-        .owner_by_phone(&JO.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-        .to_string();
+    let jo = owner(app, JO).await.id.to_string();
     let payload = json!({
         "id": "evt_failed", "object": "event", "type": "checkout.session.completed",
         "data": {"object": {"id": "cs_1", "object": "checkout.session", "payment_status": "paid",
@@ -213,33 +215,14 @@ async fn seed(app: &TestApp<SqliteStore>) -> (String, String) {
         let sid = format!("SMal{n}");
         assert_eq!(app.text(&sid, AL, body).await.status(), 200);
     }
-    let al = app
-        .engine
-        .owner_by_phone(&AL.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-        .to_string();
-    let event = json!({
-        "id": "evt_al", "object": "event", "type": "checkout.session.completed",
-        "data": {"object": {"id": "cs_al", "object": "checkout.session", "payment_status": "paid",
-            "client_reference_id": al, "customer": "cus_al"}}
-    })
-    .to_string();
-    let signature = onboard::stripe::signature::sign(
-        event.as_bytes(),
-        STRIPE_SECRET,
-        app.engine.now().timestamp(),
-    );
+    let al = owner(app, AL).await.id.to_string();
     let paid = app
-        .http
-        .post(format!("{}/webhooks/stripe", app.address))
-        .header("Stripe-Signature", signature)
-        .body(event)
-        .send()
-        .await
-        .unwrap();
+        .post_stripe(&json!({
+            "id": "evt_al", "object": "event", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_al", "object": "checkout.session",
+                "payment_status": "paid", "client_reference_id": al, "customer": "cus_al"}}
+        }))
+        .await;
     assert_eq!(paid.status(), 200);
     (jo, al)
 }
@@ -305,12 +288,7 @@ async fn scenario(driver: &Driver, width: u32) {
     shoot(&client, width, "confirm").await;
     click(&client, ".confirm button.danger").await;
     wait_for(&client, "p.notice.good", StdDuration::from_secs(5)).await;
-    let owner_now = app
-        .engine
-        .owner_by_phone(&JO.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let owner_now = owner(&app, JO).await;
     assert_eq!(owner_now.state.as_str(), "S1_BUSINESS_TYPE_LOCATION");
     assert!(text_of(&client, "#history").await.contains("admin_reset"));
 
@@ -370,17 +348,10 @@ async fn scenario(driver: &Driver, width: u32) {
 
     // Al's number, released through its confirmation: it goes to quarantine, and Al, still
     // paid, gets another at once.
-    let owner = |phone: &'static str| {
-        let engine = app.engine.clone();
-        async move {
-            engine
-                .owner_by_phone(&phone.parse().unwrap())
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
-    let released = owner(AL).await.twilio_number.expect("Al paid for a number");
+    let released = owner(&app, AL)
+        .await
+        .twilio_number
+        .expect("Al paid for a number");
     client
         .goto(&at(&format!("/admin/owners/{al}")))
         .await
@@ -393,7 +364,7 @@ async fn scenario(driver: &Driver, width: u32) {
     click(&client, ".confirm button.danger").await;
     wait_for(&client, "p.notice.good", StdDuration::from_secs(5)).await;
     let notice = text_of(&client, "p.notice.good").await;
-    let now_held = owner(AL)
+    let now_held = owner(&app, AL)
         .await
         .twilio_number
         .expect("Al got another number");

@@ -12,7 +12,6 @@ use std::time::Duration;
 use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use onboard::replay::message_text;
 use onboard::store::PgStore;
-use onboard::stripe::signature as stripe_signature;
 use onboard::twilio::client::{Credentials, TwilioClient};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -131,25 +130,14 @@ async fn from_first_text_to_complete_over_http_on_postgres() {
     );
 
     // Stripe tells us about the payment; the owner does not have to text again.
-    let event = json!({
-        "id": "evt_journey", "object": "event", "type": "checkout.session.completed",
-        "data": {"object": {"id": "cs_1", "object": "checkout.session", "payment_status": "paid",
-            "client_reference_id": owner.id.as_str(), "customer": "cus_1"}}
-    })
-    .to_string();
-    let signature = stripe_signature::sign(
-        event.as_bytes(),
-        STRIPE_SECRET,
-        app.engine.now().timestamp(),
-    );
     let paid = app
-        .http
-        .post(format!("{}/webhooks/stripe", app.address))
-        .header("Stripe-Signature", signature)
-        .body(event)
-        .send()
-        .await
-        .unwrap();
+        .post_stripe(&json!({
+            "id": "evt_journey", "object": "event", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_1", "object": "checkout.session",
+                "payment_status": "paid", "client_reference_id": owner.id.as_str(),
+                "customer": "cus_1"}}
+        }))
+        .await;
     assert_eq!(paid.status(), StatusCode::OK);
     assert_eq!(state(&app).await, "S6_PHONE_TYPE");
 

@@ -13,7 +13,6 @@ use onboard::domain::{Country, OwnerId, PhoneNumber};
 use onboard::outbox::{CallSettings, Outbox, OutboxSettings, Sender};
 use onboard::replenish::{CircuitBreaker, ReplenishSettings, Replenisher};
 use onboard::store::{NewOutbound, Owner, Store, Tx};
-use onboard::stripe::signature;
 use onboard::twilio::client::{Credentials, TwilioClient};
 use support::app::{spawn_sqlite, test_config};
 use wiremock::matchers::{body_string_contains, method, path};
@@ -88,20 +87,12 @@ async fn info_logs_of_a_whole_conversation_hold_no_phone_body_or_email() {
     for (i, body) in texts.iter().enumerate() {
         app.text(&format!("SM{i}"), OWNER, body).await;
     }
-    let event = serde_json::json!({
+    app.post_stripe(&serde_json::json!({
         "id": "evt_logs", "object": "event", "type": "checkout.session.completed",
         "data": {"object": {"payment_status": "paid", "client_reference_id": "c_0000000001",
             "customer_details": {"email": EMAIL, "phone": OWNER}}}
-    })
-    .to_string();
-    let header = signature::sign(event.as_bytes(), "whsec_logs", app.engine.now().timestamp());
-    app.http
-        .post(format!("{}/webhooks/stripe", app.address))
-        .header("Stripe-Signature", header)
-        .body(event)
-        .send()
-        .await
-        .unwrap();
+    }))
+    .await;
     for (i, body) in ["2", "done", "STOP", "START"].iter().enumerate() {
         app.text(&format!("SMlate{i}"), OWNER, body).await;
     }

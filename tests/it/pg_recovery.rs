@@ -15,12 +15,12 @@ use sqlx::{Connection, PgConnection};
 
 const POOL: u32 = 4;
 
-#[tokio::test]
-async fn postgres_the_event_after_its_connections_were_killed_succeeds_at_once() {
+/// A pool on a fresh database with every one of its connections opened, back in the pool idle,
+/// then ended by the server, as a restart of PostgreSQL leaves them.
+async fn pool_whose_connections_were_killed() -> PgStore {
     let url = support::fresh_postgres_database().await;
     let store = PgStore::connect(&url, POOL).await.unwrap();
     store.migrate().await.unwrap();
-    // Every connection of the pool opened and back in it, idle.
     let mut open = Vec::new();
     for _ in 0..POOL {
         open.push(store.begin().await.unwrap());
@@ -28,8 +28,13 @@ async fn postgres_the_event_after_its_connections_were_killed_succeeds_at_once()
     for tx in open {
         tx.commit().await.unwrap();
     }
-
     kill_connections_of(&url, POOL as usize).await;
+    store
+}
+
+#[tokio::test]
+async fn postgres_the_event_after_its_connections_were_killed_succeeds_at_once() {
+    let store = pool_whose_connections_were_killed().await;
 
     let started = Instant::now();
     // An event: one transaction, and it must work on the first try.
@@ -86,17 +91,7 @@ async fn kill_connections_of(url: &str, expected: usize) {
 /// is taken from the pool, and a dead one replaced, so the read works on the first try.
 #[tokio::test]
 async fn postgres_a_read_after_its_idle_connections_were_killed_succeeds() {
-    let url = support::fresh_postgres_database().await;
-    let store = PgStore::connect(&url, POOL).await.unwrap();
-    store.migrate().await.unwrap();
-    let mut open = Vec::new();
-    for _ in 0..POOL {
-        open.push(store.begin().await.unwrap());
-    }
-    for tx in open {
-        tx.commit().await.unwrap();
-    }
-    kill_connections_of(&url, POOL as usize).await;
+    let store = pool_whose_connections_were_killed().await;
     // Longer than a connection may sit idle unpinged.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 

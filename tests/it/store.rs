@@ -408,6 +408,25 @@ async fn only_a_committed_transaction_that_queued_a_message_rings_the_outbox_bel
     tx.enqueue_outbound(&text).await.unwrap();
     tx.commit().await.unwrap();
     assert!(rung().await, "a message sent at once, committed");
+
+    // A message after onboarding (an alert, a relayed text) too.
+    let mut tx = store.begin().await.unwrap();
+    onboard::store::after::AfterTx::queue_message(
+        &mut tx,
+        &onboard::store::after::NewMessage {
+            owner_id: &owner.id,
+            to: &owner.owner_phone,
+            from: None,
+            email: None,
+            body: "You missed a call.",
+            topic: "missed_call_alert",
+            created_at: at(2),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(rung().await, "a message after onboarding, committed");
 }
 
 async fn saving_an_unknown_owner_fails<S: Probe>(store: S) {

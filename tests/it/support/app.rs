@@ -142,6 +142,28 @@ impl<S: Store> TestApp<S> {
             .expect("request")
     }
 
+    /// A Stripe event, signed now (by the app's clock) with the app's first webhook secret.
+    pub async fn post_stripe(&self, event: &serde_json::Value) -> reqwest::Response {
+        let body = event.to_string();
+        let secret = self
+            .config
+            .stripe_webhook_secrets
+            .first()
+            .expect("the test's config has a Stripe webhook secret");
+        let header = onboard::stripe::signature::sign(
+            body.as_bytes(),
+            secret,
+            self.engine.now().timestamp(),
+        );
+        self.http
+            .post(format!("{}/webhooks/stripe", self.address))
+            .header("Stripe-Signature", header)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// An inbound SMS from `from`, signed.
     pub async fn text(&self, sid: &str, from: &str, body: &str) -> reqwest::Response {
         self.post_twilio(
