@@ -39,52 +39,76 @@ pub(super) fn pool_stats(counts: Vec<(String, i64)>) -> Result<PoolStats> {
     Ok(stats)
 }
 
-/// The first free number of country `$1`, of area code `$2` if there is one: COALESCE runs the
-/// second search only when the first finds nothing.
+/// The first free number of country `$1` (the longest in the pool first); with `in_area`, of
+/// area code `$4` first: COALESCE runs the country's search only when the area's finds nothing.
+///
+/// An owner without an area code (every owner outside the US) takes the country's search alone,
+/// never the area's with a NULL: PostgreSQL folds `area_code = NULL` away when it plans for the
+/// values given, so its plan for any value can look dearer and the whole allocation be planned
+/// again on every payment; and that plan for any value, on a table without statistics yet,
+/// walked every free number looking for the NULL.
 macro_rules! first_free {
     ($skip_locked:literal) => {
         concat!(
+            "(SELECT e164 FROM pool_numbers \
+              WHERE status = 'AVAILABLE' AND country = $1 \
+              ORDER BY created_at, e164 LIMIT 1",
+            $skip_locked,
+            ")"
+        )
+    };
+    (in_area, $skip_locked:literal) => {
+        concat!(
             "COALESCE( \
                  (SELECT e164 FROM pool_numbers \
-                  WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $2 \
+                  WHERE status = 'AVAILABLE' AND country = $1 AND area_code = $4 \
                   ORDER BY created_at, e164 LIMIT 1",
             $skip_locked,
-            "), \
-                 (SELECT e164 FROM pool_numbers \
-                  WHERE status = 'AVAILABLE' AND country = $1 \
-                  ORDER BY created_at, e164 LIMIT 1",
-            $skip_locked,
-            "))"
+            "), ",
+            crate::store::pool::first_free!($skip_locked),
+            ")"
         )
     };
 }
 pub(super) use first_free;
 
-/// PostgreSQL's allocation in one statement: what owner `$3` holds ([`HELD`]); their own number
-/// back from quarantine if that is what they held ([`TAKE_BACK`]); else, holding nothing, the
-/// first free number ([`postgres::ALLOCATE`]). Run with the owner locked, it sees every
-/// allocation for them that committed. When a take-back finds the number no longer theirs (its
-/// quarantine ended meanwhile), `returned` and `taken` are both NULL and the caller allocates.
-pub(super) const ALLOCATE_ONCE: &str = concat!(
-    "WITH held AS (SELECT e164, status FROM pool_numbers WHERE ",
-    held_by_owner!("$3"),
-    "), \
-     returned AS ( \
-         UPDATE pool_numbers \
-         SET status = 'ASSIGNED', owner_id = $3, last_owner_id = NULL, \
-             quarantined_until = NULL, assigned_at = $4, updated_at = $4 \
-         WHERE e164 = (SELECT e164 FROM held WHERE status = 'QUARANTINED') \
-             AND status = 'QUARANTINED' AND last_owner_id = $3 \
-         RETURNING e164), \
-     taken AS ( \
-         UPDATE pool_numbers \
-         SET status = 'ASSIGNED', owner_id = $3, assigned_at = $4, updated_at = $4 \
-         WHERE NOT EXISTS (SELECT 1 FROM held) AND e164 = ",
-    first_free!(" FOR UPDATE SKIP LOCKED"),
-    " RETURNING e164) \
-     SELECT (SELECT e164 FROM held) AS held, (SELECT status FROM held) AS held_status, \
-         (SELECT e164 FROM returned) AS returned, (SELECT e164 FROM taken) AS taken"
-);
+/// PostgreSQL's allocation in one statement, country `$1`, owner `$2`, at `$3` (and area code
+/// `$4` in [`ALLOCATE_ONCE_IN_AREA`]): what the owner holds ([`HELD`]); their own number back
+/// from quarantine if that is what they held ([`TAKE_BACK`]); else, holding nothing, the first
+/// free number ([`first_free!`]). Run with the owner locked, it sees every allocation for them
+/// that committed. When a take-back finds the number no longer theirs (its quarantine ended
+/// meanwhile), `returned` and `taken` are both NULL and the caller allocates.
+macro_rules! allocate_once {
+    ($($first_free:tt)*) => {
+        concat!(
+            "WITH held AS (SELECT e164, status FROM pool_numbers WHERE ",
+            held_by_owner!("$2"),
+            "), \
+             returned AS ( \
+                 UPDATE pool_numbers \
+                 SET status = 'ASSIGNED', owner_id = $2, last_owner_id = NULL, \
+                     quarantined_until = NULL, assigned_at = $3, updated_at = $3 \
+                 WHERE e164 = (SELECT e164 FROM held WHERE status = 'QUARANTINED') \
+                     AND status = 'QUARANTINED' AND last_owner_id = $2 \
+                 RETURNING e164), \
+             taken AS ( \
+                 UPDATE pool_numbers \
+                 SET status = 'ASSIGNED', owner_id = $2, assigned_at = $3, updated_at = $3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM held) AND e164 = ",
+            $($first_free)*,
+            " RETURNING e164) \
+             SELECT (SELECT e164 FROM held) AS held, (SELECT status FROM held) AS held_status, \
+                 (SELECT e164 FROM returned) AS returned, (SELECT e164 FROM taken) AS taken"
+        )
+    };
+}
+
+/// [`allocate_once!`] for an owner without an area code.
+pub(super) const ALLOCATE_ONCE: &str = allocate_once!(first_free!(" FOR UPDATE SKIP LOCKED"));
+
+/// [`allocate_once!`] for an owner with an area code, `$4`.
+pub(super) const ALLOCATE_ONCE_IN_AREA: &str =
+    allocate_once!(first_free!(in_area, " FOR UPDATE SKIP LOCKED"));
 
 /// The number the owner holds, or held until it went to quarantine.
 pub(super) const HELD: &str = concat!(
@@ -123,12 +147,20 @@ pub(super) const END_QUARANTINES: &str = "UPDATE pool_numbers \
 /// transaction goes on to change, `$skip_locked` one that takes any free rows of many.
 macro_rules! locking_statements {
     ($for_update:literal, $skip_locked:literal) => {
-        /// The first free number of the owner's country (its area code first), taken.
+        /// The first free number of country `$1`, taken for owner `$2` at `$3`.
         pub(in crate::store) const ALLOCATE: &str = concat!(
             "UPDATE pool_numbers \
-                 SET status = 'ASSIGNED', owner_id = $3, assigned_at = $4, updated_at = $4 \
+                 SET status = 'ASSIGNED', owner_id = $2, assigned_at = $3, updated_at = $3 \
                  WHERE e164 = ",
             crate::store::pool::first_free!($skip_locked),
+            " RETURNING e164"
+        );
+        /// [`ALLOCATE`] of area code `$4` first.
+        pub(in crate::store) const ALLOCATE_IN_AREA: &str = concat!(
+            "UPDATE pool_numbers \
+                 SET status = 'ASSIGNED', owner_id = $2, assigned_at = $3, updated_at = $3 \
+                 WHERE e164 = ",
+            crate::store::pool::first_free!(in_area, $skip_locked),
             " RETURNING e164"
         );
         /// A pool number, locked, with its owner.
@@ -171,13 +203,19 @@ macro_rules! tx_methods {
                     Option<String>,
                     Option<String>,
                     Option<String>,
-                ) = sqlx::query_as($crate::store::pool::ALLOCATE_ONCE)
-                    .bind(country.code())
-                    .bind(area_code)
-                    .bind(owner_id.as_str())
-                    .bind(now)
-                    .fetch_one(&mut *self.0)
-                    .await?;
+                ) = match area_code {
+                    None => sqlx::query_as($crate::store::pool::ALLOCATE_ONCE)
+                        .bind(country.code())
+                        .bind(owner_id.as_str())
+                        .bind(now),
+                    Some(area_code) => sqlx::query_as($crate::store::pool::ALLOCATE_ONCE_IN_AREA)
+                        .bind(country.code())
+                        .bind(owner_id.as_str())
+                        .bind(now)
+                        .bind(area_code),
+                }
+                .fetch_one(&mut *self.0)
+                .await?;
                 let number = |e164: &str| row::phone("pool_numbers", || "e164".into(), e164);
                 match (held, held_status.as_deref(), returned, taken) {
                     (_, _, Some(e164), _) => return Ok(Allocation::Returned(number(&e164)?)),
@@ -219,14 +257,21 @@ macro_rules! tx_methods {
             // Takes the first free number of the owner's area code or, failing that, of
             // their country, in one statement: COALESCE runs the second search only when
             // the first finds nothing.
-            let picked: Option<String> =
-                sqlx::query_scalar($crate::store::pool::$dialect::ALLOCATE)
+            let picked: Option<String> = match area_code {
+                None => sqlx::query_scalar($crate::store::pool::$dialect::ALLOCATE)
                     .bind(country.code())
-                    .bind(area_code)
                     .bind(owner_id.as_str())
-                    .bind(now)
-                    .fetch_optional(&mut *self.0)
-                    .await?;
+                    .bind(now),
+                Some(area_code) => {
+                    sqlx::query_scalar($crate::store::pool::$dialect::ALLOCATE_IN_AREA)
+                        .bind(country.code())
+                        .bind(owner_id.as_str())
+                        .bind(now)
+                        .bind(area_code)
+                }
+            }
+            .fetch_optional(&mut *self.0)
+            .await?;
             match picked {
                 Some(e164) => Ok(Allocation::Allocated(row::phone(
                     "pool_numbers",

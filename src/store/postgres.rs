@@ -28,7 +28,7 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// PostgreSQL runs an `INSERT` or `UPDATE` inside `WITH`: a provider's id is claimed and the
 /// owner locked in one statement (`owners::claim_then_lock!`), and a number allocated in one
-/// (`pool::postgres::ALLOCATE_ONCE`).
+/// (`pool::ALLOCATE_ONCE`).
 pub(super) const DATA_MODIFYING_CTES: bool = true;
 
 /// A pooled connection idle at least this long is pinged before it is used.

@@ -1906,6 +1906,108 @@ async fn postgres_a_texts_write_is_planned_once_per_connection() {
     );
 }
 
+/// An allocation reads a few rows however large the pool, and keeps one plan per connection.
+/// PostgreSQL plans a prepared statement for the values given for its first five runs, then
+/// keeps one plan for any value if that costs no more. The allocation used to search the owner's
+/// area code first even when they had none (every GB owner): planned for a NULL area code, that
+/// search folded away, so the plan for any value could look dearer and every payment planned the
+/// statement again (as in the burst bench); and that plan, on a table without statistics yet,
+/// walked every free number looking for the NULL (1,988 rows here). An owner without an area
+/// code now searches their country alone.
+#[tokio::test]
+async fn postgres_an_allocation_reads_a_few_rows_however_large_the_pool() {
+    const FREE: usize = 2_000;
+    let store = PgStore::connect(&postgres_url().await, 1).await.unwrap();
+    sqlx::query(
+        "INSERT INTO pool_numbers (e164, status, country, twilio_sid, created_at, updated_at) \
+         SELECT '+4477009' || lpad(g::text, 5, '0'), 'AVAILABLE', 'GB', 'PN' || g, now(), now() \
+         FROM generate_series(1, $1) AS g",
+    )
+    .bind(FREE as i32)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    for n in 1..=13 {
+        create(&store, &format!("g{n}"), &uk(100 + n)).await;
+    }
+    for n in 1..=12 {
+        let allocation = allocate(&store, &format!("g{n}"), Country::Gb, None).await;
+        assert!(
+            matches!(allocation, Allocation::Allocated(_)),
+            "g{n}: {allocation:?}"
+        );
+    }
+
+    let mut conn = store.conn().await.unwrap();
+    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
+        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'WITH held AS (%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        generic >= 7 && custom <= 5,
+        "12 allocations made {generic} generic and {custom} custom plans"
+    );
+
+    // The plan for any value, run for one more owner: without statistics (a new table, or
+    // PostgreSQL's autovacuum not yet round) and with them (a live server).
+    let before = rows_passed_by_generic_plan(&mut conn, &name, "g13").await;
+    sqlx::query("ANALYZE pool_numbers")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let after = rows_passed_by_generic_plan(&mut conn, &name, "g13").await;
+    assert!(
+        before.0 <= 5 && after.0 <= 5,
+        "of a pool of {FREE}, the allocation passed by {} rows without statistics, {} with: \
+         {:#} {:#}",
+        before.0,
+        after.0,
+        before.1,
+        after.1
+    );
+}
+
+/// The rows an allocation's plan read and passed by (and the plan, to show), with PostgreSQL made
+/// to run the prepared statement `name` with its plan for any value; rolled back.
+async fn rows_passed_by_generic_plan(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    owner_id: &str,
+) -> (u64, serde_json::Value) {
+    fn passed_by(node: &serde_json::Value) -> u64 {
+        match node {
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .map(|(key, value)| match key.as_str() {
+                    "Rows Removed by Filter" | "Rows Removed by Index Recheck" => {
+                        value.as_u64().unwrap_or(0)
+                    }
+                    _ => passed_by(value),
+                })
+                .sum(),
+            serde_json::Value::Array(items) => items.iter().map(passed_by).sum(),
+            _ => 0,
+        }
+    }
+    let mut tx = sqlx::Connection::begin(conn).await.unwrap();
+    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // The name is PostgreSQL's own, read from its catalogue; the owner one of the test's.
+    let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}('GB', '{owner_id}', now())"
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    (passed_by(&plan), plan)
+}
+
 /// A text's first statement reads the owner's reminder timer with them. When it waits for the
 /// owner, it still reads the timer as the event that held the owner left it: here a text that
 /// re-armed a conversation which had expired, so this one is not welcomed back a second time.
