@@ -17,6 +17,11 @@
 //!    available number with `SKIP LOCKED` and assign it, one statement) sent by the bench's own pool
 //!    at 64 concurrent, before and after the burst. Target: at least 60% of it.
 //!
+//! Each part ends with a ceiling: the same bare SQL behind the least HTTP server (the request's
+//! body read, the SQL run, nothing else), from the same client at the same concurrency. No server
+//! that answers over HTTP on this machine can beat it, so its ratio to the limit is the most a
+//! target can ask here; the server's ratio to the ceiling is what its own work costs.
+//!
 //! After each round it prints the CPU each text or allocation took, on the whole machine and in
 //! this process (the server and the bench's clients; the rest is mostly PostgreSQL's), read from
 //! Linux's `/proc`: on 2 cores a round's rate is about the machine's CPU over that, so the two
@@ -226,17 +231,18 @@ async fn bench(database_url: String, options: PgConnectOptions) -> anyhow::Resul
         .connect_with(options)
         .await
         .context("cannot connect to the bench database")?;
+    let bare_http = Client::new(BareOverHttp::start(bare.clone()).await?)?;
 
     let report = async {
         client.wait_until_up(&server).await?;
-        // Every measured round allocates OWNERS numbers: two bare rounds and the burst.
-        for chunk in (0..3 * OWNERS).collect::<Vec<_>>().chunks(500) {
+        // Every measured round allocates OWNERS numbers: the bare rounds and the burst.
+        for chunk in (0..4 * OWNERS).collect::<Vec<_>>().chunks(500) {
             client
                 .add_numbers(&chunk.iter().map(|&i| pool_number(i)).collect::<Vec<_>>())
                 .await?;
         }
-        let inbound = part_a(&client, &bare).await?;
-        let payments = part_b(&client, &bare, &twilio, &inbound.owner_ids).await?;
+        let inbound = part_a(&client, &bare, &bare_http).await?;
+        let payments = part_b(&client, &bare, &bare_http, &twilio, &inbound.owner_ids).await?;
         anyhow::Ok(Report { inbound, payments })
     }
     .await;
@@ -475,6 +481,8 @@ async fn walk_to_s5(
 struct Inbound {
     http: f64,
     bare: Vec<f64>,
+    /// The bare transaction behind a bare HTTP handler: what any server here could reach.
+    ceiling: f64,
     owner_ids: Vec<String>,
 }
 
@@ -484,7 +492,7 @@ impl Inbound {
     }
 }
 
-async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
+async fn part_a(client: &Client, bare: &PgPool, bare_http: &Client) -> anyhow::Result<Inbound> {
     let texts = OWNERS * SCRIPT.len();
     println!(
         "\nA. inbound SMS: {} owners x {} texts, {SMS_CONCURRENCY} concurrent",
@@ -494,6 +502,9 @@ async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
     // Unmeasured: opens connections on both sides and prepares statements.
     walk_to_s5(client, (0..WARM_UP).map(warm_up_phone).collect(), "w").await?;
     bare_inbound_round(bare, 2 * OWNERS..2 * OWNERS + WARM_UP).await?;
+    bare_http
+        .bare_inbound_round(2 * OWNERS + WARM_UP..2 * OWNERS + 2 * WARM_UP)
+        .await?;
 
     let cpu = Cpu::now();
     let before = texts as f64 / bare_inbound_round(bare, 0..OWNERS).await?.as_secs_f64();
@@ -518,10 +529,21 @@ async fn part_a(client: &Client, bare: &PgPool) -> anyhow::Result<Inbound> {
         "   bare 5-statement transaction     {:>8} texts/s",
         thousands(after as i64)
     );
+    let cpu = cpu.print_per("text", texts);
+    let ceiling = texts as f64
+        / bare_http
+            .bare_inbound_round(3 * OWNERS..4 * OWNERS)
+            .await?
+            .as_secs_f64();
+    println!(
+        "   the bare transaction behind a bare HTTP handler {:>5} texts/s (the ceiling here)",
+        thousands(ceiling as i64)
+    );
     cpu.print_per("text", texts);
     Ok(Inbound {
         http,
         bare: vec![before, after],
+        ceiling,
         owner_ids,
     })
 }
@@ -542,6 +564,10 @@ async fn bare_inbound_round(
     }
     Ok(took)
 }
+
+/// The reply the bare transaction stores (and [`BareOverHttp`] answers).
+const BARE_REPLY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>What's \
+    your trade, and where are you based?</Message></Response>";
 
 /// What one inbound text must do, in one transaction of five statements: claim the `MessageSid`,
 /// lock the owner (creating them on their first text), record the transition, save the owner,
@@ -608,10 +634,7 @@ async fn bare_text(pool: &PgPool, k: usize, step: usize) -> anyhow::Result<()> {
     sqlx::query("UPDATE inbound_messages SET owner_id = $2, response = $3 WHERE message_sid = $1")
         .bind(&sid)
         .bind(&id)
-        .bind(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>What's your trade, \
-             and where are you based?</Message></Response>",
-        )
+        .bind(BARE_REPLY)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -626,6 +649,8 @@ struct Payments {
     /// Until the last payment was answered (the texts may still be on their way).
     answered: f64,
     bare: Vec<f64>,
+    /// The bare statement behind a bare HTTP handler: what any server here could reach.
+    ceiling: f64,
 }
 
 impl Payments {
@@ -637,6 +662,7 @@ impl Payments {
 async fn part_b(
     client: &Client,
     bare: &PgPool,
+    bare_http: &Client,
     twilio: &FakeTwilio,
     owner_ids: &[String],
 ) -> anyhow::Result<Payments> {
@@ -684,17 +710,35 @@ async fn part_b(
         "   bare allocation statement        {:>8} allocations/s",
         thousands(after as i64)
     );
+    let cpu = cpu.print_per("allocation", OWNERS);
+    let pool = bare_http.clone();
+    let ceiling = OWNERS as f64
+        / concurrently(
+            (3 * OWNERS..4 * OWNERS).collect(),
+            PAY_CONCURRENCY,
+            move |k| {
+                let pool = pool.clone();
+                async move { pool.bare_allocation(k).await }
+            },
+        )
+        .await?
+        .as_secs_f64();
+    println!(
+        "   the bare statement behind a bare HTTP handler {:>5} allocations/s (the ceiling here)",
+        thousands(ceiling as i64)
+    );
     cpu.print_per("allocation", OWNERS);
     let assigned = client.assigned_numbers().await?;
     ensure!(
-        assigned == 3 * OWNERS as i64,
-        "expected {} numbers assigned (burst and two bare rounds), found {assigned}",
-        3 * OWNERS
+        assigned == 4 * OWNERS as i64,
+        "expected {} numbers assigned (the burst and three bare rounds), found {assigned}",
+        4 * OWNERS
     );
     Ok(Payments {
         http,
         answered,
         bare: vec![before, after],
+        ceiling,
     })
 }
 
@@ -706,25 +750,133 @@ async fn bare_allocation_round(
     let pool = pool.clone();
     concurrently(range.collect(), PAY_CONCURRENCY, move |k| {
         let pool = pool.clone();
-        async move {
-            let picked: Option<String> = sqlx::query_scalar(
-                "WITH pick AS ( \
-                     SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
-                     ORDER BY created_at, e164 LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 UPDATE pool_numbers AS p SET status = 'ASSIGNED', owner_id = $2, \
-                     assigned_at = $3, updated_at = $3 \
-                 FROM pick WHERE p.e164 = pick.e164 RETURNING p.e164",
-            )
-            .bind("GB")
-            .bind(bare_owner_id(k))
-            .bind(Utc::now())
-            .fetch_optional(&pool)
-            .await?;
-            ensure!(picked.is_some(), "bare: the pool was empty for owner {k}");
-            Ok(())
-        }
+        async move { bare_allocation(&pool, k).await }
     })
     .await
+}
+
+/// Bare owner `k` gets a number: the allocation statement alone.
+async fn bare_allocation(pool: &PgPool, k: usize) -> anyhow::Result<()> {
+    let picked: Option<String> = sqlx::query_scalar(
+        "WITH pick AS ( \
+             SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
+             ORDER BY created_at, e164 LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         UPDATE pool_numbers AS p SET status = 'ASSIGNED', owner_id = $2, \
+             assigned_at = $3, updated_at = $3 \
+         FROM pick WHERE p.e164 = pick.e164 RETURNING p.e164",
+    )
+    .bind("GB")
+    .bind(bare_owner_id(k))
+    .bind(Utc::now())
+    .fetch_optional(pool)
+    .await?;
+    ensure!(picked.is_some(), "bare: the pool was empty for owner {k}");
+    Ok(())
+}
+
+// --- the ceiling: the bare SQL behind HTTP ------------------------------------------------------
+
+/// The bare SQL behind the least HTTP server: each request's body is read (a text's form, a
+/// payment's JSON) and the bare transaction or statement run, nothing else (no signature, no
+/// logging). A server that must answer over HTTP on this machine can go no faster than this, so
+/// its rate over the bare SQL's is the highest ratio a target could ask of any server here.
+struct BareOverHttp;
+
+impl BareOverHttp {
+    /// Serves on a free port; returns its base address.
+    async fn start(pool: PgPool) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/text/{k}/{step}", post(bare_text_handler))
+            .route("/allocate/{k}", post(bare_allocation_handler))
+            .with_state(pool);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(base)
+    }
+}
+
+async fn bare_text_handler(
+    State(pool): State<PgPool>,
+    axum::extract::Path((k, step)): axum::extract::Path<(usize, usize)>,
+    axum::Form(_text): axum::Form<HashMap<String, String>>,
+) -> Result<&'static str, (StatusCode, String)> {
+    bare_text(&pool, k, step)
+        .await
+        .map(|()| BARE_REPLY)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn bare_allocation_handler(
+    State(pool): State<PgPool>,
+    axum::extract::Path(k): axum::extract::Path<usize>,
+    axum::Json(_event): axum::Json<serde_json::Value>,
+) -> Result<&'static str, (StatusCode, String)> {
+    bare_allocation(&pool, k)
+        .await
+        .map(|()| "processed")
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+impl Client {
+    /// As [`bare_inbound_round`], each text posted to [`BareOverHttp`] with a text's form.
+    async fn bare_inbound_round(&self, range: std::ops::Range<usize>) -> anyhow::Result<Duration> {
+        let mut took = Duration::ZERO;
+        for (step, body) in SCRIPT.iter().enumerate() {
+            let client = self.clone();
+            took += concurrently(range.clone().collect(), SMS_CONCURRENCY, move |k| {
+                let client = client.clone();
+                async move {
+                    let sid = format!("SMbare{k:06}{step:02}");
+                    let params = [
+                        ("MessageSid", sid.as_str()),
+                        ("SmsSid", sid.as_str()),
+                        ("AccountSid", ACCOUNT_SID),
+                        ("From", &bare_owner_phone(k)),
+                        ("To", ONBOARDING),
+                        ("Body", body),
+                        ("NumMedia", "0"),
+                    ];
+                    let response = client
+                        .http
+                        .post(format!("{}/text/{k}/{step}", client.base))
+                        .form(&params)
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let body = response.text().await?;
+                    ensure!(status == StatusCode::OK, "bare text {sid}: {status} {body}");
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+        Ok(took)
+    }
+
+    /// [`bare_allocation`] for bare owner `k`, posted to [`BareOverHttp`] with a payment's JSON.
+    async fn bare_allocation(&self, k: usize) -> anyhow::Result<()> {
+        let event = serde_json::json!({
+            "id": format!("evt_bare_{k:06}"), "object": "event",
+            "type": "checkout.session.completed",
+            "data": {"object": {"id": format!("cs_bare_{k:06}"), "object": "checkout.session",
+                "payment_status": "paid", "client_reference_id": bare_owner_id(k),
+                "customer": format!("cus_bare_{k:06}")}}
+        });
+        let response = self
+            .http
+            .post(format!("{}/allocate/{k}", self.base))
+            .json(&event)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(
+            status == StatusCode::OK,
+            "bare allocation {k}: {status} {body}"
+        );
+        Ok(())
+    }
 }
 
 // --- where the CPU went ------------------------------------------------------------------------
@@ -972,6 +1124,12 @@ impl Report {
              answered at {}/s, {:.2} of the limit)",
             thousands(b.answered as i64),
             b.answered / b.limit()
+        );
+        println!(
+            "      ceilings: the bare SQL behind a bare HTTP handler reached A {:.2} and B {:.2} of \
+             the limits (no server answering over HTTP here does better)",
+            a.ceiling / a.limit(),
+            b.ceiling / b.limit()
         );
     }
 }
