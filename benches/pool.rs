@@ -59,7 +59,7 @@ const PARTIAL_INDEX: &str = "pool_numbers_available";
 // The least SQL that does an allocation's job on PostgreSQL for an owner without an area code (a
 // GB owner): lock the owner (as every event does first), then, unless they hold a number, pick the
 // first free one and assign it, in one statement, as the store does (`pool::ALLOCATE_ONCE`, which
-// also looks for their own number in quarantine and for their area code).
+// also looks for their own number in quarantine; a US owner's also searches their area code).
 const SQL_LOCK_OWNER: &str = "SELECT id FROM owners WHERE id = $1 FOR UPDATE";
 /// The pick alone, as both searches of the store's allocation run it: its plan is checked.
 const SQL_PICK: &str = "SELECT e164 FROM pool_numbers WHERE status = 'AVAILABLE' AND country = $1 \
