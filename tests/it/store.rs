@@ -1910,10 +1910,10 @@ async fn postgres_a_texts_write_is_planned_once_per_connection() {
 /// PostgreSQL plans a prepared statement for the values given for its first five runs, then
 /// keeps one plan for any value if that costs no more. The allocation used to search the owner's
 /// area code first even when they had none (every GB owner): planned for a NULL area code, that
-/// search folded away, so the plan for any value could look dearer and every payment planned the
-/// statement again (as in the burst bench); and that plan, on a table without statistics yet,
-/// walked every free number looking for the NULL (1,988 rows here). An owner without an area
-/// code now searches their country alone.
+/// search folded away, so the plan for any value could look dearer and each payment plan the
+/// statement again; and that plan, on a table without statistics yet, walked every free number
+/// looking for the NULL (1,988 rows here). An owner without an area code now searches their
+/// country alone.
 #[tokio::test]
 async fn postgres_an_allocation_reads_a_few_rows_however_large_the_pool() {
     const FREE: usize = 2_000;
