@@ -427,6 +427,27 @@ async fn only_a_committed_transaction_that_queued_a_message_rings_the_outbox_bel
     .unwrap();
     tx.commit().await.unwrap();
     assert!(rung().await, "a message after onboarding, committed");
+
+    // A failed text resent from the console: queued at once, outside a transaction of the store's.
+    store
+        .exec("UPDATE outbound_messages SET status = 'failed' WHERE kind = 'sms'")
+        .await;
+    let failed = store
+        .count("SELECT MIN(id) FROM outbound_messages WHERE status = 'failed'")
+        .await;
+    let console = |failed| {
+        onboard::store::console::ConsoleStore::resend_failed_text(&store, failed, at(3), at(3))
+    };
+    assert!(matches!(
+        console(failed).await.unwrap(),
+        onboard::store::console::Resend::Queued(_)
+    ));
+    assert!(rung().await, "a failed text resent from the console");
+    assert!(matches!(
+        console(failed).await.unwrap(),
+        onboard::store::console::Resend::AlreadyResent
+    ));
+    assert!(!rung().await, "a resend refused queues nothing");
 }
 
 async fn saving_an_unknown_owner_fails<S: Probe>(store: S) {
