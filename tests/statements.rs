@@ -262,13 +262,7 @@ async fn text<S: Store>(app: &TestApp<S>, sid: &str, body: &str) -> String {
 }
 
 async fn pay<S: Store>(app: &TestApp<S>, owner_id: &str) -> String {
-    let response = app
-        .post_stripe(&json!({
-            "id": "evt_statements", "object": "event", "type": "checkout.session.completed",
-            "data": {"object": {"id": "cs_1", "object": "checkout.session",
-                "payment_status": "paid", "client_reference_id": owner_id, "customer": "cus_1"}}
-        }))
-        .await;
+    let response = app.pay("evt_statements", owner_id).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
 }

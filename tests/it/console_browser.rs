@@ -216,13 +216,7 @@ async fn seed(app: &TestApp<SqliteStore>) -> (String, String) {
         assert_eq!(app.text(&sid, AL, body).await.status(), 200);
     }
     let al = owner(app, AL).await.id.to_string();
-    let paid = app
-        .post_stripe(&json!({
-            "id": "evt_al", "object": "event", "type": "checkout.session.completed",
-            "data": {"object": {"id": "cs_al", "object": "checkout.session",
-                "payment_status": "paid", "client_reference_id": al, "customer": "cus_al"}}
-        }))
-        .await;
+    let paid = app.pay("evt_al", &al).await;
     assert_eq!(paid.status(), 200);
     (jo, al)
 }

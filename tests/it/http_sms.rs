@@ -468,12 +468,7 @@ mod stripe_webhook {
     const SECRET: &str = "whsec_test";
 
     fn event(id: &str, client_reference_id: &str) -> String {
-        serde_json::json!({
-            "id": id, "object": "event", "type": "checkout.session.completed",
-            "data": {"object": {"id": "cs_1", "payment_status": "paid",
-                "client_reference_id": client_reference_id, "customer": "cus_1"}}
-        })
-        .to_string()
+        support::app::paid_checkout(id, client_reference_id).to_string()
     }
 
     async fn deliver<S: Store>(

@@ -130,14 +130,7 @@ async fn from_first_text_to_complete_over_http_on_postgres() {
     );
 
     // Stripe tells us about the payment; the owner does not have to text again.
-    let paid = app
-        .post_stripe(&json!({
-            "id": "evt_journey", "object": "event", "type": "checkout.session.completed",
-            "data": {"object": {"id": "cs_1", "object": "checkout.session",
-                "payment_status": "paid", "client_reference_id": owner.id.as_str(),
-                "customer": "cus_1"}}
-        }))
-        .await;
+    let paid = app.pay("evt_journey", owner.id.as_str()).await;
     assert_eq!(paid.status(), StatusCode::OK);
     assert_eq!(state(&app).await, "S6_PHONE_TYPE");
 

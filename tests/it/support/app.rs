@@ -142,6 +142,12 @@ impl<S: Store> TestApp<S> {
             .expect("request")
     }
 
+    /// Stripe's event `event_id`: `owner_id` paid ([`paid_checkout`]), signed as
+    /// [`TestApp::post_stripe`] signs.
+    pub async fn pay(&self, event_id: &str, owner_id: &str) -> reqwest::Response {
+        self.post_stripe(&paid_checkout(event_id, owner_id)).await
+    }
+
     /// A Stripe event, signed now (by the app's clock) with the app's first webhook secret.
     pub async fn post_stripe(&self, event: &serde_json::Value) -> reqwest::Response {
         let body = event.to_string();
@@ -180,6 +186,17 @@ impl<S: Store> TestApp<S> {
         )
         .await
     }
+}
+
+/// Stripe's `checkout.session.completed` event `event_id`: `owner_id` (the payment link's
+/// `client_reference_id`) paid, as a customer of their own.
+pub fn paid_checkout(event_id: &str, owner_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": event_id, "object": "event", "type": "checkout.session.completed",
+        "data": {"object": {"id": format!("cs_{event_id}"), "object": "checkout.session",
+            "payment_status": "paid", "client_reference_id": owner_id,
+            "customer": format!("cus_{owner_id}")}}
+    })
 }
 
 /// A storage back end a test can run on: `Sqlite` (in memory) or `Postgres` (a fresh database on
